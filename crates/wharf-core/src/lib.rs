@@ -1,0 +1,11 @@
+//! Wharf's vocabulary: validated value types shared by every crate.
+//!
+//! Nothing here does I/O. Every type has a validating constructor, so a value
+//! that exists is a value that is valid: a `Digest` always has a known algorithm
+//! and well-formed hex, a `RepoName` never contains `..` or an absolute path.
+
+mod digest;
+mod name;
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use name::{NameError, Reference, RepoName, Tag};
