@@ -24,9 +24,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use wharf_core::{Algorithm, Digest, Hasher};
 
-use crate::{
-    BlobEntry, BlobError, BlobStore, ByteRange, ByteStream, UploadEntry, Verification,
-};
+use crate::{BlobEntry, BlobError, BlobStore, ByteRange, ByteStream, UploadEntry, Verification};
 
 const LAYOUT_VERSION: &str = "wharf-blob-fs 1";
 /// Chunks smaller than this are coalesced before they reach the writer thread,
@@ -104,7 +102,9 @@ impl FsBlobStore {
         // Ids become file names: allow only characters that cannot form a path.
         let safe = !id.is_empty()
             && id.len() <= 128
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !safe {
             return Err(BlobError::InvalidUploadId(id.to_owned()));
         }
@@ -325,9 +325,7 @@ impl BlobStore for FsBlobStore {
         })?
         .len();
         let running = match state.hasher.take() {
-            Some(h) if state.hashed_len == len && h.algorithm() == expected.algorithm() => {
-                Some(h)
-            }
+            Some(h) if state.hashed_len == len && h.algorithm() == expected.algorithm() => Some(h),
             _ => None,
         };
         let actual = match running {

@@ -129,8 +129,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
 
     /// Streams a committed blob, or the given range of it.
-    async fn read(&self, digest: &Digest, range: Option<ByteRange>)
-        -> Result<ByteStream, BlobError>;
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream, BlobError>;
 
     /// Creates an empty staging area for an upload session.
     async fn create_upload(&self, id: &str) -> Result<(), BlobError>;

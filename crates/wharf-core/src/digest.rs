@@ -79,7 +79,9 @@ impl Digest {
             }
         };
         let well_formed = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !well_formed {
             return Err(DigestError::MalformedHex {
                 algorithm: algorithm.as_str(),
@@ -179,12 +181,24 @@ mod tests {
         assert_eq!(Digest::parse(empty).unwrap().to_string(), empty);
         assert_eq!(Digest::sha256_of(b"").to_string(), empty);
         assert_eq!(
-            Digest::parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"),
-            Err(DigestError::MalformedHex { algorithm: "sha256" })
+            Digest::parse(
+                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+            ),
+            Err(DigestError::MalformedHex {
+                algorithm: "sha256"
+            })
         );
-        assert_eq!(Digest::parse("sha256:abc"), Err(DigestError::MalformedHex { algorithm: "sha256" }));
+        assert_eq!(
+            Digest::parse("sha256:abc"),
+            Err(DigestError::MalformedHex {
+                algorithm: "sha256"
+            })
+        );
         assert_eq!(Digest::parse("e3b0"), Err(DigestError::MissingAlgorithm));
-        assert!(matches!(Digest::parse("md5:abcd"), Err(DigestError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            Digest::parse("md5:abcd"),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
         let d512 = Digest::of(Algorithm::Sha512, b"abc");
         assert_eq!(d512.hex().len(), 128);
         assert_eq!(Digest::parse(&d512.to_string()).unwrap(), d512);

@@ -165,10 +165,19 @@ mod tests {
 
     #[test]
     fn repo_names() {
-        for ok in ["a", "library/busybox", "quay.io/coreos/etcd", "a__b", "a---b", "x/y_z.w"] {
+        for ok in [
+            "a",
+            "library/busybox",
+            "quay.io/coreos/etcd",
+            "a__b",
+            "a---b",
+            "x/y_z.w",
+        ] {
             assert!(RepoName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "..", "a/../b", "/abs", "a//b", "a/", "-a", "a_.b", "a___b", "a b", "a\0"] {
+        for bad in [
+            "", "A", "..", "a/../b", "/abs", "a//b", "a/", "-a", "a_.b", "a___b", "a b", "a\0",
+        ] {
             assert!(RepoName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(RepoName::parse(&"a".repeat(256)).is_err());
@@ -181,6 +190,9 @@ mod tests {
         assert!(Tag::parse(".x").is_err());
         assert!(Tag::parse(&"a".repeat(129)).is_err());
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
-        assert!(matches!(Reference::parse("sha256:zz"), Err(NameError::InvalidDigest(_))));
+        assert!(matches!(
+            Reference::parse("sha256:zz"),
+            Err(NameError::InvalidDigest(_))
+        ));
     }
 }

@@ -1,0 +1,493 @@
+//! Queries behind the OCI registry: repositories, blob links, manifests, tags
+//! and referrers.
+//!
+//! A blob is usable in a repository only through a `repo_blobs` link (made by an
+//! upload or a mount), which is what keeps one repository's pushers from
+//! referencing another's private layers by digest alone.
+
+use sqlx::Row;
+use wharf_core::{Digest, RepoName, Tag};
+
+use crate::{unix_now, Meta, MetaError};
+
+/// What a manifest points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferenceKind {
+    /// A config or layer blob.
+    Blob,
+    /// A child manifest of an index.
+    Manifest,
+}
+
+impl ReferenceKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReferenceKind::Blob => "blob",
+            ReferenceKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// A validated manifest ready to be recorded; its bytes are already a committed blob.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    /// Repository it is pushed to.
+    pub repo: RepoName,
+    /// Digest of the exact bytes.
+    pub digest: Digest,
+    /// The manifest's media type.
+    pub media_type: String,
+    /// Size of the bytes.
+    pub size: u64,
+    /// `artifactType`, or the config media type for image manifests without one.
+    pub artifact_type: Option<String>,
+    /// The `subject` it refers to, for the referrers API.
+    pub subject: Option<Digest>,
+    /// The manifest's `annotations` as JSON text.
+    pub annotations: Option<String>,
+    /// Everything it references, with the size its descriptor claims.
+    pub references: Vec<(Digest, ReferenceKind, u64)>,
+    /// Tag to point at it, in the same transaction.
+    pub tag: Option<Tag>,
+}
+
+/// Outcome of recording a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutManifestOutcome {
+    /// Recorded (or already present) and tagged.
+    Stored,
+    /// A referenced blob is not in the repository.
+    MissingBlob(Digest),
+    /// A referenced child manifest is not in the repository.
+    MissingManifest(Digest),
+    /// A descriptor's size disagrees with the stored blob.
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// Size in the descriptor.
+        claimed: u64,
+        /// Size stored.
+        actual: u64,
+    },
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// Digest of its bytes.
+    pub digest: Digest,
+    /// Media type it was pushed with.
+    pub media_type: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A manifest whose `subject` is the queried digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerRecord {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// Its artifact type, if any.
+    pub artifact_type: Option<String>,
+    /// Its annotations as JSON text.
+    pub annotations: Option<String>,
+}
+
+fn parse_digest(s: &str) -> Result<Digest, MetaError> {
+    Digest::parse(s).map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+async fn ensure_repository(
+    conn: &mut sqlx::AnyConnection,
+    repo: &RepoName,
+    format: &str,
+) -> Result<(), MetaError> {
+    sqlx::query(
+        "INSERT INTO repositories (name, format, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(format)
+    .bind(unix_now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_blob(
+    conn: &mut sqlx::AnyConnection,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), MetaError> {
+    let now = unix_now();
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at, last_used_at) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
+    )
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn link_blob(
+    conn: &mut sqlx::AnyConnection,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<(), MetaError> {
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (repo, digest) DO UPDATE SET linked_at = excluded.linked_at",
+    )
+    .bind(repo.as_str())
+    .bind(digest.to_string())
+    .bind(unix_now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Meta {
+    /// Records a committed blob and links it into `repo` (after an upload).
+    pub async fn record_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.write_tx().await?;
+        ensure_repository(&mut tx, repo, "oci").await?;
+        upsert_blob(&mut tx, digest, size).await?;
+        link_blob(&mut tx, repo, digest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Links an existing blob into `repo`: from `from` if given, else from
+    /// anywhere. Returns the blob's size, or `None` if it is not available.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let row = match from {
+            Some(from) => {
+                sqlx::query(
+                    "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+                     WHERE rb.repo = $1 AND rb.digest = $2",
+                )
+                .bind(from.as_str())
+                .bind(digest.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+                    .bind(digest.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let size: i64 = row.try_get(0)?;
+        ensure_repository(&mut tx, repo, "oci").await?;
+        upsert_blob(&mut tx, digest, size as u64).await?;
+        link_blob(&mut tx, repo, digest).await?;
+        tx.commit().await?;
+        Ok(Some(size as u64))
+    }
+
+    /// Size of a blob linked into `repo`.
+    pub async fn repo_blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repo = $1 AND rb.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get::<i64, _>(0)? as u64),
+            None => None,
+        })
+    }
+
+    /// Removes a blob's link from `repo`; the bytes go when GC finds them unreferenced.
+    pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let res = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Records a manifest, its references and optionally a tag, in one transaction.
+    pub async fn put_manifest(&self, m: &NewManifest) -> Result<PutManifestOutcome, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let now = unix_now();
+        for (digest, kind, claimed) in &m.references {
+            match kind {
+                ReferenceKind::Blob => {
+                    let row = sqlx::query(
+                        "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+                         WHERE rb.repo = $1 AND rb.digest = $2",
+                    )
+                    .bind(m.repo.as_str())
+                    .bind(digest.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(row) = row else {
+                        return Ok(PutManifestOutcome::MissingBlob(digest.clone()));
+                    };
+                    let actual = row.try_get::<i64, _>(0)? as u64;
+                    if actual != *claimed {
+                        return Ok(PutManifestOutcome::SizeMismatch {
+                            digest: digest.clone(),
+                            claimed: *claimed,
+                            actual,
+                        });
+                    }
+                    // Touching the row also locks it, so a concurrent GC sweep of
+                    // this blob waits for us and then sees the new reference.
+                    sqlx::query("UPDATE blobs SET last_used_at = $1 WHERE digest = $2")
+                        .bind(now)
+                        .bind(digest.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                ReferenceKind::Manifest => {
+                    let row =
+                        sqlx::query("SELECT size FROM manifests WHERE repo = $1 AND digest = $2")
+                            .bind(m.repo.as_str())
+                            .bind(digest.to_string())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if row.is_none() {
+                        return Ok(PutManifestOutcome::MissingManifest(digest.clone()));
+                    }
+                }
+            }
+        }
+        ensure_repository(&mut tx, &m.repo, "oci").await?;
+        upsert_blob(&mut tx, &m.digest, m.size).await?;
+        sqlx::query(
+            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, \
+             annotations, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (repo, digest) DO NOTHING",
+        )
+        .bind(m.repo.as_str())
+        .bind(m.digest.to_string())
+        .bind(&m.media_type)
+        .bind(m.size as i64)
+        .bind(m.artifact_type.clone())
+        .bind(m.subject.as_ref().map(|d| d.to_string()))
+        .bind(m.annotations.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (digest, kind, _) in &m.references {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo, manifest, child) DO NOTHING",
+            )
+            .bind(m.repo.as_str())
+            .bind(m.digest.to_string())
+            .bind(digest.to_string())
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(m.repo.as_str())
+            .bind(tag.as_str())
+            .bind(m.digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifestOutcome::Stored)
+    }
+
+    /// A manifest of `repo` by digest.
+    pub async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let row = sqlx::query(
+            "SELECT digest, media_type, size FROM manifests WHERE repo = $1 AND digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| manifest_record(&r)).transpose()
+    }
+
+    /// The manifest a tag of `repo` points at.
+    pub async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size FROM tags t \
+             JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest \
+             WHERE t.repo = $1 AND t.tag = $2",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| manifest_record(&r)).transpose()
+    }
+
+    /// Deletes a manifest, its references and every tag pointing at it.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let res = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for table in [
+            "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
+            "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+        ] {
+            sqlx::query(table)
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes one tag; the manifest stays reachable by digest.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let res = sqlx::query("DELETE FROM tags WHERE repo = $1 AND tag = $2")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Tags of `repo` in bytewise order, after `last`, at most `limit`.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<String>, MetaError> {
+        let rows =
+            sqlx::query("SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3")
+                .bind(repo.as_str())
+                .bind(last.unwrap_or(""))
+                .bind(limit.min(i64::MAX as u64) as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(MetaError::from))
+            .collect()
+    }
+
+    /// Whether a repository of this name exists (any format).
+    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        Ok(sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Repositories of `format` in bytewise order, after `last`, at most `limit`.
+    pub async fn repositories(
+        &self,
+        format: &str,
+        last: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT name FROM repositories WHERE format = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(format)
+        .bind(last.unwrap_or(""))
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(MetaError::from))
+            .collect()
+    }
+
+    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+             WHERE repo = $1 AND subject = $2 AND ($3 = '' OR artifact_type = $3) \
+             ORDER BY created_at, digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .bind(artifact_type.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReferrerRecord {
+                    digest: parse_digest(&r.try_get::<String, _>(0)?)?,
+                    media_type: r.try_get(1)?,
+                    size: r.try_get::<i64, _>(2)? as u64,
+                    artifact_type: r.try_get(3)?,
+                    annotations: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn manifest_record(r: &sqlx::any::AnyRow) -> Result<ManifestRecord, MetaError> {
+    Ok(ManifestRecord {
+        digest: parse_digest(&r.try_get::<String, _>(0)?)?,
+        media_type: r.try_get(1)?,
+        size: r.try_get::<i64, _>(2)? as u64,
+    })
+}
