@@ -347,7 +347,12 @@ impl BlobStore for FsBlobStore {
         }
         let target = self.blob_path(expected);
         blocking(move || {
-            std::fs::File::open(&path)?.sync_all()?;
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            // A fresh mtime starts the garbage collector's grace period now, not
+            // when the upload began, so a long upload is not swept as an orphan
+            // between this rename and the metadata commit that follows it.
+            file.set_modified(std::time::SystemTime::now())?;
+            file.sync_all()?;
             let dir = target.parent().expect("blob path has a parent directory");
             std::fs::create_dir_all(dir)?;
             std::fs::rename(&path, &target)?;

@@ -1,0 +1,321 @@
+//! The configuration file: one TOML document, every default in this file.
+//!
+//! Flow: TOML → [`Config`] (serde, unknown keys refused with their path) →
+//! [`Config::validate`] (every problem reported at once, each with its TOML
+//! path) → lowered by the `wharf` binary into each crate's own settings.
+//! Nothing else reads the configuration.
+//!
+//! [`REFERENCE`] documents every key; `docs/configuration.md` is generated from
+//! it and a test keeps the two, and the defaults below, in agreement.
+
+mod reference;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use reference::{render_reference, ConfigKey, REFERENCE};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key that does not exist, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the offending key.
+        message: String,
+    },
+    /// Well-formed but invalid values; every problem, one per line.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener settings.
+    pub server: ServerConfig,
+    /// Where blobs and other data live.
+    pub storage: StorageConfig,
+    /// The metadata database.
+    pub database: DatabaseConfig,
+    /// The OCI registry.
+    pub oci: OciConfig,
+    /// Garbage collection and upload expiry.
+    pub gc: GcConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Permit listening on a non-loopback address while access control is not
+    /// configured, which lets anyone who can reach the port write.
+    pub allow_unauthenticated_public: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".into(),
+            shutdown_grace_secs: 30,
+            allow_unauthenticated_public: false,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory holding everything Wharf stores (blobs, the SQLite database).
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./wharf-data"),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB`; empty means
+    /// `sqlite:<data_dir>/wharf.db`.
+    pub url: String,
+}
+
+/// `[oci]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OciConfig {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Memory for cached manifest bytes, in bytes.
+    pub manifest_cache_bytes: u64,
+}
+
+impl Default for OciConfig {
+    fn default() -> Self {
+        OciConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            manifest_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[gc]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between online garbage collections by the server; 0 disables them.
+    pub interval_secs: u64,
+    /// Unreferenced blobs younger than this many seconds are kept.
+    pub grace_period_secs: u64,
+    /// Upload sessions idle this many seconds are expired.
+    pub upload_expiry_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_secs: 3600,
+            grace_period_secs: 86400,
+            upload_expiry_secs: 86400,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax, e.g. `info` or `wharf_http=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks values; reports every problem with its TOML path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        match self.server.listen.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !addr.ip().is_loopback() && !self.server.allow_unauthenticated_public {
+                    problems.push(format!(
+                        "server.listen: {addr} is reachable from other hosts, but access control \
+                         is not configured yet; listen on a loopback address or set \
+                         server.allow_unauthenticated_public = true"
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "server.listen: {:?} is not an address:port ({e})",
+                self.server.listen
+            )),
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            problems.push("storage.data_dir: must not be empty".into());
+        }
+        let url = &self.database.url;
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "database.url: {url:?} is neither sqlite:PATH nor postgres://…"
+            ));
+        }
+        if self.oci.max_manifest_bytes < 1024 {
+            problems.push("oci.max_manifest_bytes: must be at least 1024".into());
+        }
+        if self.gc.grace_period_secs < 60 {
+            problems.push("gc.grace_period_secs: must be at least 60".into());
+        }
+        if self.gc.upload_expiry_secs < 60 {
+            problems.push("gc.upload_expiry_secs: must be at least 60".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The database URL, with the embedded default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite:{}",
+                self.storage.data_dir.join("wharf.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listne"), "{err}");
+        let err = Config::parse("[nope]\n", "x.toml").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let cfg = Config::parse(
+            "[server]\nlisten = \"0.0.0.0:80\"\n[database]\nurl = \"mysql://x\"\n[gc]\ngrace_period_secs = 1\n",
+            "x.toml",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for key in ["server.listen", "database.url", "gc.grace_period_secs"] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn reference_doc_is_current_and_matches_defaults() {
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut leaves = Vec::new();
+        collect_leaves(&defaults, String::new(), &mut leaves);
+        let documented: Vec<&str> = REFERENCE.iter().map(|k| k.key).collect();
+        for (key, value) in &leaves {
+            let entry = REFERENCE
+                .iter()
+                .find(|k| k.key == key)
+                .unwrap_or_else(|| panic!("{key} is not documented in REFERENCE"));
+            assert_eq!(entry.default, value, "default of {key}");
+        }
+        for key in &documented {
+            let is_leaf = leaves.iter().any(|(k, _)| k == key);
+            // Keys whose default is "unset" serialize as empty strings and are leaves too.
+            assert!(
+                is_leaf,
+                "REFERENCE documents {key}, which is not a config key"
+            );
+        }
+        let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let rendered = render_reference();
+        if std::env::var_os("WHARF_UPDATE_DOCS").is_some() {
+            std::fs::write(doc_path, &rendered).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(doc_path).unwrap_or_default();
+        assert!(
+            on_disk == rendered,
+            "docs/configuration.md is stale; regenerate with WHARF_UPDATE_DOCS=1 cargo test -p wharf-config"
+        );
+    }
+
+    fn collect_leaves(v: &toml::Value, prefix: String, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    collect_leaves(v, key, out);
+                }
+            }
+            other => out.push((prefix, other.to_string())),
+        }
+    }
+}

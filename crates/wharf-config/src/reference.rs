@@ -1,0 +1,49 @@
+//! The configuration reference: every key, its default and its meaning.
+//!
+//! `docs/configuration.md` is rendered from this table; the crate's tests fail
+//! when a key is missing here, when a default here disagrees with the code, or
+//! when the document is stale.
+
+/// One documented key.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigKey {
+    /// Dotted TOML path.
+    pub key: &'static str,
+    /// Default, as TOML.
+    pub default: &'static str,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// Every configuration key.
+pub const REFERENCE: &[ConfigKey] = &[
+    ConfigKey { key: "server.listen", default: "\"127.0.0.1:5000\"", doc: "Address and port of the listener. A non-loopback address is refused until access control is configured, unless `server.allow_unauthenticated_public` is set." },
+    ConfigKey { key: "server.shutdown_grace_secs", default: "30", doc: "On SIGTERM or SIGINT, seconds to let in-flight requests finish before the process exits. Upload sessions stay resumable across the restart." },
+    ConfigKey { key: "server.allow_unauthenticated_public", default: "false", doc: "Allow a non-loopback `server.listen` without access control, letting anyone who reaches the port push and delete." },
+    ConfigKey { key: "storage.data_dir", default: "\"./wharf-data\"", doc: "Directory for everything Wharf stores: `blobs/` (the content-addressed blob store) and, by default, the SQLite database `wharf.db`." },
+    ConfigKey { key: "database.url", default: "\"\"", doc: "Metadata database: `sqlite:PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Empty means `sqlite:<data_dir>/wharf.db`." },
+    ConfigKey { key: "oci.max_manifest_bytes", default: "4194304", doc: "Largest manifest accepted; larger pushes get `413 MANIFEST_INVALID`. The distribution spec asks registries to accept at least 4 MiB." },
+    ConfigKey { key: "oci.manifest_cache_bytes", default: "67108864", doc: "Memory for caching manifest bytes by digest (safe: a digest always names the same bytes)." },
+    ConfigKey { key: "gc.interval_secs", default: "3600", doc: "Seconds between the server's online garbage collections; 0 disables them (`wharf gc` still works)." },
+    ConfigKey { key: "gc.grace_period_secs", default: "86400", doc: "Unreferenced blobs younger than this are kept, so a push that has uploaded its layers but not yet its manifest never loses them." },
+    ConfigKey { key: "gc.upload_expiry_secs", default: "86400", doc: "Upload sessions idle this long are expired and their bytes reclaimed." },
+    ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
+];
+
+/// Renders `docs/configuration.md`.
+pub fn render_reference() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         <!-- Generated from crates/wharf-config/src/reference.rs; do not edit by hand. -->\n\n\
+         Wharf reads one TOML file, given with `wharf serve --config FILE`.\n\
+         Every key is optional; with no file at all Wharf serves from `./wharf-data` on `127.0.0.1:5000`.\n\
+         Unknown keys are errors that name the key.\n\
+         Command-line flags (`--listen`, `--data-dir`) override the file.\n\n\
+         | key | default | meaning |\n|---|---|---|\n",
+    );
+    for k in REFERENCE {
+        out.push_str(&format!("| `{}` | `{}` | {} |\n", k.key, k.default, k.doc));
+    }
+    out.push_str("\n## Example\n\n```toml\n[server]\nlisten = \"127.0.0.1:5000\"\n\n[storage]\ndata_dir = \"/var/lib/wharf\"\n\n[database]\nurl = \"postgres://wharf@db.internal:5432/wharf\"\n\n[gc]\ngrace_period_secs = 86400\n```\n");
+    out
+}

@@ -1,0 +1,120 @@
+//! The one place where registry errors become OCI error responses:
+//! `{"errors":[{"code","message","detail"}]}` with the spec's status codes.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use wharf_oci::OciError;
+
+/// An OCI error response.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    headers: HeaderMap,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: String) -> ApiError {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub(crate) fn name_invalid(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", msg)
+    }
+
+    pub(crate) fn digest_invalid(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", msg)
+    }
+
+    pub(crate) fn manifest_unknown(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", msg)
+    }
+
+    pub(crate) fn upload_invalid(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", msg)
+    }
+
+    pub(crate) fn unsupported(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
+    }
+
+    pub(crate) fn not_found(path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("no registry endpoint at {path}"),
+        )
+    }
+}
+
+impl From<OciError> for ApiError {
+    fn from(err: OciError) -> ApiError {
+        let msg = err.to_string();
+        // Exhaustive on purpose: a new domain error must choose its wire form here.
+        match err {
+            OciError::NameInvalid(_) => ApiError::name_invalid(msg),
+            OciError::NameUnknown(_) => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
+            OciError::DigestInvalid(_) => ApiError::digest_invalid(msg),
+            OciError::BlobUnknown(_) => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", msg),
+            OciError::BlobUploadUnknown(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", msg)
+            }
+            OciError::BlobUploadInvalid(_) => ApiError::upload_invalid(msg),
+            OciError::ChunkOutOfOrder { size } => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                msg,
+            )
+            .with_header(header::RANGE, format!("0-{}", size.saturating_sub(1))),
+            OciError::RangeNotSatisfiable { size } => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID", msg)
+                    .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+            }
+            OciError::ManifestUnknown(_) => ApiError::manifest_unknown(msg),
+            OciError::ManifestInvalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
+            }
+            OciError::ManifestBlobUnknown(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", msg)
+            }
+            OciError::ManifestTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID", msg)
+            }
+            OciError::SizeInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", msg),
+            OciError::Unsupported(_) => ApiError::unsupported(msg),
+            OciError::Storage(_) | OciError::Meta(_) => {
+                // Server faults are logged once, here, and never blamed on the client.
+                tracing::error!(error = %msg, "registry operation failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "errors": [{ "code": self.code, "message": self.message, "detail": null }]
+        });
+        let mut res = (self.status, axum::Json(body)).into_response();
+        res.headers_mut().extend(self.headers);
+        res
+    }
+}

@@ -1,0 +1,445 @@
+//! One function per distribution-spec operation; each parses, calls
+//! [`Registry`], and shapes the response.
+
+use std::collections::HashMap;
+use std::io;
+
+use axum::body::Body;
+use axum::extract::{Query, Request};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use wharf_blob::ByteStream;
+use wharf_core::{Digest, Reference, RepoName, Tag};
+use wharf_oci::{OciError, Page, Registry};
+
+use super::route::Route;
+use super::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+pub(crate) async fn handle(
+    registry: &Registry,
+    route: Route,
+    req: Request<Body>,
+) -> Result<Response> {
+    let method = req.method().clone();
+    let query = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    match (route, method) {
+        (Route::Catalog, Method::GET) => catalog(registry, &query).await,
+        (Route::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
+        (Route::Manifest(repo, r), Method::GET) => get_manifest(registry, &repo, &r, false).await,
+        (Route::Manifest(repo, r), Method::HEAD) => get_manifest(registry, &repo, &r, true).await,
+        (Route::Manifest(repo, r), Method::PUT) => put_manifest(registry, &repo, &r, req).await,
+        (Route::Manifest(repo, r), Method::DELETE) => {
+            registry.delete_manifest(&repo, &r).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Route::Blob(repo, d), Method::GET) => {
+            get_blob(registry, &repo, &d, req.headers(), false).await
+        }
+        (Route::Blob(repo, d), Method::HEAD) => {
+            get_blob(registry, &repo, &d, req.headers(), true).await
+        }
+        (Route::Blob(repo, d), Method::DELETE) => {
+            registry.delete_blob(&repo, &d).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Route::UploadStart(repo), Method::POST) => {
+            start_upload(registry, &repo, &query, req).await
+        }
+        (Route::Upload(repo, id), Method::PATCH) => patch_upload(registry, &repo, &id, req).await,
+        (Route::Upload(repo, id), Method::PUT) => {
+            put_upload(registry, &repo, &id, &query, req).await
+        }
+        (Route::Upload(repo, id), Method::GET) => {
+            let size = registry.upload_status(&repo, &id).await?;
+            Ok(upload_accepted(StatusCode::NO_CONTENT, &repo, &id, size))
+        }
+        (Route::Upload(repo, id), Method::DELETE) => {
+            registry.cancel_upload(&repo, &id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Route::Referrers(repo, d), Method::GET) => referrers(registry, &repo, &d, &query).await,
+        (_, method) => Err(ApiError::unsupported(format!(
+            "{method} is not supported here"
+        ))),
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    // Every value we build is a digest, a path of validated names or a number.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `Content-Range` of a chunk: `<start>-<end>`, also accepting the RFC form
+/// `bytes <start>-<end>/<total>` that some clients send.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::upload_invalid("malformed Content-Range");
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start = a.trim().parse().map_err(|_| bad())?;
+    let end = b.trim().parse().map_err(|_| bad())?;
+    Ok(Some((start, end)))
+}
+
+/// `Range: bytes=a-b` of a blob GET; anything else is ignored (full body).
+fn read_range(headers: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
+    let s = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = s.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // Multipart ranges: serving the whole blob is allowed.
+    }
+    let (a, b) = spec.split_once('-')?;
+    let parse = |x: &str| -> Option<Option<u64>> {
+        let x = x.trim();
+        if x.is_empty() {
+            Some(None)
+        } else {
+            x.parse().ok().map(Some)
+        }
+    };
+    let (start, end) = (parse(a)?, parse(b)?);
+    if start.is_none() && end.is_none() {
+        return None;
+    }
+    Some((start, end))
+}
+
+fn query_digest(query: &HashMap<String, String>, key: &str) -> Result<Option<Digest>> {
+    match query.get(key) {
+        None => Ok(None),
+        Some(s) => Digest::parse(s)
+            .map(Some)
+            .map_err(|e| ApiError::digest_invalid(e.to_string())),
+    }
+}
+
+fn query_n(query: &HashMap<String, String>) -> Result<Option<u64>> {
+    match query.get("n") {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| OciError::SizeInvalid(format!("n={s:?} is not a count")).into()),
+    }
+}
+
+fn upload_accepted(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    let location = format!("/v2/{repo}/blobs/uploads/{id}");
+    // `Range` is inclusive; an empty upload reports `0-0` as registries always have.
+    let range = format!("0-{}", size.saturating_sub(1));
+    (
+        status,
+        [
+            (header::LOCATION, header_value(&location)),
+            (header::RANGE, header_value(&range)),
+            (DOCKER_UPLOAD_UUID, header_value(id)),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
+        ],
+    )
+        .into_response()
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let location = format!("/v2/{repo}/blobs/{digest}");
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, header_value(&location)),
+            (DOCKER_CONTENT_DIGEST, header_value(&digest.to_string())),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
+        ],
+    )
+        .into_response()
+}
+
+/// end-8a/8b: `GET /v2/<name>/tags/list?n=&last=`.
+async fn tags(
+    registry: &Registry,
+    repo: &RepoName,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
+    let n = query_n(query)?;
+    let last = match query.get("last") {
+        Some(s) => Some(Tag::parse(s).map_err(|e| OciError::SizeInvalid(e.to_string()))?),
+        None => None,
+    };
+    let page = registry.tags(repo, n, last.as_ref()).await?;
+    let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
+    Ok(paginated(body, &page, n, &format!("/v2/{repo}/tags/list")))
+}
+
+/// `GET /v2/_catalog?n=&last=`.
+async fn catalog(registry: &Registry, query: &HashMap<String, String>) -> Result<Response> {
+    let n = query_n(query)?;
+    let page = registry
+        .catalog(n, query.get("last").map(String::as_str))
+        .await?;
+    let body = serde_json::json!({ "repositories": page.items });
+    Ok(paginated(body, &page, n, "/v2/_catalog"))
+}
+
+fn paginated(body: serde_json::Value, page: &Page, n: Option<u64>, path: &str) -> Response {
+    let mut res = axum::Json(body).into_response();
+    if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
+        let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", url_escape(last));
+        res.headers_mut().insert(header::LINK, header_value(&link));
+    }
+    res
+}
+
+/// Escapes the few characters of names and tags that are not URL-safe.
+fn url_escape(s: &str) -> String {
+    s.replace('/', "%2F")
+}
+
+/// end-2/end-3: `GET|HEAD /v2/<name>/manifests/<reference>`.
+async fn get_manifest(
+    registry: &Registry,
+    repo: &RepoName,
+    r: &Reference,
+    head: bool,
+) -> Result<Response> {
+    if head {
+        let record = registry.manifest_record(repo, r).await?;
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, header_value(&record.media_type)),
+                (
+                    header::CONTENT_LENGTH,
+                    header_value(&record.size.to_string()),
+                ),
+                (
+                    DOCKER_CONTENT_DIGEST,
+                    header_value(&record.digest.to_string()),
+                ),
+            ],
+        )
+            .into_response());
+    }
+    let m = registry.get_manifest(repo, r).await?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, header_value(&m.media_type)),
+            (DOCKER_CONTENT_DIGEST, header_value(&m.digest.to_string())),
+            (header::ETAG, header_value(&format!("\"{}\"", m.digest))),
+        ],
+        m.bytes,
+    )
+        .into_response())
+}
+
+/// end-7: `PUT /v2/<name>/manifests/<reference>`.
+async fn put_manifest(
+    registry: &Registry,
+    repo: &RepoName,
+    r: &Reference,
+    req: Request<Body>,
+) -> Result<Response> {
+    let limit = registry.limits().max_manifest_bytes;
+    let too_large = |size| OciError::ManifestTooLarge { size, limit };
+    if let Some(len) = content_length(req.headers()) {
+        if len > limit {
+            return Err(too_large(len).into());
+        }
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = axum::body::to_bytes(req.into_body(), limit as usize + 1)
+        .await
+        .map_err(|_| too_large(limit + 1))?;
+    let pushed = registry
+        .put_manifest(repo, r, content_type.as_deref(), body)
+        .await?;
+    let location = format!("/v2/{repo}/manifests/{}", pushed.digest);
+    let mut res = (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, header_value(&location)),
+            (
+                DOCKER_CONTENT_DIGEST,
+                header_value(&pushed.digest.to_string()),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
+        ],
+    )
+        .into_response();
+    if let Some(subject) = pushed.subject {
+        res.headers_mut()
+            .insert(OCI_SUBJECT, header_value(&subject.to_string()));
+    }
+    Ok(res)
+}
+
+/// end-2/end-10 GET|HEAD `/v2/<name>/blobs/<digest>`, with `Range`.
+async fn get_blob(
+    registry: &Registry,
+    repo: &RepoName,
+    d: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    let digest_header = (DOCKER_CONTENT_DIGEST, header_value(&d.to_string()));
+    if head {
+        let size = registry.stat_blob(repo, d).await?;
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_LENGTH, header_value(&size.to_string())),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+                digest_header,
+            ],
+        )
+            .into_response());
+    }
+    let read = registry.read_blob(repo, d, read_range(headers)).await?;
+    let (status, len) = match read.range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
+        None => (StatusCode::OK, read.size),
+    };
+    let mut res = (
+        status,
+        [
+            (header::CONTENT_LENGTH, header_value(&len.to_string())),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+            digest_header,
+        ],
+        Body::from_stream(read.body),
+    )
+        .into_response();
+    if let Some(r) = read.range {
+        let cr = format!("bytes {}-{}/{}", r.start, r.end, read.size);
+        res.headers_mut()
+            .insert(header::CONTENT_RANGE, header_value(&cr));
+    }
+    Ok(res)
+}
+
+/// end-4a/4b/11: `POST /v2/<name>/blobs/uploads/` (session, monolithic, mount).
+async fn start_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    query: &HashMap<String, String>,
+    req: Request<Body>,
+) -> Result<Response> {
+    if let Some(mount) = query_digest(query, "mount")? {
+        let from = match query.get("from") {
+            Some(f) => Some(RepoName::parse(f).map_err(|e| ApiError::name_invalid(e.to_string()))?),
+            None => None,
+        };
+        if registry.mount_blob(repo, &mount, from.as_ref()).await? {
+            return Ok(blob_created(repo, &mount));
+        }
+        // Not mountable: the spec says to fall back to an ordinary upload session.
+    } else if let Some(digest) = query_digest(query, "digest")? {
+        registry
+            .put_blob(repo, &digest, body_stream(req.into_body()))
+            .await?;
+        return Ok(blob_created(repo, &digest));
+    }
+    let id = registry.start_upload(repo).await?;
+    Ok(upload_accepted(StatusCode::ACCEPTED, repo, &id, 0))
+}
+
+/// end-5: `PATCH /v2/<name>/blobs/uploads/<id>` (chunked or streamed).
+async fn patch_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    req: Request<Body>,
+) -> Result<Response> {
+    let range = chunk_range(req.headers())?;
+    let len = content_length(req.headers());
+    let size = registry
+        .append_upload(repo, id, range, len, body_stream(req.into_body()))
+        .await?;
+    Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, size))
+}
+
+/// end-6: `PUT /v2/<name>/blobs/uploads/<id>?digest=`.
+async fn put_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    query: &HashMap<String, String>,
+    req: Request<Body>,
+) -> Result<Response> {
+    let digest = query_digest(query, "digest")?
+        .ok_or_else(|| ApiError::digest_invalid("the digest query parameter is required"))?;
+    let range = chunk_range(req.headers())?;
+    let len = content_length(req.headers());
+    let body = match len {
+        Some(0) => None,
+        _ => Some(body_stream(req.into_body())),
+    };
+    registry
+        .finish_upload(repo, id, &digest, range, len, body)
+        .await?;
+    Ok(blob_created(repo, &digest))
+}
+
+/// end-12a/12b: `GET /v2/<name>/referrers/<digest>?artifactType=`.
+async fn referrers(
+    registry: &Registry,
+    repo: &RepoName,
+    d: &Digest,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
+    let filter = query.get("artifactType").map(String::as_str);
+    let index = registry.referrers(repo, d, filter).await?;
+    let mut res = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(wharf_oci::media::OCI_INDEX),
+        )],
+        index,
+    )
+        .into_response();
+    if filter.is_some() {
+        res.headers_mut().insert(
+            OCI_FILTERS_APPLIED,
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(res)
+}

@@ -1,0 +1,515 @@
+//! [`Registry`]: every distribution-spec operation over blob store + metadata.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use wharf_blob::{BlobStore, ByteRange, ByteStream};
+use wharf_core::{Digest, Reference, RepoName, Tag};
+use wharf_meta::{Meta, NewManifest, PutManifestOutcome, ReferrerRecord};
+
+use crate::{manifest::parse_manifest, media, OciError};
+
+/// Limits the registry enforces.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Memory budget for cached manifest bytes (immutable by digest).
+    pub manifest_cache_bytes: u64,
+}
+
+/// A manifest as served.
+#[derive(Debug, Clone)]
+pub struct ManifestContent {
+    /// Digest of `bytes`.
+    pub digest: Digest,
+    /// Media type, used as `Content-Type`.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub bytes: Bytes,
+}
+
+/// Result of a manifest push.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    /// Digest of the stored bytes.
+    pub digest: Digest,
+    /// The manifest's subject, echoed in `OCI-Subject`.
+    pub subject: Option<Digest>,
+}
+
+/// A blob being served.
+pub struct BlobRead {
+    /// The blob's full size.
+    pub size: u64,
+    /// The range served, if one was asked for.
+    pub range: Option<ByteRange>,
+    /// The bytes.
+    pub body: ByteStream,
+}
+
+/// One page of a listing, and whether more follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Entries in bytewise order.
+    pub items: Vec<String>,
+    /// The page was cut at the requested size and more entries exist.
+    pub more: bool,
+}
+
+/// The OCI registry service; cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Meta,
+    limits: RegistryLimits,
+    cache: Arc<ManifestCache>,
+}
+
+/// Manifest bytes by digest. Safe to cache without invalidation because a
+/// digest always names the same bytes; only the tag → digest step hits the
+/// database, so replicas never serve a stale tag.
+struct ManifestCache {
+    budget: u64,
+    inner: Mutex<(u64, HashMap<Digest, Bytes>)>,
+}
+
+impl ManifestCache {
+    fn get(&self, digest: &Digest) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.1.get(digest).cloned()
+    }
+
+    fn put(&self, digest: Digest, bytes: Bytes) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let len = bytes.len() as u64;
+        if len > self.budget {
+            return;
+        }
+        if inner.0 + len > self.budget {
+            // Crude but bounded: start over rather than track recency.
+            inner.1.clear();
+            inner.0 = 0;
+        }
+        if inner.1.insert(digest, bytes).is_none() {
+            inner.0 += len;
+        }
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Registry {
+    /// A registry over `blobs` and `meta`.
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Meta, limits: RegistryLimits) -> Registry {
+        let cache = Arc::new(ManifestCache {
+            budget: limits.manifest_cache_bytes,
+            inner: Mutex::new((0, HashMap::new())),
+        });
+        Registry {
+            blobs,
+            meta,
+            limits,
+            cache,
+        }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &RegistryLimits {
+        &self.limits
+    }
+
+    /// Size of a blob in `repo` (spec: HEAD blob, end-2).
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, OciError> {
+        self.meta
+            .repo_blob_size(repo, digest)
+            .await?
+            .ok_or_else(|| OciError::BlobUnknown(digest.clone()))
+    }
+
+    /// Streams a blob of `repo`, optionally a range (spec: GET blob, end-2).
+    pub async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<(Option<u64>, Option<u64>)>,
+    ) -> Result<BlobRead, OciError> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(spec) => Some(resolve_range(spec, size)?),
+        };
+        let body = self.blobs.read(digest, range).await?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Unlinks a blob from `repo` (spec: end-10).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), OciError> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(OciError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// Opens an upload session (spec: POST, end-4a).
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<String, OciError> {
+        let id = new_id();
+        self.blobs.create_upload(&id).await?;
+        if let Err(e) = self.meta.create_upload(&id, repo).await {
+            self.blobs.abort_upload(&id).await?;
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Uploads a whole blob in one request (spec: POST `?digest=`, end-4b).
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64, OciError> {
+        let id = new_id();
+        let size = wharf_blob::put_stream(&*self.blobs, &id, digest, body).await?;
+        self.meta.record_blob(repo, digest, size).await?;
+        Ok(size)
+    }
+
+    /// Mounts a blob from `from` (or from anywhere if `None`) into `repo`
+    /// (spec: end-11). Returns false when it is not available to mount.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, OciError> {
+        // The database says the blob exists; make sure the bytes do too before
+        // promising it to the client.
+        if self.blobs.stat(digest).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(self.meta.mount_blob(repo, digest, from).await?.is_some())
+    }
+
+    async fn check_upload(&self, repo: &RepoName, id: &str) -> Result<(), OciError> {
+        match self.meta.upload_repo(id).await? {
+            Some(owner) if owner == repo.as_str() => Ok(()),
+            _ => Err(OciError::BlobUploadUnknown(id.to_owned())),
+        }
+    }
+
+    /// Bytes received so far (spec: GET upload, end-13).
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<u64, OciError> {
+        self.check_upload(repo, id).await?;
+        Ok(self.blobs.upload_size(id).await?)
+    }
+
+    /// Appends a chunk (spec: PATCH, end-5). `range` is the chunk's
+    /// `Content-Range` (first and last byte); it must continue the upload.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        content_length: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64, OciError> {
+        self.check_upload(repo, id).await?;
+        let size = self.blobs.upload_size(id).await?;
+        if let Some((start, end)) = range {
+            if start != size || end < start {
+                return Err(OciError::ChunkOutOfOrder { size });
+            }
+            if content_length.is_some_and(|len| len != end - start + 1) {
+                return Err(OciError::ChunkOutOfOrder { size });
+            }
+        }
+        let new_size = self.blobs.append(id, body).await?;
+        self.meta.touch_upload(id).await?;
+        Ok(new_size)
+    }
+
+    /// Completes an upload with an optional last chunk (spec: PUT, end-6).
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        content_length: Option<u64>,
+        body: Option<ByteStream>,
+    ) -> Result<u64, OciError> {
+        if let Some(body) = body {
+            self.append_upload(repo, id, range, content_length, body)
+                .await?;
+        } else {
+            self.check_upload(repo, id).await?;
+        }
+        let committed = self.blobs.commit_upload(id, digest).await;
+        // The session ends either way: a digest mismatch discards the bytes.
+        self.meta.delete_upload(id).await?;
+        let size = committed?;
+        self.meta.record_blob(repo, digest, size).await?;
+        Ok(size)
+    }
+
+    /// Cancels an upload (spec: DELETE upload, end-12).
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), OciError> {
+        self.check_upload(repo, id).await?;
+        self.blobs.abort_upload(id).await?;
+        self.meta.delete_upload(id).await?;
+        Ok(())
+    }
+
+    /// Looks up a manifest without its bytes (spec: HEAD manifest, end-3).
+    pub async fn manifest_record(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<wharf_meta::ManifestRecord, OciError> {
+        let record = match reference {
+            Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
+            Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
+        };
+        record.ok_or_else(|| OciError::ManifestUnknown(reference.to_string()))
+    }
+
+    /// Fetches a manifest (spec: GET manifest, end-3).
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestContent, OciError> {
+        let record = self.manifest_record(repo, reference).await?;
+        let bytes = match self.cache.get(&record.digest) {
+            Some(b) => b,
+            None => {
+                let mut stream = self.blobs.read(&record.digest, None).await?;
+                let mut buf = BytesMut::with_capacity(record.size as usize);
+                while let Some(chunk) = stream.next().await {
+                    buf.extend_from_slice(&chunk.map_err(wharf_blob::BlobError::Io)?);
+                }
+                let bytes = buf.freeze();
+                self.cache.put(record.digest.clone(), bytes.clone());
+                bytes
+            }
+        };
+        Ok(ManifestContent {
+            digest: record.digest,
+            media_type: record.media_type,
+            bytes,
+        })
+    }
+
+    /// Stores a manifest and moves the tag (spec: PUT manifest, end-7).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PushedManifest, OciError> {
+        let size = body.len() as u64;
+        if size > self.limits.max_manifest_bytes {
+            return Err(OciError::ManifestTooLarge {
+                size,
+                limit: self.limits.max_manifest_bytes,
+            });
+        }
+        let parsed = parse_manifest(&body, content_type).map_err(OciError::ManifestInvalid)?;
+        let (digest, tag) = match reference {
+            Reference::Digest(claimed) => {
+                let actual = Digest::of(claimed.algorithm(), &body);
+                if &actual != claimed {
+                    return Err(OciError::DigestInvalid(format!(
+                        "manifest digest {actual} does not match {claimed}"
+                    )));
+                }
+                (actual, None)
+            }
+            Reference::Tag(tag) => (Digest::sha256_of(&body), Some(tag.clone())),
+        };
+        if self.blobs.stat(&digest).await?.is_none() {
+            wharf_blob::put_stream(
+                &*self.blobs,
+                &new_id(),
+                &digest,
+                wharf_blob::bytes_stream(body.clone()),
+            )
+            .await?;
+        }
+        let record = NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            size,
+            artifact_type: parsed.artifact_type,
+            subject: parsed.subject.clone(),
+            annotations: parsed.annotations,
+            references: parsed.references,
+            tag,
+        };
+        match self.meta.put_manifest(&record).await? {
+            PutManifestOutcome::Stored => {}
+            PutManifestOutcome::MissingBlob(d) | PutManifestOutcome::MissingManifest(d) => {
+                return Err(OciError::ManifestBlobUnknown(d))
+            }
+            PutManifestOutcome::SizeMismatch {
+                digest,
+                claimed,
+                actual,
+            } => {
+                return Err(OciError::ManifestInvalid(format!(
+                    "descriptor of {digest} claims {claimed} bytes, the blob has {actual}"
+                )))
+            }
+        }
+        self.cache.put(digest.clone(), body);
+        Ok(PushedManifest {
+            digest,
+            subject: parsed.subject,
+        })
+    }
+
+    /// Deletes a manifest by digest, or just a tag (spec: end-9).
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), OciError> {
+        let deleted = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        };
+        if deleted {
+            Ok(())
+        } else {
+            Err(OciError::ManifestUnknown(reference.to_string()))
+        }
+    }
+
+    /// One page of `repo`'s tags (spec: end-8a/8b).
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<u64>,
+        last: Option<&Tag>,
+    ) -> Result<Page, OciError> {
+        if !self.meta.repository_exists(repo).await? {
+            return Err(OciError::NameUnknown(repo.to_string()));
+        }
+        let limit = n.unwrap_or(u64::MAX - 1);
+        let mut items = self
+            .meta
+            .tags(repo, last.map(Tag::as_str), limit.saturating_add(1))
+            .await?;
+        Ok(page(&mut items, limit))
+    }
+
+    /// One page of repository names (`/v2/_catalog`).
+    pub async fn catalog(&self, n: Option<u64>, last: Option<&str>) -> Result<Page, OciError> {
+        let limit = n.unwrap_or(u64::MAX - 1);
+        let mut items = self
+            .meta
+            .repositories("oci", last, limit.saturating_add(1))
+            .await?;
+        Ok(page(&mut items, limit))
+    }
+
+    /// The referrers index of `subject` (spec: end-12a/12b). Returns the index
+    /// bytes and whether the artifact type filter was applied.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes, OciError> {
+        let records = self.meta.referrers(repo, subject, artifact_type).await?;
+        Ok(referrers_index(&records))
+    }
+}
+
+fn page(items: &mut Vec<String>, limit: u64) -> Page {
+    let more = items.len() as u64 > limit;
+    items.truncate(limit.min(usize::MAX as u64) as usize);
+    Page {
+        items: std::mem::take(items),
+        more,
+    }
+}
+
+/// Turns a `Range: bytes=a-b` (either side optional) into an inclusive range.
+fn resolve_range(spec: (Option<u64>, Option<u64>), size: u64) -> Result<ByteRange, OciError> {
+    let unsatisfiable = OciError::RangeNotSatisfiable { size };
+    let (start, end) = match spec {
+        (Some(start), Some(end)) => (start, end.min(size.saturating_sub(1))),
+        (Some(start), None) => (start, size.saturating_sub(1)),
+        (None, Some(suffix)) if suffix > 0 => (size.saturating_sub(suffix), size.saturating_sub(1)),
+        _ => return Err(unsatisfiable),
+    };
+    if size == 0 || start > end || start >= size {
+        return Err(unsatisfiable);
+    }
+    Ok(ByteRange { start, end })
+}
+
+fn referrers_index(records: &[ReferrerRecord]) -> Bytes {
+    let manifests: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let mut d = serde_json::json!({
+                "mediaType": r.media_type,
+                "digest": r.digest.to_string(),
+                "size": r.size,
+            });
+            if let Some(at) = &r.artifact_type {
+                d["artifactType"] = serde_json::Value::String(at.clone());
+            }
+            if let Some(a) = r.annotations.as_deref() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(a) {
+                    d["annotations"] = v;
+                }
+            }
+            d
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": manifests,
+    });
+    Bytes::from(index.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            resolve_range((Some(0), Some(9)), 100).unwrap(),
+            ByteRange { start: 0, end: 9 }
+        );
+        assert_eq!(
+            resolve_range((Some(90), None), 100).unwrap(),
+            ByteRange { start: 90, end: 99 }
+        );
+        assert_eq!(
+            resolve_range((None, Some(10)), 100).unwrap(),
+            ByteRange { start: 90, end: 99 }
+        );
+        assert_eq!(
+            resolve_range((Some(50), Some(500)), 100).unwrap(),
+            ByteRange { start: 50, end: 99 }
+        );
+        assert!(resolve_range((Some(100), Some(200)), 100).is_err());
+        assert!(resolve_range((Some(5), Some(2)), 100).is_err());
+        assert!(resolve_range((Some(0), Some(0)), 0).is_err());
+    }
+}

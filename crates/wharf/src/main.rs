@@ -1,0 +1,183 @@
+//! The `wharf` binary: command-line parsing and wiring, nothing else.
+//!
+//! Configuration flows one way: the TOML file (or the embedded defaults) →
+//! command-line overrides → validation → per-crate settings handed to the blob
+//! store, the metadata database, the registry and the HTTP layer. `anyhow`
+//! and exit codes live here and nowhere else.
+
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use wharf_blob::{fs::FsBlobStore, BlobStore};
+use wharf_config::Config;
+use wharf_meta::Meta;
+
+/// Wharf hosts and mirrors what fleets pull: container images, OSTree trees,
+/// RPM repositories and file trees.
+#[derive(Parser)]
+#[command(name = "wharf", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Delete unreferenced blobs and expired uploads now (safe while the server runs).
+    Gc {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Grace period in seconds (overrides gc.grace_period_secs).
+        #[arg(long)]
+        grace_period_secs: Option<u64>,
+    },
+    /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
+    Check {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Configuration file (TOML); without it every default applies.
+    #[arg(long, short = 'c', env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Opens the stores named by the configuration.
+pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn BlobStore>, Meta)> {
+    let dir = &config.storage.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let blobs = FsBlobStore::open(dir.join("blobs"))
+        .await
+        .with_context(|| format!("cannot open the blob store in {}", dir.display()))?;
+    let meta = Meta::connect(&config.database_url())
+        .await
+        .context("cannot open the metadata database")?;
+    Ok((Arc::new(blobs), meta))
+}
+
+pub(crate) fn gc_policy(config: &Config) -> wharf_jobs::GcPolicy {
+    wharf_jobs::GcPolicy {
+        grace_period: Duration::from_secs(config.gc.grace_period_secs),
+        upload_expiry: Duration::from_secs(config.gc.upload_expiry_secs),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { common, listen } => {
+            let mut config = common.load()?;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            config.validate()?;
+            init_logging(&config);
+            serve::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc {
+            common,
+            grace_period_secs,
+        } => {
+            let mut config = common.load()?;
+            if let Some(g) = grace_period_secs {
+                config.gc.grace_period_secs = g;
+            }
+            init_logging(&config);
+            let (blobs, meta) = open_stores(&config).await?;
+            let mut policy = gc_policy(&config);
+            // The command line may ask for a shorter grace period than the file allows.
+            if let Some(g) = grace_period_secs {
+                policy.grace_period = Duration::from_secs(g);
+            }
+            let report = wharf_jobs::collect_garbage(&*blobs, &meta, policy).await?;
+            println!(
+                "deleted {} blobs ({} bytes), kept {}, expired {} uploads",
+                report.blobs_deleted, report.bytes_freed, report.blobs_kept, report.uploads_expired
+            );
+            meta.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { common } => {
+            let config = common.load()?;
+            init_logging(&config);
+            let (blobs, meta) = open_stores(&config).await?;
+            let report = wharf_jobs::check_store(&*blobs, &meta).await?;
+            meta.close().await;
+            for problem in &report.problems {
+                println!("{problem}");
+            }
+            println!(
+                "verified {} blobs ({} bytes): {} problems",
+                report.blobs_verified,
+                report.bytes_verified,
+                report.problems.len()
+            );
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wharf: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `wharf serve`: stores → registry → router → listener, plus the background
+//! scheduler, all stopped by one cancellation token on SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wharf_config::Config;
+use wharf_oci::{Registry, RegistryLimits};
+
+pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    let (blobs, meta) = crate::open_stores(&config).await?;
+    let registry = Registry::new(
+        blobs.clone(),
+        meta.clone(),
+        RegistryLimits {
+            max_manifest_bytes: config.oci.max_manifest_bytes,
+            manifest_cache_bytes: config.oci.manifest_cache_bytes,
+        },
+    );
+    let app = wharf_http::router(wharf_http::AppState { registry });
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    if config.gc.interval_secs > 0 {
+        tracker.spawn(wharf_jobs::run_scheduler(
+            blobs,
+            meta.clone(),
+            crate::gc_policy(&config),
+            Duration::from_secs(config.gc.interval_secs),
+            cancel.clone(),
+        ));
+    }
+
+    tracing::info!(listen = %addr, data_dir = %config.storage.data_dir.display(), "wharf serving");
+    // The one line on stdout: scripts and tests wait for it and read the port.
+    println!("wharf listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+
+    let shutdown = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        shutdown.cancel();
+    });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let cancelled = cancel.clone();
+    tokio::select! {
+        res = server => res.context("server failed")?,
+        _ = async { cancelled.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight requests still running after the grace period; exiting");
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    meta.close().await;
+    tracing::info!("wharf stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
