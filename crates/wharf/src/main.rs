@@ -6,6 +6,8 @@
 //! and exit codes live here and nowhere else.
 
 mod serve;
+#[cfg(test)]
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
