@@ -266,16 +266,16 @@ async fn put_manifest(
 ) -> Result<Response> {
     let limit = registry.limits().max_manifest_bytes;
     let too_large = |size| OciError::ManifestTooLarge { size, limit };
-    if let Some(len) = content_length(req.headers()) {
-        if len > limit {
-            return Err(too_large(len).into());
-        }
-    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let declared = content_length(req.headers());
+    if let Some(len) = declared.filter(|&len| len > limit) {
+        drain_modest(req.into_body(), len, limit).await;
+        return Err(too_large(len).into());
+    }
     let body = axum::body::to_bytes(req.into_body(), limit as usize + 1)
         .await
         .map_err(|_| too_large(limit + 1))?;
@@ -442,4 +442,16 @@ async fn referrers(
         );
     }
     Ok(res)
+}
+
+/// Reads and discards an oversized request body so the client, still busy
+/// sending, receives the error response instead of a reset connection. Bodies
+/// far beyond the limit are not worth reading; their connection is dropped.
+async fn drain_modest(body: Body, declared: u64, limit: u64) {
+    use futures_util::StreamExt;
+    if declared > limit.saturating_mul(8) {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(_)) = stream.next().await {}
 }
