@@ -1,7 +1,7 @@
 //! The one place where registry errors become OCI error responses:
 //! `{"errors":[{"code","message","detail"}]}` with the spec's status codes.
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use wharf_oci::OciError;
 
@@ -11,7 +11,7 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -20,13 +20,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
-    fn with_header(mut self, name: header::HeaderName, value: String) -> ApiError {
+    fn with_header(mut self, name: HeaderName, value: String) -> ApiError {
         if let Ok(v) = HeaderValue::from_str(&value) {
-            self.headers.insert(name, v);
+            self.headers.push((name, v));
         }
         self
     }
@@ -114,7 +114,9 @@ impl IntoResponse for ApiError {
             "errors": [{ "code": self.code, "message": self.message, "detail": null }]
         });
         let mut res = (self.status, axum::Json(body)).into_response();
-        res.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            res.headers_mut().insert(name, value);
+        }
         res
     }
 }
