@@ -1,0 +1,30 @@
+//! Identities and access, with no HTTP and no SQL.
+//!
+//! - [`secret`]: password hashing (argon2id; bcrypt accepted for imported
+//!   htpasswd users), random secrets, and the one constant-time comparison.
+//! - [`glob`]: repository-name patterns of grants.
+//! - [`access`]: actions, grants, principals and the single evaluation
+//!   function that every surface uses.
+//! - [`token`]: short-lived signed registry tokens (the Docker token flow).
+//!
+//! Architecture invariant: whether a request may do something is decided only
+//! by [`access::allowed_actions`]; callers never compare names or roles.
+
+pub mod access;
+pub mod glob;
+pub mod secret;
+pub mod token;
+
+/// What went wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Hashing failed (bad parameters; not a wrong password).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    /// The system's random source failed.
+    #[error("no randomness available: {0}")]
+    Random(String),
+    /// A token was malformed, forged, expired or for another audience.
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
+}
