@@ -15,6 +15,7 @@
 //! garbage-collecting a blob.
 
 mod gc;
+mod identity;
 mod migrations;
 mod oci;
 mod uploads;
@@ -26,6 +27,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use gc::SweepOutcome;
+pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 
 /// What went wrong in the metadata layer.

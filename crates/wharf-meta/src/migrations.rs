@@ -12,9 +12,10 @@ use crate::{Backend, Meta, MetaError};
 
 /// `{text_c}` stands for a text column that sorts bytewise, as the OCI spec
 /// requires for tag and repository listings.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE repositories (
     name {text_c} PRIMARY KEY,
     format TEXT NOT NULL,
@@ -69,7 +70,67 @@ CREATE TABLE uploads (
     updated_at BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE accounts (
+    name {text_c} PRIMARY KEY,
+    kind TEXT NOT NULL,
+    password_hash TEXT,
+    is_admin BIGINT NOT NULL,
+    disabled BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE teams (
+    name {text_c} PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE team_members (
+    team TEXT NOT NULL,
+    account TEXT NOT NULL,
+    PRIMARY KEY (team, account)
+);
+CREATE INDEX team_members_account ON team_members (account);
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY,
+    subject_kind TEXT NOT NULL,
+    subject_name TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE INDEX api_tokens_account ON api_tokens (account);
+CREATE TABLE signing_keys (
+    id TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    retired_at BIGINT
+);
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    account TEXT,
+    remote TEXT,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX audit_log_at ON audit_log (at);
+"#,
+    ),
+];
 
 pub(crate) async fn run(meta: &Meta) -> Result<(), MetaError> {
     let text_c = match meta.backend {

@@ -281,6 +281,97 @@ async fn concurrent_writers(db: Db) {
     assert_eq!(db.meta.tags(&a, None, 10).await.unwrap(), vec!["same"]);
 }
 
+async fn identities_round_trip(db: Db) {
+    use wharf_meta::{AuditRecord, GrantRecord, TokenRecord};
+    let m = &db.meta;
+    assert!(!m.has_admin().await.unwrap());
+    assert!(m
+        .create_account("root", "user", Some("$argon2id$x"), true)
+        .await
+        .unwrap());
+    assert!(
+        !m.create_account("root", "user", None, false).await.unwrap(),
+        "names are unique"
+    );
+    assert!(m.create_account("ci", "robot", None, false).await.unwrap());
+    assert!(m.has_admin().await.unwrap());
+    assert!(m.set_password("root", "$argon2id$y").await.unwrap());
+    assert!(!m.set_password("nobody", "h").await.unwrap());
+    assert_eq!(
+        m.account("root")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("$argon2id$y")
+    );
+    assert!(m.create_team("ops").await.unwrap());
+    assert!(m.set_membership("ops", "ci", true).await.unwrap());
+    assert!(!m.set_membership("ops", "ghost", true).await.unwrap());
+    assert_eq!(m.teams_of("ci").await.unwrap(), vec!["ops"]);
+    let grant = |id: &str, origin: &str| GrantRecord {
+        id: id.into(),
+        subject_kind: "team".into(),
+        subject_name: "ops".into(),
+        pattern: "team/**".into(),
+        actions: "pull,push".into(),
+        origin: origin.into(),
+    };
+    m.add_grant(&grant("g-api", "api")).await.unwrap();
+    m.replace_config_grants(&[grant("g-c1", "config"), grant("g-c2", "config")])
+        .await
+        .unwrap();
+    m.replace_config_grants(&[grant("g-c3", "config")])
+        .await
+        .unwrap();
+    let ids: Vec<String> = m
+        .grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"g-api".to_owned()) && ids.contains(&"g-c3".to_owned()));
+    m.create_token(&TokenRecord {
+        id: "t1".into(),
+        account: "ci".into(),
+        secret_sha256: "ab".into(),
+        scopes: "[]".into(),
+        description: "build".into(),
+        created_at: 1,
+        expires_at: Some(2),
+        revoked_at: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(m.tokens(Some("ci")).await.unwrap().len(), 1);
+    assert!(m.revoke_token("t1").await.unwrap());
+    assert!(!m.revoke_token("t1").await.unwrap());
+    assert!(m.token("t1").await.unwrap().unwrap().revoked_at.is_some());
+    // Deleting the team removes its grants; deleting the account its tokens and memberships.
+    assert!(m.delete_team("ops").await.unwrap());
+    assert_eq!(m.grants().await.unwrap().len(), 0);
+    assert!(m.delete_account("ci").await.unwrap());
+    assert!(m.tokens(None).await.unwrap().is_empty());
+    m.rotate_signing_key("k1", "aa").await.unwrap();
+    m.rotate_signing_key("k2", "bb").await.unwrap();
+    let keys = m.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1);
+    let rec = AuditRecord {
+        at: 5,
+        account: Some("root".into()),
+        remote: Some("127.0.0.1".into()),
+        action: "push".into(),
+        resource: "team/app:v1".into(),
+        outcome: "ok".into(),
+    };
+    m.audit("a1", &rec).await.unwrap();
+    assert_eq!(m.audit_log(10).await.unwrap(), vec![rec]);
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -303,6 +394,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn sweep_spares_referenced_and_young() {
                 super::sweep_spares_referenced_and_young(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn identities_round_trip() {
+                super::identities_round_trip(super::$backend().await).await
             }
             #[tokio::test]
             async fn uploads_expire() {
