@@ -1,0 +1,30 @@
+//! End-to-end tests: the real `wharf` binary, judged by stock clients.
+//!
+//! Every test starts its own `wharf serve` on an ephemeral loopback port with a temporary data
+//! directory (see `wharf_testkit::WharfServer`) and drives it with skopeo, podman, buildah, oras,
+//! cosign or raw HTTP, asserting what the client sees: digests, tag lists, exit codes.
+//! A missing client fails the test with an install hint; `scripts/test.sh` installs them all.
+//!
+//! Harness check: with `WHARF_E2E_TARGET=docker-registry` the same tests run against Debian's
+//! `docker-registry` instead, to tell a harness bug from a Wharf bug.
+//! Steps that only Wharf has (`wharf check`, `wharf gc`) are then left out.
+
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/buildah.rs"]
+mod buildah;
+#[path = "e2e/cosign.rs"]
+mod cosign;
+#[path = "e2e/oras.rs"]
+mod oras;
+#[path = "e2e/persistence.rs"]
+mod persistence;
+#[path = "e2e/podman.rs"]
+mod podman;
+#[path = "e2e/skopeo.rs"]
+mod skopeo;
+#[path = "e2e/streaming.rs"]
+mod streaming;

@@ -1,0 +1,206 @@
+//! Shared set-up for the end-to-end tests: which registry a test targets, and client shorthands.
+//!
+//! Tests receive a [`Target`] from [`e2e`], which also appends the registry's log to any failure,
+//! so a red test shows what the client said and what the server said.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde_json::Value;
+use tempfile::TempDir;
+use wharf_testkit::fixture::{scratch_dir, sha256_digest, OciLayout};
+use wharf_testkit::http::{self, Response};
+use wharf_testkit::{run, CmdOutput, DockerRegistry, Registry, Tool, WharfServer};
+
+/// The registry under test.
+pub enum Target {
+    /// The real `wharf serve`: what the committed tests run against.
+    Wharf(WharfServer),
+    /// Debian's docker-registry, selected by `WHARF_E2E_TARGET=docker-registry` to validate the
+    /// harness itself.
+    Docker(DockerRegistry),
+}
+
+impl Target {
+    fn start() -> Result<Target> {
+        match std::env::var("WHARF_E2E_TARGET").as_deref() {
+            Ok("docker-registry") => Ok(Target::Docker(DockerRegistry::start()?)),
+            Ok("wharf") | Err(_) => Ok(Target::Wharf(WharfServer::start(env!(
+                "CARGO_BIN_EXE_wharf"
+            ))?)),
+            Ok(other) => bail!("WHARF_E2E_TARGET={other}: expected `wharf` or `docker-registry`"),
+        }
+    }
+
+    /// The registry as the clients see it.
+    pub fn registry(&self) -> &dyn Registry {
+        match self {
+            Target::Wharf(server) => server,
+            Target::Docker(registry) => registry,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.registry().host()
+    }
+
+    /// `127.0.0.1:PORT/REPO`, the start of an image reference.
+    pub fn repo(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.host())
+    }
+
+    /// Restarts on the same storage; references must be rebuilt since the port changes.
+    pub fn restart(&mut self) -> Result<()> {
+        match self {
+            Target::Wharf(server) => server.restart(),
+            Target::Docker(registry) => registry.restart(),
+        }
+    }
+
+    /// The Wharf server, or `None` when validating against docker-registry.
+    pub fn wharf(&mut self) -> Option<&mut WharfServer> {
+        match self {
+            Target::Wharf(server) => Some(server),
+            Target::Docker(_) => None,
+        }
+    }
+
+    /// Asserts that Wharf neither exited on its own nor logged a panic during the test: a
+    /// panicking handler can hide behind a client that retries.
+    fn assert_healthy(&mut self) -> Result<()> {
+        let Some(server) = self.wharf() else {
+            return Ok(());
+        };
+        if let Some(status) = server.exited_unexpectedly() {
+            bail!("wharf exited on its own during the test with {status}");
+        }
+        let log = server.log();
+        if let Some(line) = log.lines().find(|line| line.contains("panicked at")) {
+            bail!("wharf panicked during the test: {line}");
+        }
+        Ok(())
+    }
+
+    /// Asserts that `wharf check --data-dir` finds every stored blob intact, while the server
+    /// runs (check is designed to be safe next to a live server).
+    pub fn assert_store_clean(&mut self) -> Result<()> {
+        let Some(server) = self.wharf() else {
+            return Ok(());
+        };
+        let output = server.check()?;
+        ensure!(
+            output.status.success(),
+            "wharf check reported a damaged store: {output}"
+        );
+        Ok(())
+    }
+}
+
+/// Runs one end-to-end test against a freshly started registry, adding its log to a failure.
+pub fn e2e(test: impl FnOnce(&mut Target) -> Result<()>) -> Result<()> {
+    let mut target = Target::start()?;
+    let result = test(&mut target).and_then(|()| target.assert_healthy());
+    result.map_err(|err| {
+        // The client's complaint first, then what the server logged meanwhile.
+        anyhow!("{err:?}\n\n{}", target.registry().log_tail())
+    })
+}
+
+/// A scratch directory for client output, deleted when the test ends.
+pub fn scratch() -> Result<TempDir> {
+    scratch_dir()
+}
+
+/// A new OCI layout inside `dir`.
+pub fn layout(dir: &Path, name: &str) -> Result<OciLayout> {
+    OciLayout::create(&dir.join(name))
+}
+
+/// skopeo, with the host's containers policy (installed with skopeo by containers-common).
+pub fn skopeo() -> Command {
+    Tool::find("skopeo").cmd()
+}
+
+/// `skopeo copy` over plain HTTP, with extra flags before the references.
+pub fn skopeo_copy(src: &str, dst: &str, flags: &[&str]) -> Result<CmdOutput> {
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args(flags)
+        .args([src, dst]))
+}
+
+/// The raw manifest bytes that `skopeo inspect --raw` gets for `reference` (`docker://…`).
+pub fn inspect_raw(reference: &str) -> Result<Vec<u8>> {
+    let output = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", reference]))?;
+    Ok(output.stdout.into_bytes())
+}
+
+/// The digest of the manifest the registry serves for `reference`.
+pub fn served_digest(reference: &str) -> Result<String> {
+    Ok(sha256_digest(&inspect_raw(reference)?))
+}
+
+/// Parses bytes as JSON.
+pub fn json(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).context("not JSON")
+}
+
+/// The tags `skopeo list-tags` reports for `docker://HOST/REPO`, sorted.
+pub fn list_tags(repo_ref: &str) -> Result<Vec<String>> {
+    let output = run(skopeo().args(["list-tags", "--tls-verify=false", repo_ref]))?;
+    let value = output.json()?;
+    let mut tags: Vec<String> = value["Tags"]
+        .as_array()
+        .context("list-tags output has no Tags array")?
+        .iter()
+        .filter_map(|tag| tag.as_str().map(str::to_owned))
+        .collect();
+    tags.sort();
+    Ok(tags)
+}
+
+/// The path (and query) of an upload `Location`, which may be absolute or relative.
+pub fn location_path(response: &Response) -> Result<String> {
+    let location = response
+        .header("location")
+        .context("upload response without Location")?;
+    let path = match location
+        .strip_prefix("http://")
+        .or_else(|| location.strip_prefix("https://"))
+    {
+        Some(rest) => rest
+            .find('/')
+            .map(|idx| rest[idx..].to_owned())
+            .unwrap_or_default(),
+        None => location.to_owned(),
+    };
+    ensure!(path.starts_with('/'), "odd upload Location {location:?}");
+    Ok(path)
+}
+
+/// `path` with `query` appended after `?` or `&`.
+pub fn with_query(path: &str, query: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{query}")
+}
+
+/// Opens a blob upload session in `repo` and returns its path.
+pub fn start_upload(target: &Target, repo: &str) -> Result<String> {
+    let addr = target.registry().addr();
+    let response = http::request(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    )?;
+    ensure!(
+        response.status == 202,
+        "POST upload: {} {}",
+        response.status,
+        response.text()
+    );
+    location_path(&response)
+}

@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then builds and runs every test.
+#
+# Stages, each reported in the closing summary:
+#   1. Debian packages for the stock clients and services (apt only when something is missing).
+#   2. oras and cosign from Debian trixie into .tools/ (bookworm has neither), leaving the
+#      system's packages alone.
+#   3. A private PostgreSQL cluster on loopback for the database tests, removed on exit.
+#   4. cargo build --workspace --all-targets, then cargo test --workspace.
+#   5. The OCI conformance suite against a fresh `wharf serve`, then `wharf check` on its data.
+# Exits non-zero if anything failed. Works on a fresh Debian bookworm machine as root with the
+# Rust toolchain present; runs unattended (CI sets CI=true and gives no stdin).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TOOLS="$ROOT/.tools"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wharf-test.XXXXXX")
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# Commands that need root are run through sudo when the script is not root (a developer laptop).
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. Debian packages
+# ---------------------------------------------------------------------------------------------
+PACKAGES=(
+    # Stock OCI clients the end-to-end tests drive, and the reference registry.
+    skopeo podman buildah umoci docker-registry golang-github-containers-common
+    # podman's runtime pieces: it runs as root here with vfs storage and no systemd.
+    crun uidmap fuse-overlayfs containernetworking-plugins slirp4netns
+    # Services and load tools for database tests and benchmarks.
+    postgresql nginx-light wrk hyperfine
+    # The script's own needs: JSON, HTTP, process control, the Debian archive key for trixie.
+    jq curl ca-certificates procps debian-archive-keyring
+)
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        log "Debian packages: all ${#PACKAGES[@]} present"
+        return 0
+    fi
+    log "Debian packages: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 2. oras and cosign from Debian trixie
+# ---------------------------------------------------------------------------------------------
+# The machine's own Debian mirror is read from its apt configuration at run time, so no host name
+# is written into the project. A private apt configuration (its own sources, lists, cache and no
+# dpkg status) downloads the two .deb files; dpkg -x unpacks them into .tools/ without installing
+# anything, so nothing else on the system is upgraded.
+
+# Prints the first URI of a stanza or line that serves bookworm (not bookworm-security).
+debian_mirror() {
+    local uri=""
+    if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
+        uri=$(awk '
+            BEGIN { RS = ""; FS = "\n" }
+            {
+                uris = ""; main = 0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { split($i, parts, /[ \t]+/); uris = parts[2] }
+                    if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) { main = 1 }
+                }
+                if (main && uris != "") { print uris; exit }
+            }' /etc/apt/sources.list.d/debian.sources)
+    fi
+    if [[ -z $uri && -r /etc/apt/sources.list ]]; then
+        uri=$(awk '$1 == "deb" {
+                for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/) break
+                if ($(i + 1) == "bookworm") { print $i; exit }
+            }' /etc/apt/sources.list)
+    fi
+    [[ -n $uri ]] || { echo "no Debian bookworm source in /etc/apt" >&2; return 1; }
+    printf '%s\n' "$uri"
+}
+
+fetch_trixie_tools() {
+    if [[ -x $TOOLS/bin/oras && -x $TOOLS/bin/cosign ]] \
+        && "$TOOLS/bin/oras" version >/dev/null 2>&1 \
+        && "$TOOLS/bin/cosign" version >/dev/null 2>&1; then
+        log "oras and cosign: present in .tools/bin"
+        return 0
+    fi
+    local apt="$TOOLS/apt" mirror
+    mirror=$(debian_mirror)
+    log "oras and cosign: fetching from Debian trixie"
+    rm -rf "$apt/debs"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs" "$TOOLS/bin"
+    cat >"$apt/trixie.sources" <<EOF
+Types: deb
+URIs: $mirror
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    # Hooks from the system's apt.conf.d act on the system's cache, not on this private one.
+    cat >"$apt/apt.conf" <<EOF
+#clear APT::Update::Post-Invoke;
+#clear APT::Update::Post-Invoke-Success;
+#clear DPkg::Post-Invoke;
+Dir::Etc::SourceList "$apt/trixie.sources";
+Dir::Etc::SourceParts "/dev/null";
+Dir::State::Lists "$apt/lists";
+Dir::State::status "/dev/null";
+Dir::Cache "$apt/cache";
+APT::Sandbox::User "root";
+Acquire::Languages "none";
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled "false";
+EOF
+    apt-get -c "$apt/apt.conf" update -qq
+    (cd "$apt/debs" && apt-get -c "$apt/apt.conf" download oras cosign)
+    rm -rf "$TOOLS/root"
+    local deb
+    for deb in "$apt"/debs/*.deb; do
+        dpkg -x "$deb" "$TOOLS/root"
+    done
+    ln -sfn ../root/usr/bin/oras "$TOOLS/bin/oras"
+    ln -sfn ../root/usr/bin/cosign "$TOOLS/bin/cosign"
+    "$TOOLS/bin/oras" version
+    "$TOOLS/bin/cosign" version >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# 3. A private PostgreSQL cluster
+# ---------------------------------------------------------------------------------------------
+PG_DIR=""
+PG_BIN=""
+
+# Runs a PostgreSQL command as the cluster's owner: postgres when we are root (initdb refuses
+# root), ourselves otherwise.
+as_pg() {
+    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_postgres() {
+    local version
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    PG_BIN="/usr/lib/postgresql/$version/bin"
+    [[ -x $PG_BIN/initdb ]] || { echo "no initdb under $PG_BIN" >&2; return 1; }
+    local port=55432
+    while port_in_use "$port"; do
+        port=$((port + 1))
+        ((port < 55500)) || { echo "no free port for PostgreSQL" >&2; return 1; }
+    done
+    PG_DIR="$WORK/postgres"
+    mkdir -p "$PG_DIR"
+    if [[ $(id -u) -eq 0 ]]; then
+        # mktemp made $WORK private to root; the postgres user must be able to reach its dir.
+        chmod 711 "$WORK"
+        chown postgres:postgres "$PG_DIR"
+    fi
+    log "PostgreSQL $version: private cluster on 127.0.0.1:$port"
+    as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$WORK/initdb.log" \
+        || { cat "$WORK/initdb.log" >&2; return 1; }
+    # A throwaway cluster: no durability needed, so no fsync.
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+        || { cat "$PG_DIR/server.log" >&2; return 1; }
+    as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres wharf_test || return 1
+    export WHARF_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/wharf_test"
+}
+
+stop_postgres() {
+    if [[ -n $PG_DIR && -f $PG_DIR/data/postmaster.pid ]]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# 5. Conformance against a fresh server
+# ---------------------------------------------------------------------------------------------
+WHARF_PID=""
+
+stop_wharf() {
+    if [[ -n $WHARF_PID ]] && kill -0 "$WHARF_PID" 2>/dev/null; then
+        kill -TERM "$WHARF_PID" 2>/dev/null || true
+        local waited=0
+        while kill -0 "$WHARF_PID" 2>/dev/null && ((waited < 100)); do
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        if kill -0 "$WHARF_PID" 2>/dev/null; then
+            echo "wharf did not stop within 10 s of SIGTERM; killing it" >&2
+            kill -KILL "$WHARF_PID" 2>/dev/null || true
+            wait "$WHARF_PID" 2>/dev/null || true
+            WHARF_PID=""
+            return 1
+        fi
+    fi
+    local status=0
+    if [[ -n $WHARF_PID ]]; then wait "$WHARF_PID" || status=$?; fi
+    WHARF_PID=""
+    return "$status"
+}
+
+run_conformance() {
+    local data="$WORK/conformance-data" out="$WORK/wharf.stdout" url="" waited=0
+    mkdir -p "$data"
+    target/debug/wharf serve --listen 127.0.0.1:0 --data-dir "$data" \
+        >"$out" 2>"$WORK/wharf.stderr" </dev/null &
+    WHARF_PID=$!
+    while ((waited < 600)); do
+        url=$(sed -n 's#^wharf listening on \(http://[^ ]*\)$#\1#p' "$out" | head -n 1)
+        [[ -n $url ]] && break
+        if ! kill -0 "$WHARF_PID" 2>/dev/null; then break; fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    if [[ -z $url ]]; then
+        echo "wharf serve did not print its ready line; its log:" >&2
+        tail -n 50 "$WORK/wharf.stderr" >&2
+        stop_wharf || true
+        return 1
+    fi
+    log "conformance: wharf-conformance --url $url"
+    local status=0
+    target/debug/wharf-conformance --url "$url" | tee "$WORK/conformance.out" || status=$?
+    if ! stop_wharf; then
+        echo "wharf did not shut down cleanly on SIGTERM" >&2
+        status=1
+    fi
+    if ((status != 0)); then
+        echo "--- wharf server log (tail) ---" >&2
+        tail -n 50 "$WORK/wharf.stderr" >&2
+    fi
+    log "conformance: wharf check --data-dir $data"
+    if ! target/debug/wharf check --data-dir "$data"; then
+        echo "wharf check found a damaged store after the conformance run" >&2
+        status=1
+    fi
+    return "$status"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+cleanup() {
+    stop_wharf >/dev/null 2>&1 || true
+    stop_postgres
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+FAILED_STAGES=()
+TESTS_PASSED=0
+TESTS_FAILED=0
+
+stage() {
+    local name=$1
+    shift
+    if "$@"; then
+        return 0
+    fi
+    FAILED_STAGES+=("$name")
+    return 1
+}
+
+# Adds the counts of every "test result:" line of a cargo test log, and of a closing
+# "N passed, M failed" line of the conformance suite, to the totals.
+count_cargo_results() {
+    local passed failed
+    passed=$(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1/p' "$1" \
+        | awk '{ s += $1 } END { print s + 0 }')
+    failed=$(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' "$1" \
+        | awk '{ s += $1 } END { print s + 0 }')
+    TESTS_PASSED=$((TESTS_PASSED + passed))
+    TESTS_FAILED=$((TESTS_FAILED + failed))
+}
+
+count_conformance_results() {
+    local line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 || true)
+    if [[ -n $line ]]; then
+        TESTS_PASSED=$((TESTS_PASSED + $(awk '{ print $1 }' <<<"$line")))
+        TESTS_FAILED=$((TESTS_FAILED + $(awk '{ print $3 }' <<<"$line")))
+    fi
+}
+
+cargo_test() {
+    local status=0
+    cargo test --workspace 2>&1 | tee "$WORK/cargo-test.log" || status=$?
+    count_cargo_results "$WORK/cargo-test.log"
+    return "$status"
+}
+
+stage packages install_packages || true
+stage tools fetch_trixie_tools || true
+stage postgres start_postgres || true
+
+log "cargo build --workspace --all-targets"
+if stage build cargo build --workspace --all-targets; then
+    log "cargo test --workspace"
+    stage cargo-test cargo_test || true
+    stage conformance run_conformance || true
+    if [[ -f $WORK/conformance.out ]]; then count_conformance_results "$WORK/conformance.out"; fi
+fi
+
+stop_postgres
+
+echo
+if ((${#FAILED_STAGES[@]} == 0)); then
+    echo "scripts/test.sh: every stage passed"
+else
+    echo "scripts/test.sh: failed stages: ${FAILED_STAGES[*]}"
+    # A stage that failed without a failing test (a build error, a dirty store) still fails the
+    # count, so the closing line never reads as all-green when the run was not.
+    if ((TESTS_FAILED == 0)); then TESTS_FAILED=${#FAILED_STAGES[@]}; fi
+fi
+echo "summary: $TESTS_PASSED passed, $TESTS_FAILED failed"
+((${#FAILED_STAGES[@]} == 0))
