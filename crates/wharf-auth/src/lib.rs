@@ -13,7 +13,13 @@
 pub mod access;
 pub mod glob;
 pub mod secret;
+mod service;
 pub mod token;
+
+pub use service::{
+    new_api_token, parse_api_token, parse_scopes, AuthService, AuthSettings, AuthnError,
+    Credentials, Identity, IssuedToken, RequestedScope, API_TOKEN_PREFIX,
+};
 
 /// What went wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Identities, grants and registry tokens.
+    pub auth: AuthConfig,
 }
 
 /// `[server]`
@@ -67,9 +69,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
-    /// Permit listening on a non-loopback address while access control is not
-    /// configured, which lets anyone who can reach the port write.
-    pub allow_unauthenticated_public: bool,
+    /// Permit listening on a non-loopback address without TLS, which sends
+    /// passwords and tokens in clear text.
+    pub allow_plaintext_public: bool,
 }
 
 impl Default for ServerConfig {
@@ -77,7 +79,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:5000".into(),
             shutdown_grace_secs: 30,
-            allow_unauthenticated_public: false,
+            allow_plaintext_public: false,
         }
     }
 }
@@ -164,6 +166,88 @@ impl Default for LogConfig {
     }
 }
 
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Name of this registry in token challenges (`service`) and tokens (`aud`).
+    pub service: String,
+    /// Token endpoint URL announced to clients; empty derives it from the request.
+    pub realm: String,
+    /// Lifetime of registry access tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// Lifetime of refresh (offline) tokens, in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// File holding the first administrator's password; empty generates one.
+    pub admin_password_file: String,
+    /// Failed sign-ins allowed per account and per client address per window.
+    pub max_failed_logins: u32,
+    /// The window of `max_failed_logins`, in seconds.
+    pub failed_login_window_secs: u64,
+    /// Grants declared in the file; they replace earlier file grants at start.
+    pub grants: Vec<GrantConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            service: "wharf".into(),
+            realm: String::new(),
+            token_ttl_secs: 300,
+            refresh_token_ttl_secs: 90 * 86400,
+            admin_password_file: String::new(),
+            max_failed_logins: 10,
+            failed_login_window_secs: 300,
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// One `[[auth.grants]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// `anonymous`, `user:NAME` (users and robots) or `team:NAME`.
+    pub subject: String,
+    /// Repository name pattern: `*` within a path component, `**` across them.
+    pub repositories: String,
+    /// Any of `pull`, `push`, `delete`, `admin`.
+    pub actions: Vec<String>,
+}
+
+impl GrantConfig {
+    /// Checks the subject and actions.
+    pub fn validate(&self) -> Result<(), String> {
+        let anonymous = self.subject == "anonymous";
+        let named = self
+            .subject
+            .strip_prefix("user:")
+            .or_else(|| self.subject.strip_prefix("team:"))
+            .is_some_and(|n| !n.is_empty());
+        if !anonymous && !named {
+            return Err(format!(
+                "subject {:?} must be anonymous, user:NAME or team:NAME",
+                self.subject
+            ));
+        }
+        if self.repositories.is_empty() {
+            return Err("repositories must not be empty".into());
+        }
+        for a in &self.actions {
+            if !matches!(a.as_str(), "pull" | "push" | "delete" | "admin") {
+                return Err(format!("unknown action {a:?}"));
+            }
+            if anonymous && a != "pull" {
+                return Err(format!("anonymous may only pull, not {a:?}"));
+            }
+        }
+        if self.actions.is_empty() {
+            return Err("actions must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -187,11 +271,11 @@ impl Config {
         let mut problems = Vec::new();
         match self.server.listen.parse::<SocketAddr>() {
             Ok(addr) => {
-                if !addr.ip().is_loopback() && !self.server.allow_unauthenticated_public {
+                if !addr.ip().is_loopback() && !self.server.allow_plaintext_public {
                     problems.push(format!(
-                        "server.listen: {addr} is reachable from other hosts, but access control \
-                         is not configured yet; listen on a loopback address or set \
-                         server.allow_unauthenticated_public = true"
+                        "server.listen: {addr} is reachable from other hosts over plain HTTP, \
+                         which exposes passwords and tokens; listen on a loopback address behind \
+                         a TLS proxy, or set server.allow_plaintext_public = true"
                     ));
                 }
             }
@@ -221,6 +305,20 @@ impl Config {
         }
         if self.gc.upload_expiry_secs < 60 {
             problems.push("gc.upload_expiry_secs: must be at least 60".into());
+        }
+        if self.auth.service.is_empty() {
+            problems.push("auth.service: must not be empty".into());
+        }
+        if self.auth.token_ttl_secs < 30 || self.auth.token_ttl_secs > 86400 {
+            problems.push("auth.token_ttl_secs: must be between 30 and 86400".into());
+        }
+        if self.auth.max_failed_logins == 0 {
+            problems.push("auth.max_failed_logins: must be at least 1".into());
+        }
+        for (i, g) in self.auth.grants.iter().enumerate() {
+            if let Err(e) = g.validate() {
+                problems.push(format!("auth.grants[{i}]: {e}"));
+            }
         }
         if problems.is_empty() {
             Ok(())

@@ -19,7 +19,7 @@ pub struct ConfigKey {
 pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "server.listen", default: "\"127.0.0.1:5000\"", doc: "Address and port of the listener. A non-loopback address is refused until access control is configured, unless `server.allow_unauthenticated_public` is set." },
     ConfigKey { key: "server.shutdown_grace_secs", default: "30", doc: "On SIGTERM or SIGINT, seconds to let in-flight requests finish before the process exits. Upload sessions stay resumable across the restart." },
-    ConfigKey { key: "server.allow_unauthenticated_public", default: "false", doc: "Allow a non-loopback `server.listen` without access control, letting anyone who reaches the port push and delete." },
+    ConfigKey { key: "server.allow_plaintext_public", default: "false", doc: "Allow a non-loopback `server.listen` without TLS, which sends passwords and tokens in clear text. Leave it off unless a TLS-terminating proxy sits in front on the same host." },
     ConfigKey { key: "storage.data_dir", default: "\"./wharf-data\"", doc: "Directory for everything Wharf stores: `blobs/` (the content-addressed blob store) and, by default, the SQLite database `wharf.db`." },
     ConfigKey { key: "database.url", default: "\"\"", doc: "Metadata database: `sqlite:PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Empty means `sqlite:<data_dir>/wharf.db`." },
     ConfigKey { key: "oci.max_manifest_bytes", default: "4194304", doc: "Largest manifest accepted; larger pushes get `413 MANIFEST_INVALID`. The distribution spec asks registries to accept at least 4 MiB." },
@@ -27,6 +27,14 @@ pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "gc.interval_secs", default: "3600", doc: "Seconds between the server's online garbage collections; 0 disables them (`wharf gc` still works)." },
     ConfigKey { key: "gc.grace_period_secs", default: "86400", doc: "Unreferenced blobs younger than this are kept, so a push that has uploaded its layers but not yet its manifest never loses them." },
     ConfigKey { key: "gc.upload_expiry_secs", default: "86400", doc: "Upload sessions idle this long are expired and their bytes reclaimed." },
+    ConfigKey { key: "auth.service", default: "\"wharf\"", doc: "Name of this registry in `WWW-Authenticate` challenges (`service=`) and in the audience of the tokens it issues; tokens for another service are refused." },
+    ConfigKey { key: "auth.realm", default: "\"\"", doc: "Token endpoint URL announced in challenges. Empty derives `http(s)://<Host>/token` from each request (honouring `X-Forwarded-Proto`)." },
+    ConfigKey { key: "auth.token_ttl_secs", default: "300", doc: "Lifetime of registry access tokens issued by `/token`, in seconds (30 to 86400)." },
+    ConfigKey { key: "auth.refresh_token_ttl_secs", default: "7776000", doc: "Lifetime of refresh tokens (`docker login`-style offline tokens), in seconds." },
+    ConfigKey { key: "auth.admin_password_file", default: "\"\"", doc: "On first start, when no administrator exists, create `admin` with the password in this file. Empty: generate a password and print it once on standard error." },
+    ConfigKey { key: "auth.max_failed_logins", default: "10", doc: "Failed sign-ins allowed per account and per client address within `auth.failed_login_window_secs`; beyond that, `429 TOOMANYREQUESTS` with `Retry-After`." },
+    ConfigKey { key: "auth.failed_login_window_secs", default: "300", doc: "The sliding window of `auth.max_failed_logins`, in seconds." },
+    ConfigKey { key: "auth.grants", default: "[]", doc: "Grants declared in the file, as `[[auth.grants]]` tables with `subject` (`anonymous`, `user:NAME`, `team:NAME`), `repositories` (a pattern: `*` within a path component, `**` across) and `actions` (`pull`, `push`, `delete`, `admin`). They replace the previous file's grants at every start; grants made with `wharf grant` are kept. `anonymous` may only be granted `pull`." },
     ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
 ];
 
@@ -44,6 +52,6 @@ pub fn render_reference() -> String {
     for k in REFERENCE {
         out.push_str(&format!("| `{}` | `{}` | {} |\n", k.key, k.default, k.doc));
     }
-    out.push_str("\n## Example\n\n```toml\n[server]\nlisten = \"127.0.0.1:5000\"\n\n[storage]\ndata_dir = \"/var/lib/wharf\"\n\n[database]\nurl = \"postgres://wharf@db.internal:5432/wharf\"\n\n[gc]\ngrace_period_secs = 86400\n```\n");
+    out.push_str("\n## Example\n\n```toml\n[server]\nlisten = \"127.0.0.1:5000\"\n\n[storage]\ndata_dir = \"/var/lib/wharf\"\n\n[database]\nurl = \"postgres://wharf@db.internal:5432/wharf\"\n\n[gc]\ngrace_period_secs = 86400\n\n[[auth.grants]]\nsubject = \"anonymous\"\nrepositories = \"public/**\"\nactions = [\"pull\"]\n\n[[auth.grants]]\nsubject = \"team:ci\"\nrepositories = \"team/**\"\nactions = [\"pull\", \"push\"]\n```\n");
     out
 }

@@ -6,7 +6,7 @@
 
 mod errors;
 mod handlers;
-mod route;
+pub(crate) mod route;
 
 use std::sync::Arc;
 

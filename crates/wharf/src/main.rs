@@ -5,6 +5,7 @@
 //! store, the metadata database, the registry and the HTTP layer. `anyhow`
 //! and exit codes live here and nowhere else.
 
+mod admin;
 mod serve;
 #[cfg(test)]
 mod tidy;
@@ -52,15 +53,54 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Manage users and robot accounts.
+    User {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: admin::UserCommand,
+    },
+    /// Manage teams.
+    Team {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: admin::TeamCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: admin::TokenCommand,
+    },
+    /// Manage grants (who may do what on which repositories).
+    Grant {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: admin::GrantCommand,
+    },
+    /// Show the audit log of pushes, deletions and denied attempts, newest first.
+    Audit {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// How many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
 struct CommonArgs {
     /// Configuration file (TOML); without it every default applies.
-    #[arg(long, short = 'c', env = "WHARF_CONFIG")]
+    #[arg(long, short = 'c', env = "WHARF_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Data directory (overrides storage.data_dir).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -98,6 +138,17 @@ pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Blob
         .await
         .context("cannot open the metadata database")?;
     Ok((Arc::new(blobs), meta))
+}
+
+/// Opens only the metadata database (for the account and grant commands).
+async fn open_meta(common: &CommonArgs) -> anyhow::Result<Meta> {
+    let config = common.load()?;
+    let dir = &config.storage.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    Meta::connect(&config.database_url())
+        .await
+        .context("cannot open the metadata database")
 }
 
 pub(crate) fn gc_policy(config: &Config) -> wharf_jobs::GcPolicy {
@@ -141,6 +192,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             meta.close().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::User { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = admin::user(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Team { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = admin::team(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Token { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = admin::token(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Grant { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = admin::grant(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Audit {
+            common,
+            limit,
+            json,
+        } => {
+            let meta = open_meta(&common).await?;
+            let res = admin::audit(&meta, limit, json).await;
+            meta.close().await;
+            res
         }
         Command::Check { common } => {
             let config = common.load()?;

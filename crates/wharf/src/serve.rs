@@ -2,11 +2,14 @@
 //! scheduler, all stopped by one cancellation token on SIGTERM/SIGINT.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wharf_auth::{AuthService, AuthSettings};
 use wharf_config::Config;
 use wharf_oci::{Registry, RegistryLimits};
 
@@ -20,7 +23,24 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             manifest_cache_bytes: config.oci.manifest_cache_bytes,
         },
     );
-    let app = wharf_http::router(wharf_http::AppState { registry });
+    crate::admin::bootstrap_admin(&meta, &config.auth.admin_password_file).await?;
+    crate::admin::sync_config_grants(&meta, &config.auth.grants).await?;
+    let auth = Arc::new(AuthService::new(
+        meta.clone(),
+        AuthSettings {
+            service: config.auth.service.clone(),
+            token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(config.auth.refresh_token_ttl_secs),
+            max_failed_logins: config.auth.max_failed_logins,
+            failure_window: Duration::from_secs(config.auth.failed_login_window_secs),
+        },
+    ));
+    let app = wharf_http::router(wharf_http::AppState {
+        registry,
+        auth,
+        realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
+        tls: false,
+    });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -49,8 +69,11 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested; finishing in-flight requests");
         shutdown.cancel();
     });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let cancelled = cancel.clone();
     tokio::select! {

@@ -51,6 +51,14 @@ impl ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
     }
 
+    pub(crate) fn denied() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "requested access to the resource is denied",
+        )
+    }
+
     pub(crate) fn not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,

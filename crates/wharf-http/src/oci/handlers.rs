@@ -15,6 +15,8 @@ use wharf_oci::{OciError, Page, Registry};
 
 use super::route::Route;
 use super::ApiError;
+use crate::auth::Access;
+use wharf_auth::access::Action;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -29,11 +31,15 @@ pub(crate) async fn handle(
     req: Request<Body>,
 ) -> Result<Response> {
     let method = req.method().clone();
+    // Every /v2 request passed the guard, which always attaches the caller's access.
+    let Some(access) = req.extensions().get::<Access>().cloned() else {
+        return Err(ApiError::denied());
+    };
     let query = Query::<HashMap<String, String>>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
     match (route, method) {
-        (Route::Catalog, Method::GET) => catalog(registry, &query).await,
+        (Route::Catalog, Method::GET) => catalog(registry, &access, &query).await,
         (Route::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
         (Route::Manifest(repo, r), Method::GET) => get_manifest(registry, &repo, &r, false).await,
         (Route::Manifest(repo, r), Method::HEAD) => get_manifest(registry, &repo, &r, true).await,
@@ -53,7 +59,7 @@ pub(crate) async fn handle(
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Route::UploadStart(repo), Method::POST) => {
-            start_upload(registry, &repo, &query, req).await
+            start_upload(registry, &access, &repo, &query, req).await
         }
         (Route::Upload(repo, id), Method::PATCH) => patch_upload(registry, &repo, &id, req).await,
         (Route::Upload(repo, id), Method::PUT) => {
@@ -195,12 +201,35 @@ async fn tags(
     Ok(paginated(body, &page, n, &format!("/v2/{repo}/tags/list")))
 }
 
-/// `GET /v2/_catalog?n=&last=`.
-async fn catalog(registry: &Registry, query: &HashMap<String, String>) -> Result<Response> {
+/// `GET /v2/_catalog?n=&last=`, listing only repositories the caller may pull.
+async fn catalog(
+    registry: &Registry,
+    access: &Access,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
     let n = query_n(query)?;
-    let page = registry
-        .catalog(n, query.get("last").map(String::as_str))
-        .await?;
+    let want = n.unwrap_or(u64::MAX);
+    let mut last = query.get("last").cloned();
+    let mut items = Vec::new();
+    let mut more = false;
+    // Filter page by page so that `n` counts visible repositories only.
+    loop {
+        let page = registry.catalog(Some(1000), last.as_deref()).await?;
+        for repo in &page.items {
+            if access.can(repo, Action::Pull).await {
+                if items.len() as u64 == want {
+                    more = true;
+                    break;
+                }
+                items.push(repo.clone());
+            }
+        }
+        if more || !page.more {
+            break;
+        }
+        last = page.items.last().cloned();
+    }
+    let page = Page { items, more };
     let body = serde_json::json!({ "repositories": page.items });
     Ok(paginated(body, &page, n, "/v2/_catalog"))
 }
@@ -357,6 +386,7 @@ async fn get_blob(
 /// end-4a/4b/11: `POST /v2/<name>/blobs/uploads/` (session, monolithic, mount).
 async fn start_upload(
     registry: &Registry,
+    access: &Access,
     repo: &RepoName,
     query: &HashMap<String, String>,
     req: Request<Body>,
@@ -366,7 +396,13 @@ async fn start_upload(
             Some(f) => Some(RepoName::parse(f).map_err(|e| ApiError::name_invalid(e.to_string()))?),
             None => None,
         };
-        if registry.mount_blob(repo, &mount, from.as_ref()).await? {
+        // Mounting reads from the source: it needs pull there. Without `from`
+        // the source could be any repository, so only administrators may.
+        let may_read_source = match &from {
+            Some(f) => access.can(f.as_str(), Action::Pull).await,
+            None => access.is_admin().await,
+        };
+        if may_read_source && registry.mount_blob(repo, &mount, from.as_ref()).await? {
             return Ok(blob_created(repo, &mount));
         }
         // Not mountable: the spec says to fall back to an ordinary upload session.

@@ -1,0 +1,594 @@
+//! Account, team, token, grant and audit commands, acting on the data
+//! directory's database directly (safe while the server runs).
+//!
+//! Every command is scriptable: passwords come from standard input with
+//! `--password-stdin`, `--json` prints machine-readable output, and the exit
+//! code tells success (0) from failure (non-zero with a message).
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use wharf_auth::access::{Actions, TokenScope};
+use wharf_auth::secret::{hash_password, random_hex};
+use wharf_meta::{GrantRecord, Meta};
+
+/// `wharf user …`
+#[derive(Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a user (or, with --robot, a robot account that signs in with tokens only).
+    Add {
+        /// Account name.
+        name: String,
+        /// Make the account a server administrator.
+        #[arg(long)]
+        admin: bool,
+        /// A robot account: no password, API tokens only.
+        #[arg(long, conflicts_with = "password_stdin")]
+        robot: bool,
+        /// Read the password from standard input (otherwise one is generated and printed).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password, read from standard input.
+    Passwd {
+        /// Account name.
+        name: String,
+        /// Read the password from standard input (required: no prompt is shown).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Delete an account with its tokens, memberships and grants.
+    Del {
+        /// Account name.
+        name: String,
+    },
+    /// List accounts.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import users from an htpasswd file (bcrypt entries); they keep their passwords.
+    ImportHtpasswd {
+        /// The htpasswd file.
+        file: std::path::PathBuf,
+        /// Replace the password of accounts that already exist.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// `wharf team …`
+#[derive(Subcommand)]
+pub(crate) enum TeamCommand {
+    /// Create a team.
+    Add {
+        /// Team name.
+        name: String,
+    },
+    /// Delete a team with its grants.
+    Del {
+        /// Team name.
+        name: String,
+    },
+    /// Add an account to a team.
+    AddMember {
+        /// Team name.
+        team: String,
+        /// Account name.
+        account: String,
+    },
+    /// Remove an account from a team.
+    RemoveMember {
+        /// Team name.
+        team: String,
+        /// Account name.
+        account: String,
+    },
+    /// List teams and their members.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `wharf token …`
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create an API token; it is printed once and never stored.
+    Create {
+        /// Account the token acts as.
+        #[arg(long)]
+        user: String,
+        /// Restrict to PATTERN:ACTIONS, e.g. 'team/**:pull,push' (repeatable);
+        /// without it the token has the account's rights.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this account's tokens.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (the part after `wharf_`, before the next `_`).
+        id: String,
+    },
+}
+
+/// `wharf grant …`
+#[derive(Subcommand)]
+pub(crate) enum GrantCommand {
+    /// Grant SUBJECT the ACTIONS on repositories matching PATTERN.
+    Add {
+        /// `anonymous`, `user:NAME` or `team:NAME`.
+        subject: String,
+        /// Repository pattern: `*` within a path component, `**` across.
+        pattern: String,
+        /// Comma-separated: pull, push, delete, admin.
+        actions: String,
+    },
+    /// List grants.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a grant by id.
+    Del {
+        /// Grant id.
+        id: String,
+    },
+}
+
+fn valid_account_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['-', '.'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if !ok {
+        bail!("invalid name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - @, not starting with - or .");
+    }
+    Ok(())
+}
+
+fn read_password_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .take(wharf_auth::secret::MAX_PASSWORD_BYTES as u64 + 2)
+        .read_to_string(&mut s)
+        .context("cannot read the password from standard input")?;
+    let pw = s.strip_suffix('\n').unwrap_or(&s);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw).to_owned();
+    if pw.is_empty() {
+        bail!("empty password on standard input");
+    }
+    if pw.len() > wharf_auth::secret::MAX_PASSWORD_BYTES {
+        bail!(
+            "password longer than {} bytes",
+            wharf_auth::secret::MAX_PASSWORD_BYTES
+        );
+    }
+    Ok(pw)
+}
+
+/// A random password for generated accounts: 24 hex characters, 96 bits.
+pub(crate) fn generate_password() -> anyhow::Result<String> {
+    Ok(random_hex(12)?)
+}
+
+pub(crate) async fn user(meta: &Meta, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            admin,
+            robot,
+            password_stdin,
+        } => {
+            valid_account_name(&name)?;
+            let (hash, generated) = if robot {
+                (None, None)
+            } else {
+                let (pw, generated) = if password_stdin {
+                    (read_password_stdin()?, false)
+                } else {
+                    let pw = generate_password()?;
+                    (pw.clone(), true)
+                };
+                (Some(hash_password(&pw)?), generated.then_some(pw))
+            };
+            let kind = if robot { "robot" } else { "user" };
+            if !meta
+                .create_account(&name, kind, hash.as_deref(), admin)
+                .await?
+            {
+                bail!("an account named {name:?} already exists");
+            }
+            match generated {
+                Some(pw) => println!("created {kind} {name} with password {pw}"),
+                None => println!("created {kind} {name}"),
+            }
+        }
+        UserCommand::Passwd { name, .. } => {
+            let pw = read_password_stdin()?;
+            if !meta.set_password(&name, &hash_password(&pw)?).await? {
+                bail!("no account named {name:?}");
+            }
+            println!("password of {name} changed");
+        }
+        UserCommand::Del { name } => {
+            if !meta.delete_account(&name).await? {
+                bail!("no account named {name:?}");
+            }
+            println!("deleted {name}");
+        }
+        UserCommand::List { json } => {
+            let accounts = meta.accounts().await?;
+            if json {
+                let v: Vec<_> = accounts
+                    .iter()
+                    .map(|a| serde_json::json!({"name": a.name, "kind": a.kind, "admin": a.is_admin, "disabled": a.disabled}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for a in accounts {
+                    let role = if a.is_admin { " admin" } else { "" };
+                    println!("{}\t{}{role}", a.name, a.kind);
+                }
+            }
+        }
+        UserCommand::ImportHtpasswd { file, replace } => {
+            return import_htpasswd(meta, &file, replace).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_htpasswd(
+    meta: &Meta,
+    file: &std::path::Path,
+    replace: bool,
+) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (mut imported, mut updated, mut skipped) = (0, 0, 0);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, hash)) = line.split_once(':') else {
+            eprintln!("line {}: not NAME:HASH, skipped", i + 1);
+            skipped += 1;
+            continue;
+        };
+        let bcrypt =
+            hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$");
+        if !bcrypt || valid_account_name(name).is_err() {
+            // MD5 (apr1), SHA-1 and crypt hashes are too weak to carry over.
+            eprintln!(
+                "line {}: {name}: only bcrypt entries (htpasswd -B) can be imported, skipped",
+                i + 1
+            );
+            skipped += 1;
+            continue;
+        }
+        if meta.create_account(name, "user", Some(hash), false).await? {
+            imported += 1;
+        } else if replace {
+            meta.set_password(name, hash).await?;
+            updated += 1;
+        } else {
+            eprintln!(
+                "line {}: {name} already exists, skipped (use --replace)",
+                i + 1
+            );
+            skipped += 1;
+        }
+    }
+    println!("imported {imported}, updated {updated}, skipped {skipped}");
+    Ok(if skipped == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn team(meta: &Meta, cmd: TeamCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TeamCommand::Add { name } => {
+            valid_account_name(&name)?;
+            if !meta.create_team(&name).await? {
+                bail!("a team named {name:?} already exists");
+            }
+            println!("created team {name}");
+        }
+        TeamCommand::Del { name } => {
+            if !meta.delete_team(&name).await? {
+                bail!("no team named {name:?}");
+            }
+            println!("deleted team {name}");
+        }
+        TeamCommand::AddMember { team, account } => {
+            if !meta.set_membership(&team, &account, true).await? {
+                bail!("no team {team:?} or no account {account:?}");
+            }
+            println!("{account} is a member of {team}");
+        }
+        TeamCommand::RemoveMember { team, account } => {
+            if !meta.set_membership(&team, &account, false).await? {
+                bail!("{account:?} is not a member of {team:?}");
+            }
+            println!("{account} left {team}");
+        }
+        TeamCommand::List { json } => {
+            let teams = meta.teams().await?;
+            if json {
+                let v: Vec<_> = teams
+                    .iter()
+                    .map(|(t, m)| serde_json::json!({"name": t, "members": m}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (t, m) in teams {
+                    println!("{t}\t{}", m.join(","));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn token(meta: &Meta, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            user,
+            scopes,
+            expires_in_secs,
+            description,
+            json,
+        } => {
+            if meta.account(&user).await?.is_none() {
+                bail!("no account named {user:?}");
+            }
+            let mut parsed = Vec::new();
+            for s in &scopes {
+                let (pattern, actions) = s
+                    .rsplit_once(':')
+                    .with_context(|| format!("scope {s:?} is not PATTERN:ACTIONS"))?;
+                let actions = Actions::parse_list(actions)
+                    .map_err(|a| anyhow::anyhow!("scope {s:?}: unknown action {a:?}"))?;
+                if pattern.is_empty() || actions.is_empty() {
+                    bail!("scope {s:?} is not PATTERN:ACTIONS");
+                }
+                parsed.push(TokenScope {
+                    pattern: pattern.to_owned(),
+                    actions,
+                });
+            }
+            let expires_at = expires_in_secs.map(|s| wharf_meta::unix_now() + s as i64);
+            let (record, secret) =
+                wharf_auth::new_api_token(&user, &parsed, &description, expires_at)?;
+            meta.create_token(&record).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": record.id, "user": user, "token": secret, "expires_at": expires_at})
+                );
+            } else {
+                println!("{secret}");
+            }
+        }
+        TokenCommand::List { user, json } => {
+            let tokens = meta.tokens(user.as_deref()).await?;
+            if json {
+                let v: Vec<_> = tokens
+                    .iter()
+                    .map(|t| serde_json::json!({
+                        "id": t.id, "user": t.account, "description": t.description,
+                        "scopes": serde_json::from_str::<serde_json::Value>(&t.scopes).unwrap_or_default(),
+                        "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
+                    }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for t in tokens {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!("{}\t{}\t{state}\t{}", t.id, t.account, t.description);
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !meta.revoke_token(&id).await? {
+                bail!("no active token with id {id:?}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Splits a grant subject into its stored kind and name.
+pub(crate) fn parse_subject(subject: &str) -> anyhow::Result<(&'static str, String)> {
+    if subject == "anonymous" {
+        return Ok(("anonymous", String::new()));
+    }
+    if let Some(n) = subject.strip_prefix("user:").filter(|n| !n.is_empty()) {
+        return Ok(("account", n.to_owned()));
+    }
+    if let Some(n) = subject.strip_prefix("team:").filter(|n| !n.is_empty()) {
+        return Ok(("team", n.to_owned()));
+    }
+    bail!("subject {subject:?} must be anonymous, user:NAME or team:NAME")
+}
+
+pub(crate) async fn grant(meta: &Meta, cmd: GrantCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        GrantCommand::Add {
+            subject,
+            pattern,
+            actions,
+        } => {
+            let (kind, name) = parse_subject(&subject)?;
+            let parsed = Actions::parse_list(&actions)
+                .map_err(|a| anyhow::anyhow!("unknown action {a:?}"))?;
+            if parsed.is_empty() || pattern.is_empty() {
+                bail!("a grant needs a pattern and at least one action");
+            }
+            if kind == "anonymous" && parsed != Actions::of(wharf_auth::access::Action::Pull) {
+                bail!("anonymous may only be granted pull");
+            }
+            let id = format!("g{}", random_hex(6)?);
+            meta.add_grant(&GrantRecord {
+                id: id.clone(),
+                subject_kind: kind.into(),
+                subject_name: name,
+                pattern,
+                actions: parsed.to_list(),
+                origin: "api".into(),
+            })
+            .await?;
+            println!("{id}");
+        }
+        GrantCommand::List { json } => {
+            let grants = meta.grants().await?;
+            if json {
+                let v: Vec<_> = grants
+                    .iter()
+                    .map(|g| serde_json::json!({"id": g.id, "subject": subject_string(g), "pattern": g.pattern, "actions": g.actions, "origin": g.origin}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for g in grants {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        g.id,
+                        subject_string(&g),
+                        g.pattern,
+                        g.actions,
+                        g.origin
+                    );
+                }
+            }
+        }
+        GrantCommand::Del { id } => {
+            if !meta.remove_grant(&id).await? {
+                bail!("no grant with id {id:?}");
+            }
+            println!("removed {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn subject_string(g: &GrantRecord) -> String {
+    match g.subject_kind.as_str() {
+        "anonymous" => "anonymous".into(),
+        "account" => format!("user:{}", g.subject_name),
+        other => format!("{other}:{}", g.subject_name),
+    }
+}
+
+pub(crate) async fn audit(meta: &Meta, limit: u64, json: bool) -> anyhow::Result<ExitCode> {
+    for r in meta.audit_log(limit).await? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome})
+            );
+        } else {
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r.at,
+                r.account.as_deref().unwrap_or("-"),
+                r.remote.as_deref().unwrap_or("-"),
+                r.action,
+                r.resource,
+                r.outcome
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the first administrator when none exists.
+pub(crate) async fn bootstrap_admin(meta: &Meta, password_file: &str) -> anyhow::Result<()> {
+    if meta.has_admin().await? {
+        return Ok(());
+    }
+    let (password, generated) = if password_file.is_empty() {
+        (generate_password()?, true)
+    } else {
+        let text = std::fs::read_to_string(password_file)
+            .with_context(|| format!("auth.admin_password_file: cannot read {password_file}"))?;
+        let pw = text.trim_end_matches(['\n', '\r']).to_owned();
+        if pw.is_empty() {
+            bail!("auth.admin_password_file: {password_file} is empty");
+        }
+        (pw, false)
+    };
+    if !meta
+        .create_account("admin", "user", Some(&hash_password(&password)?), true)
+        .await?
+    {
+        bail!(
+            "no administrator exists and the name \"admin\" is taken; create one with \
+             `wharf user add NAME --admin`"
+        );
+    }
+    if generated {
+        // Printed once, here; it is not stored anywhere in clear.
+        eprintln!(
+            "\n  created administrator \"admin\" with password {password}\n  \
+             (shown once; change it with `wharf user passwd admin --password-stdin`)\n"
+        );
+    }
+    tracing::info!(account = "admin", "created the first administrator");
+    Ok(())
+}
+
+/// Replaces the configuration file's grants.
+pub(crate) async fn sync_config_grants(
+    meta: &Meta,
+    grants: &[wharf_config::GrantConfig],
+) -> anyhow::Result<()> {
+    let mut records = Vec::new();
+    for (i, g) in grants.iter().enumerate() {
+        let (kind, name) = parse_subject(&g.subject)?;
+        let actions = Actions::parse_list(&g.actions.join(","))
+            .map_err(|a| anyhow::anyhow!("auth.grants[{i}]: unknown action {a:?}"))?;
+        records.push(GrantRecord {
+            id: format!("config-{i}"),
+            subject_kind: kind.into(),
+            subject_name: name,
+            pattern: g.repositories.clone(),
+            actions: actions.to_list(),
+            origin: "config".into(),
+        });
+    }
+    meta.replace_config_grants(&records).await?;
+    Ok(())
+}
