@@ -81,6 +81,12 @@ enum Command {
         #[command(subcommand)]
         cmd: admin::GrantCommand,
     },
+    /// Start signing registry tokens with a new key; tokens signed by the old key
+    /// stay valid until they expire.
+    RotateSigningKey {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Show the audit log of pushes, deletions and denied attempts, newest first.
     Audit {
         #[command(flatten)]
@@ -216,6 +222,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let res = admin::grant(&meta, cmd).await;
             meta.close().await;
             res
+        }
+        Command::RotateSigningKey { common } => {
+            let meta = open_meta(&common).await?;
+            let id = wharf_auth::secret::random_hex(8)?;
+            meta.rotate_signing_key(&id, &wharf_auth::secret::random_hex(32)?)
+                .await?;
+            meta.close().await;
+            println!("signing with key {id}; replicas pick it up within seconds");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
             common,
