@@ -59,6 +59,43 @@ pub struct Config {
     pub log: LogConfig,
     /// Identities, grants and registry tokens.
     pub auth: AuthConfig,
+    /// HTTPS.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificates served by SNI; the first is the default. Empty: plain HTTP.
+    pub certificates: Vec<CertificateConfig>,
+    /// Plain-HTTP listener that redirects to HTTPS; empty: none.
+    pub redirect_listen: String,
+    /// Seconds between checks of the certificate files for changes.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certificates: Vec::new(),
+            redirect_listen: String::new(),
+            reload_interval_secs: 10,
+        }
+    }
+}
+
+/// One `[[tls.certificates]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// Host names (exact or `*.domain`) that select this certificate.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[server]`
@@ -271,7 +308,8 @@ impl Config {
         let mut problems = Vec::new();
         match self.server.listen.parse::<SocketAddr>() {
             Ok(addr) => {
-                if !addr.ip().is_loopback() && !self.server.allow_plaintext_public {
+                let plaintext = self.tls.certificates.is_empty();
+                if plaintext && !addr.ip().is_loopback() && !self.server.allow_plaintext_public {
                     problems.push(format!(
                         "server.listen: {addr} is reachable from other hosts over plain HTTP, \
                          which exposes passwords and tokens; listen on a loopback address behind \
@@ -305,6 +343,25 @@ impl Config {
         }
         if self.gc.upload_expiry_secs < 60 {
             problems.push("gc.upload_expiry_secs: must be at least 60".into());
+        }
+        for (i, c) in self.tls.certificates.iter().enumerate() {
+            if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
+                problems.push(format!("tls.certificates[{i}]: cert and key are both required"));
+            }
+        }
+        if !self.tls.redirect_listen.is_empty() {
+            if self.tls.certificates.is_empty() {
+                problems.push("tls.redirect_listen: needs tls.certificates (nothing to redirect to)".into());
+            }
+            if self.tls.redirect_listen.parse::<SocketAddr>().is_err() {
+                problems.push(format!(
+                    "tls.redirect_listen: {:?} is not an address:port",
+                    self.tls.redirect_listen
+                ));
+            }
+        }
+        if self.tls.reload_interval_secs == 0 {
+            problems.push("tls.reload_interval_secs: must be at least 1".into());
         }
         if self.auth.service.is_empty() {
             problems.push("auth.service: must not be empty".into());

@@ -19,7 +19,7 @@ pub struct ConfigKey {
 pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "server.listen", default: "\"127.0.0.1:5000\"", doc: "Address and port of the listener. A non-loopback address is refused until access control is configured, unless `server.allow_unauthenticated_public` is set." },
     ConfigKey { key: "server.shutdown_grace_secs", default: "30", doc: "On SIGTERM or SIGINT, seconds to let in-flight requests finish before the process exits. Upload sessions stay resumable across the restart." },
-    ConfigKey { key: "server.allow_plaintext_public", default: "false", doc: "Allow a non-loopback `server.listen` without TLS, which sends passwords and tokens in clear text. Leave it off unless a TLS-terminating proxy sits in front on the same host." },
+    ConfigKey { key: "server.allow_plaintext_public", default: "false", doc: "Allow a non-loopback `server.listen` without `tls.certificates`, which sends passwords and tokens in clear text. Leave it off unless a TLS-terminating proxy sits in front on the same host." },
     ConfigKey { key: "storage.data_dir", default: "\"./wharf-data\"", doc: "Directory for everything Wharf stores: `blobs/` (the content-addressed blob store) and, by default, the SQLite database `wharf.db`." },
     ConfigKey { key: "database.url", default: "\"\"", doc: "Metadata database: `sqlite:PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Empty means `sqlite:<data_dir>/wharf.db`." },
     ConfigKey { key: "oci.max_manifest_bytes", default: "4194304", doc: "Largest manifest accepted; larger pushes get `413 MANIFEST_INVALID`. The distribution spec asks registries to accept at least 4 MiB." },
@@ -35,6 +35,9 @@ pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "auth.max_failed_logins", default: "10", doc: "Failed sign-ins allowed per account and per client address within `auth.failed_login_window_secs`; beyond that, `429 TOOMANYREQUESTS` with `Retry-After`." },
     ConfigKey { key: "auth.failed_login_window_secs", default: "300", doc: "The sliding window of `auth.max_failed_logins`, in seconds." },
     ConfigKey { key: "auth.grants", default: "[]", doc: "Grants declared in the file, as `[[auth.grants]]` tables with `subject` (`anonymous`, `user:NAME`, `team:NAME`), `repositories` (a pattern: `*` within a path component, `**` across) and `actions` (`pull`, `push`, `delete`, `admin`). They replace the previous file's grants at every start; grants made with `wharf grant` are kept. `anonymous` may only be granted `pull`." },
+    ConfigKey { key: "tls.certificates", default: "[]", doc: "HTTPS certificates as `[[tls.certificates]]` tables with `cert` (PEM chain, leaf first), `key` (PEM private key) and `hostnames` (names that select it by SNI, exact or `*.domain`). The first is served to clients that send no or an unknown name. Empty: plain HTTP. Files are re-read when they change, without a restart. TLS 1.3 and 1.2 only, AEAD suites only." },
+    ConfigKey { key: "tls.redirect_listen", default: "\"\"", doc: "Address of an optional plain-HTTP listener that answers every request with a permanent redirect to HTTPS on `server.listen`'s port. Empty: none." },
+    ConfigKey { key: "tls.reload_interval_secs", default: "10", doc: "Seconds between checks of the certificate files for changes. A broken new file is logged and the previous certificates stay in force." },
     ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
 ];
 

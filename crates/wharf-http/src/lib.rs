@@ -9,6 +9,7 @@
 
 mod auth;
 mod oci;
+pub mod tls;
 mod token;
 
 use std::sync::Arc;

@@ -39,7 +39,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
         auth,
         realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
-        tls: false,
+        tls: !config.tls.certificates.is_empty(),
     });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -58,9 +58,43 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
 
+    // TLS is set up before the ready line so that a bad certificate fails the start.
+    let tls = if config.tls.certificates.is_empty() {
+        None
+    } else {
+        let files = config
+            .tls
+            .certificates
+            .iter()
+            .map(|c| wharf_http::tls::CertificateFiles {
+                hostnames: c.hostnames.clone(),
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect();
+        let store = wharf_http::tls::CertStore::load(files).context("tls.certificates")?;
+        tracker.spawn(store.clone().watch(
+            Duration::from_secs(config.tls.reload_interval_secs),
+            cancel.clone(),
+        ));
+        Some(wharf_http::tls::server_config(store))
+    };
+    if !config.tls.redirect_listen.is_empty() {
+        let redirect = tokio::net::TcpListener::bind(&config.tls.redirect_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.tls.redirect_listen))?;
+        tracing::info!(listen = %redirect.local_addr()?, "redirecting plain HTTP to HTTPS");
+        tracker.spawn(wharf_http::tls::serve_redirect(
+            redirect,
+            addr.port(),
+            cancel.clone(),
+        ));
+    }
+
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %addr, data_dir = %config.storage.data_dir.display(), "wharf serving");
     // The one line on stdout: scripts and tests wait for it and read the port.
-    println!("wharf listening on http://{addr}");
+    println!("wharf listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
     let shutdown = cancel.clone();
@@ -69,17 +103,24 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested; finishing in-flight requests");
         shutdown.cancel();
     });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let cancelled = cancel.clone();
-    tokio::select! {
-        res = server => res.context("server failed")?,
-        _ = async { cancelled.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight requests still running after the grace period; exiting");
+    match tls {
+        Some(tls_config) => {
+            wharf_http::tls::serve_tls(listener, app, tls_config, cancel.clone(), grace).await;
+        }
+        None => {
+            let server = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(cancel.clone().cancelled_owned());
+            let cancelled = cancel.clone();
+            tokio::select! {
+                res = server => res.context("server failed")?,
+                _ = async { cancelled.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!("in-flight requests still running after the grace period; exiting");
+                }
+            }
         }
     }
     tracker.close();

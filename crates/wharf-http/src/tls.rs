@@ -1,0 +1,302 @@
+//! The HTTPS listener: rustls, certificates from PEM files chosen by SNI and
+//! reloaded when the files change, and the plain-HTTP redirect listener.
+//!
+//! Protocol policy: TLS 1.3 and 1.2 only, with the ring provider's suites, all
+//! of which are AEAD (AES-GCM, ChaCha20-Poly1305) with ECDHE key exchange; TLS
+//! 1.3 is preferred by rustls whenever the client offers it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// No certificate was configured.
+    #[error("no certificate configured")]
+    NoCertificate,
+}
+
+/// One certificate chain and key, and the host names it serves.
+#[derive(Debug, Clone)]
+pub struct CertificateFiles {
+    /// Host names (exact, or `*.example.com`) that select this certificate by SNI.
+    pub hostnames: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+struct Loaded {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+    stamps: Vec<(PathBuf, Option<SystemTime>)>,
+}
+
+/// The certificates in force, swapped atomically on reload.
+pub struct CertStore {
+    files: Vec<CertificateFiles>,
+    current: RwLock<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+fn file_error(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+fn load_pair(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| file_error(&files.cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(&files.cert, e))?;
+    if certs.is_empty() {
+        return Err(file_error(&files.cert, "no PEM certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| file_error(&files.key, e))?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    // Catch a key that does not belong to the certificate now, not at the first handshake.
+    certified.keys_match().map_err(|e| {
+        file_error(
+            &files.key,
+            format!("does not match {}: {e}", files.cert.display()),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+fn stamps(files: &[CertificateFiles]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    files
+        .iter()
+        .flat_map(|f| [f.cert.clone(), f.key.clone()])
+        .map(|p| {
+            let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            (p, m)
+        })
+        .collect()
+}
+
+fn load_all(files: &[CertificateFiles]) -> Result<Loaded, TlsError> {
+    let stamps = stamps(files);
+    let mut by_name = HashMap::new();
+    let mut default = None;
+    for f in files {
+        let key = load_pair(f)?;
+        for name in &f.hostnames {
+            by_name.insert(name.to_ascii_lowercase(), key.clone());
+        }
+        default.get_or_insert(key);
+    }
+    Ok(Loaded {
+        by_name,
+        default: default.ok_or(TlsError::NoCertificate)?,
+        stamps,
+    })
+}
+
+impl CertStore {
+    /// Loads every certificate; the first is served to clients that send no
+    /// (or an unknown) server name.
+    pub fn load(files: Vec<CertificateFiles>) -> Result<Arc<CertStore>, TlsError> {
+        let loaded = load_all(&files)?;
+        Ok(Arc::new(CertStore {
+            files,
+            current: RwLock::new(Arc::new(loaded)),
+        }))
+    }
+
+    /// Reloads when any file's modification time changed. A broken new file
+    /// keeps the old certificates in force and returns the error.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = stamps(&self.files);
+        let unchanged = {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            current.stamps == now
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        let loaded = load_all(&self.files)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+        Ok(true)
+    }
+
+    /// Checks the files every `interval` until `cancel` fires.
+    pub async fn watch(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.reload_if_changed() {
+                Ok(true) => tracing::info!("reloaded TLS certificates"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reload TLS certificates; keeping the previous ones")
+                }
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(name) = hello.server_name().map(str::to_ascii_lowercase) else {
+            return Some(current.default.clone());
+        };
+        if let Some(k) = current.by_name.get(&name) {
+            return Some(k.clone());
+        }
+        let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+        Some(
+            wildcard
+                .and_then(|w| current.by_name.get(&w).cloned())
+                .unwrap_or_else(|| current.default.clone()),
+        )
+    }
+}
+
+/// The rustls server configuration: TLS 1.3 and 1.2, AEAD suites, h2 and http/1.1.
+pub fn server_config(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        // The ring provider's default suites are all AEAD; the versions above are valid for it.
+        .expect("TLS 1.2 and 1.3 are supported by the ring provider")
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Serves `app` over TLS until `cancel` fires, then lets open connections finish
+/// for up to `grace`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    config: Arc<rustls::ServerConfig>,
+    cancel: CancellationToken,
+    grace: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            res = listener.accept() => match res {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(client.addr = %remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(remote));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(client.addr = %remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period");
+    }
+}
+
+/// A plain-HTTP app that redirects everything to HTTPS on `https_port`.
+pub fn redirect_app(https_port: u16) -> Router {
+    Router::new().fallback(move |req: axum::extract::Request| async move {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
+            .unwrap_or_else(|| "localhost".into());
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        axum::response::Redirect::permanent(&format!("https://{host}{port}{path}"))
+    })
+}
+
+/// Binds an address for the redirect listener and serves it until `cancel` fires.
+pub async fn serve_redirect(listener: TcpListener, https_port: u16, cancel: CancellationToken) {
+    let app = redirect_app(https_port);
+    let res = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.cancelled_owned())
+    .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "redirect listener failed");
+    }
+}
