@@ -631,3 +631,61 @@ fn anonymous_write_cannot_be_configured() -> Result<()> {
     assert!(!out.status.success());
     Ok(())
 }
+
+#[test]
+fn htpasswd_users_keep_their_passwords() -> Result<()> {
+    let setup = start("")?;
+    let s = &setup.server;
+    let bcrypt = Command::new("htpasswd")
+        .args(["-nbB", "olduser", "old-secret"])
+        .output()?;
+    assert!(
+        bcrypt.status.success(),
+        "htpasswd (apache2-utils) is required"
+    );
+    let md5 = Command::new("htpasswd")
+        .args(["-nbm", "weakuser", "pw"])
+        .output()?;
+    let file = s.data_dir().join("registry.htpasswd");
+    let mut text = String::from_utf8(bcrypt.stdout)?.trim().to_owned() + "\n";
+    text += String::from_utf8(md5.stdout)?.trim();
+    std::fs::write(&file, text + "\n")?;
+    let out = Command::new(WHARF)
+        .args(["user", "import-htpasswd"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .output()?;
+    // The weak MD5 entry is refused, so the command reports failure, but the bcrypt user is in.
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("imported 1") && stdout.contains("skipped 1"),
+        "{stdout}"
+    );
+    let res = request(
+        s.addr(),
+        "GET",
+        "/v2/",
+        &[("Authorization", &basic("olduser", "old-secret"))],
+        b"",
+    )?;
+    assert_eq!(res.status, 200);
+    let res = request(
+        s.addr(),
+        "GET",
+        "/v2/",
+        &[("Authorization", &basic("olduser", "wrong"))],
+        b"",
+    )?;
+    assert_eq!(res.status, 401);
+    let res = request(
+        s.addr(),
+        "GET",
+        "/v2/",
+        &[("Authorization", &basic("weakuser", "pw"))],
+        b"",
+    )?;
+    assert_eq!(res.status, 401);
+    Ok(())
+}

@@ -259,6 +259,55 @@ fn stock_clients_over_https_with_a_private_ca() -> Result<()> {
         stderr.contains("denied") || stderr.contains("unauthorized"),
         "{stderr}"
     );
+
+    // `podman login` and `skopeo login` store the reader's credentials; pulls then use them.
+    let auth_file = d.join("auth.json");
+    let podman = wharf_testkit::Podman::new()?;
+    let registry = format!("localhost:{}", server.port);
+    let mut login = podman.cmd();
+    login
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["login", "--cert-dir"])
+        .arg(&cert_dir)
+        .args(["-u", "reader", "--password-stdin", &registry])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = login.spawn()?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, b"reader-pw\n")?;
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "podman login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pull = podman.cmd();
+    pull.env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["pull", "--cert-dir"])
+        .arg(&cert_dir)
+        .arg(format!("{registry}/secure/app:v1"));
+    sh(&mut pull)?;
+    let mut bad_login = podman.cmd();
+    bad_login
+        .env("REGISTRY_AUTH_FILE", d.join("other-auth.json"))
+        .args(["login", "--cert-dir"])
+        .arg(&cert_dir)
+        .args(["-u", "reader", "-p", "wrong", &registry]);
+    assert!(
+        !bad_login.output()?.status.success(),
+        "a wrong password logged in"
+    );
+    let skopeo_auth = d.join("skopeo-auth.json");
+    sh(Command::new("skopeo")
+        .env("REGISTRY_AUTH_FILE", &skopeo_auth)
+        .args(["login", "--cert-dir"])
+        .arg(&cert_dir)
+        .args(["-u", "reader", "-p", "reader-pw", &registry]))?;
+    sh(Command::new("skopeo")
+        .env("REGISTRY_AUTH_FILE", &skopeo_auth)
+        .args(["inspect", "--cert-dir"])
+        .arg(&cert_dir)
+        .arg(&dest))?;
     let _ = &server.dir;
     Ok(())
 }
