@@ -147,10 +147,13 @@ pub struct IssuedToken {
     pub refresh_token: Option<String>,
 }
 
+/// Signing keys with whether each still signs (retired keys only verify).
+type KeyRing = Vec<(SigningKey, bool)>;
+
 #[derive(Default)]
 struct Caches {
     grants: Option<(Instant, Arc<Vec<Grant>>)>,
-    keys: Option<(Instant, Arc<Vec<(SigningKey, bool)>>)>,
+    keys: Option<(Instant, Arc<KeyRing>)>,
     basic: HashMap<String, (Instant, Principal)>,
     failures: HashMap<String, Vec<Instant>>,
 }
@@ -497,7 +500,7 @@ impl AuthService {
         caches.keys = None;
     }
 
-    async fn signing_keys(&self) -> Result<Arc<Vec<(SigningKey, bool)>>, AuthnError> {
+    async fn signing_keys(&self) -> Result<Arc<KeyRing>, AuthnError> {
         if let Some((at, k)) = &self.caches().keys {
             if at.elapsed() < KEYS_TTL {
                 return Ok(k.clone());
@@ -510,7 +513,7 @@ impl AuthService {
                 .await?;
             records = self.meta.signing_keys().await?;
         }
-        let keys: Vec<(SigningKey, bool)> = records
+        let keys: KeyRing = records
             .into_iter()
             .filter_map(|r| {
                 Some((
@@ -631,5 +634,25 @@ impl AuthService {
         };
         self.meta.audit(&random_hex(12)?, &record).await?;
         Ok(())
+    }
+}
+
+impl AuthService {
+    /// The identity of an account proven by other means than a password — a
+    /// client certificate verified by the TLS layer. Unknown or disabled
+    /// accounts are refused like a wrong password.
+    pub async fn authenticate_account(&self, name: &str) -> Result<Identity, AuthnError> {
+        match self.meta.account(name).await? {
+            Some(account) if !account.disabled => {
+                Ok(Identity::Account(self.principal_of(&account, None).await?))
+            }
+            _ => {
+                tracing::warn!(
+                    auth.user = name,
+                    "client certificate names no usable account"
+                );
+                Err(AuthnError::BadCredentials)
+            }
+        }
     }
 }

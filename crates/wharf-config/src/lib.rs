@@ -73,6 +73,9 @@ pub struct TlsConfig {
     pub redirect_listen: String,
     /// Seconds between checks of the certificate files for changes.
     pub reload_interval_secs: u64,
+    /// PEM bundle of CAs whose client certificates sign in as the account named
+    /// by the certificate's subject common name; empty: no client certificates.
+    pub client_ca: PathBuf,
 }
 
 impl Default for TlsConfig {
@@ -81,6 +84,7 @@ impl Default for TlsConfig {
             certificates: Vec::new(),
             redirect_listen: String::new(),
             reload_interval_secs: 10,
+            client_ca: PathBuf::new(),
         }
     }
 }
@@ -346,12 +350,16 @@ impl Config {
         }
         for (i, c) in self.tls.certificates.iter().enumerate() {
             if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
-                problems.push(format!("tls.certificates[{i}]: cert and key are both required"));
+                problems.push(format!(
+                    "tls.certificates[{i}]: cert and key are both required"
+                ));
             }
         }
         if !self.tls.redirect_listen.is_empty() {
             if self.tls.certificates.is_empty() {
-                problems.push("tls.redirect_listen: needs tls.certificates (nothing to redirect to)".into());
+                problems.push(
+                    "tls.redirect_listen: needs tls.certificates (nothing to redirect to)".into(),
+                );
             }
             if self.tls.redirect_listen.parse::<SocketAddr>().is_err() {
                 problems.push(format!(
@@ -359,6 +367,11 @@ impl Config {
                     self.tls.redirect_listen
                 ));
             }
+        }
+        if !self.tls.client_ca.as_os_str().is_empty() && self.tls.certificates.is_empty() {
+            problems.push(
+                "tls.client_ca: needs tls.certificates (client certificates need TLS)".into(),
+            );
         }
         if self.tls.reload_interval_secs == 0 {
             problems.push("tls.reload_interval_secs: must be at least 1".into());

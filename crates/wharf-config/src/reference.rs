@@ -38,6 +38,7 @@ pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "tls.certificates", default: "[]", doc: "HTTPS certificates as `[[tls.certificates]]` tables with `cert` (PEM chain, leaf first), `key` (PEM private key) and `hostnames` (names that select it by SNI, exact or `*.domain`). The first is served to clients that send no or an unknown name. Empty: plain HTTP. Files are re-read when they change, without a restart. TLS 1.3 and 1.2 only, AEAD suites only." },
     ConfigKey { key: "tls.redirect_listen", default: "\"\"", doc: "Address of an optional plain-HTTP listener that answers every request with a permanent redirect to HTTPS on `server.listen`'s port. Empty: none." },
     ConfigKey { key: "tls.reload_interval_secs", default: "10", doc: "Seconds between checks of the certificate files for changes. A broken new file is logged and the previous certificates stay in force." },
+    ConfigKey { key: "tls.client_ca", default: "\"\"", doc: "PEM bundle of certificate authorities for client certificates (mutual TLS). A client presenting a certificate signed by one of them signs in as the account named by the certificate's subject common name (the account must exist); clients without a certificate still connect and use passwords or tokens, and an `Authorization` header takes precedence. Empty: client certificates are not requested." },
     ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
 ];
 

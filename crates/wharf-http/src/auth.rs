@@ -145,6 +145,28 @@ fn challenge(
     res
 }
 
+/// The account named by a verified client certificate, if the connection had one.
+pub(crate) fn client_cert(req: &Request<Body>) -> Option<String> {
+    req.extensions()
+        .get::<crate::tls::ClientCertSubject>()
+        .map(|s| s.0.clone())
+}
+
+/// Authenticates explicit credentials, or else the connection's client
+/// certificate: an `Authorization` header always wins, so one TLS client can
+/// still act as another account by saying so.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    creds: &Credentials,
+    cert: Option<&str>,
+    remote: Option<IpAddr>,
+) -> Result<Identity, AuthnError> {
+    match (creds, cert) {
+        (Credentials::None, Some(account)) => state.auth.authenticate_account(account).await,
+        _ => state.auth.authenticate(creds, remote).await,
+    }
+}
+
 /// Maps an authentication failure to the wire.
 pub(crate) fn authn_failure(state: &AppState, headers: &HeaderMap, err: AuthnError) -> Response {
     match err {
@@ -230,7 +252,8 @@ pub(crate) async fn guard_v2(
         return challenge(&state, &headers, None, false);
     };
     let remote = remote_ip(&req);
-    let identity = match state.auth.authenticate(&creds, remote).await {
+    let cert = client_cert(&req);
+    let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
         Ok(identity) => identity,
         Err(e) => return authn_failure(&state, &headers, e),
     };

@@ -198,17 +198,55 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// The rustls server configuration: TLS 1.3 and 1.2, AEAD suites, h2 and http/1.1.
-pub fn server_config(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
+/// The account name a verified client certificate maps to: its subject's
+/// common name. Attached to every request of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertSubject(pub String);
+
+/// The rustls server configuration: TLS 1.3 and 1.2, AEAD suites, h2 and
+/// http/1.1, and, with `client_ca`, optional client certificates verified
+/// against that bundle (clients without one still connect and use passwords).
+pub fn server_config(
+    store: Arc<CertStore>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         // The ring provider's default suites are all AEAD; the versions above are valid for it.
-        .expect("TLS 1.2 and 1.3 are supported by the ring provider")
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+        .expect("TLS 1.2 and 1.3 are supported by the ring provider");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))? {
+                roots
+                    .add(cert.map_err(|e| file_error(path, e))?)
+                    .map_err(|e| file_error(path, e))?;
+            }
+            if roots.is_empty() {
+                return Err(file_error(path, "no PEM certificate in the file"));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| file_error(path, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
+    Ok(Arc::new(config))
+}
+
+/// The subject common name of a (verified) client certificate.
+fn subject_common_name(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 /// Serves `app` over TLS until `cancel` fires, then lets open connections finish
@@ -247,9 +285,20 @@ pub async fn serve_tls(
                 }
                 Err(_) => return,
             };
+            // rustls verified the chain during the handshake; only the name is read here.
+            let client_subject = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(subject_common_name)
+                .map(ClientCertSubject);
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(remote));
+                    if let Some(subject) = &client_subject {
+                        req.extensions_mut().insert(subject.clone());
+                    }
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );

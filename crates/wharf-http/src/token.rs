@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use wharf_auth::access::Principal;
 use wharf_auth::{Credentials, Identity, RequestedScope};
 
-use crate::auth::{authn_failure, credentials, remote_ip};
+use crate::auth::{authenticate, authn_failure, client_cert, credentials, remote_ip};
 use crate::AppState;
 
 /// Largest form body accepted at the token endpoint.
@@ -34,6 +34,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let headers = req.headers().clone();
     let remote = remote_ip(&req);
+    let cert = client_cert(&req);
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_owned();
     let form = if method == Method::POST {
@@ -110,7 +111,7 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
                 user: param("username").unwrap_or("").to_owned(),
                 password: param("password").unwrap_or("").to_owned(),
             };
-            match principal_from(&state, &headers, &creds, remote).await {
+            match principal_from(&state, &headers, &creds, cert.as_deref(), remote).await {
                 Ok(p) => p,
                 Err(res) => return res,
             }
@@ -126,7 +127,7 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
             let Ok(creds) = credentials(&headers) else {
                 return authn_failure(&state, &headers, wharf_auth::AuthnError::BadCredentials);
             };
-            match principal_from(&state, &headers, &creds, remote).await {
+            match principal_from(&state, &headers, &creds, cert.as_deref(), remote).await {
                 Ok(p) => p,
                 Err(res) => return res,
             }
@@ -153,9 +154,10 @@ async fn principal_from(
     state: &AppState,
     headers: &HeaderMap,
     creds: &Credentials,
+    cert: Option<&str>,
     remote: Option<std::net::IpAddr>,
 ) -> Result<Principal, Response> {
-    match state.auth.authenticate(creds, remote).await {
+    match authenticate(state, creds, cert, remote).await {
         Ok(Identity::Account(p)) => Ok(p),
         Ok(Identity::Anonymous) => Ok(Principal::anonymous()),
         // A registry token is not a credential for getting another one.

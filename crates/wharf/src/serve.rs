@@ -77,7 +77,9 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             Duration::from_secs(config.tls.reload_interval_secs),
             cancel.clone(),
         ));
-        Some(wharf_http::tls::server_config(store))
+        let client_ca = (!config.tls.client_ca.as_os_str().is_empty())
+            .then_some(config.tls.client_ca.as_path());
+        Some(wharf_http::tls::server_config(store, client_ca).context("tls.client_ca")?)
     };
     if !config.tls.redirect_listen.is_empty() {
         let redirect = tokio::net::TcpListener::bind(&config.tls.redirect_listen)

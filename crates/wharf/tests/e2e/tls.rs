@@ -400,3 +400,78 @@ fn sni_reload_redirect_and_bad_certificates() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn client_certificates_sign_in_as_their_common_name() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    make_ca_and_cert(d, "server", &["localhost"])?;
+    // Client CAs and leaves: "clients" is trusted, "rogue" is not.
+    make_ca_and_cert(d, "clients", &["reader"])?;
+    make_ca_and_cert(d, "ghost", &["ghost"])?;
+    make_ca_and_cert(d, "rogue", &["reader"])?;
+    // Issue "ghost" (an account that does not exist) from the trusted client CA too.
+    sh(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(d.join("ghost.csr"))
+        .arg("-CA")
+        .arg(d.join("clients-ca.crt"))
+        .arg("-CAkey")
+        .arg(d.join("clients-ca.key"))
+        // Extensions make it an X.509 v3 certificate; webpki refuses v1.
+        .arg("-extfile")
+        .arg(d.join("ghost.ext"))
+        .arg("-out")
+        .arg(d.join("ghost.leaf")))?;
+    let config = format!("client_ca = \"{}\"\n", d.join("clients-ca.crt").display())
+        + &cert_config("server", d, &["localhost"]);
+    let server = start(d, &config)?;
+    sh(Command::new(WHARF)
+        .args(["user", "add", "reader", "--robot", "--data-dir"])
+        .arg(d.join("data")))?;
+    let url = format!("https://localhost:{}/v2/", server.port);
+    let ca = d.join("server-ca.crt");
+    let with_cert = |leaf: &str, key: &str| -> Result<(bool, String)> {
+        curl(&[
+            "--cacert",
+            ca.to_str().unwrap_or(""),
+            "--cert",
+            d.join(leaf).to_str().unwrap_or(""),
+            "--key",
+            d.join(key).to_str().unwrap_or(""),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ])
+    };
+    let (ok, code) = with_cert("clients.leaf", "clients.key")?;
+    assert!(
+        ok && code.starts_with("200"),
+        "trusted client certificate: {code}"
+    );
+    let (_, code) = with_cert("ghost.leaf", "ghost.key")?;
+    assert!(
+        code.starts_with("401"),
+        "certificate for an unknown account: {code}"
+    );
+    let (ok, code) = with_cert("rogue.leaf", "rogue.key")?;
+    assert!(
+        !ok || !code.starts_with("200"),
+        "a certificate from an untrusted CA signed in: {code}"
+    );
+    // Without a certificate the connection still works; the request is anonymous.
+    let (ok, code) = curl(&[
+        "--cacert",
+        ca.to_str().context("path")?,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ])?;
+    assert!(ok && code.starts_with("401"), "{code}");
+    Ok(())
+}
