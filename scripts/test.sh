@@ -7,7 +7,8 @@
 #      system's packages alone.
 #   3. A private PostgreSQL cluster on loopback for the database tests, removed on exit.
 #   4. cargo build --workspace --all-targets, then cargo test --workspace.
-#   5. The OCI conformance suite against a fresh `wharf serve`, then `wharf check` on its data.
+#   5. The OCI conformance suite against a fresh `wharf serve`, signed in as its administrator
+#      (random password), then `wharf check` on its data.
 # Exits non-zero if anything failed. Works on a fresh Debian bookworm machine as root with the
 # Rust toolchain present; runs unattended (CI sets CI=true and gives no stdin).
 set -euo pipefail
@@ -213,8 +214,14 @@ stop_wharf() {
 
 run_conformance() {
     local data="$WORK/conformance-data" out="$WORK/wharf.stdout" url="" waited=0
+    local config="$WORK/conformance.toml" password_file="$WORK/admin-password" password
     mkdir -p "$data"
-    target/debug/wharf serve --listen 127.0.0.1:0 --data-dir "$data" \
+    # Wharf refuses anonymous requests and creates `admin` on first start: choose its password,
+    # so the suite can sign in, instead of scraping the generated one from stderr.
+    password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    (umask 077 && printf '%s\n' "$password" >"$password_file")
+    printf '[auth]\nadmin_password_file = "%s"\n' "$password_file" >"$config"
+    target/debug/wharf serve --config "$config" --listen 127.0.0.1:0 --data-dir "$data" \
         >"$out" 2>"$WORK/wharf.stderr" </dev/null &
     WHARF_PID=$!
     while ((waited < 600)); do
@@ -230,9 +237,10 @@ run_conformance() {
         stop_wharf || true
         return 1
     fi
-    log "conformance: wharf-conformance --url $url"
+    log "conformance: wharf-conformance --url $url --basic-auth admin:…"
     local status=0
-    target/debug/wharf-conformance --url "$url" | tee "$WORK/conformance.out" || status=$?
+    target/debug/wharf-conformance --url "$url" --basic-auth "admin:$password" \
+        | tee "$WORK/conformance.out" || status=$?
     if ! stop_wharf; then
         echo "wharf did not shut down cleanly on SIGTERM" >&2
         status=1
@@ -242,7 +250,7 @@ run_conformance() {
         tail -n 50 "$WORK/wharf.stderr" >&2
     fi
     log "conformance: wharf check --data-dir $data"
-    if ! target/debug/wharf check --data-dir "$data"; then
+    if ! target/debug/wharf check --config "$config" --data-dir "$data"; then
         echo "wharf check found a damaged store after the conformance run" >&2
         status=1
     fi

@@ -102,11 +102,22 @@ pub fn request_streaming(
 /// GETs `path` and returns the status, the body's size and its `sha256:` digest, hashing as it
 /// reads so a large body is never held in memory.
 pub fn get_digest(addr: SocketAddr, path: &str) -> Result<(u16, u64, String)> {
+    get_digest_with_headers(addr, path, &[])
+}
+
+/// Like [`get_digest`], sending `headers` too (an `Authorization`, for Wharf).
+pub fn get_digest_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, u64, String)> {
     let mut stream = connect(addr)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (key, value) in headers {
+        head.push_str(&format!("{key}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
     stream.flush()?;
     let mut reader = BufReader::new(stream);
     let (status, headers) = read_head(&mut reader)?;
@@ -130,6 +141,14 @@ pub fn get_digest(addr: SocketAddr, path: &str) -> Result<(u16, u64, String)> {
         size,
         format!("sha256:{}", hex::encode(hasher.finalize())),
     ))
+}
+
+/// The value of an `Authorization` header with HTTP Basic credentials (RFC 7617).
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        crate::client_auth::base64(format!("{user}:{password}").as_bytes())
+    )
 }
 
 /// Opens a connection with read and write time limits.

@@ -7,11 +7,15 @@
 //! Everything is blocking `std` code: a test is a script of client invocations, and threads are
 //! only used to drain child pipes.
 //!
+//! Wharf refuses anonymous requests: each [`WharfServer`] creates its administrator with a random
+//! password, and every client command a [`Tool`] builds is pointed at an auth file holding it.
+//!
 //! A missing tool is a test failure, never a skip: [`Tool::find`] panics with an install hint,
 //! because a suite that silently skips passes while stock clients fail.
 
 #![warn(missing_docs)]
 
+mod client_auth;
 pub mod fixture;
 pub mod http;
 mod process;

@@ -33,6 +33,13 @@ pub trait Registry {
         format!("http://{}", self.addr())
     }
 
+    /// The `Authorization` header value a raw HTTP request needs, or `None` for a registry that
+    /// asks for no credentials. Stock clients need nothing extra: they read the credentials from
+    /// the auth file the testkit points them at.
+    fn authorization(&self) -> Option<String> {
+        None
+    }
+
     /// Stops it gracefully and starts it again on the same storage; the port may change.
     fn restart(&mut self) -> Result<()>;
 
@@ -102,8 +109,12 @@ impl DockerRegistry {
             .create(true)
             .append(true)
             .open(root.join("registry.log"))?;
+        // distribution reads every `REGISTRY_*` variable as a configuration override, so the
+        // clients' `REGISTRY_AUTH_FILE` that `Tool::cmd` sets (when a Wharf runs in this process)
+        // would turn into a broken `auth.file` setting.
         let child = tool
             .cmd()
+            .env_remove("REGISTRY_AUTH_FILE")
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())

@@ -5,19 +5,28 @@
 //! connections, logs to stderr, and exits gracefully on SIGTERM.
 //! The server's stderr goes to a log file that outlives restarts, so a failing test can show what
 //! the server said across the whole test.
+//!
+//! Wharf refuses anonymous requests and creates its administrator, `admin`, on first start. The
+//! testkit always chooses that password: it writes a random one to a file and names the file as
+//! `auth.admin_password_file` in a configuration file of its own, which also carries whatever
+//! configuration the caller gave. A restart keeps the data directory, where the administrator
+//! already exists, so the password never changes. Stock clients get the credentials through the
+//! shared auth file (see `client_auth`), raw requests through [`WharfServer::basic_auth_header`].
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
+use crate::client_auth::ClientAuth;
+use crate::http;
 use crate::process::{capture, run_with_timeout, terminate, CmdOutput};
 use crate::registry::Registry;
 
@@ -34,41 +43,96 @@ const OFFLINE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The line prefix `wharf serve` prints once it is ready.
 const READY_PREFIX: &str = "wharf listening on http://";
 
+/// The administrator `wharf serve` creates on first start.
+const ADMIN: &str = "admin";
+
 /// A running `wharf serve`, stopped with SIGTERM when dropped.
 pub struct WharfServer {
     bin: PathBuf,
     data_dir: TempDir,
-    log_dir: TempDir,
-    config: Option<PathBuf>,
+    /// The server's log, its administrator's password file and its configuration file.
+    state_dir: TempDir,
+    /// The configuration the caller gave, re-read at every start so a test may change it
+    /// between restarts.
+    caller_config: Option<PathBuf>,
+    password: String,
+    client_auth: Arc<ClientAuth>,
     child: Option<Child>,
     addr: SocketAddr,
 }
 
 impl WharfServer {
-    /// Starts `bin serve` on `127.0.0.1:0` with a fresh temporary data directory.
+    /// Starts `bin serve` on `127.0.0.1:0` with a fresh temporary data directory, and an
+    /// administrator `admin` whose password is [`WharfServer::admin_password`].
     pub fn start(bin: impl AsRef<Path>) -> Result<WharfServer> {
         Self::start_with_config(bin, None)
     }
 
-    /// Like [`WharfServer::start`], passing `--config FILE` when `config` is given.
+    /// Like [`WharfServer::start`], with the configuration in the file `config` when given.
+    ///
+    /// The server runs with a copy of it that also sets `auth.admin_password_file`, unless the
+    /// caller's configuration sets it already: then that file's password is the administrator's.
     pub fn start_with_config(bin: impl AsRef<Path>, config: Option<&Path>) -> Result<WharfServer> {
         let data_dir = tempfile::Builder::new()
             .prefix("wharf-e2e-data-")
             .tempdir()?;
-        let log_dir = tempfile::Builder::new()
-            .prefix("wharf-e2e-log-")
+        let state_dir = tempfile::Builder::new()
+            .prefix("wharf-e2e-state-")
             .tempdir()?;
+        let caller_password_file = match config {
+            Some(path) => caller_password_file(&read_config(path)?),
+            None => None,
+        };
+        let password = match caller_password_file {
+            // Read as the server reads it: trailing line ends are not part of the password.
+            Some(file) => fs::read_to_string(&file)
+                .with_context(|| format!("cannot read auth.admin_password_file {file}"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+            None => {
+                let password = random_password()?;
+                // A trailing newline, as an operator's editor would leave it.
+                fs::write(
+                    state_dir.path().join("admin-password"),
+                    format!("{password}\n"),
+                )?;
+                password
+            }
+        };
         let mut server = WharfServer {
             bin: bin.as_ref().to_owned(),
             data_dir,
-            log_dir,
-            config: config.map(Path::to_owned),
+            state_dir,
+            caller_config: config.map(Path::to_owned),
+            password,
+            client_auth: ClientAuth::shared()?,
             child: None,
             // Replaced by spawn() before anyone can read it.
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// The password of the administrator `admin`.
+    pub fn admin_password(&self) -> &str {
+        &self.password
+    }
+
+    /// The administrator's user name and password.
+    pub fn credentials(&self) -> (String, String) {
+        (ADMIN.to_owned(), self.password.clone())
+    }
+
+    /// The `Authorization` header value that signs a raw request in as the administrator.
+    pub fn basic_auth_header(&self) -> String {
+        http::basic_auth(ADMIN, &self.password)
+    }
+
+    /// The configuration file the server runs with: the caller's configuration plus the
+    /// administrator's password file. Admin commands (`wharf user …`) take it with `--config`.
+    pub fn config_path(&self) -> PathBuf {
+        self.state_dir.path().join("wharf.toml")
     }
 
     /// The address it listens on; it changes on [`WharfServer::restart`].
@@ -195,27 +259,53 @@ impl WharfServer {
 
     fn data_dir_command(&self, sub: &str) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg(sub);
-        if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
-        }
+        cmd.arg(sub).arg("--config").arg(self.config_path());
         cmd
     }
 
     fn log_path(&self) -> PathBuf {
-        self.log_dir.path().join("server.log")
+        self.state_dir.path().join("server.log")
+    }
+
+    /// Writes the configuration file the server runs with, from the caller's current one.
+    fn write_config(&self) -> Result<()> {
+        let mut config = match &self.caller_config {
+            Some(path) => read_config(path)?,
+            None => toml::Table::new(),
+        };
+        if caller_password_file(&config).is_none() {
+            let file = self.state_dir.path().join("admin-password");
+            let auth = config
+                .entry("auth")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .context("`auth` in the configuration is not a table")?;
+            auth.insert(
+                "admin_password_file".to_owned(),
+                toml::Value::String(file.to_string_lossy().into_owned()),
+            );
+        }
+        fs::write(self.config_path(), toml::to_string(&config)?)?;
+        Ok(())
+    }
+
+    /// Stops clients from sending this server's credentials to its port, which another server
+    /// may take next.
+    fn forget_host(&self) {
+        let _ = self
+            .client_auth
+            .remove(&self.addr.to_string(), ADMIN, &self.password);
     }
 
     fn spawn(&mut self) -> Result<()> {
+        self.forget_host();
+        self.write_config()?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())?;
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("serve");
-        if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
-        }
+        cmd.arg("serve").arg("--config").arg(self.config_path());
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
             .stdin(Stdio::null())
@@ -245,8 +335,37 @@ impl WharfServer {
             .and_then(|rest| rest.trim().trim_end_matches('/').parse::<SocketAddr>().ok())
             .with_context(|| format!("cannot parse the ready line {line:?}"))?;
         self.addr = addr;
+        self.client_auth.set(&self.host(), ADMIN, &self.password)?;
         Ok(())
     }
+}
+
+/// Parses the caller's configuration file.
+fn read_config(path: &Path) -> Result<toml::Table> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("the configuration {} is not TOML", path.display()))
+}
+
+/// The administrator's password file a configuration names, if it names one.
+fn caller_password_file(config: &toml::Table) -> Option<String> {
+    config
+        .get("auth")?
+        .get("admin_password_file")?
+        .as_str()
+        .filter(|file| !file.is_empty())
+        .map(str::to_owned)
+}
+
+/// A password no test could guess: 128 bits from the kernel, as hex so it survives every
+/// quoting (a TOML file, a header, a command line).
+fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut urandom| urandom.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(hex::encode(bytes))
 }
 
 /// Reads the server's stdout: the ready line goes to the channel, everything goes to the log.
@@ -271,6 +390,10 @@ impl Registry for WharfServer {
         self.addr
     }
 
+    fn authorization(&self) -> Option<String> {
+        Some(self.basic_auth_header())
+    }
+
     fn restart(&mut self) -> Result<()> {
         WharfServer::restart(self)
     }
@@ -289,5 +412,6 @@ impl Drop for WharfServer {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, STOP_GRACE);
         }
+        self.forget_host();
     }
 }

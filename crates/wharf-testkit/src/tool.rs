@@ -4,6 +4,9 @@
 //! `scripts/test.sh` fills with the clients Debian bookworm lacks (oras, cosign).
 //! A missing client panics with the command that installs it: the suite never skips.
 //!
+//! Every command a [`Tool`] builds carries the credentials of the Wharf servers that run in this
+//! process (Wharf refuses anonymous clients), so tests never pass credentials themselves.
+//!
 //! Podman and buildah keep images in a storage directory; each [`Podman`] and [`Buildah`] gets
 //! its own temporary one so tests neither see nor break the host's images, and so parallel tests
 //! do not contend for one storage lock.
@@ -14,6 +17,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use tempfile::TempDir;
+
+use crate::client_auth;
 
 /// A stock client binary, found on disk.
 #[derive(Debug, Clone)]
@@ -45,9 +50,13 @@ impl Tool {
         &self.path
     }
 
-    /// A command for this client with no arguments yet.
+    /// A command for this client with no arguments yet, holding the credentials of every Wharf
+    /// server running in this process (see `REGISTRY_AUTH_FILE` and `DOCKER_CONFIG` in
+    /// [`WharfServer`](crate::WharfServer)).
     pub fn cmd(&self) -> Command {
-        Command::new(&self.path)
+        let mut cmd = Command::new(&self.path);
+        client_auth::apply(&mut cmd);
+        cmd
     }
 }
 

@@ -12,6 +12,8 @@
 #[path = "e2e/support.rs"]
 mod support;
 
+#[path = "e2e/authz.rs"]
+mod authz;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/buildah.rs"]
@@ -28,3 +30,5 @@ mod podman;
 mod skopeo;
 #[path = "e2e/streaming.rs"]
 mod streaming;
+#[path = "e2e/tls.rs"]
+mod tls;

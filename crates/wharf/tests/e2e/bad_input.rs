@@ -28,9 +28,14 @@ fn send_truncated(
     sent: &[u8],
 ) -> Result<()> {
     let mut stream = http::connect(target.registry().addr())?;
+    let auth: String = target
+        .auth_headers()
+        .iter()
+        .map(|(key, value)| format!("{key}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {promised}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/octet-stream\r\nContent-Length: {promised}\r\n\r\n",
         target.host()
     )?;
     stream.write_all(sent)?;
@@ -43,8 +48,7 @@ fn send_truncated(
 }
 
 fn assert_blob_served(target: &Target, digest: &str, content: &[u8]) -> Result<()> {
-    let addr = target.registry().addr();
-    let response = http::request(addr, "GET", &format!("/v2/{REPO}/blobs/{digest}"), &[], b"")?;
+    let response = target.request("GET", &format!("/v2/{REPO}/blobs/{digest}"), &[], b"")?;
     ensure!(
         response.status == 200,
         "GET blob: {} {}",
@@ -56,7 +60,7 @@ fn assert_blob_served(target: &Target, digest: &str, content: &[u8]) -> Result<(
 }
 
 fn assert_server_answers(target: &Target) -> Result<()> {
-    let response = http::request(target.registry().addr(), "GET", "/v2/", &[], b"")?;
+    let response = target.request("GET", "/v2/", &[], b"")?;
     ensure!(
         response.status == 200,
         "GET /v2/ after a hang-up: {}",
@@ -98,8 +102,7 @@ fn patch_cut_off_mid_body_is_resumable_or_abandoned() -> Result<()> {
         )?;
         assert_server_answers(target)?;
 
-        let addr = target.registry().addr();
-        let status = http::request(addr, "GET", &upload, &[], b"")?;
+        let status = target.request("GET", &upload, &[], b"")?;
         match status.status {
             // Resumable: the server reports how much it kept, and the client continues there.
             204 => {
@@ -118,8 +121,7 @@ fn patch_cut_off_mid_body_is_resumable_or_abandoned() -> Result<()> {
                 );
                 let upload = location_path(&status).unwrap_or(upload);
                 let content_range = format!("{kept}-{}", content.len() - 1);
-                let patched = http::request(
-                    addr,
+                let patched = target.request(
                     "PATCH",
                     &upload,
                     &[
@@ -135,8 +137,7 @@ fn patch_cut_off_mid_body_is_resumable_or_abandoned() -> Result<()> {
                     patched.text()
                 );
                 let upload = location_path(&patched)?;
-                let put = http::request(
-                    addr,
+                let put = target.request(
                     "PUT",
                     &with_query(&upload, &format!("digest={digest}")),
                     &[],
@@ -153,8 +154,7 @@ fn patch_cut_off_mid_body_is_resumable_or_abandoned() -> Result<()> {
             404 => {
                 eprintln!("upload after a hang-up: abandoned (404)");
                 let upload = start_upload(target, REPO)?;
-                let put = http::request(
-                    addr,
+                let put = target.request(
                     "PUT",
                     &with_query(&upload, &format!("digest={digest}")),
                     &[("Content-Type", "application/octet-stream")],
@@ -190,14 +190,7 @@ fn monolithic_put_cut_off_mid_body_is_never_served() -> Result<()> {
         )?;
         assert_server_answers(target)?;
 
-        let addr = target.registry().addr();
-        let head = http::request(
-            addr,
-            "HEAD",
-            &format!("/v2/{REPO}/blobs/{digest}"),
-            &[],
-            b"",
-        )?;
+        let head = target.request("HEAD", &format!("/v2/{REPO}/blobs/{digest}"), &[], b"")?;
         ensure!(
             head.status == 404,
             "a blob cut off mid-upload is visible: HEAD {}",

@@ -16,7 +16,8 @@ use crate::support::{e2e, layout, list_tags, scratch, skopeo_copy};
 /// The key password; cosign reads it from the environment instead of prompting.
 const PASSWORD: &str = "wharf-e2e";
 
-/// cosign run inside `dir` with a private HOME and TUF cache, so nothing of the host's leaks in.
+/// cosign run inside `dir` with a private HOME and TUF cache, so nothing of the host's leaks in;
+/// credentials come from the testkit's `DOCKER_CONFIG`.
 fn cosign(dir: &Path) -> Command {
     let mut cmd = Tool::find("cosign").cmd();
     cmd.current_dir(dir)

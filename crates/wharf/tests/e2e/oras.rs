@@ -13,7 +13,7 @@ use wharf_testkit::{http, run, Tool};
 use crate::support::{e2e, json, layout, scratch, skopeo_copy};
 
 /// oras run inside `dir`, so file arguments are the relative paths oras requires, with a private
-/// HOME so no host credentials or config leak in.
+/// HOME so no host config leaks in; credentials come from the testkit's `DOCKER_CONFIG`.
 fn oras(dir: &Path) -> Command {
     let mut cmd = Tool::find("oras").cmd();
     cmd.current_dir(dir).env("HOME", dir);
@@ -106,7 +106,14 @@ fn attach_and_discover_a_referrer() -> Result<()> {
         // whichever scheme oras chose (docker-registry 2.8 predates the API).
         if let Some(server) = target.wharf() {
             let path = format!("/v2/e2e/referrers/referrers/{}", image.manifest.digest);
-            let response = http::request(server.addr(), "GET", &path, &[], b"")?;
+            let auth = server.basic_auth_header();
+            let response = http::request(
+                server.addr(),
+                "GET",
+                &path,
+                &[("Authorization", &auth)],
+                b"",
+            )?;
             ensure!(
                 response.status == 200,
                 "GET {path}: {} {}",

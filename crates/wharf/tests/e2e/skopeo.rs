@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use wharf_testkit::fixture::{
     dir_manifest_digest, sha256_digest, ImageSpec, DOCKER_MANIFEST_V2, OCI_MANIFEST,
 };
-use wharf_testkit::{http, run, run_expect_failure};
+use wharf_testkit::{run, run_expect_failure};
 
 use crate::support::{
     e2e, inspect_raw, json, layout, list_tags, scratch, served_digest, skopeo, skopeo_copy,
@@ -358,12 +358,10 @@ fn many_tags_are_all_listed() -> Result<()> {
         // Tagging by PUTting the same manifest bytes is what `crane tag` does; it keeps 150 tags
         // fast enough for a test, and more than one page for a registry that paginates at 100.
         let manifest = src.read_blob(&image.manifest.digest)?;
-        let addr = target.registry().addr();
         let mut expected = vec!["base".to_owned()];
         for idx in 0..150 {
             let tag = format!("t{idx:03}");
-            let response = http::request(
-                addr,
+            let response = target.request(
                 "PUT",
                 &format!("/v2/{repo}/manifests/{tag}"),
                 &[("Content-Type", OCI_MANIFEST)],

@@ -6,7 +6,7 @@ use anyhow::{ensure, Result};
 use wharf_testkit::fixture::{stream_digest, Rng};
 use wharf_testkit::http;
 
-use crate::support::{e2e, location_path, start_upload, with_query};
+use crate::support::{e2e, location_path, start_upload, with_auth, with_query};
 
 const REPO: &str = "e2e/streaming";
 
@@ -24,6 +24,7 @@ fn memory_stays_flat_for_a_large_blob() -> Result<()> {
         let seed = u64::from_le_bytes(seed_bytes);
         let (_, digest) = stream_digest(&mut Rng::from_seed(seed).reader(BLOB_SIZE))?;
         let addr = target.registry().addr();
+        let auth = target.auth_headers();
         let baseline = match target.wharf() {
             Some(server) => Some(server.peak_rss_bytes()?),
             None => None,
@@ -34,7 +35,7 @@ fn memory_stays_flat_for_a_large_blob() -> Result<()> {
             addr,
             "PUT",
             &with_query(&upload, &format!("digest={digest}")),
-            &[("Content-Type", "application/octet-stream")],
+            &with_auth(&auth, &[("Content-Type", "application/octet-stream")]),
             BLOB_SIZE,
             &mut Rng::from_seed(seed).reader(BLOB_SIZE),
         )?;
@@ -46,7 +47,11 @@ fn memory_stays_flat_for_a_large_blob() -> Result<()> {
         );
         location_path(&put)?;
 
-        let (status, size, served) = http::get_digest(addr, &format!("/v2/{REPO}/blobs/{digest}"))?;
+        let (status, size, served) = http::get_digest_with_headers(
+            addr,
+            &format!("/v2/{REPO}/blobs/{digest}"),
+            &with_auth(&auth, &[]),
+        )?;
         ensure!(status == 200, "GET blob: {status}");
         ensure!(
             size == BLOB_SIZE && served == digest,

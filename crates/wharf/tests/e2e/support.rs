@@ -2,6 +2,10 @@
 //!
 //! Tests receive a [`Target`] from [`e2e`], which also appends the registry's log to any failure,
 //! so a red test shows what the client said and what the server said.
+//!
+//! Wharf refuses anonymous requests. Stock clients built here (through `Tool::cmd`) already carry
+//! the administrator's credentials; raw HTTP goes through [`Target::request`] and friends, which
+//! add the `Authorization` header (none for docker-registry, which asks for nothing).
 
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +53,28 @@ impl Target {
     /// `127.0.0.1:PORT/REPO`, the start of an image reference.
     pub fn repo(&self, repo: &str) -> String {
         format!("{}/{repo}", self.host())
+    }
+
+    /// The `Authorization` header a raw request to the registry needs, if any.
+    pub fn auth_headers(&self) -> Vec<(&'static str, String)> {
+        self.registry()
+            .authorization()
+            .map(|value| ("Authorization", value))
+            .into_iter()
+            .collect()
+    }
+
+    /// Sends a raw request signed in as the administrator, with `headers` added.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
+        let auth = self.auth_headers();
+        let headers = with_auth(&auth, headers);
+        http::request(self.registry().addr(), method, path, &headers, body)
     }
 
     /// Restarts on the same storage; references must be rebuilt since the port changes.
@@ -186,16 +212,20 @@ pub fn with_query(path: &str, query: &str) -> String {
     format!("{path}{sep}{query}")
 }
 
+/// `auth` followed by `headers`, in the borrowed form the raw HTTP client takes.
+pub fn with_auth<'a>(
+    auth: &'a [(&'static str, String)],
+    headers: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    auth.iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .chain(headers.iter().copied())
+        .collect()
+}
+
 /// Opens a blob upload session in `repo` and returns its path.
 pub fn start_upload(target: &Target, repo: &str) -> Result<String> {
-    let addr = target.registry().addr();
-    let response = http::request(
-        addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[],
-        b"",
-    )?;
+    let response = target.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"")?;
     ensure!(
         response.status == 202,
         "POST upload: {} {}",
