@@ -483,9 +483,17 @@ fn token_endpoint_grants_the_intersection_and_401_asks_for_more() -> Result<()> 
         "{challenge}"
     );
     // Forged and garbage bearer tokens: 401, never 500.
-    let mut forged = token["token"].as_str().context("token")?.to_owned();
-    forged.pop();
-    forged.push('A');
+    // Forge by changing a character in the middle of the signature: the last
+    // base64url character carries padding bits and may decode to the same bytes.
+    let original = token["token"].as_str().context("token")?.to_owned();
+    let sig_start = original.rfind('.').context("signature")? + 1;
+    let mid = sig_start + 10;
+    let flipped = if &original[mid..mid + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!("{}{}{}", &original[..mid], flipped, &original[mid + 1..]);
     for bad in [
         format!("Bearer {forged}"),
         "Bearer a.b.c".into(),

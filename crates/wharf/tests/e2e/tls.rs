@@ -239,13 +239,29 @@ fn stock_clients_over_https_with_a_private_ca() -> Result<()> {
             "--data-dir",
         ])
         .arg(d.join("data")))?;
-    // The server re-reads grants every few seconds (see docs/security.md).
-    std::thread::sleep(Duration::from_millis(3500));
-    sh(Command::new("skopeo")
-        .args(["inspect", "--cert-dir"])
-        .arg(&cert_dir)
-        .args(["--creds", "reader:reader-pw"])
-        .arg(&dest))?;
+    // The server re-reads grants every few seconds (see docs/security.md); a busy
+    // machine may take longer, so poll rather than sleep a fixed time.
+    let mut last_error = String::new();
+    let granted = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut inspect = Command::new("skopeo");
+        inspect
+            .args(["inspect", "--cert-dir"])
+            .arg(&cert_dir)
+            .args(["--creds", "reader:reader-pw"])
+            .arg(&dest);
+        match sh(&mut inspect) {
+            Ok(_) => true,
+            Err(e) => {
+                last_error = e.to_string();
+                false
+            }
+        }
+    });
+    assert!(
+        granted,
+        "the reader's new grant never took effect: {last_error}"
+    );
     let refused = Command::new("skopeo")
         .args(["copy", "--dest-cert-dir"])
         .arg(&cert_dir)
