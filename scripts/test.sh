@@ -6,7 +6,7 @@
 #   2. oras and cosign from Debian trixie into .tools/ (bookworm has neither), leaving the
 #      system's packages alone.
 #   3. A private PostgreSQL cluster on loopback for the database tests, removed on exit.
-#   4. cargo build --workspace --all-targets, then cargo test --workspace.
+#   4. cargo build --workspace --all-targets, then cargo test --workspace --no-fail-fast.
 #   5. The OCI conformance suite against a fresh `wharf serve`, signed in as its administrator
 #      (random password), then `wharf check` on its data.
 # Exits non-zero if anything failed. Works on a fresh Debian bookworm machine as root with the
@@ -38,6 +38,8 @@ PACKAGES=(
     postgresql nginx-light wrk hyperfine
     # The script's own needs: JSON, HTTP, process control, the Debian archive key for trixie.
     jq curl ca-certificates procps debian-archive-keyring
+    # TLS tests: a private CA (openssl), bcrypt htpasswd files (apache2-utils), an ACME CA (pebble).
+    openssl apache2-utils pebble
 )
 
 install_packages() {
@@ -305,7 +307,7 @@ count_conformance_results() {
 
 cargo_test() {
     local status=0
-    cargo test --workspace 2>&1 | tee "$WORK/cargo-test.log" || status=$?
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$WORK/cargo-test.log" || status=$?
     count_cargo_results "$WORK/cargo-test.log"
     return "$status"
 }
