@@ -76,6 +76,49 @@ pub struct TlsConfig {
     /// PEM bundle of CAs whose client certificates sign in as the account named
     /// by the certificate's subject common name; empty: no client certificates.
     pub client_ca: PathBuf,
+    /// Automatic certificates.
+    pub acme: AcmeConfig,
+}
+
+impl TlsConfig {
+    /// Whether the listener speaks HTTPS (static certificates or ACME).
+    pub fn enabled(&self) -> bool {
+        !self.certificates.is_empty() || !self.acme.directory_url.is_empty()
+    }
+}
+
+/// `[tls.acme]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL; empty disables ACME.
+    pub directory_url: String,
+    /// Names the certificate covers.
+    pub domains: Vec<String>,
+    /// Account contacts, e.g. `mailto:ops@example.com`.
+    pub contact: Vec<String>,
+    /// PEM bundle trusted for the directory's TLS (a private CA); empty: public roots.
+    pub ca_bundle: PathBuf,
+    /// `http-01` (answered on `tls.redirect_listen`) or `tls-alpn-01` (on `server.listen`).
+    pub challenge: String,
+    /// Renew when less than this many seconds remain; 0: when a third of the lifetime remains.
+    pub renew_before_secs: u64,
+    /// Seconds between certificate checks.
+    pub check_interval_secs: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory_url: String::new(),
+            domains: Vec::new(),
+            contact: Vec::new(),
+            ca_bundle: PathBuf::new(),
+            challenge: "http-01".into(),
+            renew_before_secs: 0,
+            check_interval_secs: 3600,
+        }
+    }
 }
 
 impl Default for TlsConfig {
@@ -85,6 +128,7 @@ impl Default for TlsConfig {
             redirect_listen: String::new(),
             reload_interval_secs: 10,
             client_ca: PathBuf::new(),
+            acme: AcmeConfig::default(),
         }
     }
 }
@@ -312,7 +356,7 @@ impl Config {
         let mut problems = Vec::new();
         match self.server.listen.parse::<SocketAddr>() {
             Ok(addr) => {
-                let plaintext = self.tls.certificates.is_empty();
+                let plaintext = !self.tls.enabled();
                 if plaintext && !addr.ip().is_loopback() && !self.server.allow_plaintext_public {
                     problems.push(format!(
                         "server.listen: {addr} is reachable from other hosts over plain HTTP, \
@@ -356,9 +400,10 @@ impl Config {
             }
         }
         if !self.tls.redirect_listen.is_empty() {
-            if self.tls.certificates.is_empty() {
+            if !self.tls.enabled() {
                 problems.push(
-                    "tls.redirect_listen: needs tls.certificates (nothing to redirect to)".into(),
+                    "tls.redirect_listen: needs tls.certificates or tls.acme (nothing to redirect to)"
+                        .into(),
                 );
             }
             if self.tls.redirect_listen.parse::<SocketAddr>().is_err() {
@@ -368,7 +413,33 @@ impl Config {
                 ));
             }
         }
-        if !self.tls.client_ca.as_os_str().is_empty() && self.tls.certificates.is_empty() {
+        let acme = &self.tls.acme;
+        if !acme.directory_url.is_empty() {
+            if !(acme.directory_url.starts_with("https://")
+                || acme.directory_url.starts_with("http://"))
+            {
+                problems.push(format!(
+                    "tls.acme.directory_url: {:?} is not a URL",
+                    acme.directory_url
+                ));
+            }
+            if acme.domains.is_empty() {
+                problems.push("tls.acme.domains: at least one name is required".into());
+            }
+            match acme.challenge.as_str() {
+                "http-01" if self.tls.redirect_listen.is_empty() => problems.push(
+                    "tls.acme.challenge: http-01 is answered on tls.redirect_listen, which is not set".into(),
+                ),
+                "http-01" | "tls-alpn-01" => {}
+                other => problems.push(format!(
+                    "tls.acme.challenge: {other:?} is neither http-01 nor tls-alpn-01"
+                )),
+            }
+            if acme.check_interval_secs == 0 {
+                problems.push("tls.acme.check_interval_secs: must be at least 1".into());
+            }
+        }
+        if !self.tls.client_ca.as_os_str().is_empty() && !self.tls.enabled() {
             problems.push(
                 "tls.client_ca: needs tls.certificates (client certificates need TLS)".into(),
             );

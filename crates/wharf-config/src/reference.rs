@@ -39,6 +39,13 @@ pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "tls.redirect_listen", default: "\"\"", doc: "Address of an optional plain-HTTP listener that answers every request with a permanent redirect to HTTPS on `server.listen`'s port. Empty: none." },
     ConfigKey { key: "tls.reload_interval_secs", default: "10", doc: "Seconds between checks of the certificate files for changes. A broken new file is logged and the previous certificates stay in force." },
     ConfigKey { key: "tls.client_ca", default: "\"\"", doc: "PEM bundle of certificate authorities for client certificates (mutual TLS). A client presenting a certificate signed by one of them signs in as the account named by the certificate's subject common name (the account must exist); clients without a certificate still connect and use passwords or tokens, and an `Authorization` header takes precedence. Empty: client certificates are not requested." },
+    ConfigKey { key: "tls.acme.directory_url", default: "\"\"", doc: "ACME directory of the certificate authority (any RFC 8555 CA, public or private). Set it to get and renew the HTTPS certificate automatically; the account key and certificate are kept in `<data_dir>/acme/`. Empty: no ACME." },
+    ConfigKey { key: "tls.acme.domains", default: "[]", doc: "Names the ACME certificate covers; they also select it by SNI." },
+    ConfigKey { key: "tls.acme.contact", default: "[]", doc: "Account contact URLs, e.g. `[\"mailto:ops@example.com\"]`." },
+    ConfigKey { key: "tls.acme.ca_bundle", default: "\"\"", doc: "PEM bundle trusted for the ACME directory's own TLS, for a private CA in an air-gapped site. Empty: the public web roots." },
+    ConfigKey { key: "tls.acme.challenge", default: "\"http-01\"", doc: "`http-01`, answered on `tls.redirect_listen` (port 80 for a public CA), or `tls-alpn-01`, answered on `server.listen` (port 443) itself." },
+    ConfigKey { key: "tls.acme.renew_before_secs", default: "0", doc: "Renew when less than this many seconds of validity remain. 0: when a third of the certificate's lifetime remains." },
+    ConfigKey { key: "tls.acme.check_interval_secs", default: "3600", doc: "Longest wait between two checks of the certificate's expiry. Failed requests are retried sooner, with backoff." },
     ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
 ];
 

@@ -7,6 +7,7 @@
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/healthz`.
 
+pub mod acme;
 mod auth;
 mod oci;
 pub mod tls;

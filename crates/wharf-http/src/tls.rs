@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -63,6 +64,7 @@ struct Loaded {
 pub struct CertStore {
     files: Vec<CertificateFiles>,
     current: RwLock<Arc<Loaded>>,
+    acme: Option<Arc<crate::acme::AcmeChallenges>>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -135,10 +137,20 @@ impl CertStore {
     /// Loads every certificate; the first is served to clients that send no
     /// (or an unknown) server name.
     pub fn load(files: Vec<CertificateFiles>) -> Result<Arc<CertStore>, TlsError> {
+        Self::load_with_acme(files, None)
+    }
+
+    /// Like [`CertStore::load`], also answering TLS-ALPN-01 validation
+    /// handshakes with the certificates in `acme`.
+    pub fn load_with_acme(
+        files: Vec<CertificateFiles>,
+        acme: Option<Arc<crate::acme::AcmeChallenges>>,
+    ) -> Result<Arc<CertStore>, TlsError> {
         let loaded = load_all(&files)?;
         Ok(Arc::new(CertStore {
             files,
             current: RwLock::new(Arc::new(loaded)),
+            acme,
         }))
     }
 
@@ -178,6 +190,14 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme_validation = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == crate::acme::ACME_TLS_ALPN));
+        if acme_validation {
+            // RFC 8737: answer only with the validation certificate, never the real one.
+            let name = hello.server_name()?;
+            return self.acme.as_ref()?.tls_alpn01(name);
+        }
         let current = self
             .current
             .read()
@@ -238,7 +258,11 @@ pub fn server_config(
         }
     };
     let mut config = builder.with_cert_resolver(store);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        crate::acme::ACME_TLS_ALPN.to_vec(),
+    ];
     Ok(Arc::new(config))
 }
 
@@ -285,6 +309,10 @@ pub async fn serve_tls(
                 }
                 Err(_) => return,
             };
+            if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation: the handshake was the whole exchange.
+                return;
+            }
             // rustls verified the chain during the handshake; only the name is read here.
             let client_subject = tls
                 .get_ref()
@@ -317,28 +345,49 @@ pub async fn serve_tls(
     }
 }
 
-/// A plain-HTTP app that redirects everything to HTTPS on `https_port`.
-pub fn redirect_app(https_port: u16) -> Router {
-    Router::new().fallback(move |req: axum::extract::Request| async move {
-        let host = req
-            .headers()
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
-            .unwrap_or_else(|| "localhost".into());
-        let port = if https_port == 443 {
-            String::new()
-        } else {
-            format!(":{https_port}")
-        };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        axum::response::Redirect::permanent(&format!("https://{host}{port}{path}"))
-    })
+/// A plain-HTTP app that answers ACME HTTP-01 challenges and redirects
+/// everything else to HTTPS on `https_port`.
+pub fn redirect_app(https_port: u16, acme: Option<Arc<crate::acme::AcmeChallenges>>) -> Router {
+    let challenges = acme.clone();
+    Router::new()
+        .route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(
+                move |axum::extract::Path(token): axum::extract::Path<String>| async move {
+                    match challenges.as_ref().and_then(|c| c.http01(&token)) {
+                        Some(key_authorization) => {
+                            (axum::http::StatusCode::OK, key_authorization).into_response()
+                        }
+                        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .fallback(move |req: axum::extract::Request| async move {
+            let host = req
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
+                .unwrap_or_else(|| "localhost".into());
+            let port = if https_port == 443 {
+                String::new()
+            } else {
+                format!(":{https_port}")
+            };
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            axum::response::Redirect::permanent(&format!("https://{host}{port}{path}"))
+        })
 }
 
 /// Binds an address for the redirect listener and serves it until `cancel` fires.
-pub async fn serve_redirect(listener: TcpListener, https_port: u16, cancel: CancellationToken) {
-    let app = redirect_app(https_port);
+pub async fn serve_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    acme: Option<Arc<crate::acme::AcmeChallenges>>,
+    cancel: CancellationToken,
+) {
+    let app = redirect_app(https_port, acme);
     let res = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -39,7 +39,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
         auth,
         realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
-        tls: !config.tls.certificates.is_empty(),
+        tls: config.tls.enabled(),
     });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -59,10 +59,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     // TLS is set up before the ready line so that a bad certificate fails the start.
-    let tls = if config.tls.certificates.is_empty() {
-        None
-    } else {
-        let files = config
+    let acme = (!config.tls.acme.directory_url.is_empty()).then(|| acme_settings(&config));
+    let challenges = acme
+        .as_ref()
+        .map(|_| Arc::new(wharf_http::acme::AcmeChallenges::default()));
+    let tls = if config.tls.enabled() {
+        let mut files: Vec<_> = config
             .tls
             .certificates
             .iter()
@@ -72,14 +74,34 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
                 key: c.key.clone(),
             })
             .collect();
-        let store = wharf_http::tls::CertStore::load(files).context("tls.certificates")?;
+        if let Some(acme) = &acme {
+            wharf_http::acme::ensure_placeholder(acme).context("tls.acme")?;
+            let (cert, key) = wharf_http::acme::cert_paths(&acme.state_dir);
+            files.push(wharf_http::tls::CertificateFiles {
+                hostnames: acme.domains.clone(),
+                cert,
+                key,
+            });
+        }
+        let store = wharf_http::tls::CertStore::load_with_acme(files, challenges.clone())
+            .context("tls.certificates")?;
         tracker.spawn(store.clone().watch(
             Duration::from_secs(config.tls.reload_interval_secs),
             cancel.clone(),
         ));
+        if let (Some(acme), Some(challenges)) = (acme.clone(), challenges.clone()) {
+            tracker.spawn(wharf_http::acme::run(
+                acme,
+                challenges,
+                store.clone(),
+                cancel.clone(),
+            ));
+        }
         let client_ca = (!config.tls.client_ca.as_os_str().is_empty())
             .then_some(config.tls.client_ca.as_path());
         Some(wharf_http::tls::server_config(store, client_ca).context("tls.client_ca")?)
+    } else {
+        None
     };
     if !config.tls.redirect_listen.is_empty() {
         let redirect = tokio::net::TcpListener::bind(&config.tls.redirect_listen)
@@ -89,6 +111,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         tracker.spawn(wharf_http::tls::serve_redirect(
             redirect,
             addr.port(),
+            challenges.clone(),
             cancel.clone(),
         ));
     }
@@ -152,5 +175,24 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+fn acme_settings(config: &Config) -> wharf_http::acme::AcmeSettings {
+    let acme = &config.tls.acme;
+    wharf_http::acme::AcmeSettings {
+        directory_url: acme.directory_url.clone(),
+        domains: acme.domains.clone(),
+        contact: acme.contact.clone(),
+        ca_bundle: (!acme.ca_bundle.as_os_str().is_empty()).then(|| acme.ca_bundle.clone()),
+        challenge: if acme.challenge == "tls-alpn-01" {
+            wharf_http::acme::Challenge::TlsAlpn01
+        } else {
+            wharf_http::acme::Challenge::Http01
+        },
+        renew_before: (acme.renew_before_secs > 0)
+            .then(|| Duration::from_secs(acme.renew_before_secs)),
+        check_interval: Duration::from_secs(acme.check_interval_secs),
+        state_dir: config.storage.data_dir.join("acme"),
     }
 }

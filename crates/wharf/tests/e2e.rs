@@ -12,6 +12,8 @@
 #[path = "e2e/support.rs"]
 mod support;
 
+#[path = "e2e/acme.rs"]
+mod acme;
 #[path = "e2e/authz.rs"]
 mod authz;
 #[path = "e2e/bad_input.rs"]

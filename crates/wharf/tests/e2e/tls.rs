@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const ADMIN_PASSWORD: &str = "tls-admin-pw";
 
-fn sh(cmd: &mut Command) -> Result<String> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
@@ -26,7 +26,7 @@ fn sh(cmd: &mut Command) -> Result<String> {
 
 /// Makes a CA (`NAME-ca.crt`) and a server certificate for `hosts` signed by it
 /// (`NAME.crt` with the chain, `NAME.key`).
-fn make_ca_and_cert(dir: &Path, name: &str, hosts: &[&str]) -> Result<()> {
+pub(crate) fn make_ca_and_cert(dir: &Path, name: &str, hosts: &[&str]) -> Result<()> {
     let p = |f: &str| dir.join(f);
     sh(Command::new("openssl")
         .args([
@@ -141,7 +141,7 @@ fn start(dir: &Path, extra_config: &str) -> Result<TlsServer> {
     })
 }
 
-fn curl(args: &[&str]) -> Result<(bool, String)> {
+pub(crate) fn curl(args: &[&str]) -> Result<(bool, String)> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20"])
         .args(args)
