@@ -313,6 +313,29 @@ fn stock_clients_over_https_with_a_private_ca() -> Result<()> {
         !bad_login.output()?.status.success(),
         "a wrong password logged in"
     );
+    // `buildah login` as the administrator, then a push of the same image under a new tag.
+    let buildah = wharf_testkit::Buildah::new()?;
+    let buildah_auth = d.join("buildah-auth.json");
+    let mut login = buildah.cmd();
+    login
+        .env("REGISTRY_AUTH_FILE", &buildah_auth)
+        .args(["login", "--cert-dir"])
+        .arg(&cert_dir)
+        .args(["-u", "admin", "-p", ADMIN_PASSWORD, &registry]);
+    sh(&mut login)?;
+    let mut pull = buildah.cmd();
+    pull.env("REGISTRY_AUTH_FILE", &buildah_auth)
+        .args(["pull", "--cert-dir"])
+        .arg(&cert_dir)
+        .arg(format!("{registry}/secure/app:v1"));
+    sh(&mut pull)?;
+    let mut push = buildah.cmd();
+    push.env("REGISTRY_AUTH_FILE", &buildah_auth)
+        .args(["push", "--cert-dir"])
+        .arg(&cert_dir)
+        .arg(format!("{registry}/secure/app:v1"))
+        .arg(format!("docker://{registry}/secure/app:from-buildah"));
+    sh(&mut push)?;
     let skopeo_auth = d.join("skopeo-auth.json");
     sh(Command::new("skopeo")
         .env("REGISTRY_AUTH_FILE", &skopeo_auth)
