@@ -243,29 +243,50 @@ impl BlobStore for FsBlobStore {
         };
         state.hasher = None;
 
-        // A blocking writer thread owns the file and the hasher, so hashing and
-        // disk writes overlap with receiving the next network chunk.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        // Two blocking threads: one writes, one hashes, each fed the same
+        // reference-counted chunks, so a chunk costs the longer of the two rather
+        // than their sum, and both overlap with receiving the next network chunk.
+        let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let writer = tokio::task::spawn_blocking(move || {
             let mut file = file;
-            let mut hasher = hasher;
             let mut written = 0u64;
             let mut result = Ok(());
-            while let Some(chunk) = rx.blocking_recv() {
+            while let Some(chunk) = write_rx.blocking_recv() {
                 if let Err(e) = file.write_all(&chunk) {
                     result = Err(e);
-                    hasher = None;
                     break;
-                }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
                 }
                 written += chunk.len() as u64;
             }
             // Acknowledged bytes must survive a crash.
             let synced = file.sync_data();
-            (written, hasher, result.and(synced))
+            (written, result.and(synced))
         });
+        let (hash_tx, hashing) = match hasher {
+            Some(mut hasher) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(chunk) = rx.blocking_recv() {
+                        hasher.update(&chunk);
+                    }
+                    hasher
+                });
+                (Some(tx), Some(task))
+            }
+            // The running hash is unknown (e.g. after a restart): commit re-hashes.
+            None => (None, None),
+        };
+        let send = |chunk: Bytes| {
+            let (write_tx, hash_tx) = (write_tx.clone(), hash_tx.clone());
+            async move {
+                if let Some(hash_tx) = &hash_tx {
+                    if hash_tx.send(chunk.clone()).await.is_err() {
+                        return false;
+                    }
+                }
+                write_tx.send(chunk).await.is_ok()
+            }
+        };
 
         let mut body_err = None;
         let mut pending = BytesMut::new();
@@ -281,7 +302,7 @@ impl BlobStore for FsBlobStore {
                         }
                         pending.split().freeze()
                     };
-                    if tx.send(chunk).await.is_err() {
+                    if !send(chunk).await {
                         break; // The writer failed; its error is reported below.
                     }
                 }
@@ -292,14 +313,20 @@ impl BlobStore for FsBlobStore {
             }
         }
         if !pending.is_empty() {
-            let _ = tx.send(pending.freeze()).await;
+            send(pending.freeze()).await;
         }
-        drop(tx);
-        let (written, hasher, write_result) = writer.await.map_err(io::Error::other)?;
+        drop(write_tx);
+        drop(hash_tx);
+        let (written, write_result) = writer.await.map_err(io::Error::other)?;
+        let hasher = match hashing {
+            Some(task) => Some(task.await.map_err(io::Error::other)?),
+            None => None,
+        };
         state.hashed_len = start_len + written;
-        state.hasher = hasher;
+        // The hasher saw every chunk sent; that equals what was written only if
+        // every write succeeded.
+        state.hasher = if write_result.is_ok() { hasher } else { None };
         if let Err(e) = write_result {
-            state.hasher = None;
             return Err(BlobError::Io(e));
         }
         if let Some(e) = body_err {

@@ -66,6 +66,50 @@ pub struct Registry {
     meta: Meta,
     limits: RegistryLimits,
     cache: Arc<ManifestCache>,
+    records: Arc<LookupCache<(String, String), wharf_meta::ManifestRecord>>,
+    links: Arc<LookupCache<(String, Digest), u64>>,
+}
+
+/// How long a tag → manifest or blob-link lookup is reused. Writes through this
+/// process invalidate at once; this bounds how stale a replica can be after a
+/// write through another replica (or `wharf gc`).
+const LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries kept before the cache starts over.
+const LOOKUP_CAPACITY: usize = 50_000;
+
+/// A small time-bounded cache for hot metadata lookups: a manifest GET or blob
+/// HEAD then costs no database round trip (which, through the pooled driver,
+/// costs several thread hand-offs per query).
+struct LookupCache<K, V> {
+    inner: Mutex<HashMap<K, (std::time::Instant, V)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> LookupCache<K, V> {
+    fn new() -> Self {
+        LookupCache {
+            inner: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.get(key) {
+            Some((at, v)) if at.elapsed() < LOOKUP_TTL => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.len() >= LOOKUP_CAPACITY {
+            inner.clear();
+        }
+        inner.insert(key, (std::time::Instant::now(), value));
+    }
+
+    fn clear(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// Manifest bytes by digest. Safe to cache without invalidation because a
@@ -115,6 +159,8 @@ impl Registry {
             meta,
             limits,
             cache,
+            records: Arc::new(LookupCache::new()),
+            links: Arc::new(LookupCache::new()),
         }
     }
 
@@ -125,10 +171,17 @@ impl Registry {
 
     /// Size of a blob in `repo` (spec: HEAD blob, end-2).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, OciError> {
-        self.meta
+        let key = (repo.as_str().to_owned(), digest.clone());
+        if let Some(size) = self.links.get(&key) {
+            return Ok(size);
+        }
+        let size = self
+            .meta
             .repo_blob_size(repo, digest)
             .await?
-            .ok_or_else(|| OciError::BlobUnknown(digest.clone()))
+            .ok_or_else(|| OciError::BlobUnknown(digest.clone()))?;
+        self.links.put(key, size);
+        Ok(size)
     }
 
     /// Streams a blob of `repo`, optionally a range (spec: GET blob, end-2).
@@ -149,7 +202,10 @@ impl Registry {
 
     /// Unlinks a blob from `repo` (spec: end-10).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), OciError> {
-        if self.meta.unlink_blob(repo, digest).await? {
+        let unlinked = self.meta.unlink_blob(repo, digest).await?;
+        // After the write, so a concurrent lookup cannot re-cache the old link.
+        self.links.clear();
+        if unlinked {
             Ok(())
         } else {
             Err(OciError::BlobUnknown(digest.clone()))
@@ -272,11 +328,17 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<wharf_meta::ManifestRecord, OciError> {
+        let key = (repo.as_str().to_owned(), reference.to_string());
+        if let Some(record) = self.records.get(&key) {
+            return Ok(record);
+        }
         let record = match reference {
             Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
             Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
-        };
-        record.ok_or_else(|| OciError::ManifestUnknown(reference.to_string()))
+        }
+        .ok_or_else(|| OciError::ManifestUnknown(reference.to_string()))?;
+        self.records.put(key, record.clone());
+        Ok(record)
     }
 
     /// Fetches a manifest (spec: GET manifest, end-3).
@@ -370,6 +432,8 @@ impl Registry {
             }
         }
         self.cache.put(digest.clone(), body);
+        // The tag may have moved: forget what this process remembered of it.
+        self.records.clear();
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
@@ -386,6 +450,8 @@ impl Registry {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
         };
+        // After the write, so a concurrent lookup cannot re-cache the old record.
+        self.records.clear();
         if deleted {
             Ok(())
         } else {
