@@ -11,6 +11,7 @@
 //! by [`access::allowed_actions`]; callers never compare names or roles.
 
 pub mod access;
+pub mod admin;
 pub mod glob;
 pub mod secret;
 mod service;

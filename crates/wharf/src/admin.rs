@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use wharf_auth::access::{Actions, TokenScope};
-use wharf_auth::secret::{hash_password, random_hex};
-use wharf_meta::{GrantRecord, Meta};
+use wharf_auth::admin;
+use wharf_auth::secret::hash_password;
+use wharf_meta::Meta;
 
 /// `wharf user …`
 #[derive(Subcommand)]
@@ -158,19 +158,6 @@ pub(crate) enum GrantCommand {
     },
 }
 
-fn valid_account_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['-', '.'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if !ok {
-        bail!("invalid name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - @, not starting with - or .");
-    }
-    Ok(())
-}
-
 fn read_password_stdin() -> anyhow::Result<String> {
     let mut s = String::new();
     std::io::stdin()
@@ -191,11 +178,6 @@ fn read_password_stdin() -> anyhow::Result<String> {
     Ok(pw)
 }
 
-/// A random password for generated accounts: 24 hex characters, 96 bits.
-pub(crate) fn generate_password() -> anyhow::Result<String> {
-    Ok(random_hex(12)?)
-}
-
 pub(crate) async fn user(meta: &Meta, cmd: UserCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         UserCommand::Add {
@@ -204,25 +186,14 @@ pub(crate) async fn user(meta: &Meta, cmd: UserCommand) -> anyhow::Result<ExitCo
             robot,
             password_stdin,
         } => {
-            valid_account_name(&name)?;
-            let (hash, generated) = if robot {
-                (None, None)
+            let password = if password_stdin {
+                Some(read_password_stdin()?)
             } else {
-                let (pw, generated) = if password_stdin {
-                    (read_password_stdin()?, false)
-                } else {
-                    let pw = generate_password()?;
-                    (pw.clone(), true)
-                };
-                (Some(hash_password(&pw)?), generated.then_some(pw))
+                None
             };
+            let generated =
+                admin::add_account(meta, &name, password.as_deref(), admin, robot).await?;
             let kind = if robot { "robot" } else { "user" };
-            if !meta
-                .create_account(&name, kind, hash.as_deref(), admin)
-                .await?
-            {
-                bail!("an account named {name:?} already exists");
-            }
             match generated {
                 Some(pw) => println!("created {kind} {name} with password {pw}"),
                 None => println!("created {kind} {name}"),
@@ -230,19 +201,15 @@ pub(crate) async fn user(meta: &Meta, cmd: UserCommand) -> anyhow::Result<ExitCo
         }
         UserCommand::Passwd { name, .. } => {
             let pw = read_password_stdin()?;
-            if !meta.set_password(&name, &hash_password(&pw)?).await? {
-                bail!("no account named {name:?}");
-            }
+            admin::set_password(meta, &name, &pw).await?;
             println!("password of {name} changed");
         }
         UserCommand::Del { name } => {
-            if !meta.delete_account(&name).await? {
-                bail!("no account named {name:?}");
-            }
+            admin::delete_account(meta, &name).await?;
             println!("deleted {name}");
         }
         UserCommand::List { json } => {
-            let accounts = meta.accounts().await?;
+            let accounts = admin::accounts(meta).await?;
             if json {
                 let v: Vec<_> = accounts
                     .iter()
@@ -283,7 +250,7 @@ async fn import_htpasswd(
         };
         let bcrypt =
             hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$");
-        if !bcrypt || valid_account_name(name).is_err() {
+        if !bcrypt || admin::validate_name(name).is_err() {
             // MD5 (apr1), SHA-1 and crypt hashes are too weak to carry over.
             eprintln!(
                 "line {}: {name}: only bcrypt entries (htpasswd -B) can be imported, skipped",
@@ -316,28 +283,19 @@ async fn import_htpasswd(
 pub(crate) async fn team(meta: &Meta, cmd: TeamCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TeamCommand::Add { name } => {
-            valid_account_name(&name)?;
-            if !meta.create_team(&name).await? {
-                bail!("a team named {name:?} already exists");
-            }
+            admin::add_team(meta, &name).await?;
             println!("created team {name}");
         }
         TeamCommand::Del { name } => {
-            if !meta.delete_team(&name).await? {
-                bail!("no team named {name:?}");
-            }
+            admin::delete_team(meta, &name).await?;
             println!("deleted team {name}");
         }
         TeamCommand::AddMember { team, account } => {
-            if !meta.set_membership(&team, &account, true).await? {
-                bail!("no team {team:?} or no account {account:?}");
-            }
+            admin::set_membership(meta, &team, &account, true).await?;
             println!("{account} is a member of {team}");
         }
         TeamCommand::RemoveMember { team, account } => {
-            if !meta.set_membership(&team, &account, false).await? {
-                bail!("{account:?} is not a member of {team:?}");
-            }
+            admin::set_membership(meta, &team, &account, false).await?;
             println!("{account} left {team}");
         }
         TeamCommand::List { json } => {
@@ -367,32 +325,20 @@ pub(crate) async fn token(meta: &Meta, cmd: TokenCommand) -> anyhow::Result<Exit
             description,
             json,
         } => {
-            if meta.account(&user).await?.is_none() {
-                bail!("no account named {user:?}");
-            }
-            let mut parsed = Vec::new();
+            let mut pairs = Vec::new();
             for s in &scopes {
                 let (pattern, actions) = s
                     .rsplit_once(':')
                     .with_context(|| format!("scope {s:?} is not PATTERN:ACTIONS"))?;
-                let actions = Actions::parse_list(actions)
-                    .map_err(|a| anyhow::anyhow!("scope {s:?}: unknown action {a:?}"))?;
-                if pattern.is_empty() || actions.is_empty() {
-                    bail!("scope {s:?} is not PATTERN:ACTIONS");
-                }
-                parsed.push(TokenScope {
-                    pattern: pattern.to_owned(),
-                    actions,
-                });
+                pairs.push((pattern.to_owned(), actions.to_owned()));
             }
-            let expires_at = expires_in_secs.map(|s| wharf_meta::unix_now() + s as i64);
+            let parsed = admin::parse_token_scopes(&pairs)?;
             let (record, secret) =
-                wharf_auth::new_api_token(&user, &parsed, &description, expires_at)?;
-            meta.create_token(&record).await?;
+                admin::create_token(meta, &user, &parsed, &description, expires_in_secs).await?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": record.id, "user": user, "token": secret, "expires_at": expires_at})
+                    serde_json::json!({"id": record.id, "user": user, "token": secret, "expires_at": record.expires_at})
                 );
             } else {
                 println!("{secret}");
@@ -422,27 +368,11 @@ pub(crate) async fn token(meta: &Meta, cmd: TokenCommand) -> anyhow::Result<Exit
             }
         }
         TokenCommand::Revoke { id } => {
-            if !meta.revoke_token(&id).await? {
-                bail!("no active token with id {id:?}");
-            }
+            admin::revoke_token(meta, &id).await?;
             println!("revoked {id}");
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Splits a grant subject into its stored kind and name.
-pub(crate) fn parse_subject(subject: &str) -> anyhow::Result<(&'static str, String)> {
-    if subject == "anonymous" {
-        return Ok(("anonymous", String::new()));
-    }
-    if let Some(n) = subject.strip_prefix("user:").filter(|n| !n.is_empty()) {
-        return Ok(("account", n.to_owned()));
-    }
-    if let Some(n) = subject.strip_prefix("team:").filter(|n| !n.is_empty()) {
-        return Ok(("team", n.to_owned()));
-    }
-    bail!("subject {subject:?} must be anonymous, user:NAME or team:NAME")
 }
 
 pub(crate) async fn grant(meta: &Meta, cmd: GrantCommand) -> anyhow::Result<ExitCode> {
@@ -452,33 +382,17 @@ pub(crate) async fn grant(meta: &Meta, cmd: GrantCommand) -> anyhow::Result<Exit
             pattern,
             actions,
         } => {
-            let (kind, name) = parse_subject(&subject)?;
-            let parsed = Actions::parse_list(&actions)
-                .map_err(|a| anyhow::anyhow!("unknown action {a:?}"))?;
-            if parsed.is_empty() || pattern.is_empty() {
-                bail!("a grant needs a pattern and at least one action");
-            }
-            if kind == "anonymous" && parsed != Actions::of(wharf_auth::access::Action::Pull) {
-                bail!("anonymous may only be granted pull");
-            }
-            let id = format!("g{}", random_hex(6)?);
-            meta.add_grant(&GrantRecord {
-                id: id.clone(),
-                subject_kind: kind.into(),
-                subject_name: name,
-                pattern,
-                actions: parsed.to_list(),
-                origin: "api".into(),
-            })
-            .await?;
-            println!("{id}");
+            println!(
+                "{}",
+                admin::add_grant(meta, &subject, &pattern, &actions).await?
+            );
         }
         GrantCommand::List { json } => {
             let grants = meta.grants().await?;
             if json {
                 let v: Vec<_> = grants
                     .iter()
-                    .map(|g| serde_json::json!({"id": g.id, "subject": subject_string(g), "pattern": g.pattern, "actions": g.actions, "origin": g.origin}))
+                    .map(|g| serde_json::json!({"id": g.id, "subject": admin::subject_string(g), "pattern": g.pattern, "actions": g.actions, "origin": g.origin}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -486,7 +400,7 @@ pub(crate) async fn grant(meta: &Meta, cmd: GrantCommand) -> anyhow::Result<Exit
                     println!(
                         "{}\t{}\t{}\t{}\t{}",
                         g.id,
-                        subject_string(&g),
+                        admin::subject_string(&g),
                         g.pattern,
                         g.actions,
                         g.origin
@@ -495,21 +409,11 @@ pub(crate) async fn grant(meta: &Meta, cmd: GrantCommand) -> anyhow::Result<Exit
             }
         }
         GrantCommand::Del { id } => {
-            if !meta.remove_grant(&id).await? {
-                bail!("no grant with id {id:?}");
-            }
+            admin::remove_grant(meta, &id).await?;
             println!("removed {id}");
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn subject_string(g: &GrantRecord) -> String {
-    match g.subject_kind.as_str() {
-        "anonymous" => "anonymous".into(),
-        "account" => format!("user:{}", g.subject_name),
-        other => format!("{other}:{}", g.subject_name),
-    }
 }
 
 pub(crate) async fn audit(meta: &Meta, limit: u64, json: bool) -> anyhow::Result<ExitCode> {
@@ -540,7 +444,7 @@ pub(crate) async fn bootstrap_admin(meta: &Meta, password_file: &str) -> anyhow:
         return Ok(());
     }
     let (password, generated) = if password_file.is_empty() {
-        (generate_password()?, true)
+        (admin::generate_password()?, true)
     } else {
         let text = std::fs::read_to_string(password_file)
             .with_context(|| format!("auth.admin_password_file: cannot read {password_file}"))?;
@@ -577,17 +481,15 @@ pub(crate) async fn sync_config_grants(
 ) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for (i, g) in grants.iter().enumerate() {
-        let (kind, name) = parse_subject(&g.subject)?;
-        let actions = Actions::parse_list(&g.actions.join(","))
-            .map_err(|a| anyhow::anyhow!("auth.grants[{i}]: unknown action {a:?}"))?;
-        records.push(GrantRecord {
-            id: format!("config-{i}"),
-            subject_kind: kind.into(),
-            subject_name: name,
-            pattern: g.repositories.clone(),
-            actions: actions.to_list(),
-            origin: "config".into(),
-        });
+        let record = admin::grant_record(
+            format!("config-{i}"),
+            &g.subject,
+            &g.repositories,
+            &g.actions.join(","),
+            "config",
+        )
+        .map_err(|e| anyhow::anyhow!("auth.grants[{i}]: {e}"))?;
+        records.push(record);
     }
     meta.replace_config_grants(&records).await?;
     Ok(())
