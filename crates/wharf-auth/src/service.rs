@@ -656,3 +656,10 @@ impl AuthService {
         }
     }
 }
+
+impl AuthService {
+    /// The metadata database behind this service (for the management API).
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}

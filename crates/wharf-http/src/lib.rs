@@ -8,6 +8,7 @@
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/healthz`.
 
 pub mod acme;
+mod api;
 mod auth;
 mod oci;
 pub mod tls;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
+        .merge(api::routes(state.clone()))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

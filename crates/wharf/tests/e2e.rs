@@ -14,6 +14,8 @@ mod support;
 
 #[path = "e2e/acme.rs"]
 mod acme;
+#[path = "e2e/api.rs"]
+mod api;
 #[path = "e2e/authz.rs"]
 mod authz;
 #[path = "e2e/bad_input.rs"]

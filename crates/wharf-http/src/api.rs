@@ -1,0 +1,449 @@
+//! `/api/v1`: the management API, JSON in and out, for server administrators.
+//!
+//! Every operation is one call into `wharf_auth::admin`, the same functions the
+//! `wharf user|team|grant|token` commands use. Errors share one envelope:
+//! `{"error": {"code": "NOT_FOUND", "message": "…"}}` (see `docs/api.md`).
+//! Callers authenticate like registry clients — Basic credentials, an API token,
+//! or a client certificate — and must be server administrators; registry
+//! (bearer JWT) tokens are refused here, since they only carry repository scopes.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_auth::admin::{self, AdminError};
+use wharf_auth::{AuthnError, Identity};
+
+use crate::auth::{authenticate, client_cert, credentials, remote_ip};
+use crate::AppState;
+
+/// Largest request body accepted by the management API.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An error in the management API's envelope.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            AdminError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID", msg),
+            AdminError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", msg),
+            AdminError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", msg),
+            AdminError::Meta(_) | AdminError::Auth(_) => internal(msg),
+        }
+    }
+}
+
+impl From<wharf_meta::MetaError> for ApiError {
+    fn from(e: wharf_meta::MetaError) -> ApiError {
+        internal(e.to_string())
+    }
+}
+
+fn internal(msg: String) -> ApiError {
+    tracing::error!(error = %msg, "management operation failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal error; see the server log",
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"wharf\""),
+            );
+        }
+        res
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The routes under `/api/v1`, behind the administrator guard.
+pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/users", get(list_users).post(add_user))
+        .route("/api/v1/users/{name}", delete(delete_user))
+        .route("/api/v1/users/{name}/password", put(set_password))
+        .route("/api/v1/teams", get(list_teams).post(add_team))
+        .route("/api/v1/teams/{name}", delete(delete_team))
+        .route(
+            "/api/v1/teams/{team}/members/{account}",
+            put(add_member).delete(remove_member),
+        )
+        .route("/api/v1/grants", get(list_grants).post(add_grant))
+        .route("/api/v1/grants/{id}", delete(remove_grant))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/audit", get(audit))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such management endpoint",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state, guard_admin))
+}
+
+async fn guard_admin(
+    State(state): State<Arc<AppState>>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let Ok(creds) = credentials(req.headers()) else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "malformed Authorization header",
+        )
+        .into_response();
+    };
+    let cert = client_cert(&req);
+    let remote = remote_ip(&req);
+    let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
+        Ok(identity) => identity,
+        Err(AuthnError::RateLimited { retry_after_secs }) => {
+            let mut res = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                "too many failed sign-ins",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return res;
+        }
+        Err(AuthnError::BadCredentials) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "invalid credentials",
+            )
+            .into_response();
+        }
+        Err(e) => return internal(e.to_string()).into_response(),
+    };
+    match &identity {
+        Identity::Account(p) if p.is_admin && p.token_scopes.is_none() => {}
+        Identity::Account(_) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "server administrators only (and not through a scoped token)",
+            )
+            .into_response();
+        }
+        Identity::Anonymous | Identity::RegistryToken(_) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "sign in as a server administrator",
+            )
+            .into_response();
+        }
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    if method != axum::http::Method::GET {
+        let outcome = if res.status().is_success() {
+            "ok"
+        } else {
+            "failed"
+        };
+        let auth = state.auth.clone();
+        let account = identity.account().map(str::to_owned);
+        let resource = format!("{method} {path}");
+        // Local changes apply at once; other replicas pick them up within seconds.
+        state.auth.invalidate();
+        tokio::spawn(async move {
+            let remote = remote.map(|r| r.to_string());
+            if let Err(e) = auth
+                .audit(account, remote, "admin", &resource, outcome)
+                .await
+            {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        });
+    }
+    res
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID",
+            "request body too large",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID",
+            format!("malformed JSON: {e}"),
+        )
+    })
+}
+
+fn created(v: Value) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_users(State(state): State<Arc<AppState>>) -> ApiResult {
+    let accounts = admin::accounts(state.auth.meta()).await?;
+    let v: Vec<Value> = accounts
+        .iter()
+        .map(|a| json!({"name": a.name, "kind": a.kind, "admin": a.is_admin, "disabled": a.disabled}))
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: Option<String>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    robot: bool,
+}
+
+async fn add_user(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let u: NewUser = parse(&body)?;
+    let generated = admin::add_account(
+        state.auth.meta(),
+        &u.name,
+        u.password.as_deref(),
+        u.admin,
+        u.robot,
+    )
+    .await?;
+    let kind = if u.robot { "robot" } else { "user" };
+    let mut v = json!({"name": u.name, "kind": kind, "admin": u.admin});
+    if let Some(pw) = generated {
+        v["password"] = Value::String(pw);
+    }
+    Ok(created(v))
+}
+
+async fn delete_user(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    admin::delete_account(state.auth.meta(), &name).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+}
+
+async fn set_password(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let p: NewPassword = parse(&body)?;
+    admin::set_password(state.auth.meta(), &name, &p.password).await?;
+    Ok(no_content())
+}
+
+async fn list_teams(State(state): State<Arc<AppState>>) -> ApiResult {
+    let teams = state.auth.meta().teams().await?;
+    let v: Vec<Value> = teams
+        .iter()
+        .map(|(t, m)| json!({"name": t, "members": m}))
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTeam {
+    name: String,
+}
+
+async fn add_team(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let t: NewTeam = parse(&body)?;
+    admin::add_team(state.auth.meta(), &t.name).await?;
+    Ok(created(json!({"name": t.name, "members": []})))
+}
+
+async fn delete_team(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    admin::delete_team(state.auth.meta(), &name).await?;
+    Ok(no_content())
+}
+
+async fn add_member(
+    State(state): State<Arc<AppState>>,
+    Path((team, account)): Path<(String, String)>,
+) -> ApiResult {
+    admin::set_membership(state.auth.meta(), &team, &account, true).await?;
+    Ok(no_content())
+}
+
+async fn remove_member(
+    State(state): State<Arc<AppState>>,
+    Path((team, account)): Path<(String, String)>,
+) -> ApiResult {
+    admin::set_membership(state.auth.meta(), &team, &account, false).await?;
+    Ok(no_content())
+}
+
+async fn list_grants(State(state): State<Arc<AppState>>) -> ApiResult {
+    let grants = state.auth.meta().grants().await?;
+    let v: Vec<Value> = grants
+        .iter()
+        .map(|g| json!({"id": g.id, "subject": admin::subject_string(g), "pattern": g.pattern, "actions": g.actions.split(',').collect::<Vec<_>>(), "origin": g.origin}))
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGrant {
+    subject: String,
+    pattern: String,
+    actions: Vec<String>,
+}
+
+async fn add_grant(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let g: NewGrant = parse(&body)?;
+    let id = admin::add_grant(
+        state.auth.meta(),
+        &g.subject,
+        &g.pattern,
+        &g.actions.join(","),
+    )
+    .await?;
+    Ok(created(
+        json!({"id": id, "subject": g.subject, "pattern": g.pattern, "actions": g.actions}),
+    ))
+}
+
+async fn remove_grant(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    admin::remove_grant(state.auth.meta(), &id).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct TokenFilter {
+    user: Option<String>,
+}
+
+async fn list_tokens(
+    State(state): State<Arc<AppState>>,
+    Query(f): Query<TokenFilter>,
+) -> ApiResult {
+    let tokens = state.auth.meta().tokens(f.user.as_deref()).await?;
+    let v: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id, "user": t.account, "description": t.description,
+                "scopes": serde_json::from_str::<Value>(&t.scopes).unwrap_or(Value::Null),
+                "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
+            })
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeSpec {
+    pattern: String,
+    actions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    user: String,
+    #[serde(default)]
+    scopes: Vec<ScopeSpec>,
+    expires_in_secs: Option<u64>,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_token(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let t: NewToken = parse(&body)?;
+    let pairs: Vec<(String, String)> = t
+        .scopes
+        .iter()
+        .map(|s| (s.pattern.clone(), s.actions.join(",")))
+        .collect();
+    let scopes = admin::parse_token_scopes(&pairs)?;
+    let (record, secret) = admin::create_token(
+        state.auth.meta(),
+        &t.user,
+        &scopes,
+        &t.description,
+        t.expires_in_secs,
+    )
+    .await?;
+    Ok(created(
+        json!({"id": record.id, "user": record.account, "token": secret, "expires_at": record.expires_at}),
+    ))
+}
+
+async fn revoke_token(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    admin::revoke_token(state.auth.meta(), &id).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<u64>,
+}
+
+async fn audit(State(state): State<Arc<AppState>>, Query(q): Query<AuditQuery>) -> ApiResult {
+    let records = state
+        .auth
+        .meta()
+        .audit_log(q.limit.unwrap_or(100).min(10_000))
+        .await?;
+    let v: Vec<Value> = records
+        .iter()
+        .map(|r| json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome}))
+        .collect();
+    Ok(Json(v).into_response())
+}
