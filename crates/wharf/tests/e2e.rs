@@ -30,6 +30,8 @@ mod oras;
 mod persistence;
 #[path = "e2e/podman.rs"]
 mod podman;
+#[path = "e2e/shutdown.rs"]
+mod shutdown;
 #[path = "e2e/skopeo.rs"]
 mod skopeo;
 #[path = "e2e/streaming.rs"]
