@@ -21,6 +21,10 @@ use crate::AuthError;
 const GRANTS_TTL: Duration = Duration::from_secs(3);
 const KEYS_TTL: Duration = Duration::from_secs(10);
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Accounts and addresses with recent failures tracked before stale ones are pruned.
+const MAX_TRACKED_FAILURE_KEYS: usize = 100_000;
+/// Verified credentials remembered before the cache starts over.
+const MAX_CACHED_CREDENTIALS: usize = 10_000;
 /// Prefix of API token strings, so they are recognisable in logs and by secret scanners.
 pub const API_TOKEN_PREFIX: &str = "wharf_";
 
@@ -256,6 +260,14 @@ impl AuthService {
             Some(p) => Ok(p),
             None => {
                 let mut caches = self.caches();
+                if caches.failures.len() >= MAX_TRACKED_FAILURE_KEYS {
+                    // Bound the memory an attacker spraying names or addresses can
+                    // make us hold: forget keys whose failures are out of the window.
+                    let window = self.settings.failure_window;
+                    caches.failures.retain(|_, list| {
+                        list.last().is_some_and(|t| now.duration_since(*t) < window)
+                    });
+                }
                 for key in keys {
                     caches.failures.entry(key).or_default().push(now);
                 }
@@ -292,9 +304,14 @@ impl AuthService {
             return Ok(None);
         }
         let principal = self.principal_of(&account, None).await?;
-        self.caches()
+        let mut caches = self.caches();
+        if caches.basic.len() >= MAX_CACHED_CREDENTIALS {
+            caches.basic.clear();
+        }
+        caches
             .basic
             .insert(cache_key, (Instant::now(), principal.clone()));
+        drop(caches);
         Ok(Some(principal))
     }
 
