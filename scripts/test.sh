@@ -7,7 +7,7 @@
 #      system's packages alone.
 #   3. A private PostgreSQL cluster on loopback for the database tests, removed on exit.
 #   4. cargo build --workspace --all-targets, then cargo test --workspace --no-fail-fast.
-#   5. The OCI conformance suite against a fresh `wharf serve`, signed in as its administrator
+#   5. The OCI conformance suite against a fresh `wharf serve` (once on SQLite, once on PostgreSQL), signed in as its administrator
 #      (random password), then `wharf check` on its data.
 # Exits non-zero if anything failed. Works on a fresh Debian bookworm machine as root with the
 # Rust toolchain present; runs unattended (CI sets CI=true and gives no stdin).
@@ -181,6 +181,13 @@ start_postgres() {
     export WHARF_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/wharf_test"
 }
 
+# The port of the private cluster, from postgres://USER@HOST:PORT/DB.
+pg_port() {
+    local rest=${WHARF_TEST_POSTGRES_URL#*@}
+    rest=${rest%%/*}
+    printf '%s\n' "${rest##*:}"
+}
+
 stop_postgres() {
     if [[ -n $PG_DIR && -f $PG_DIR/data/postmaster.pid ]]; then
         as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
@@ -214,17 +221,23 @@ stop_wharf() {
     return "$status"
 }
 
+# run_conformance NAME [DATABASE_URL]: a fresh wharf (SQLite by default, or the given
+# PostgreSQL database), the suite against it, then `wharf check` on what it left.
 run_conformance() {
-    local data="$WORK/conformance-data" out="$WORK/wharf.stdout" url="" waited=0
-    local config="$WORK/conformance.toml" password_file="$WORK/admin-password" password
+    local name=$1 database_url=${2:-}
+    local data="$WORK/conformance-$name-data" out="$WORK/wharf-$name.stdout" url="" waited=0
+    local config="$WORK/conformance-$name.toml" password_file="$WORK/admin-password-$name" password
     mkdir -p "$data"
     # Wharf refuses anonymous requests and creates `admin` on first start: choose its password,
     # so the suite can sign in, instead of scraping the generated one from stderr.
     password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     (umask 077 && printf '%s\n' "$password" >"$password_file")
     printf '[auth]\nadmin_password_file = "%s"\n' "$password_file" >"$config"
+    if [[ -n $database_url ]]; then
+        printf '[database]\nurl = "%s"\n' "$database_url" >>"$config"
+    fi
     target/debug/wharf serve --config "$config" --listen 127.0.0.1:0 --data-dir "$data" \
-        >"$out" 2>"$WORK/wharf.stderr" </dev/null &
+        >"$out" 2>"$WORK/wharf-$name.stderr" </dev/null &
     WHARF_PID=$!
     while ((waited < 600)); do
         url=$(sed -n 's#^wharf listening on \(http://[^ ]*\)$#\1#p' "$out" | head -n 1)
@@ -235,23 +248,23 @@ run_conformance() {
     done
     if [[ -z $url ]]; then
         echo "wharf serve did not print its ready line; its log:" >&2
-        tail -n 50 "$WORK/wharf.stderr" >&2
+        tail -n 50 "$WORK/wharf-$name.stderr" >&2
         stop_wharf || true
         return 1
     fi
-    log "conformance: wharf-conformance --url $url --basic-auth admin:…"
+    log "conformance ($name): wharf-conformance --url $url --basic-auth admin:…"
     local status=0
     target/debug/wharf-conformance --url "$url" --basic-auth "admin:$password" \
-        | tee "$WORK/conformance.out" || status=$?
+        | tee "$WORK/conformance-$name.out" || status=$?
     if ! stop_wharf; then
         echo "wharf did not shut down cleanly on SIGTERM" >&2
         status=1
     fi
     if ((status != 0)); then
         echo "--- wharf server log (tail) ---" >&2
-        tail -n 50 "$WORK/wharf.stderr" >&2
+        tail -n 50 "$WORK/wharf-$name.stderr" >&2
     fi
-    log "conformance: wharf check --data-dir $data"
+    log "conformance ($name): wharf check --data-dir $data"
     if ! target/debug/wharf check --config "$config" --data-dir "$data"; then
         echo "wharf check found a damaged store after the conformance run" >&2
         status=1
@@ -320,8 +333,17 @@ log "cargo build --workspace --all-targets"
 if stage build cargo build --workspace --all-targets; then
     log "cargo test --workspace"
     stage cargo-test cargo_test || true
-    stage conformance run_conformance || true
-    if [[ -f $WORK/conformance.out ]]; then count_conformance_results "$WORK/conformance.out"; fi
+    stage conformance-sqlite run_conformance sqlite || true
+    # The same suite with the metadata in PostgreSQL, the scale-out configuration.
+    if [[ -n ${WHARF_TEST_POSTGRES_URL:-} ]] \
+        && as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$(pg_port)" -U postgres wharf_conformance; then
+        stage conformance-postgres run_conformance postgres "${WHARF_TEST_POSTGRES_URL%/*}/wharf_conformance" || true
+    else
+        FAILED_STAGES+=("conformance-postgres")
+    fi
+    for out in "$WORK"/conformance-*.out; do
+        if [[ -f $out ]]; then count_conformance_results "$out"; fi
+    done
 fi
 
 stop_postgres
