@@ -51,6 +51,23 @@ impl Access {
         }
     }
 
+    /// The caller as seen for listings: a registry token carries scopes for the
+    /// repositories it asked about, not for every repository, so `_catalog`
+    /// filters by the token subject's current grants instead.
+    pub(crate) async fn for_listing(&self) -> Access {
+        let identity = match &self.identity {
+            Identity::RegistryToken(_) => match self.auth.principal_for(&self.identity).await {
+                Ok(p) if !p.is_anonymous() => Identity::Account(p),
+                _ => Identity::Anonymous,
+            },
+            other => other.clone(),
+        };
+        Access {
+            auth: self.auth.clone(),
+            identity,
+        }
+    }
+
     /// Whether the caller is a server administrator.
     pub(crate) async fn is_admin(&self) -> bool {
         matches!(self.auth.principal_for(&self.identity).await, Ok(p) if p.is_admin)

@@ -208,6 +208,7 @@ async fn catalog(
     query: &HashMap<String, String>,
 ) -> Result<Response> {
     let n = query_n(query)?;
+    let access = &access.for_listing().await;
     let want = n.unwrap_or(u64::MAX);
     let mut last = query.get("last").cloned();
     let mut items = Vec::new();

@@ -361,6 +361,20 @@ fn authorization_matrix() -> Result<()> {
             .collect())
     };
     assert_eq!(catalog(None)?, vec!["public/base"]);
+    // A bearer token asked for the catalog lists by its subject's grants too.
+    let res = request(
+        s.addr(),
+        "GET",
+        "/token?service=wharf&scope=registry:catalog:*",
+        &[("Authorization", &basic("reader", "reader-pw"))],
+        b"",
+    )?;
+    let token: Value = serde_json::from_slice(&res.body)?;
+    let bearer = format!("Bearer {}", token["token"].as_str().context("token")?);
+    assert_eq!(
+        catalog(Some(&bearer))?,
+        vec!["public/base", "team/app", "team/ci/build"]
+    );
     assert_eq!(
         catalog(Some(&basic("reader", "reader-pw")))?,
         vec!["public/base", "team/app", "team/ci/build"]
