@@ -27,14 +27,24 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A free port below the kernel's ephemeral range, so that the many servers
+/// other tests start on port 0 cannot take it between our pick and our bind.
+pub(crate) fn free_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    for _ in 0..2000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed) % 10_000;
+        let port = 20_000 + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000-29999")
 }
 
 fn wait_for_port(port: u16, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
@@ -107,7 +117,12 @@ fn start_pebble(dir: &Path, http_port: u16, tls_port: u16) -> Result<Pebble> {
             .spawn()
             .context("pebble (Debian package pebble) is required")?,
     );
-    wait_for_port(listen_port, "pebble")?;
+    wait_for_port(listen_port, "pebble").with_context(|| {
+        format!(
+            "pebble log: {}",
+            std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
+        )
+    })?;
     wait_for_port(management_port, "pebble management")?;
     Ok(Pebble {
         _challtestsrv: challtestsrv,

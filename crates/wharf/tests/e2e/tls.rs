@@ -357,10 +357,7 @@ fn sni_reload_redirect_and_bad_certificates() -> Result<()> {
     let d = dir.path();
     make_ca_and_cert(d, "alpha", &["alpha.test"])?;
     make_ca_and_cert(d, "beta", &["beta.test"])?;
-    let redirect_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
+    let redirect_port = crate::acme::free_port()?;
     // start() opens `[tls]` last, so a leading key belongs to that table.
     let config = format!("redirect_listen = \"127.0.0.1:{redirect_port}\"\n")
         + &cert_config("alpha", d, &["alpha.test"])
