@@ -153,6 +153,26 @@ async fn link_blob(
     Ok(())
 }
 
+/// Size of a blob linked into `repo`, on any connection or pool.
+async fn linked_size<'e>(
+    conn: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Option<u64>, MetaError> {
+    let row = sqlx::query(
+        "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+         WHERE rb.repo = $1 AND rb.digest = $2",
+    )
+    .bind(repo.as_str())
+    .bind(digest.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get::<i64, _>(0)? as u64),
+        None => None,
+    })
+}
+
 impl Meta {
     /// Records a committed blob and links it into `repo` (after an upload).
     pub async fn record_blob(
@@ -178,31 +198,21 @@ impl Meta {
         from: Option<&RepoName>,
     ) -> Result<Option<u64>, MetaError> {
         let mut tx = self.write_tx().await?;
-        let row = match from {
-            Some(from) => {
-                sqlx::query(
-                    "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
-                     WHERE rb.repo = $1 AND rb.digest = $2",
-                )
-                .bind(from.as_str())
+        let size = match from {
+            Some(from) => linked_size(&mut *tx, from, digest).await?,
+            None => sqlx::query("SELECT size FROM blobs WHERE digest = $1")
                 .bind(digest.to_string())
                 .fetch_optional(&mut *tx)
                 .await?
-            }
-            None => {
-                sqlx::query("SELECT size FROM blobs WHERE digest = $1")
-                    .bind(digest.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
+                .map(|r| r.try_get::<i64, _>(0).map(|s| s as u64))
+                .transpose()?,
         };
-        let Some(row) = row else { return Ok(None) };
-        let size: i64 = row.try_get(0)?;
+        let Some(size) = size else { return Ok(None) };
         ensure_repository(&mut tx, repo, "oci").await?;
-        upsert_blob(&mut tx, digest, size as u64).await?;
+        upsert_blob(&mut tx, digest, size).await?;
         link_blob(&mut tx, repo, digest).await?;
         tx.commit().await?;
-        Ok(Some(size as u64))
+        Ok(Some(size))
     }
 
     /// Size of a blob linked into `repo`.
@@ -211,18 +221,7 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<u64>, MetaError> {
-        let row = sqlx::query(
-            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.repo = $1 AND rb.digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get::<i64, _>(0)? as u64),
-            None => None,
-        })
+        linked_size(&self.pool, repo, digest).await
     }
 
     /// Removes a blob's link from `repo`; the bytes go when GC finds them unreferenced.
@@ -244,18 +243,9 @@ impl Meta {
         for (digest, kind, claimed) in &m.references {
             match kind {
                 ReferenceKind::Blob => {
-                    let row = sqlx::query(
-                        "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
-                         WHERE rb.repo = $1 AND rb.digest = $2",
-                    )
-                    .bind(m.repo.as_str())
-                    .bind(digest.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(row) = row else {
+                    let Some(actual) = linked_size(&mut *tx, &m.repo, digest).await? else {
                         return Ok(PutManifestOutcome::MissingBlob(digest.clone()));
                     };
-                    let actual = row.try_get::<i64, _>(0)? as u64;
                     if actual != *claimed {
                         return Ok(PutManifestOutcome::SizeMismatch {
                             digest: digest.clone(),
