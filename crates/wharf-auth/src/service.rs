@@ -151,8 +151,9 @@ pub struct IssuedToken {
     pub refresh_token: Option<String>,
 }
 
-/// Signing keys with whether each still signs (retired keys only verify).
-type KeyRing = Vec<(SigningKey, bool)>;
+/// Signing keys, the active one first (it signs); retired ones still verify
+/// the tokens they signed until those expire.
+type KeyRing = Vec<SigningKey>;
 
 #[derive(Default)]
 struct Caches {
@@ -202,7 +203,6 @@ impl AuthService {
                 .map(Identity::Account),
             Credentials::Bearer(t) => {
                 let keys = self.signing_keys().await?;
-                let keys: Vec<SigningKey> = keys.iter().map(|(k, _)| k.clone()).collect();
                 match token::verify(t, &keys, &self.settings.service, wharf_meta::unix_now()) {
                     Ok(claims) if claims.typ == "access" => Ok(Identity::RegistryToken(claims)),
                     _ => Err(AuthnError::BadCredentials),
@@ -462,7 +462,6 @@ impl AuthService {
     /// Checks a refresh token and returns its account's current principal.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Principal, AuthnError> {
         let keys = self.signing_keys().await?;
-        let keys: Vec<SigningKey> = keys.iter().map(|(k, _)| k.clone()).collect();
         let claims = token::verify(
             refresh_token,
             &keys,
@@ -533,13 +532,10 @@ impl AuthService {
         let keys: KeyRing = records
             .into_iter()
             .filter_map(|r| {
-                Some((
-                    SigningKey {
-                        id: r.id,
-                        secret: hex::decode(&r.secret).ok()?,
-                    },
-                    r.retired_at.is_none(),
-                ))
+                Some(SigningKey {
+                    id: r.id,
+                    secret: hex::decode(&r.secret).ok()?,
+                })
             })
             .collect();
         let keys = Arc::new(keys);
@@ -549,10 +545,8 @@ impl AuthService {
 
     async fn current_key(&self) -> Result<SigningKey, AuthnError> {
         let keys = self.signing_keys().await?;
-        keys.iter()
-            .find(|(_, active)| *active)
-            .or(keys.first())
-            .map(|(k, _)| k.clone())
+        keys.first()
+            .cloned()
             .ok_or(AuthnError::Auth(AuthError::InvalidToken("no signing key")))
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
@@ -27,6 +27,7 @@ use wharf_auth::access::Action;
 use wharf_auth::{AuthService, AuthnError, Credentials, Identity};
 
 use crate::oci::route::Route;
+use crate::oci::ApiError;
 use crate::AppState;
 
 /// Longest `Authorization` header accepted; longer ones are refused unread.
@@ -126,14 +127,6 @@ pub(crate) fn realm(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}/token")
 }
 
-fn oci_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
-    let mut res = (status, axum::Json(body)).into_response();
-    let (name, value) = crate::api_version_header();
-    res.headers_mut().insert(name, value);
-    res
-}
-
 fn challenge(
     state: &AppState,
     headers: &HeaderMap,
@@ -151,15 +144,7 @@ fn challenge(
     if insufficient {
         value.push_str(",error=\"insufficient_scope\"");
     }
-    let mut res = oci_error(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-        "authentication required",
-    );
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    res
+    ApiError::unauthorized(&value).into_response()
 }
 
 /// The account named by a verified client certificate, if the connection had one.
@@ -189,30 +174,15 @@ pub(crate) fn authn_failure(state: &AppState, headers: &HeaderMap, err: AuthnErr
     match err {
         AuthnError::BadCredentials => challenge(state, headers, None, false),
         AuthnError::RateLimited { retry_after_secs } => {
-            let mut res = oci_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOOMANYREQUESTS",
-                "too many failed sign-ins; try again later",
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            res
+            ApiError::too_many_requests(retry_after_secs).into_response()
         }
         AuthnError::Meta(e) => {
             tracing::error!(error = %e, "authentication lookup failed");
-            oci_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "internal error; see the server log",
-            )
+            ApiError::internal().into_response()
         }
         AuthnError::Auth(e) => {
             tracing::error!(error = %e, "authentication failed internally");
-            oci_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "internal error; see the server log",
-            )
+            ApiError::internal().into_response()
         }
     }
 }
@@ -224,26 +194,22 @@ enum Need {
     Action(String, Action),
 }
 
-fn need(method: &Method, path: &str) -> Option<Need> {
+fn need(method: &Method, path: &str, route: Option<&Route>) -> Option<Need> {
     if path == "/v2" || path == "/v2/" {
         return Some(Need::SignedIn);
     }
-    let route = Route::parse(path).ok()?;
-    let action = match *method {
-        Method::GET | Method::HEAD => Action::Pull,
-        Method::DELETE => Action::Delete,
-        _ => Action::Push,
-    };
+    let route = route?;
     let repo = match route {
         Route::Catalog => return Some(Need::Anyone),
         Route::Tags(r) | Route::UploadStart(r) | Route::Referrers(r, _) => r,
         Route::Manifest(r, _) | Route::Blob(r, _) | Route::Upload(r, _) => r,
     };
-    // Upload sessions are part of pushing, whatever the HTTP method.
-    let action = if matches!(Route::parse(path), Ok(Route::Upload(..))) {
-        Action::Push
-    } else {
-        action
+    let action = match (route, method) {
+        // Upload sessions are part of pushing, whatever the HTTP method.
+        (Route::Upload(..), _) => Action::Push,
+        (_, &Method::GET | &Method::HEAD) => Action::Pull,
+        (_, &Method::DELETE) => Action::Delete,
+        _ => Action::Push,
     };
     Some(Need::Action(repo.as_str().to_owned(), action))
 }
@@ -264,15 +230,14 @@ pub(crate) async fn guard_v2(
     mut req: Request<Body>,
     next: Next,
 ) -> Response {
-    let headers = req.headers().clone();
-    let Ok(creds) = credentials(&headers) else {
-        return challenge(&state, &headers, None, false);
+    let Ok(creds) = credentials(req.headers()) else {
+        return challenge(&state, req.headers(), None, false);
     };
     let remote = remote_ip(&req);
     let cert = client_cert(&req);
     let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
         Ok(identity) => identity,
-        Err(e) => return authn_failure(&state, &headers, e),
+        Err(e) => return authn_failure(&state, req.headers(), e),
     };
     let access = Access {
         auth: state.auth.clone(),
@@ -280,7 +245,9 @@ pub(crate) async fn guard_v2(
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let need = need(&method, &path);
+    // Parsed once here; the dispatcher takes it from the request's extensions.
+    let route = Route::parse(&path).ok();
+    let need = need(&method, &path, route.as_ref());
     let (granted, audited) = match &need {
         // Unparseable paths: the handler answers with the spec error, but only
         // to callers who signed in, so anonymous probing learns nothing.
@@ -310,16 +277,15 @@ pub(crate) async fn guard_v2(
             _ => None,
         };
         return match identity {
-            Identity::Anonymous => challenge(&state, &headers, scope, false),
-            Identity::RegistryToken(_) => challenge(&state, &headers, scope, true),
-            Identity::Account(_) => oci_error(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                "requested access to the resource is denied",
-            ),
+            Identity::Anonymous => challenge(&state, req.headers(), scope, false),
+            Identity::RegistryToken(_) => challenge(&state, req.headers(), scope, true),
+            Identity::Account(_) => ApiError::denied().into_response(),
         };
     }
     req.extensions_mut().insert(access);
+    if let Some(route) = route {
+        req.extensions_mut().insert(route);
+    }
     let res = next.run(req).await;
     if let Some((repo, action)) = audited {
         // Only state changes are audited; upload chunks are noise, so record

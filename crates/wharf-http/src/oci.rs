@@ -40,7 +40,12 @@ pub(crate) async fn api_root(method: Method) -> Response {
 
 /// Routes every other `/v2/…` request.
 pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let mut res = match Route::parse(req.uri().path()) {
+    // The guard parsed the path already; parse here only if it could not.
+    let parsed = match req.extensions().get::<Route>().cloned() {
+        Some(route) => Ok(route),
+        None => Route::parse(req.uri().path()),
+    };
+    let mut res = match parsed {
         Ok(route) => handlers::handle(&state.registry, route, req).await,
         Err(e) => Err(e),
     }

@@ -418,10 +418,11 @@ impl Meta {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Every signing key, newest first.
+    /// Every signing key: the active one first, then the retired ones, newest first.
     pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, MetaError> {
         let rows = sqlx::query(
-            "SELECT id, secret, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, id",
+            "SELECT id, secret, created_at, retired_at FROM signing_keys \
+             ORDER BY CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END, created_at DESC, id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -51,6 +51,34 @@ impl ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
     }
 
+    /// 401 with the `WWW-Authenticate` challenge that tells clients where to get a token.
+    pub(crate) fn unauthorized(challenge: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+        )
+        .with_header(header::WWW_AUTHENTICATE, challenge.to_owned())
+    }
+
+    pub(crate) fn too_many_requests(retry_after_secs: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            "too many failed sign-ins; try again later",
+        )
+        .with_header(header::RETRY_AFTER, retry_after_secs.to_string())
+    }
+
+    /// A fault of the server itself; the caller logs the cause.
+    pub(crate) fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            "internal error; see the server log",
+        )
+    }
+
     pub(crate) fn denied() -> ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -106,11 +134,7 @@ impl From<OciError> for ApiError {
             OciError::Storage(_) | OciError::Meta(_) => {
                 // Server faults are logged once, here, and never blamed on the client.
                 tracing::error!(error = %msg, "registry operation failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "UNKNOWN",
-                    "internal error; see the server log",
-                )
+                ApiError::internal()
             }
         }
     }
@@ -125,6 +149,8 @@ impl IntoResponse for ApiError {
         for (name, value) in self.headers {
             res.headers_mut().insert(name, value);
         }
+        let (name, value) = crate::api_version_header();
+        res.headers_mut().insert(name, value);
         res
     }
 }

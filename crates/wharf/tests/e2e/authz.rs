@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use wharf_testkit::http::{request, Response};
+use wharf_testkit::http::{basic_auth, request, Response};
 use wharf_testkit::WharfServer;
 
 const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
@@ -19,27 +19,7 @@ const EMPTY_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 fn basic(user: &str, password: &str) -> String {
-    use std::fmt::Write as _;
-    // A tiny base64 encoder keeps this test free of extra dependencies.
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let mut out = String::new();
-    for chunk in input.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let _ = out.write_char(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
+    basic_auth(user, password)
 }
 
 /// Runs `wharf ARGS --data-dir DIR`, feeding `stdin`, and returns stdout.
@@ -482,6 +462,34 @@ fn token_endpoint_grants_the_intersection_and_401_asks_for_more() -> Result<()> 
     let bearer = format!("Bearer {}", token["token"].as_str().context("token")?);
     let res = request(s.addr(), "GET", "/v2/", &[("Authorization", &bearer)], b"")?;
     assert_eq!(res.status, 200);
+    // Rotating the signing key does not invalidate tokens already issued.
+    // The server re-reads keys every 10 s; wait so the rotation is in force.
+    cli(s, &["rotate-signing-key"], "")?;
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let res = request(s.addr(), "GET", "/v2/", &[("Authorization", &bearer)], b"")?;
+    assert_eq!(
+        res.status, 200,
+        "a token signed by the retired key was refused"
+    );
+    let kid = |jwt: &str| -> Result<String> {
+        let header: Value =
+            serde_json::from_slice(&base64_url_decode(jwt.split('.').next().context("JWT")?)?)?;
+        Ok(header["kid"].as_str().context("kid")?.to_owned())
+    };
+    let res = request(
+        s.addr(),
+        "GET",
+        &format!("/token?service=wharf&scope={scope}"),
+        &[("Authorization", &basic("reader", "reader-pw"))],
+        b"",
+    )?;
+    let fresh: Value = serde_json::from_slice(&res.body)?;
+    let fresh = fresh["token"].as_str().context("token")?;
+    assert_ne!(
+        kid(fresh)?,
+        kid(token["token"].as_str().context("token")?)?,
+        "new tokens are signed by the new key"
+    );
     let res = request(
         s.addr(),
         "POST",
