@@ -343,7 +343,7 @@ impl BlobStore for FsBlobStore {
         Ok(meta.len())
     }
 
-    async fn commit_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError> {
+    async fn verify_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError> {
         let path = self.upload_path(id)?;
         let state = self.state_for(id);
         let mut state = state.lock().await;
@@ -372,23 +372,34 @@ impl BlobStore for FsBlobStore {
                 actual,
             });
         }
-        let target = self.blob_path(expected);
-        blocking(move || {
-            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
-            // A fresh mtime starts the garbage collector's grace period now, not
-            // when the upload began, so a long upload is not swept as an orphan
-            // between this rename and the metadata commit that follows it.
-            file.set_modified(std::time::SystemTime::now())?;
-            file.sync_all()?;
-            let dir = target.parent().expect("blob path has a parent directory");
-            std::fs::create_dir_all(dir)?;
-            std::fs::rename(&path, &target)?;
-            sync_dir(dir)
-        })
-        .await?;
+        Ok(len)
+    }
+
+    async fn publish_upload(&self, id: &str, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.upload_path(id)?;
+        let state = self.state_for(id);
+        let state = state.lock().await;
+        let target = self.blob_path(digest);
+        not_found_as(
+            blocking(move || {
+                let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                // A fresh mtime starts the garbage collector's grace period now, not
+                // when the upload began, so bytes that a failed metadata commit
+                // leaves behind are not swept as an orphan at once.
+                file.set_modified(std::time::SystemTime::now())?;
+                file.sync_all()?;
+                let dir = target.parent().expect("blob path has a parent directory");
+                std::fs::create_dir_all(dir)?;
+                // Replacing an existing blob is harmless: same digest, same bytes.
+                std::fs::rename(&path, &target)?;
+                sync_dir(dir)
+            })
+            .await,
+            || BlobError::UploadNotFound(id.to_owned()),
+        )?;
         drop(state);
         self.forget_state(id);
-        Ok(len)
+        Ok(())
     }
 
     async fn abort_upload(&self, id: &str) -> Result<(), BlobError> {

@@ -1,9 +1,10 @@
 //! The content-addressed blob store shared by every repository and format.
 //!
 //! Bytes enter only through an upload: `create_upload` → `append` (streamed,
-//! hashed on the fly) → `commit(expected_digest)`. A blob becomes visible only
-//! when `commit` has verified the digest and made the bytes durable; there is no
-//! "put at path". Blobs are immutable and are removed only by garbage
+//! hashed on the fly) → `verify_upload(expected_digest)` → `publish_upload`. A
+//! blob becomes visible only when it was verified and made durable; there is no
+//! "put at path". Publishing happens under the blob's live claim in the metadata
+//! database, which is what keeps garbage collection from unlinking it. Blobs are immutable and are removed only by garbage
 //! collection, which is driven by the metadata layer (this crate knows nothing
 //! of repositories, manifests or references).
 //!
@@ -147,10 +148,28 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Bytes received so far by an upload.
     async fn upload_size(&self, id: &str) -> Result<u64, BlobError>;
 
-    /// Verifies the upload against `expected` and, if it matches, makes it the
-    /// committed blob `expected`. The staging area is gone afterwards either way.
-    /// Returns the blob's size.
-    async fn commit_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError>;
+    /// Checks that the upload's bytes hash to `expected` and returns their size.
+    /// On a mismatch the staging area is discarded; on a match it stays, to be
+    /// made visible by [`publish_upload`](BlobStore::publish_upload).
+    async fn verify_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError>;
+
+    /// Makes a verified upload the committed blob `digest`, durably and
+    /// atomically; the staging area is gone afterwards. If the blob is already
+    /// stored the existing bytes stay (they are the same bytes).
+    ///
+    /// The caller must hold the blob's live claim in the metadata database
+    /// (`wharf_meta::Meta::claim_blob`): that is what stops garbage collection
+    /// from unlinking the bytes that this call places or keeps.
+    async fn publish_upload(&self, id: &str, digest: &Digest) -> Result<(), BlobError>;
+
+    /// [`verify_upload`](BlobStore::verify_upload) then
+    /// [`publish_upload`](BlobStore::publish_upload), for callers that need no
+    /// claim in between (tests, and stores no collector runs on).
+    async fn commit_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError> {
+        let size = self.verify_upload(id, expected).await?;
+        self.publish_upload(id, expected).await?;
+        Ok(size)
+    }
 
     /// Discards an upload's staging area. Unknown ids are not an error.
     async fn abort_upload(&self, id: &str) -> Result<(), BlobError>;
@@ -168,8 +187,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn verify(&self, digest: &Digest) -> Result<Verification, BlobError>;
 }
 
-/// Writes a whole stream as one blob: the common monolithic path.
-pub async fn put_stream(
+/// Stages a whole stream as one verified upload, ready for
+/// [`BlobStore::publish_upload`]: the common monolithic path. Returns its size.
+pub async fn stage_stream(
     store: &dyn BlobStore,
     upload_id: &str,
     expected: &Digest,
@@ -180,7 +200,20 @@ pub async fn put_stream(
         store.abort_upload(upload_id).await?;
         return Err(err);
     }
-    store.commit_upload(upload_id, expected).await
+    store.verify_upload(upload_id, expected).await
+}
+
+/// Stages, verifies and publishes a whole stream as one blob, for callers that
+/// need no metadata claim in between (tests, and stores no collector runs on).
+pub async fn put_stream(
+    store: &dyn BlobStore,
+    upload_id: &str,
+    expected: &Digest,
+    body: ByteStream,
+) -> Result<u64, BlobError> {
+    let size = stage_stream(store, upload_id, expected, body).await?;
+    store.publish_upload(upload_id, expected).await?;
+    Ok(size)
 }
 
 /// A byte stream of one in-memory buffer; handy for small blobs such as manifests.

@@ -234,6 +234,37 @@ async fn delete_and_hostile_ids(store: &dyn BlobStore) {
     ));
 }
 
+/// A verified upload is not yet a blob: only publishing makes it visible, and a
+/// second publish of the same digest keeps the bytes.
+async fn verify_then_publish(store: &dyn BlobStore) {
+    let data = Bytes::from_static(b"two steps");
+    let digest = Digest::sha256_of(&data);
+    store.create_upload("vp").await.unwrap();
+    store
+        .append("vp", bytes_stream(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.verify_upload("vp", &digest).await.unwrap(), 9);
+    assert_eq!(
+        store.stat(&digest).await.unwrap(),
+        None,
+        "verified is not published"
+    );
+    store.publish_upload("vp", &digest).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(9));
+    assert!(matches!(
+        store.upload_size("vp").await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+    put_stream(store, "vp2", &digest, bytes_stream(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(store.read(&digest, None).await.unwrap()).await,
+        data.to_vec()
+    );
+}
+
 macro_rules! backend_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -242,6 +273,11 @@ macro_rules! backend_suite {
             async fn commit_then_read() {
                 let (s, _g) = $make;
                 super::commit_then_read(&*s).await
+            }
+            #[tokio::test]
+            async fn verify_then_publish() {
+                let (s, _g) = $make;
+                super::verify_then_publish(&*s).await
             }
             #[tokio::test]
             async fn range_reads() {

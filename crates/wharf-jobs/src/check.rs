@@ -1,5 +1,7 @@
 //! `wharf check`: re-hash every stored blob and cross-check the database.
 
+use std::collections::{HashMap, HashSet};
+
 use wharf_blob::{BlobStore, Verification};
 use wharf_core::Digest;
 use wharf_meta::Meta;
@@ -21,6 +23,16 @@ pub enum Problem {
         /// The blob.
         digest: Digest,
     },
+    /// A manifest needs a blob (its own bytes, a config or a layer) that is
+    /// not stored or not live.
+    ManifestBlobMissing {
+        /// Repository of the manifest.
+        repo: String,
+        /// The manifest.
+        manifest: Digest,
+        /// The blob it needs.
+        blob: Digest,
+    },
     /// The stored size differs from the recorded size.
     SizeMismatch {
         /// The blob.
@@ -41,6 +53,14 @@ impl std::fmt::Display for Problem {
             Problem::Missing { digest } => {
                 write!(f, "missing blob {digest}: recorded but not stored")
             }
+            Problem::ManifestBlobMissing {
+                repo,
+                manifest,
+                blob,
+            } => write!(
+                f,
+                "manifest {manifest} in {repo} needs blob {blob}, which is not stored"
+            ),
             Problem::SizeMismatch {
                 digest,
                 recorded,
@@ -64,11 +84,15 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
 }
 
-/// Verifies every blob on storage and every blob the database records.
+/// Verifies every blob on storage, every blob the database records, and every
+/// blob each manifest needs. Linear in the number of blobs and references: the
+/// listing is indexed once, and only suspected problems are re-checked (a
+/// concurrent collection may have removed a blob between listing and reading).
 pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckReport, JobError> {
     let mut report = CheckReport::default();
-    let stored = blobs.list().await?;
-    for entry in &stored {
+    let listed = blobs.list().await?;
+    let mut stored: HashMap<Digest, u64> = HashMap::with_capacity(listed.len());
+    for entry in listed {
         match blobs.verify(&entry.digest).await {
             Ok(Verification::Intact) => {}
             Ok(Verification::Corrupt { actual }) => report.problems.push(Problem::Corrupt {
@@ -81,22 +105,60 @@ pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckRepo
         }
         report.blobs_verified += 1;
         report.bytes_verified += entry.size;
+        stored.insert(entry.digest, entry.size);
     }
     for (digest, recorded) in meta.known_blobs().await? {
-        match blobs.stat(&digest).await? {
+        match stored.get(&digest) {
             None => {
-                // A concurrent GC deletes the row before the bytes; re-check the row.
-                if meta.known_blobs().await?.iter().any(|(d, _)| d == &digest) {
+                if still_missing(blobs, meta, &digest).await? {
                     report.problems.push(Problem::Missing { digest });
                 }
             }
-            Some(stored) if stored != recorded => report.problems.push(Problem::SizeMismatch {
+            Some(&size) if size != recorded => report.problems.push(Problem::SizeMismatch {
                 digest,
                 recorded,
-                stored,
+                stored: size,
             }),
             Some(_) => {}
         }
     }
+    let mut live: Option<HashSet<Digest>> = None;
+    for (repo, manifest, blob) in meta.manifest_blob_needs().await? {
+        let live = match &mut live {
+            Some(live) => live,
+            None => live.insert(
+                meta.known_blobs()
+                    .await?
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .collect(),
+            ),
+        };
+        if stored.contains_key(&blob) && live.contains(&blob) {
+            continue;
+        }
+        // A manifest and its references cannot be collected, so this is no race:
+        // but re-check one by one in case the manifest was deleted meanwhile.
+        if still_missing(blobs, meta, &blob).await? {
+            report.problems.push(Problem::ManifestBlobMissing {
+                repo,
+                manifest,
+                blob,
+            });
+        }
+    }
     Ok(report)
+}
+
+/// Re-checks one blob that looked missing: true if it has no live row with bytes.
+async fn still_missing(
+    blobs: &dyn BlobStore,
+    meta: &Meta,
+    digest: &Digest,
+) -> Result<bool, JobError> {
+    if !meta.blob_is_live(digest).await? {
+        // Gone from the database too: collected meanwhile, unless something needs it.
+        return Ok(meta.blob_is_needed(digest).await?);
+    }
+    Ok(blobs.stat(digest).await?.is_none())
 }

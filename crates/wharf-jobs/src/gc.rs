@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wharf_blob::BlobStore;
-use wharf_meta::{to_unix, unix_now, Meta, SweepOutcome};
+use wharf_meta::{to_unix, unix_now, DeletionMark, Meta, SweepOutcome};
 
 use crate::JobError;
 
@@ -52,25 +52,48 @@ pub async fn collect_garbage(
             report.uploads_expired += 1;
         }
     }
+    // Deletions whose collector died after marking them: finish them first.
+    for mark in meta.take_over_abandoned_deletions().await? {
+        delete_marked(blobs, meta, &mark).await?;
+        report.blobs_deleted += 1;
+    }
     let cutoff = now - policy.grace_period.as_secs() as i64;
     for entry in blobs.list().await? {
-        match meta.sweep_blob(&entry.digest, cutoff).await? {
-            SweepOutcome::Deleted => {
-                blobs.delete(&entry.digest).await?;
-                report.blobs_deleted += 1;
-                report.bytes_freed += entry.size;
+        // Bytes without a row are left by a crash between storing and recording
+        // them; they are orphans once older than the grace period.
+        let orphan = to_unix(entry.modified) < cutoff;
+        match meta
+            .mark_for_deletion(&entry.digest, cutoff, orphan)
+            .await?
+        {
+            SweepOutcome::Marked(mark) => {
+                if delete_marked(blobs, meta, &mark).await? {
+                    report.blobs_deleted += 1;
+                    report.bytes_freed += entry.size;
+                } else {
+                    report.blobs_kept += 1;
+                }
             }
-            // Bytes committed but never recorded (a crash between the two):
-            // orphans once they are older than the grace period.
-            SweepOutcome::Unknown if to_unix(entry.modified) < cutoff => {
-                blobs.delete(&entry.digest).await?;
-                report.blobs_deleted += 1;
-                report.bytes_freed += entry.size;
-            }
-            SweepOutcome::Unknown | SweepOutcome::Kept => report.blobs_kept += 1,
+            SweepOutcome::Kept => report.blobs_kept += 1,
         }
     }
     Ok(report)
+}
+
+/// Unlinks the bytes under `mark`, then removes the row. Returns false if the
+/// mark lapsed before the unlink (another collector took it over), in which case
+/// this collector leaves the blob alone.
+async fn delete_marked(
+    blobs: &dyn BlobStore,
+    meta: &Meta,
+    mark: &DeletionMark,
+) -> Result<bool, JobError> {
+    if !meta.deletion_holds(mark).await? {
+        return Ok(false);
+    }
+    blobs.delete(&mark.digest).await?;
+    meta.finish_deletion(mark).await?;
+    Ok(true)
 }
 
 /// Runs [`collect_garbage`] every `interval` until `cancel` fires.

@@ -2,9 +2,10 @@
 //! the server's scheduler and the `wharf gc` / `wharf check` commands.
 //!
 //! Everything here is safe to run while the server is serving: garbage
-//! collection decides per blob inside one database transaction (see
-//! `wharf_meta::Meta::sweep_blob`) and spares everything younger than the grace
-//! period, so there is never a read-only window.
+//! collection marks one blob at a time for deletion inside a database
+//! transaction, unlinks only what it marked, and spares everything younger than
+//! the grace period (see `wharf_meta`'s gc module), so there is never a
+//! read-only window and no interleaving with a writer loses a blob.
 
 mod check;
 mod gc;

@@ -153,3 +153,46 @@ async fn gc_removes_orphaned_bytes_and_check_reports_corruption() {
     assert_eq!(report.problems, vec![Problem::Missing { digest: d }]);
     let _ = kept;
 }
+
+/// A manifest whose layer is gone — row and bytes both — is a problem that
+/// `wharf check` reports, even though no blob row disagrees with the store.
+#[tokio::test]
+async fn check_reports_a_manifest_whose_blob_is_missing() {
+    let (blobs, meta, _dir) = stores().await;
+    let repo = RepoName::parse("team/app").unwrap();
+    let layer = push_blob(&*blobs, &meta, &repo, b"layer bytes").await;
+    let manifest_bytes: &'static [u8] = b"{\"manifest\":2}";
+    let manifest = push_blob(&*blobs, &meta, &repo, manifest_bytes).await;
+    meta.put_manifest(&NewManifest {
+        repo: repo.clone(),
+        digest: manifest.clone(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        size: manifest_bytes.len() as u64,
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        references: vec![(layer.clone(), ReferenceKind::Blob, 11)],
+        tag: Some(Tag::parse("v1").unwrap()),
+    })
+    .await
+    .unwrap();
+    assert!(check_store(&*blobs, &meta)
+        .await
+        .unwrap()
+        .problems
+        .is_empty());
+    // What the lost-blob race left behind: the bytes and the row gone, the manifest still there.
+    blobs.delete(&layer).await.unwrap();
+    meta.execute_admin(&format!("DELETE FROM blobs WHERE digest = '{layer}'"))
+        .await
+        .unwrap();
+    let report = check_store(&*blobs, &meta).await.unwrap();
+    assert_eq!(
+        report.problems,
+        vec![Problem::ManifestBlobMissing {
+            repo: "team/app".into(),
+            manifest,
+            blob: layer,
+        }]
+    );
+}

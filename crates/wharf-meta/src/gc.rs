@@ -1,81 +1,353 @@
-//! The metadata half of online garbage collection.
+//! The metadata half of a blob's life: claiming it for use, and deleting it.
 //!
-//! A blob may be deleted only when nothing references it — no manifest is that
-//! blob, no manifest lists it, no repository link younger than the grace period
-//! holds it — and it was last used before the grace period. The check and the
-//! deletion of its row are one statement inside one transaction, so a manifest
-//! push racing the sweep either commits first (and the sweep spares the blob) or
-//! finds the row gone (and is refused with "blob unknown"): never a manifest
-//! pointing at deleted bytes.
+//! The blob store and the database cannot change together, so the database
+//! decides who may touch a blob's bytes. A blob row is in one of two states:
+//!
+//! - `live`: its bytes are stored, and nobody deletes them. Every writer that
+//!   needs a blob (an upload's commit, a manifest push, a mount) first *claims*
+//!   the row live inside its own transaction — which also locks the row — and
+//!   only then makes sure the bytes are in place; see [`BlobClaim`].
+//! - `deleting`: garbage collection owns the blob. Only the holder of this mark
+//!   unlinks the bytes, and it removes the row afterwards. Claimers treat such a
+//!   blob as absent and wait until the row is gone, then store the bytes afresh.
+//!
+//! So "a live row has its bytes" holds at every instant and across a crash at
+//! any point: a mark is committed before any unlink, bytes are placed only
+//! while a live claim is held, and an unlink never happens under a live row.
+//! A collector that crashed after marking leaves a `deleting` row behind; it is
+//! taken over once its mark is older than [`DELETION_LEASE_SECS`].
+//!
+//! The residual assumption (written down in ARCHITECTURE.md): a collector does
+//! not stall for longer than the lease between re-reading its mark and the
+//! unlink that follows it, a window of one system call.
 
 use sqlx::Row;
-use wharf_core::Digest;
+use wharf_core::{Digest, RepoName};
 
-use crate::{Meta, MetaError};
+use crate::{unix_now, Backend, Meta, MetaError};
+
+/// A `deleting` mark older than this is considered abandoned (its collector
+/// crashed) and may be taken over.
+pub const DELETION_LEASE_SECS: i64 = 30;
+
+/// How long a claim waits for a collector to finish deleting the same digest.
+const CLAIM_WAIT: std::time::Duration =
+    std::time::Duration::from_secs(DELETION_LEASE_SECS as u64 + 5);
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the sweep decided for one blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SweepOutcome {
-    /// Its row is gone; the caller deletes the bytes.
-    Deleted,
-    /// Still referenced or too young; kept.
+    /// Marked `deleting`: the caller owns the bytes' deletion and must call
+    /// [`Meta::finish_deletion`] after unlinking them.
+    Marked(DeletionMark),
+    /// Still referenced, too young, or claimed meanwhile; kept.
     Kept,
-    /// The database has no row for it: bytes left by an interrupted commit.
-    Unknown,
+}
+
+/// Proof that a collector holds a blob's `deleting` mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionMark {
+    /// The blob.
+    pub digest: Digest,
+    token: String,
+}
+
+/// A live claim on a blob row, holding the transaction that made it.
+///
+/// While the claim is held nobody can mark the blob for deletion, so the holder
+/// may place the bytes (or rely on the stored ones) and then record what uses
+/// them — a repository link, a manifest — in the same transaction. Dropping the
+/// claim without [`commit`](BlobClaim::commit) rolls everything back; bytes it
+/// placed become an orphan that garbage collection removes after the grace period.
+pub struct BlobClaim {
+    pub(crate) tx: sqlx::Transaction<'static, sqlx::Any>,
+    digest: Digest,
+}
+
+impl std::fmt::Debug for BlobClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobClaim")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobClaim {
+    /// The claimed blob.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Links the blob into `repo` (an upload or mount into that repository).
+    pub async fn link(&mut self, repo: &RepoName) -> Result<(), MetaError> {
+        crate::oci::ensure_repository(&mut self.tx, repo, "oci").await?;
+        crate::oci::link_blob(&mut self.tx, repo, &self.digest).await
+    }
+
+    /// Commits the claim and everything recorded under it.
+    pub async fn commit(self) -> Result<(), MetaError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 impl Meta {
-    /// Deletes the blob's row (and stale links) if it is garbage as of `cutoff`.
-    pub async fn sweep_blob(
+    /// Claims `digest` live, creating its row with `size` if it has none, and
+    /// waits while a collector is deleting it. See [`BlobClaim`].
+    pub async fn claim_blob(&self, digest: &Digest, size: u64) -> Result<BlobClaim, MetaError> {
+        let d = digest.to_string();
+        let started = std::time::Instant::now();
+        loop {
+            let mut tx = self.write_tx().await?;
+            let now = unix_now();
+            // The upsert only touches a live row; a `deleting` row stays as it is
+            // and the statement returns nothing. On PostgreSQL the upsert also
+            // locks the row until this transaction ends.
+            let claimed = sqlx::query(
+                "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
+                 VALUES ($1, $2, $3, $3, 'live') \
+                 ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
+                 WHERE blobs.state = 'live' RETURNING digest",
+            )
+            .bind(&d)
+            .bind(size as i64)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if claimed {
+                return Ok(BlobClaim {
+                    tx,
+                    digest: digest.clone(),
+                });
+            }
+            // Being deleted. An abandoned mark (its collector died) is taken
+            // over: the row goes, and the claim starts the blob afresh.
+            let abandoned = sqlx::query(
+                "DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND deleting_since < $2",
+            )
+            .bind(&d)
+            .bind(now - DELETION_LEASE_SECS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if abandoned {
+                tracing::warn!(blob.digest = %digest, "took over an abandoned blob deletion");
+                tx.commit().await?;
+                continue;
+            }
+            drop(tx);
+            if started.elapsed() > CLAIM_WAIT {
+                return Err(MetaError::Busy(format!(
+                    "blob {digest} is still being deleted by garbage collection"
+                )));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+        }
+    }
+
+    /// Marks a blob for deletion if it is garbage as of `cutoff`: no manifest is
+    /// it or references it, no repository link is younger than `cutoff`, and it
+    /// was last used before `cutoff`. Stale repository links go with the mark.
+    ///
+    /// `orphan` says the caller found bytes old enough to be an orphan: if the
+    /// database has no row at all (a crash between storing bytes and recording
+    /// them), a `deleting` row is created for them so that a concurrent claim
+    /// waits instead of racing the unlink.
+    pub async fn mark_for_deletion(
         &self,
         digest: &Digest,
         cutoff: i64,
+        orphan: bool,
     ) -> Result<SweepOutcome, MetaError> {
         let d = digest.to_string();
+        let token = uuid_token();
+        let now = unix_now();
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query(
-            "DELETE FROM blobs WHERE digest = $1 AND last_used_at < $2 \
+        if self.backend == Backend::Postgres {
+            // Take the row lock first: the conditions below then run on a fresh
+            // snapshot that sees every reference committed by whoever held it.
+            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        let marked = sqlx::query(
+            "UPDATE blobs SET state = 'deleting', deletion_token = $3, deleting_since = $4 \
+             WHERE digest = $1 AND state = 'live' AND last_used_at < $2 \
              AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = $1) \
              AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE child = $1) \
              AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = $1 AND linked_at >= $2)",
         )
         .bind(&d)
         .bind(cutoff)
+        .bind(&token)
+        .bind(now)
         .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() > 0 {
+        .await?
+        .rows_affected()
+            > 0;
+        if marked {
             sqlx::query("DELETE FROM repo_blobs WHERE digest = $1")
                 .bind(&d)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            return Ok(SweepOutcome::Deleted);
-        }
-        let known = sqlx::query("SELECT 1 FROM blobs WHERE digest = $1")
+        } else if orphan {
+            let inserted = sqlx::query(
+                "INSERT INTO blobs (digest, size, created_at, last_used_at, state, \
+                 deletion_token, deleting_since) VALUES ($1, 0, $2, $2, 'deleting', $3, $2) \
+                 ON CONFLICT (digest) DO NOTHING",
+            )
             .bind(&d)
-            .fetch_optional(&mut *tx)
+            .bind(now)
+            .bind(&token)
+            .execute(&mut *tx)
             .await?
-            .is_some();
-        tx.commit().await?;
-        Ok(if known {
-            SweepOutcome::Kept
+            .rows_affected()
+                > 0;
+            if !inserted {
+                tx.commit().await?;
+                return Ok(SweepOutcome::Kept);
+            }
         } else {
-            SweepOutcome::Unknown
-        })
+            tx.commit().await?;
+            return Ok(SweepOutcome::Kept);
+        }
+        tx.commit().await?;
+        Ok(SweepOutcome::Marked(DeletionMark {
+            digest: digest.clone(),
+            token,
+        }))
     }
 
-    /// Every blob the database knows, with its recorded size (for `wharf check`).
+    /// Whether `mark` still holds and is fresh enough to unlink under; checked
+    /// immediately before the unlink.
+    pub async fn deletion_holds(&self, mark: &DeletionMark) -> Result<bool, MetaError> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM blobs WHERE digest = $1 AND state = 'deleting' \
+             AND deletion_token = $2 AND deleting_since >= $3",
+        )
+        .bind(mark.digest.to_string())
+        .bind(&mark.token)
+        .bind(unix_now() - DELETION_LEASE_SECS / 2)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
+    /// Removes the row of a blob whose bytes the holder of `mark` has unlinked.
+    pub async fn finish_deletion(&self, mark: &DeletionMark) -> Result<(), MetaError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND deletion_token = $2",
+        )
+        .bind(mark.digest.to_string())
+        .bind(&mark.token)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletions abandoned by a collector that died, taken over with a fresh mark.
+    pub async fn take_over_abandoned_deletions(&self) -> Result<Vec<DeletionMark>, MetaError> {
+        let now = unix_now();
+        let rows = sqlx::query(
+            "SELECT digest FROM blobs WHERE state = 'deleting' AND deleting_since < $1",
+        )
+        .bind(now - DELETION_LEASE_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut marks = Vec::new();
+        for row in rows {
+            let digest = parse_digest(&row.try_get::<String, _>(0)?)?;
+            let token = uuid_token();
+            let mut tx = self.write_tx().await?;
+            let taken = sqlx::query(
+                "UPDATE blobs SET deletion_token = $2, deleting_since = $3 \
+                 WHERE digest = $1 AND state = 'deleting' AND deleting_since < $4",
+            )
+            .bind(digest.to_string())
+            .bind(&token)
+            .bind(now)
+            .bind(now - DELETION_LEASE_SECS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            tx.commit().await?;
+            if taken {
+                marks.push(DeletionMark { digest, token });
+            }
+        }
+        Ok(marks)
+    }
+
+    /// Whether `digest` has a live row (for `wharf check`'s re-check of one blob).
+    pub async fn blob_is_live(&self, digest: &Digest) -> Result<bool, MetaError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 AND state = 'live'")
+                .bind(digest.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Whether a manifest is `digest` or references it as a blob.
+    pub async fn blob_is_needed(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let d = digest.to_string();
+        Ok(sqlx::query(
+            "SELECT 1 FROM manifests WHERE digest = $1 \
+             UNION ALL SELECT 1 FROM manifest_refs WHERE child = $1 AND kind = 'blob'",
+        )
+        .bind(&d)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
+    /// Every live blob the database knows, with its recorded size (for `wharf check`).
     pub async fn known_blobs(&self) -> Result<Vec<(Digest, u64)>, MetaError> {
-        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT digest, size FROM blobs WHERE state = 'live' ORDER BY digest")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let s: String = r.try_get(0)?;
-                let digest = Digest::parse(&s)
-                    .map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))?;
-                Ok((digest, r.try_get::<i64, _>(1)? as u64))
+                Ok((parse_digest(&s)?, r.try_get::<i64, _>(1)? as u64))
             })
             .collect()
     }
+
+    /// Every blob a manifest needs — the manifest's own bytes and each blob it
+    /// references — as (repository, manifest, blob), for `wharf check`.
+    pub async fn manifest_blob_needs(&self) -> Result<Vec<(String, Digest, Digest)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT repo, digest, digest FROM manifests \
+             UNION ALL SELECT repo, manifest, child FROM manifest_refs WHERE kind = 'blob'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)?,
+                    parse_digest(&r.try_get::<String, _>(1)?)?,
+                    parse_digest(&r.try_get::<String, _>(2)?)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn parse_digest(s: &str) -> Result<Digest, MetaError> {
+    Digest::parse(s).map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+fn uuid_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-pub use gc::SweepOutcome;
+pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
 pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 
@@ -55,6 +55,9 @@ pub enum MetaError {
         /// Latest version this build knows.
         known: i64,
     },
+    /// A row stayed locked by other work for longer than a request may wait.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A stored value failed validation, which means the database was edited by hand.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),

@@ -12,29 +12,29 @@ use crate::{Backend, Meta, MetaError};
 
 /// `{text_c}` stands for a text column that sorts bytewise, as the OCI spec
 /// requires for tag and repository listings.
-const MIGRATIONS: &[(i64, &str)] = &[
+const MIGRATIONS: &[(i64, &[&str])] = &[
     (
         1,
-        r#"
-CREATE TABLE repositories (
+        &[
+            r#"CREATE TABLE repositories (
     name {text_c} PRIMARY KEY,
     format TEXT NOT NULL,
     created_at BIGINT NOT NULL
-);
-CREATE TABLE blobs (
+)"#,
+            r#"CREATE TABLE blobs (
     digest TEXT PRIMARY KEY,
     size BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     last_used_at BIGINT NOT NULL
-);
-CREATE TABLE repo_blobs (
+)"#,
+            r#"CREATE TABLE repo_blobs (
     repo TEXT NOT NULL,
     digest TEXT NOT NULL,
     linked_at BIGINT NOT NULL,
     PRIMARY KEY (repo, digest)
-);
-CREATE INDEX repo_blobs_digest ON repo_blobs (digest);
-CREATE TABLE manifests (
+)"#,
+            r#"CREATE INDEX repo_blobs_digest ON repo_blobs (digest)"#,
+            r#"CREATE TABLE manifests (
     repo TEXT NOT NULL,
     digest TEXT NOT NULL,
     media_type TEXT NOT NULL,
@@ -44,55 +44,55 @@ CREATE TABLE manifests (
     annotations TEXT,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (repo, digest)
-);
-CREATE INDEX manifests_digest ON manifests (digest);
-CREATE INDEX manifests_subject ON manifests (repo, subject);
-CREATE TABLE manifest_refs (
+)"#,
+            r#"CREATE INDEX manifests_digest ON manifests (digest)"#,
+            r#"CREATE INDEX manifests_subject ON manifests (repo, subject)"#,
+            r#"CREATE TABLE manifest_refs (
     repo TEXT NOT NULL,
     manifest TEXT NOT NULL,
     child TEXT NOT NULL,
     kind TEXT NOT NULL,
     PRIMARY KEY (repo, manifest, child)
-);
-CREATE INDEX manifest_refs_child ON manifest_refs (child);
-CREATE TABLE tags (
+)"#,
+            r#"CREATE INDEX manifest_refs_child ON manifest_refs (child)"#,
+            r#"CREATE TABLE tags (
     repo TEXT NOT NULL,
     tag {text_c} NOT NULL,
     digest TEXT NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (repo, tag)
-);
-CREATE INDEX tags_digest ON tags (repo, digest);
-CREATE TABLE uploads (
+)"#,
+            r#"CREATE INDEX tags_digest ON tags (repo, digest)"#,
+            r#"CREATE TABLE uploads (
     id TEXT PRIMARY KEY,
     repo TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
-);
-"#,
+)"#,
+        ],
     ),
     (
         2,
-        r#"
-CREATE TABLE accounts (
+        &[
+            r#"CREATE TABLE accounts (
     name {text_c} PRIMARY KEY,
     kind TEXT NOT NULL,
     password_hash TEXT,
     is_admin BIGINT NOT NULL,
     disabled BIGINT NOT NULL,
     created_at BIGINT NOT NULL
-);
-CREATE TABLE teams (
+)"#,
+            r#"CREATE TABLE teams (
     name {text_c} PRIMARY KEY,
     created_at BIGINT NOT NULL
-);
-CREATE TABLE team_members (
+)"#,
+            r#"CREATE TABLE team_members (
     team TEXT NOT NULL,
     account TEXT NOT NULL,
     PRIMARY KEY (team, account)
-);
-CREATE INDEX team_members_account ON team_members (account);
-CREATE TABLE grants (
+)"#,
+            r#"CREATE INDEX team_members_account ON team_members (account)"#,
+            r#"CREATE TABLE grants (
     id TEXT PRIMARY KEY,
     subject_kind TEXT NOT NULL,
     subject_name TEXT NOT NULL,
@@ -100,8 +100,8 @@ CREATE TABLE grants (
     actions TEXT NOT NULL,
     origin TEXT NOT NULL,
     created_at BIGINT NOT NULL
-);
-CREATE TABLE api_tokens (
+)"#,
+            r#"CREATE TABLE api_tokens (
     id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
     secret_sha256 TEXT NOT NULL,
@@ -110,15 +110,15 @@ CREATE TABLE api_tokens (
     created_at BIGINT NOT NULL,
     expires_at BIGINT,
     revoked_at BIGINT
-);
-CREATE INDEX api_tokens_account ON api_tokens (account);
-CREATE TABLE signing_keys (
+)"#,
+            r#"CREATE INDEX api_tokens_account ON api_tokens (account)"#,
+            r#"CREATE TABLE signing_keys (
     id TEXT PRIMARY KEY,
     secret TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     retired_at BIGINT
-);
-CREATE TABLE audit_log (
+)"#,
+            r#"CREATE TABLE audit_log (
     id TEXT PRIMARY KEY,
     at BIGINT NOT NULL,
     account TEXT,
@@ -126,9 +126,20 @@ CREATE TABLE audit_log (
     action TEXT NOT NULL,
     resource TEXT NOT NULL,
     outcome TEXT NOT NULL
-);
-CREATE INDEX audit_log_at ON audit_log (at);
-"#,
+)"#,
+            r#"CREATE INDEX audit_log_at ON audit_log (at)"#,
+        ],
+    ),
+    (
+        3,
+        &[
+            // A blob row is `live` (usable, its bytes are stored) or `deleting`
+            // (garbage collection owns it and may be unlinking the bytes). See gc.rs.
+            "ALTER TABLE blobs ADD COLUMN state TEXT NOT NULL DEFAULT 'live'",
+            "ALTER TABLE blobs ADD COLUMN deletion_token TEXT",
+            "ALTER TABLE blobs ADD COLUMN deleting_since BIGINT",
+            "CREATE INDEX blobs_deleting ON blobs (state, deleting_since)",
+        ],
     ),
 ];
 
@@ -160,10 +171,10 @@ pub(crate) async fn run(meta: &Meta) -> Result<(), MetaError> {
     if found > known {
         return Err(MetaError::SchemaTooNew { found, known });
     }
-    for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
-        let sql = sql.replace("{text_c}", text_c);
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(statement)
+    for &(version, statements) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        for statement in statements {
+            let statement = statement.replace("{text_c}", text_c);
+            sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(|source| MetaError::Migration { version, source })?;

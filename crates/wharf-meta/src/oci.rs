@@ -8,6 +8,7 @@
 use sqlx::Row;
 use wharf_core::{Digest, RepoName, Tag};
 
+use crate::gc::BlobClaim;
 use crate::{unix_now, Meta, MetaError};
 
 /// What a manifest points at.
@@ -101,7 +102,7 @@ fn parse_digest(s: &str) -> Result<Digest, MetaError> {
     Digest::parse(s).map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
 }
 
-async fn ensure_repository(
+pub(crate) async fn ensure_repository(
     conn: &mut sqlx::AnyConnection,
     repo: &RepoName,
     format: &str,
@@ -118,25 +119,25 @@ async fn ensure_repository(
     Ok(())
 }
 
-async fn upsert_blob(
+/// Refreshes a live blob's `last_used_at`; false if it has no live row. On
+/// PostgreSQL this also locks the row, so garbage collection cannot mark it until
+/// the caller's transaction ends, and later statements see a fresh snapshot.
+async fn touch_live_blob(
     conn: &mut sqlx::AnyConnection,
     digest: &Digest,
-    size: u64,
-) -> Result<(), MetaError> {
-    let now = unix_now();
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at, last_used_at) VALUES ($1, $2, $3, $3) \
-         ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
+) -> Result<bool, MetaError> {
+    Ok(
+        sqlx::query("UPDATE blobs SET last_used_at = $1 WHERE digest = $2 AND state = 'live'")
+            .bind(unix_now())
+            .bind(digest.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+            > 0,
     )
-    .bind(digest.to_string())
-    .bind(size as i64)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
-async fn link_blob(
+pub(crate) async fn link_blob(
     conn: &mut sqlx::AnyConnection,
     repo: &RepoName,
     digest: &Digest,
@@ -161,7 +162,7 @@ async fn linked_size<'e>(
 ) -> Result<Option<u64>, MetaError> {
     let row = sqlx::query(
         "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
-         WHERE rb.repo = $1 AND rb.digest = $2",
+         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
     )
     .bind(repo.as_str())
     .bind(digest.to_string())
@@ -174,19 +175,19 @@ async fn linked_size<'e>(
 }
 
 impl Meta {
-    /// Records a committed blob and links it into `repo` (after an upload).
+    /// Records a blob whose bytes are already stored and links it into `repo`.
+    ///
+    /// Servers go through [`Meta::claim_blob`] instead, which orders the claim
+    /// before the bytes are placed; this is for fixtures and tests.
     pub async fn record_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
     ) -> Result<(), MetaError> {
-        let mut tx = self.write_tx().await?;
-        ensure_repository(&mut tx, repo, "oci").await?;
-        upsert_blob(&mut tx, digest, size).await?;
-        link_blob(&mut tx, repo, digest).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut claim = self.claim_blob(digest, size).await?;
+        claim.link(repo).await?;
+        claim.commit().await
     }
 
     /// Links an existing blob into `repo`: from `from` if given, else from
@@ -198,6 +199,9 @@ impl Meta {
         from: Option<&RepoName>,
     ) -> Result<Option<u64>, MetaError> {
         let mut tx = self.write_tx().await?;
+        if !touch_live_blob(&mut tx, digest).await? {
+            return Ok(None);
+        }
         let size = match from {
             Some(from) => linked_size(&mut *tx, from, digest).await?,
             None => sqlx::query("SELECT size FROM blobs WHERE digest = $1")
@@ -209,7 +213,6 @@ impl Meta {
         };
         let Some(size) = size else { return Ok(None) };
         ensure_repository(&mut tx, repo, "oci").await?;
-        upsert_blob(&mut tx, digest, size).await?;
         link_blob(&mut tx, repo, digest).await?;
         tx.commit().await?;
         Ok(Some(size))
@@ -236,88 +239,16 @@ impl Meta {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Records a manifest, its references and optionally a tag, in one transaction.
+    /// Records a manifest whose bytes are already stored, its references and
+    /// optionally a tag, in one transaction. Servers claim the manifest's blob
+    /// first and use [`BlobClaim::put_manifest`]; this is for fixtures and tests.
     pub async fn put_manifest(&self, m: &NewManifest) -> Result<PutManifestOutcome, MetaError> {
-        let mut tx = self.write_tx().await?;
-        let now = unix_now();
-        for (digest, kind, claimed) in &m.references {
-            match kind {
-                ReferenceKind::Blob => {
-                    let Some(actual) = linked_size(&mut *tx, &m.repo, digest).await? else {
-                        return Ok(PutManifestOutcome::MissingBlob(digest.clone()));
-                    };
-                    if actual != *claimed {
-                        return Ok(PutManifestOutcome::SizeMismatch {
-                            digest: digest.clone(),
-                            claimed: *claimed,
-                            actual,
-                        });
-                    }
-                    // Touching the row also locks it, so a concurrent GC sweep of
-                    // this blob waits for us and then sees the new reference.
-                    sqlx::query("UPDATE blobs SET last_used_at = $1 WHERE digest = $2")
-                        .bind(now)
-                        .bind(digest.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                ReferenceKind::Manifest => {
-                    let row =
-                        sqlx::query("SELECT size FROM manifests WHERE repo = $1 AND digest = $2")
-                            .bind(m.repo.as_str())
-                            .bind(digest.to_string())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if row.is_none() {
-                        return Ok(PutManifestOutcome::MissingManifest(digest.clone()));
-                    }
-                }
-            }
+        let mut claim = self.claim_blob(&m.digest, m.size).await?;
+        let outcome = claim.put_manifest(m).await?;
+        if outcome == PutManifestOutcome::Stored {
+            claim.commit().await?;
         }
-        ensure_repository(&mut tx, &m.repo, "oci").await?;
-        upsert_blob(&mut tx, &m.digest, m.size).await?;
-        sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, \
-             annotations, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (repo, digest) DO NOTHING",
-        )
-        .bind(m.repo.as_str())
-        .bind(m.digest.to_string())
-        .bind(&m.media_type)
-        .bind(m.size as i64)
-        .bind(m.artifact_type.clone())
-        .bind(m.subject.as_ref().map(|d| d.to_string()))
-        .bind(m.annotations.clone())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for (digest, kind, _) in &m.references {
-            sqlx::query(
-                "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo, manifest, child) DO NOTHING",
-            )
-            .bind(m.repo.as_str())
-            .bind(m.digest.to_string())
-            .bind(digest.to_string())
-            .bind(kind.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(tag) = &m.tag {
-            sqlx::query(
-                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(m.repo.as_str())
-            .bind(tag.as_str())
-            .bind(m.digest.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(PutManifestOutcome::Stored)
+        Ok(outcome)
     }
 
     /// A manifest of `repo` by digest.
@@ -480,4 +411,92 @@ fn manifest_record(r: &sqlx::any::AnyRow) -> Result<ManifestRecord, MetaError> {
         media_type: r.try_get(1)?,
         size: r.try_get::<i64, _>(2)? as u64,
     })
+}
+
+impl BlobClaim {
+    /// Records the claimed blob as manifest `m` (its digest must be the claim's),
+    /// with its references and optionally a tag, under the claim's transaction.
+    /// Nothing is recorded unless the outcome is `Stored` and the claim is committed.
+    pub async fn put_manifest(&mut self, m: &NewManifest) -> Result<PutManifestOutcome, MetaError> {
+        debug_assert_eq!(&m.digest, self.digest());
+        let tx = &mut self.tx;
+        let now = unix_now();
+        // Lock referenced blob rows in one global order, so two pushes that share
+        // layers cannot deadlock on PostgreSQL.
+        let mut references: Vec<_> = m.references.iter().collect();
+        references.sort_by(|a, b| a.0.cmp(&b.0));
+        for (digest, kind, claimed) in references {
+            match kind {
+                ReferenceKind::Blob => {
+                    // Touch (and lock) first, then read: a blob being deleted is absent.
+                    if !touch_live_blob(tx, digest).await? {
+                        return Ok(PutManifestOutcome::MissingBlob(digest.clone()));
+                    }
+                    let Some(actual) = linked_size(&mut **tx, &m.repo, digest).await? else {
+                        return Ok(PutManifestOutcome::MissingBlob(digest.clone()));
+                    };
+                    if actual != *claimed {
+                        return Ok(PutManifestOutcome::SizeMismatch {
+                            digest: digest.clone(),
+                            claimed: *claimed,
+                            actual,
+                        });
+                    }
+                }
+                ReferenceKind::Manifest => {
+                    let row =
+                        sqlx::query("SELECT size FROM manifests WHERE repo = $1 AND digest = $2")
+                            .bind(m.repo.as_str())
+                            .bind(digest.to_string())
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    if row.is_none() {
+                        return Ok(PutManifestOutcome::MissingManifest(digest.clone()));
+                    }
+                }
+            }
+        }
+        ensure_repository(tx, &m.repo, "oci").await?;
+        sqlx::query(
+            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, \
+             annotations, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (repo, digest) DO NOTHING",
+        )
+        .bind(m.repo.as_str())
+        .bind(m.digest.to_string())
+        .bind(&m.media_type)
+        .bind(m.size as i64)
+        .bind(m.artifact_type.clone())
+        .bind(m.subject.as_ref().map(|d| d.to_string()))
+        .bind(m.annotations.clone())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        for (digest, kind, _) in &m.references {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo, manifest, child) DO NOTHING",
+            )
+            .bind(m.repo.as_str())
+            .bind(m.digest.to_string())
+            .bind(digest.to_string())
+            .bind(kind.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(m.repo.as_str())
+            .bind(tag.as_str())
+            .bind(m.digest.to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(PutManifestOutcome::Stored)
+    }
 }

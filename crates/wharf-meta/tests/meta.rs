@@ -224,27 +224,211 @@ async fn sweep_spares_referenced_and_young(db: Db) {
     let now = wharf_meta::unix_now();
     // Young: kept even though unreferenced.
     assert_eq!(
-        db.meta.sweep_blob(&loose, now - 3600).await.unwrap(),
-        SweepOutcome::Kept
-    );
-    // Past the grace period: the loose blob goes, the referenced one stays.
-    assert_eq!(
-        db.meta.sweep_blob(&loose, now + 10).await.unwrap(),
-        SweepOutcome::Deleted
-    );
-    assert_eq!(
-        db.meta.sweep_blob(&used, now + 10).await.unwrap(),
-        SweepOutcome::Kept
-    );
-    assert_eq!(
         db.meta
-            .sweep_blob(&Digest::sha256_of(b"x"), now)
+            .mark_for_deletion(&loose, now - 3600, false)
             .await
             .unwrap(),
-        SweepOutcome::Unknown
+        SweepOutcome::Kept
     );
+    // Past the grace period: the loose blob is marked, the referenced one stays.
+    let SweepOutcome::Marked(mark) = db
+        .meta
+        .mark_for_deletion(&loose, now + 10, false)
+        .await
+        .unwrap()
+    else {
+        panic!("the loose blob should be marked for deletion");
+    };
+    assert_eq!(
+        db.meta
+            .mark_for_deletion(&used, now + 10, true)
+            .await
+            .unwrap(),
+        SweepOutcome::Kept
+    );
+    // Marked: absent to everyone, and its stale links are gone with the mark.
     assert_eq!(db.meta.repo_blob_size(&a, &loose).await.unwrap(), None);
+    assert_eq!(
+        db.meta.mount_blob(&repo("b"), &loose, None).await.unwrap(),
+        None
+    );
+    assert!(db.meta.deletion_holds(&mark).await.unwrap());
+    db.meta.finish_deletion(&mark).await.unwrap();
+    assert!(!db.meta.deletion_holds(&mark).await.unwrap());
+    // Bytes with no row at all are an orphan only when the caller says they are old.
+    let stray = Digest::sha256_of(b"x");
+    assert_eq!(
+        db.meta.mark_for_deletion(&stray, now, false).await.unwrap(),
+        SweepOutcome::Kept
+    );
+    assert!(matches!(
+        db.meta.mark_for_deletion(&stray, now, true).await.unwrap(),
+        SweepOutcome::Marked(_)
+    ));
     assert_eq!(db.meta.known_blobs().await.unwrap().len(), 2); // `used` and the manifest itself
+}
+
+/// A claim on a blob that a collector is deleting waits for the deletion to
+/// finish and then starts the blob afresh; it never shares the row with it.
+async fn claim_waits_for_deletion(db: Db) {
+    let a = repo("a");
+    let d = Digest::sha256_of(b"reborn");
+    db.meta.record_blob(&a, &d, 6).await.unwrap();
+    let SweepOutcome::Marked(mark) = db
+        .meta
+        .mark_for_deletion(&d, wharf_meta::unix_now() + 10, false)
+        .await
+        .unwrap()
+    else {
+        panic!("unreferenced blob should be marked");
+    };
+    let meta = db.meta.clone();
+    let (claimed_tx, mut claimed_rx) = tokio::sync::oneshot::channel();
+    let (d2, a2) = (d.clone(), a.clone());
+    let claimer = tokio::spawn(async move {
+        let mut claim = meta.claim_blob(&d2, 6).await.unwrap();
+        let _ = claimed_tx.send(());
+        claim.link(&a2).await.unwrap();
+        claim.commit().await.unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        claimed_rx.try_recv().is_err(),
+        "a claim must wait while the blob is being deleted"
+    );
+    db.meta.finish_deletion(&mark).await.unwrap();
+    claimer.await.unwrap();
+    assert_eq!(db.meta.repo_blob_size(&a, &d).await.unwrap(), Some(6));
+}
+
+/// A deletion whose collector died is taken over, by a claim or by the next collector.
+async fn abandoned_deletion_is_taken_over(db: Db) {
+    let a = repo("a");
+    let (d1, d2) = (Digest::sha256_of(b"one"), Digest::sha256_of(b"two"));
+    for d in [&d1, &d2] {
+        db.meta.record_blob(&a, d, 3).await.unwrap();
+        assert!(matches!(
+            db.meta
+                .mark_for_deletion(d, wharf_meta::unix_now() + 10, false)
+                .await
+                .unwrap(),
+            SweepOutcome::Marked(_)
+        ));
+    }
+    // Age both marks past the lease, as if their collector had died long ago.
+    db.meta
+        .execute_admin("UPDATE blobs SET deleting_since = 0 WHERE state = 'deleting'")
+        .await
+        .unwrap();
+    let claim = db.meta.claim_blob(&d1, 3).await.unwrap();
+    claim.commit().await.unwrap();
+    let marks = db.meta.take_over_abandoned_deletions().await.unwrap();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].digest, d2);
+    assert!(db.meta.deletion_holds(&marks[0]).await.unwrap());
+}
+
+/// The race of the data-safety issue, played at the metadata seam with a model
+/// of the blob store: pushers claim a blob, place its bytes under the claim and
+/// record a manifest naming it, then delete the manifest and push again, while
+/// collectors with a zero grace period mark, unlink and finish in a loop. After
+/// every acknowledged manifest its blob's bytes must be there.
+async fn collector_never_loses_an_acknowledged_blob(db: Db) {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let stored: Arc<Mutex<HashSet<Digest>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut collectors = Vec::new();
+    for _ in 0..2 {
+        let (meta, stored, stop) = (db.meta.clone(), stored.clone(), stop.clone());
+        collectors.push(tokio::spawn(async move {
+            let mut deleted = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let listed: Vec<Digest> = stored.lock().unwrap().iter().cloned().collect();
+                // A zero grace period, and a clock one second ahead: everything
+                // unreferenced is garbage at once.
+                let cutoff = wharf_meta::unix_now() + 1;
+                for d in listed {
+                    if let SweepOutcome::Marked(mark) =
+                        meta.mark_for_deletion(&d, cutoff, true).await.unwrap()
+                    {
+                        if meta.deletion_holds(&mark).await.unwrap() {
+                            stored.lock().unwrap().remove(&d);
+                            deleted += 1;
+                        }
+                        meta.finish_deletion(&mark).await.unwrap();
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            deleted
+        }));
+    }
+    let rounds = 400;
+    let mut pushers = Vec::new();
+    for p in 0..3 {
+        let (meta, stored) = (db.meta.clone(), stored.clone());
+        pushers.push(tokio::spawn(async move {
+            let r = repo(&format!("p{p}"));
+            let layer = Digest::sha256_of(format!("layer{p}").as_bytes());
+            let body = format!("manifest{p}");
+            let mut acknowledged = 0;
+            for _ in 0..rounds {
+                // Upload: claim, then place the bytes, then link; one transaction.
+                let mut claim = meta.claim_blob(&layer, 6).await.unwrap();
+                stored.lock().unwrap().insert(layer.clone());
+                claim.link(&r).await.unwrap();
+                claim.commit().await.unwrap();
+                // Manifest push, its own bytes placed under its own claim.
+                let m = manifest(
+                    &r,
+                    body.as_bytes(),
+                    vec![(layer.clone(), ReferenceKind::Blob, 6)],
+                    Some("t"),
+                );
+                let mut claim = meta.claim_blob(&m.digest, m.size).await.unwrap();
+                stored.lock().unwrap().insert(m.digest.clone());
+                match claim.put_manifest(&m).await.unwrap() {
+                    PutManifestOutcome::Stored => {
+                        claim.commit().await.unwrap();
+                        acknowledged += 1;
+                        let s = stored.lock().unwrap();
+                        assert!(s.contains(&layer), "acknowledged manifest lost its layer");
+                        assert!(
+                            s.contains(&m.digest),
+                            "acknowledged manifest lost its bytes"
+                        );
+                    }
+                    // The collector took the layer between upload and manifest:
+                    // refused, never acknowledged; the client pushes again.
+                    PutManifestOutcome::MissingBlob(_) => {
+                        drop(claim);
+                        continue;
+                    }
+                    other => panic!("unexpected outcome {other:?}"),
+                }
+                assert!(meta.delete_manifest(&r, &m.digest).await.unwrap());
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = 0;
+    for p in pushers {
+        acknowledged += p.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut deleted = 0;
+    for c in collectors {
+        deleted += c.await.unwrap();
+    }
+    assert!(
+        acknowledged > rounds,
+        "too few acknowledged pushes to mean anything: {acknowledged}"
+    );
+    assert!(
+        deleted > 0,
+        "the collectors never deleted anything: the race was not exercised"
+    );
 }
 
 async fn uploads_expire(db: Db) {
@@ -394,6 +578,18 @@ macro_rules! suite {
             #[tokio::test]
             async fn sweep_spares_referenced_and_young() {
                 super::sweep_spares_referenced_and_young(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn claim_waits_for_deletion() {
+                super::claim_waits_for_deletion(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn abandoned_deletion_is_taken_over() {
+                super::abandoned_deletion_is_taken_over(super::$backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn collector_never_loses_an_acknowledged_blob() {
+                super::collector_never_loses_an_acknowledged_blob(super::$backend().await).await
             }
             #[tokio::test]
             async fn identities_round_trip() {

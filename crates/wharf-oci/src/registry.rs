@@ -231,9 +231,28 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64, OciError> {
         let id = new_id();
-        let size = wharf_blob::put_stream(&*self.blobs, &id, digest, body).await?;
-        self.meta.record_blob(repo, digest, size).await?;
+        let size = wharf_blob::stage_stream(&*self.blobs, &id, digest, body).await?;
+        if let Err(e) = self.publish_blob(repo, &id, digest, size).await {
+            self.blobs.abort_upload(&id).await?;
+            return Err(e);
+        }
         Ok(size)
+    }
+
+    /// Makes a verified upload the blob `digest`, linked into `repo`: the live
+    /// claim comes first, the bytes are placed under it, the link commits with it.
+    async fn publish_blob(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), OciError> {
+        let mut claim = self.meta.claim_blob(digest, size).await?;
+        self.blobs.publish_upload(id, digest).await?;
+        claim.link(repo).await?;
+        claim.commit().await?;
+        Ok(())
     }
 
     /// Mounts a blob from `from` (or from anywhere if `None`) into `repo`
@@ -306,11 +325,18 @@ impl Registry {
         } else {
             self.check_upload(repo, id).await?;
         }
-        let committed = self.blobs.commit_upload(id, digest).await;
-        // The session ends either way: a digest mismatch discards the bytes.
+        let size = match self.blobs.verify_upload(id, digest).await {
+            Ok(size) => size,
+            Err(e) => {
+                // A digest mismatch discards the bytes, and with them the session.
+                self.meta.delete_upload(id).await?;
+                return Err(e.into());
+            }
+        };
+        // Until this succeeds the session and its verified bytes stay, so the
+        // client may retry the PUT.
+        self.publish_blob(repo, id, digest, size).await?;
         self.meta.delete_upload(id).await?;
-        let size = committed?;
-        self.meta.record_blob(repo, digest, size).await?;
         Ok(size)
     }
 
@@ -396,15 +422,6 @@ impl Registry {
             }
             Reference::Tag(tag) => (Digest::sha256_of(&body), Some(tag.clone())),
         };
-        if self.blobs.stat(&digest).await?.is_none() {
-            wharf_blob::put_stream(
-                &*self.blobs,
-                &new_id(),
-                &digest,
-                wharf_blob::bytes_stream(body.clone()),
-            )
-            .await?;
-        }
         let record = NewManifest {
             repo: repo.clone(),
             digest: digest.clone(),
@@ -416,7 +433,26 @@ impl Registry {
             references: parsed.references,
             tag,
         };
-        match self.meta.put_manifest(&record).await? {
+        // Claim the manifest's blob first, then make sure its bytes are stored:
+        // bytes found before the claim could be an orphan that a collector is
+        // unlinking; under the claim nobody unlinks them.
+        let mut claim = self.meta.claim_blob(&digest, size).await?;
+        if self.blobs.stat(&digest).await?.is_none() {
+            let id = new_id();
+            wharf_blob::stage_stream(
+                &*self.blobs,
+                &id,
+                &digest,
+                wharf_blob::bytes_stream(body.clone()),
+            )
+            .await?;
+            self.blobs.publish_upload(&id, &digest).await?;
+        }
+        let outcome = claim.put_manifest(&record).await?;
+        if outcome == PutManifestOutcome::Stored {
+            claim.commit().await?;
+        }
+        match outcome {
             PutManifestOutcome::Stored => {}
             PutManifestOutcome::MissingBlob(d) | PutManifestOutcome::MissingManifest(d) => {
                 return Err(OciError::ManifestBlobUnknown(d))
