@@ -157,6 +157,15 @@ fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
     Ok(hasher.finish())
 }
 
+/// `None` for a file that vanished between a directory listing and a look at it.
+fn skip_vanished<T>(res: io::Result<T>) -> io::Result<Option<T>> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn not_found_as<T>(res: io::Result<T>, err: impl FnOnce() -> BlobError) -> Result<T, BlobError> {
     match res {
         Ok(v) => Ok(v),
@@ -419,7 +428,10 @@ impl BlobStore for FsBlobStore {
             let mut res = Vec::new();
             for entry in std::fs::read_dir(dir)? {
                 let entry = entry?;
-                let meta = entry.metadata()?;
+                // Finished or aborted between the listing and this look.
+                let Some(meta) = skip_vanished(entry.metadata())? else {
+                    continue;
+                };
                 if let Some(id) = entry.file_name().to_str() {
                     res.push(UploadEntry {
                         id: id.to_owned(),
@@ -443,7 +455,10 @@ impl BlobStore for FsBlobStore {
                     continue;
                 };
                 for shard in std::fs::read_dir(algo.path())? {
-                    for blob in std::fs::read_dir(shard?.path())? {
+                    let Some(blobs) = skip_vanished(std::fs::read_dir(shard?.path()))? else {
+                        continue;
+                    };
+                    for blob in blobs {
                         let blob = blob?;
                         let name = blob.file_name();
                         let Some(hex) = name.to_str() else { continue };
@@ -451,7 +466,10 @@ impl BlobStore for FsBlobStore {
                         let Ok(digest) = Digest::parse(&format!("{algo_name}:{hex}")) else {
                             continue;
                         };
-                        let meta = blob.metadata()?;
+                        // Collected by a concurrent sweep between the listing and this look.
+                        let Some(meta) = skip_vanished(blob.metadata())? else {
+                            continue;
+                        };
                         res.push(BlobEntry {
                             digest,
                             size: meta.len(),

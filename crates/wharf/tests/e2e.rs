@@ -24,6 +24,8 @@ mod bad_input;
 mod buildah;
 #[path = "e2e/cosign.rs"]
 mod cosign;
+#[path = "e2e/gc_race.rs"]
+mod gc_race;
 #[path = "e2e/oras.rs"]
 mod oras;
 #[path = "e2e/persistence.rs"]

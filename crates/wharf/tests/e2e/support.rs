@@ -234,3 +234,28 @@ pub fn start_upload(target: &Target, repo: &str) -> Result<String> {
     );
     location_path(&response)
 }
+
+/// A new, empty PostgreSQL database on the test server (`WHARF_TEST_POSTGRES_URL`, which
+/// `scripts/test.sh` sets), named after `purpose`; returns its URL.
+pub fn postgres_database(purpose: &str) -> Result<String> {
+    let base = std::env::var("WHARF_TEST_POSTGRES_URL").context(
+        "WHARF_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+    )?;
+    let name = format!(
+        "wharf_e2e_{purpose}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    wharf_testkit::run(
+        Command::new("psql")
+            .arg(&base)
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("CREATE DATABASE {name}")),
+    )?;
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .context("WHARF_TEST_POSTGRES_URL has no database part")?;
+    Ok(format!("{prefix}/{name}"))
+}
