@@ -23,13 +23,11 @@ pub enum Problem {
         /// The blob.
         digest: Digest,
     },
-    /// A manifest needs a blob (its own bytes, a config or a layer) that is
-    /// not stored or not live.
-    ManifestBlobMissing {
-        /// Repository of the manifest.
-        repo: String,
-        /// The manifest.
-        manifest: Digest,
+    /// An owner (an OCI manifest: its own bytes, a config, a layer, a child
+    /// manifest) references a blob that is not stored or not live.
+    ReferencedBlobMissing {
+        /// The owner, as `wharf_meta::RefOwner::key` names it.
+        owner: String,
         /// The blob it needs.
         blob: Digest,
     },
@@ -53,14 +51,9 @@ impl std::fmt::Display for Problem {
             Problem::Missing { digest } => {
                 write!(f, "missing blob {digest}: recorded but not stored")
             }
-            Problem::ManifestBlobMissing {
-                repo,
-                manifest,
-                blob,
-            } => write!(
-                f,
-                "manifest {manifest} in {repo} needs blob {blob}, which is not stored"
-            ),
+            Problem::ReferencedBlobMissing { owner, blob } => {
+                write!(f, "{owner} needs blob {blob}, which is not stored")
+            }
             Problem::SizeMismatch {
                 digest,
                 recorded,
@@ -85,7 +78,7 @@ pub struct CheckReport {
 }
 
 /// Verifies every blob on storage, every blob the database records, and every
-/// blob each manifest needs. Linear in the number of blobs and references: the
+/// blob an owner references. Linear in the number of blobs and references: the
 /// listing is indexed once, and only suspected problems are re-checked (a
 /// concurrent collection may have removed a blob between listing and reading).
 pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckReport, JobError> {
@@ -123,7 +116,7 @@ pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckRepo
         }
     }
     let mut live: Option<HashSet<Digest>> = None;
-    for (repo, manifest, blob) in meta.manifest_blob_needs().await? {
+    for (owner, blob) in meta.blob_references().await? {
         let live = match &mut live {
             Some(live) => live,
             None => live.insert(
@@ -137,14 +130,12 @@ pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckRepo
         if stored.contains_key(&blob) && live.contains(&blob) {
             continue;
         }
-        // A manifest and its references cannot be collected, so this is no race:
-        // but re-check one by one in case the manifest was deleted meanwhile.
+        // A referenced blob cannot be collected, so this is no race: but
+        // re-check one by one in case the owner was deleted meanwhile.
         if still_missing(blobs, meta, &blob).await? {
-            report.problems.push(Problem::ManifestBlobMissing {
-                repo,
-                manifest,
-                blob,
-            });
+            report
+                .problems
+                .push(Problem::ReferencedBlobMissing { owner, blob });
         }
     }
     Ok(report)

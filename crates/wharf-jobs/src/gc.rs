@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wharf_blob::BlobStore;
+use wharf_core::Digest;
 use wharf_meta::{to_unix, unix_now, DeletionMark, Meta, SweepOutcome};
 
 use crate::JobError;
@@ -15,6 +16,9 @@ pub struct GcPolicy {
     pub grace_period: Duration,
     /// Upload sessions idle this long are expired.
     pub upload_expiry: Duration,
+    /// Also walk the whole store for orphaned bytes and rebuild the candidate
+    /// list: what `wharf gc` does, and the server's first collection after a start.
+    pub full: bool,
 }
 
 /// What a collection did.
@@ -58,26 +62,74 @@ pub async fn collect_garbage(
         report.blobs_deleted += 1;
     }
     let cutoff = now - policy.grace_period.as_secs() as i64;
-    for entry in blobs.list().await? {
+    if policy.full {
+        meta.rebuild_gc_candidates().await?;
+    }
+    // The candidate list holds every blob that may have become garbage, so the
+    // sweep's cost follows the garbage (and recent uploads), not the store.
+    let mut after = None;
+    loop {
+        let batch = meta.gc_candidates(after.as_ref(), CANDIDATE_BATCH).await?;
+        let Some(last) = batch.last().cloned() else {
+            break;
+        };
+        for digest in batch {
+            sweep_one(blobs, meta, &digest, cutoff, false, None, &mut report).await?;
+        }
+        after = Some(last);
+    }
+    if policy.full {
         // Bytes without a row are left by a crash between storing and recording
-        // them; they are orphans once older than the grace period.
-        let orphan = to_unix(entry.modified) < cutoff;
-        match meta
-            .mark_for_deletion(&entry.digest, cutoff, orphan)
-            .await?
-        {
-            SweepOutcome::Marked(mark) => {
-                if delete_marked(blobs, meta, &mark).await? {
-                    report.blobs_deleted += 1;
-                    report.bytes_freed += entry.size;
-                } else {
-                    report.blobs_kept += 1;
-                }
+        // them; only a walk of the whole store finds them.
+        for entry in blobs.list().await? {
+            if to_unix(entry.modified) < cutoff {
+                sweep_one(
+                    blobs,
+                    meta,
+                    &entry.digest,
+                    cutoff,
+                    true,
+                    Some(entry.size),
+                    &mut report,
+                )
+                .await?;
             }
-            SweepOutcome::Kept => report.blobs_kept += 1,
         }
     }
     Ok(report)
+}
+
+/// How often the scheduler runs a full collection (orphan walk and candidate rebuild).
+const FULL_COLLECTION_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Candidates read per query.
+const CANDIDATE_BATCH: u32 = 500;
+
+async fn sweep_one(
+    blobs: &dyn BlobStore,
+    meta: &Meta,
+    digest: &Digest,
+    cutoff: i64,
+    orphan: bool,
+    size: Option<u64>,
+    report: &mut GcReport,
+) -> Result<(), JobError> {
+    match meta.mark_for_deletion(digest, cutoff, orphan).await? {
+        SweepOutcome::Marked(mark) => {
+            let size = match size {
+                Some(size) => Some(size),
+                None => blobs.stat(digest).await?,
+            };
+            if delete_marked(blobs, meta, &mark).await? {
+                report.blobs_deleted += 1;
+                report.bytes_freed += size.unwrap_or(0);
+            } else {
+                report.blobs_kept += 1;
+            }
+        }
+        SweepOutcome::Kept => report.blobs_kept += 1,
+    }
+    Ok(())
 }
 
 /// Unlinks the bytes under `mark`, then removes the row. Returns false if the
@@ -104,12 +156,20 @@ pub async fn run_scheduler(
     interval: Duration,
     cancel: CancellationToken,
 ) {
+    // The first collection after a start is full (a crash may have left orphaned
+    // bytes); after that, one a day.
+    let mut last_full: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        match collect_garbage(&*blobs, &meta, policy).await {
+        let full = last_full.is_none_or(|t| t.elapsed() >= FULL_COLLECTION_EVERY);
+        let run = GcPolicy { full, ..policy };
+        if full {
+            last_full = Some(std::time::Instant::now());
+        }
+        match collect_garbage(&*blobs, &meta, run).await {
             Ok(r) => tracing::info!(
                 gc.blobs_deleted = r.blobs_deleted,
                 gc.bytes_freed = r.bytes_freed,

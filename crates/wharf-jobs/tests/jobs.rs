@@ -46,10 +46,12 @@ fn uuid() -> String {
 const NO_GRACE: GcPolicy = GcPolicy {
     grace_period: Duration::ZERO,
     upload_expiry: Duration::ZERO,
+    full: true,
 };
 const DAY: GcPolicy = GcPolicy {
     grace_period: Duration::from_secs(86400),
     upload_expiry: Duration::from_secs(86400),
+    full: true,
 };
 
 #[tokio::test]
@@ -189,9 +191,8 @@ async fn check_reports_a_manifest_whose_blob_is_missing() {
     let report = check_store(&*blobs, &meta).await.unwrap();
     assert_eq!(
         report.problems,
-        vec![Problem::ManifestBlobMissing {
-            repo: "team/app".into(),
-            manifest,
+        vec![Problem::ReferencedBlobMissing {
+            owner: format!("oci-manifest:team/app@{manifest}"),
             blob: layer,
         }]
     );

@@ -117,6 +117,8 @@ impl Meta {
             .await?
             .is_some();
             if claimed {
+                // Garbage unless something references it before the grace period ends.
+                crate::refs::add_candidate(&mut tx, digest).await?;
                 return Ok(BlobClaim {
                     tx,
                     digest: digest.clone(),
@@ -148,9 +150,9 @@ impl Meta {
         }
     }
 
-    /// Marks a blob for deletion if it is garbage as of `cutoff`: no manifest is
-    /// it or references it, no repository link is younger than `cutoff`, and it
-    /// was last used before `cutoff`. Stale repository links go with the mark.
+    /// Marks a blob for deletion if it is garbage as of `cutoff`: no owner
+    /// references it (`blob_refs`) and it was last used — stored, linked,
+    /// mounted or referenced — before `cutoff`. Its repository links go with the mark.
     ///
     /// `orphan` says the caller found bytes old enough to be an orphan: if the
     /// database has no row at all (a crash between storing bytes and recording
@@ -177,9 +179,7 @@ impl Meta {
         let marked = sqlx::query(
             "UPDATE blobs SET state = 'deleting', deletion_token = $3, deleting_since = $4 \
              WHERE digest = $1 AND state = 'live' AND last_used_at < $2 \
-             AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = $1) \
-             AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE child = $1) \
-             AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = $1 AND linked_at >= $2)",
+             AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = $1)",
         )
         .bind(&d)
         .bind(cutoff)
@@ -208,10 +208,12 @@ impl Meta {
             .rows_affected()
                 > 0;
             if !inserted {
+                settle_candidate(&mut tx, &d).await?;
                 tx.commit().await?;
                 return Ok(SweepOutcome::Kept);
             }
         } else {
+            settle_candidate(&mut tx, &d).await?;
             tx.commit().await?;
             return Ok(SweepOutcome::Kept);
         }
@@ -240,15 +242,56 @@ impl Meta {
     /// Removes the row of a blob whose bytes the holder of `mark` has unlinked.
     pub async fn finish_deletion(&self, mark: &DeletionMark) -> Result<(), MetaError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
+        let finished = sqlx::query(
             "DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND deletion_token = $2",
         )
         .bind(mark.digest.to_string())
         .bind(&mark.token)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            > 0;
+        if finished {
+            sqlx::query("DELETE FROM gc_candidates WHERE blob = $1")
+                .bind(mark.digest.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Up to `limit` blobs on the candidate list, in digest order after `after`.
+    pub async fn gc_candidates(
+        &self,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<Digest>, MetaError> {
+        let rows =
+            sqlx::query("SELECT blob FROM gc_candidates WHERE blob > $1 ORDER BY blob LIMIT $2")
+                .bind(after.map(Digest::to_string).unwrap_or_default())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| parse_digest(&r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Puts every live, unreferenced blob back on the candidate list: the full
+    /// collection's repair for a candidate lost to a race (a leak, never a loss).
+    pub async fn rebuild_gc_candidates(&self) -> Result<u64, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let added = sqlx::query(
+            "INSERT INTO gc_candidates (blob) SELECT digest FROM blobs WHERE state = 'live' \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob_refs.blob = blobs.digest) \
+             ON CONFLICT (blob) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(added)
     }
 
     /// Deletions abandoned by a collector that died, taken over with a fresh mark.
@@ -296,17 +339,13 @@ impl Meta {
         )
     }
 
-    /// Whether a manifest is `digest` or references it as a blob.
+    /// Whether any owner references `digest`.
     pub async fn blob_is_needed(&self, digest: &Digest) -> Result<bool, MetaError> {
-        let d = digest.to_string();
-        Ok(sqlx::query(
-            "SELECT 1 FROM manifests WHERE digest = $1 \
-             UNION ALL SELECT 1 FROM manifest_refs WHERE child = $1 AND kind = 'blob'",
-        )
-        .bind(&d)
-        .fetch_optional(&self.pool)
-        .await?
-        .is_some())
+        Ok(sqlx::query("SELECT 1 FROM blob_refs WHERE blob = $1")
+            .bind(digest.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     /// Every live blob the database knows, with its recorded size (for `wharf check`).
@@ -323,25 +362,34 @@ impl Meta {
             .collect()
     }
 
-    /// Every blob a manifest needs — the manifest's own bytes and each blob it
-    /// references — as (repository, manifest, blob), for `wharf check`.
-    pub async fn manifest_blob_needs(&self) -> Result<Vec<(String, Digest, Digest)>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT repo, digest, digest FROM manifests \
-             UNION ALL SELECT repo, manifest, child FROM manifest_refs WHERE kind = 'blob'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    /// Every reference, as (owner key, blob), for `wharf check`.
+    pub async fn blob_references(&self) -> Result<Vec<(String, Digest)>, MetaError> {
+        let rows = sqlx::query("SELECT owner, blob FROM blob_refs ORDER BY owner, blob")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
                     r.try_get::<String, _>(0)?,
                     parse_digest(&r.try_get::<String, _>(1)?)?,
-                    parse_digest(&r.try_get::<String, _>(2)?)?,
                 ))
             })
             .collect()
     }
+}
+
+/// Takes a kept blob off the candidate list when it is referenced (it stops
+/// being garbage only when that reference goes, which puts it back) or has no
+/// live row (nothing left to collect).
+async fn settle_candidate(conn: &mut sqlx::AnyConnection, digest: &str) -> Result<(), MetaError> {
+    sqlx::query(
+        "DELETE FROM gc_candidates WHERE blob = $1 AND (EXISTS (SELECT 1 FROM blob_refs WHERE blob = $1) \
+         OR NOT EXISTS (SELECT 1 FROM blobs WHERE digest = $1 AND state = 'live'))",
+    )
+    .bind(digest)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn parse_digest(s: &str) -> Result<Digest, MetaError> {

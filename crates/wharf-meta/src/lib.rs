@@ -18,6 +18,7 @@ mod gc;
 mod identity;
 mod migrations;
 mod oci;
+mod refs;
 mod uploads;
 
 use std::str::FromStr;
@@ -29,6 +30,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
 pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
+pub use refs::RefOwner;
 
 /// What went wrong in the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,13 @@ pub struct Meta {
 impl Meta {
     /// Connects to `url` (`sqlite:PATH` or `postgres://…`) and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Meta, MetaError> {
+        Self::connect_at(url, i64::MAX).await
+    }
+
+    /// Connects and migrates only up to schema `version`: how the upgrade test
+    /// makes a database as an earlier release left it. Not for servers.
+    #[doc(hidden)]
+    pub async fn connect_at(url: &str, version: i64) -> Result<Meta, MetaError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -121,7 +130,7 @@ impl Meta {
             .connect_with(options)
             .await?;
         let meta = Meta { pool, backend };
-        migrations::run(&meta).await?;
+        migrations::run(&meta, version).await?;
         Ok(meta)
     }
 

@@ -141,9 +141,33 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX blobs_deleting ON blobs (state, deleting_since)",
         ],
     ),
+    (
+        4,
+        &[
+            // The format-neutral reference model (refs.rs) and the sweep's candidate list.
+            "CREATE TABLE blob_refs (
+    blob TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (blob, owner)
+)",
+            "CREATE INDEX blob_refs_owner ON blob_refs (owner)",
+            "CREATE TABLE gc_candidates (blob TEXT PRIMARY KEY)",
+            "INSERT INTO blob_refs (blob, owner) \
+             SELECT digest, 'oci-manifest:' || repo || '@' || digest FROM manifests WHERE true \
+             ON CONFLICT (blob, owner) DO NOTHING",
+            "INSERT INTO blob_refs (blob, owner) \
+             SELECT child, 'oci-manifest:' || repo || '@' || manifest FROM manifest_refs WHERE true \
+             ON CONFLICT (blob, owner) DO NOTHING",
+            "INSERT INTO gc_candidates (blob) SELECT digest FROM blobs \
+             WHERE NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob_refs.blob = blobs.digest) \
+             ON CONFLICT (blob) DO NOTHING",
+            "CREATE INDEX blobs_last_used ON blobs (last_used_at)",
+        ],
+    ),
 ];
 
-pub(crate) async fn run(meta: &Meta) -> Result<(), MetaError> {
+/// Applies every pending migration up to `up_to` (all of them for a server).
+pub(crate) async fn run(meta: &Meta, up_to: i64) -> Result<(), MetaError> {
     let text_c = match meta.backend {
         Backend::Sqlite => "TEXT",
         Backend::Postgres => "TEXT COLLATE \"C\"",
@@ -171,7 +195,7 @@ pub(crate) async fn run(meta: &Meta) -> Result<(), MetaError> {
     if found > known {
         return Err(MetaError::SchemaTooNew { found, known });
     }
-    for &(version, statements) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+    for &(version, statements) in MIGRATIONS.iter().filter(|m| m.0 > found && m.0 <= up_to) {
         for statement in statements {
             let statement = statement.replace("{text_c}", text_c);
             sqlx::query(&statement)

@@ -9,6 +9,7 @@ use sqlx::Row;
 use wharf_core::{Digest, RepoName, Tag};
 
 use crate::gc::BlobClaim;
+use crate::refs::RefOwner;
 use crate::{unix_now, Meta, MetaError};
 
 /// What a manifest points at.
@@ -300,6 +301,11 @@ impl Meta {
         if res.rows_affected() == 0 {
             return Ok(false);
         }
+        let owner = RefOwner::OciManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+        };
+        crate::refs::drop_refs(&mut tx, &owner).await?;
         for table in [
             "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
             "DELETE FROM tags WHERE repo = $1 AND digest = $2",
@@ -484,6 +490,14 @@ impl BlobClaim {
             .execute(&mut **tx)
             .await?;
         }
+        let owner = RefOwner::OciManifest {
+            repo: m.repo.clone(),
+            digest: m.digest.clone(),
+        };
+        let needs: Vec<&Digest> = std::iter::once(&m.digest)
+            .chain(m.references.iter().map(|(d, _, _)| d))
+            .collect();
+        crate::refs::add_refs(tx, &owner, &needs).await?;
         if let Some(tag) = &m.tag {
             sqlx::query(
                 "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \

@@ -9,6 +9,7 @@ use wharf_meta::{Meta, NewManifest, PutManifestOutcome, ReferenceKind, SweepOutc
 
 struct Db {
     meta: Meta,
+    url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -17,6 +18,7 @@ async fn sqlite() -> Db {
     let url = format!("sqlite:{}", dir.path().join("meta.db").display());
     Db {
         meta: Meta::connect(&url).await.unwrap(),
+        url,
         _dir: Some(dir),
     }
 }
@@ -35,8 +37,10 @@ async fn postgres() -> Db {
         .unwrap();
     admin.close().await;
     let (prefix, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{prefix}/{name}");
     Db {
-        meta: Meta::connect(&format!("{prefix}/{name}")).await.unwrap(),
+        meta: Meta::connect(&url).await.unwrap(),
+        url,
         _dir: None,
     }
 }
@@ -431,6 +435,96 @@ async fn collector_never_loses_an_acknowledged_blob(db: Db) {
     );
 }
 
+/// A database as the previous release (schema version 2) left it, with data, is
+/// upgraded in place: nothing is lost, and the new reference model knows what the
+/// old manifests need, so the first collection after the upgrade takes only garbage.
+async fn upgrade_from_previous_release(db: Db) {
+    // A fresh database of its own, stopped at the previous release's schema.
+    db.meta.close().await;
+    let url = match db.url.strip_prefix("sqlite:") {
+        Some(path) => format!("sqlite:{path}.v2"),
+        None => {
+            let name = format!("wharf_up_{}", uuid::Uuid::new_v4().simple());
+            let admin = Meta::connect(&db.url).await.unwrap();
+            admin
+                .execute_admin(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            admin.close().await;
+            format!("{}/{name}", db.url.rsplit_once('/').unwrap().0)
+        }
+    };
+    let old = Meta::connect_at(&url, 2).await.unwrap();
+    let (layer, loose) = (Digest::sha256_of(b"layer"), Digest::sha256_of(b"loose"));
+    let manifest = Digest::sha256_of(b"manifest");
+    // Rows exactly as release 0.1 wrote them for one pushed image, one loose blob,
+    // an administrator and an open upload.
+    for statement in [
+        "INSERT INTO repositories (name, format, created_at) VALUES ('team/app', 'oci', 1)".to_owned(),
+        format!("INSERT INTO blobs (digest, size, created_at, last_used_at) VALUES ('{layer}', 5, 1, 1)"),
+        format!("INSERT INTO blobs (digest, size, created_at, last_used_at) VALUES ('{loose}', 5, 1, 1)"),
+        format!("INSERT INTO blobs (digest, size, created_at, last_used_at) VALUES ('{manifest}', 8, 1, 1)"),
+        format!("INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ('team/app', '{layer}', 1)"),
+        format!("INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ('team/app', '{loose}', 1)"),
+        format!(
+            "INSERT INTO manifests (repo, digest, media_type, size, created_at) VALUES \
+             ('team/app', '{manifest}', 'application/vnd.oci.image.manifest.v1+json', 8, 1)"
+        ),
+        format!(
+            "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES \
+             ('team/app', '{manifest}', '{layer}', 'blob')"
+        ),
+        format!("INSERT INTO tags (repo, tag, digest, updated_at) VALUES ('team/app', 'v1', '{manifest}', 1)"),
+        "INSERT INTO uploads (id, repo, created_at, updated_at) VALUES ('u1', 'team/app', 1, 1)".to_owned(),
+        "INSERT INTO accounts (name, kind, password_hash, is_admin, disabled, created_at) \
+         VALUES ('admin', 'user', '$argon2id$x', 1, 0, 1)"
+            .to_owned(),
+    ] {
+        old.execute_admin(&statement).await.unwrap();
+    }
+    old.close().await;
+
+    let meta = Meta::connect(&url).await.unwrap();
+    let a = repo("team/app");
+    let tagged = meta
+        .manifest_by_tag(&a, &Tag::parse("v1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(tagged.map(|m| m.digest), Some(manifest.clone()));
+    assert_eq!(meta.repo_blob_size(&a, &layer).await.unwrap(), Some(5));
+    assert_eq!(
+        meta.upload_repo("u1").await.unwrap().as_deref(),
+        Some("team/app")
+    );
+    assert!(meta.has_admin().await.unwrap());
+    let owner = wharf_meta::RefOwner::OciManifest {
+        repo: a.clone(),
+        digest: manifest.clone(),
+    }
+    .key();
+    let mut refs = meta.blob_references().await.unwrap();
+    refs.sort();
+    let mut expected = vec![(owner.clone(), layer.clone()), (owner, manifest.clone())];
+    expected.sort();
+    assert_eq!(refs, expected);
+    assert_eq!(
+        meta.gc_candidates(None, 10).await.unwrap(),
+        vec![loose.clone()]
+    );
+    let later = wharf_meta::unix_now() + 10;
+    assert!(matches!(
+        meta.mark_for_deletion(&loose, later, false).await.unwrap(),
+        SweepOutcome::Marked(_)
+    ));
+    for needed in [&layer, &manifest] {
+        assert_eq!(
+            meta.mark_for_deletion(needed, later, false).await.unwrap(),
+            SweepOutcome::Kept
+        );
+    }
+    meta.close().await;
+}
+
 async fn uploads_expire(db: Db) {
     let a = repo("a");
     db.meta.create_upload("u1", &a).await.unwrap();
@@ -590,6 +684,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn collector_never_loses_an_acknowledged_blob() {
                 super::collector_never_loses_an_acknowledged_blob(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn upgrade_from_previous_release() {
+                super::upgrade_from_previous_release(super::$backend().await).await
             }
             #[tokio::test]
             async fn identities_round_trip() {

@@ -167,6 +167,8 @@ pub(crate) fn gc_policy(config: &Config) -> wharf_jobs::GcPolicy {
     wharf_jobs::GcPolicy {
         grace_period: Duration::from_secs(config.gc.grace_period_secs),
         upload_expiry: Duration::from_secs(config.gc.upload_expiry_secs),
+        // `wharf gc` walks the whole store; the scheduler decides per run.
+        full: true,
     }
 }
 

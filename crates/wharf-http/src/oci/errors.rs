@@ -131,6 +131,11 @@ impl From<OciError> for ApiError {
             }
             OciError::SizeInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", msg),
             OciError::Unsupported(_) => ApiError::unsupported(msg),
+            OciError::Meta(wharf_meta::MetaError::Busy(_)) => {
+                // Transient: a collector held the blob longer than a request waits.
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
+                    .with_header(header::RETRY_AFTER, "1".to_owned())
+            }
             OciError::Storage(_) | OciError::Meta(_) => {
                 // Server faults are logged once, here, and never blamed on the client.
                 tracing::error!(error = %msg, "registry operation failed");

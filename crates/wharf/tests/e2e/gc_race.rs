@@ -138,7 +138,7 @@ fn race(database_url: Option<String>) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let gc_runs = collector.join().expect("collector thread panicked")?;
     if let Some(e) = failure {
-        return Err(e.context(format!("{}", server.log_tail())));
+        return Err(e.context(server.log_tail()));
     }
     eprintln!(
         "{acknowledged} acknowledged manifests, {refused} refused, {gc_runs} `wharf gc` runs in {:?}",

@@ -1,0 +1,92 @@
+//! One reference model for every format: which owners hold which blobs.
+//!
+//! Garbage collection knows nothing of manifests, trees or packages. An owner —
+//! an OCI manifest today; an OSTree object, an RPM package, a file, a snapshot
+//! or an export bundle next — records the blobs it needs in `blob_refs`, in the
+//! same transaction that records the owner itself, and drops them in the
+//! transaction that deletes it. A blob with no reference that was last used
+//! before the grace period is garbage; a new format adds rows, never clauses to
+//! the sweep.
+//!
+//! So that a sweep costs in proportion to the garbage and not to the store,
+//! every blob that may have become garbage — one just stored, or one whose last
+//! reference was just dropped — is put on the `gc_candidates` list, and the
+//! sweep looks only there (see gc.rs).
+
+use wharf_core::{Digest, RepoName};
+
+use crate::MetaError;
+
+/// Who holds references, named one way everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefOwner {
+    /// An OCI manifest (or index) in a repository: its own bytes, its config
+    /// and layers, and the child manifests of an index.
+    OciManifest {
+        /// The repository.
+        repo: RepoName,
+        /// The manifest's digest.
+        digest: Digest,
+    },
+}
+
+impl RefOwner {
+    /// The owner's key in `blob_refs.owner`: a kind prefix, then its identity.
+    /// Migration 4 writes the same form for the manifests it backfills.
+    pub fn key(&self) -> String {
+        match self {
+            RefOwner::OciManifest { repo, digest } => format!("oci-manifest:{repo}@{digest}"),
+        }
+    }
+}
+
+/// Records that `owner` needs each of `blobs`.
+pub(crate) async fn add_refs(
+    conn: &mut sqlx::AnyConnection,
+    owner: &RefOwner,
+    blobs: &[&Digest],
+) -> Result<(), MetaError> {
+    let key = owner.key();
+    for blob in blobs {
+        sqlx::query(
+            "INSERT INTO blob_refs (blob, owner) VALUES ($1, $2) ON CONFLICT (blob, owner) DO NOTHING",
+        )
+        .bind(blob.to_string())
+        .bind(&key)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Drops every reference `owner` holds; the blobs it held become candidates.
+pub(crate) async fn drop_refs(
+    conn: &mut sqlx::AnyConnection,
+    owner: &RefOwner,
+) -> Result<(), MetaError> {
+    let key = owner.key();
+    sqlx::query(
+        "INSERT INTO gc_candidates (blob) SELECT blob FROM blob_refs WHERE owner = $1 \
+         ON CONFLICT (blob) DO NOTHING",
+    )
+    .bind(&key)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM blob_refs WHERE owner = $1")
+        .bind(&key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts a blob on the candidate list (it was just stored, or lost a link).
+pub(crate) async fn add_candidate(
+    conn: &mut sqlx::AnyConnection,
+    blob: &Digest,
+) -> Result<(), MetaError> {
+    sqlx::query("INSERT INTO gc_candidates (blob) VALUES ($1) ON CONFLICT (blob) DO NOTHING")
+        .bind(blob.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
