@@ -5,7 +5,9 @@
 //! and well-formed hex, a `RepoName` never contains `..` or an absolute path.
 
 mod digest;
+mod kind;
 mod name;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use kind::{RepositoryKind, UnknownKind};
 pub use name::{NameError, Reference, RepoName, Tag};

@@ -81,7 +81,8 @@ impl BlobClaim {
 
     /// Links the blob into `repo` (an upload or mount into that repository).
     pub async fn link(&mut self, repo: &RepoName) -> Result<(), MetaError> {
-        crate::oci::ensure_repository(&mut self.tx, repo, "oci").await?;
+        crate::repos::ensure_repository(&mut self.tx, repo, wharf_core::RepositoryKind::Oci)
+            .await?;
         crate::oci::link_blob(&mut self.tx, repo, &self.digest).await
     }
 

@@ -19,6 +19,7 @@ mod identity;
 mod migrations;
 mod oci;
 mod refs;
+mod repos;
 mod uploads;
 
 use std::str::FromStr;
@@ -31,6 +32,7 @@ pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
 pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 pub use refs::RefOwner;
+pub use repos::RepositoryRecord;
 
 /// What went wrong in the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,16 @@ pub enum MetaError {
         found: i64,
         /// Latest version this build knows.
         known: i64,
+    },
+    /// The name belongs to a repository of another kind.
+    #[error("repository {name} is an {actual} repository, not {expected}")]
+    WrongKind {
+        /// The repository.
+        name: String,
+        /// The kind the operation needs.
+        expected: wharf_core::RepositoryKind,
+        /// The kind it has.
+        actual: wharf_core::RepositoryKind,
     },
     /// A row stayed locked by other work for longer than a request may wait.
     #[error("busy: {0}")]

@@ -12,6 +12,7 @@ use crate::{Backend, Meta, MetaError};
 
 /// `{text_c}` stands for a text column that sorts bytewise, as the OCI spec
 /// requires for tag and repository listings.
+/// `{random_id}` stands for an expression that makes a random id in each backend.
 const MIGRATIONS: &[(i64, &[&str])] = &[
     (
         1,
@@ -164,6 +165,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX blobs_last_used ON blobs (last_used_at)",
         ],
     ),
+    (
+        5,
+        &[
+            // Repositories of every kind share one namespace; each has a stable id.
+            "ALTER TABLE repositories RENAME COLUMN format TO kind",
+            "ALTER TABLE repositories ADD COLUMN id TEXT",
+            "UPDATE repositories SET id = {random_id}",
+            "CREATE UNIQUE INDEX repositories_id ON repositories (id)",
+        ],
+    ),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).
@@ -171,6 +182,11 @@ pub(crate) async fn run(meta: &Meta, up_to: i64) -> Result<(), MetaError> {
     let text_c = match meta.backend {
         Backend::Sqlite => "TEXT",
         Backend::Postgres => "TEXT COLLATE \"C\"",
+    };
+    // A random 32-hex-digit id, like the ones the code writes (uuid simple form).
+    let random_id = match meta.backend {
+        Backend::Sqlite => "lower(hex(randomblob(16)))",
+        Backend::Postgres => "md5(random()::text || clock_timestamp()::text)",
     };
     // One transaction for the whole run. Several replicas may start at once:
     // SQLite's BEGIN IMMEDIATE already serialises them, PostgreSQL needs an
@@ -197,7 +213,9 @@ pub(crate) async fn run(meta: &Meta, up_to: i64) -> Result<(), MetaError> {
     }
     for &(version, statements) in MIGRATIONS.iter().filter(|m| m.0 > found && m.0 <= up_to) {
         for statement in statements {
-            let statement = statement.replace("{text_c}", text_c);
+            let statement = statement
+                .replace("{text_c}", text_c)
+                .replace("{random_id}", random_id);
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await

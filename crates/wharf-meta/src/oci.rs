@@ -6,10 +6,11 @@
 //! referencing another's private layers by digest alone.
 
 use sqlx::Row;
-use wharf_core::{Digest, RepoName, Tag};
+use wharf_core::{Digest, RepoName, RepositoryKind, Tag};
 
 use crate::gc::BlobClaim;
 use crate::refs::RefOwner;
+use crate::repos::ensure_repository;
 use crate::{unix_now, Meta, MetaError};
 
 /// What a manifest points at.
@@ -101,23 +102,6 @@ pub struct ReferrerRecord {
 
 fn parse_digest(s: &str) -> Result<Digest, MetaError> {
     Digest::parse(s).map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
-}
-
-pub(crate) async fn ensure_repository(
-    conn: &mut sqlx::AnyConnection,
-    repo: &RepoName,
-    format: &str,
-) -> Result<(), MetaError> {
-    sqlx::query(
-        "INSERT INTO repositories (name, format, created_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(format)
-    .bind(unix_now())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Refreshes a live blob's `last_used_at`; false if it has no live row. On
@@ -213,7 +197,7 @@ impl Meta {
                 .transpose()?,
         };
         let Some(size) = size else { return Ok(None) };
-        ensure_repository(&mut tx, repo, "oci").await?;
+        ensure_repository(&mut tx, repo, RepositoryKind::Oci).await?;
         link_blob(&mut tx, repo, digest).await?;
         tx.commit().await?;
         Ok(Some(size))
@@ -351,26 +335,17 @@ impl Meta {
             .collect()
     }
 
-    /// Whether a repository of this name exists (any format).
-    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        Ok(sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
-    }
-
-    /// Repositories of `format` in bytewise order, after `last`, at most `limit`.
+    /// Repositories of `kind` in bytewise order, after `last`, at most `limit`.
     pub async fn repositories(
         &self,
-        format: &str,
+        kind: RepositoryKind,
         last: Option<&str>,
         limit: u64,
     ) -> Result<Vec<String>, MetaError> {
         let rows = sqlx::query(
-            "SELECT name FROM repositories WHERE format = $1 AND name > $2 ORDER BY name LIMIT $3",
+            "SELECT name FROM repositories WHERE kind = $1 AND name > $2 ORDER BY name LIMIT $3",
         )
-        .bind(format)
+        .bind(kind.as_str())
         .bind(last.unwrap_or(""))
         .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
@@ -462,7 +437,7 @@ impl BlobClaim {
                 }
             }
         }
-        ensure_repository(tx, &m.repo, "oci").await?;
+        ensure_repository(tx, &m.repo, RepositoryKind::Oci).await?;
         sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, \
              annotations, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

@@ -72,7 +72,7 @@ async fn migrations_are_idempotent(db: Db) {
     // Running the migrations again on an up-to-date schema changes nothing.
     let again = db.meta.clone();
     drop(again);
-    assert!(!db.meta.repository_exists(&repo("a")).await.unwrap());
+    assert_eq!(db.meta.repository_kind(&repo("a")).await.unwrap(), None);
 }
 
 async fn manifest_requires_linked_blobs(db: Db) {
@@ -181,7 +181,10 @@ async fn tags_sort_bytewise_and_paginate(db: Db) {
         .unwrap()
         .contains(&"b".to_owned()));
     assert_eq!(
-        db.meta.repositories("oci", None, 10).await.unwrap(),
+        db.meta
+            .repositories(wharf_core::RepositoryKind::Oci, None, 10)
+            .await
+            .unwrap(),
         vec!["a"]
     );
 }
@@ -525,6 +528,64 @@ async fn upgrade_from_previous_release(db: Db) {
     meta.close().await;
 }
 
+/// Names are unique across kinds, and a write of one kind into a repository of
+/// another is refused, never merged.
+async fn repository_kinds_share_one_namespace(db: Db) {
+    use wharf_core::RepositoryKind;
+    let tree = repo("fedora/iot");
+    assert!(db
+        .meta
+        .create_repository(&tree, RepositoryKind::Ostree)
+        .await
+        .unwrap());
+    assert!(!db
+        .meta
+        .create_repository(&tree, RepositoryKind::Ostree)
+        .await
+        .unwrap());
+    let wrong = db.meta.create_repository(&tree, RepositoryKind::Rpm).await;
+    assert!(
+        matches!(
+            wrong,
+            Err(wharf_meta::MetaError::WrongKind {
+                expected: RepositoryKind::Rpm,
+                actual: RepositoryKind::Ostree,
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+    // An OCI upload into the OSTree repository's name is refused at commit.
+    let d = Digest::sha256_of(b"layer");
+    assert!(matches!(
+        db.meta.record_blob(&tree, &d, 5).await,
+        Err(wharf_meta::MetaError::WrongKind { .. })
+    ));
+    assert_eq!(db.meta.repo_blob_size(&tree, &d).await.unwrap(), None);
+    // OCI content elsewhere is unaffected, and listings keep the kinds apart.
+    db.meta
+        .record_blob(&repo("fedora/app"), &d, 5)
+        .await
+        .unwrap();
+    let all = db.meta.list_repositories(None).await.unwrap();
+    let names: Vec<_> = all.iter().map(|r| (r.name.as_str(), r.kind)).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("fedora/app", RepositoryKind::Oci),
+            ("fedora/iot", RepositoryKind::Ostree)
+        ]
+    );
+    assert_ne!(all[0].id, all[1].id);
+    assert_eq!(
+        db.meta
+            .repositories(RepositoryKind::Oci, None, 10)
+            .await
+            .unwrap(),
+        vec!["fedora/app"]
+    );
+}
+
 async fn uploads_expire(db: Db) {
     let a = repo("a");
     db.meta.create_upload("u1", &a).await.unwrap();
@@ -688,6 +749,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn upgrade_from_previous_release() {
                 super::upgrade_from_previous_release(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn repository_kinds_share_one_namespace() {
+                super::repository_kinds_share_one_namespace(super::$backend().await).await
             }
             #[tokio::test]
             async fn identities_round_trip() {

@@ -63,9 +63,26 @@ pub enum OciError {
     /// The blob store failed.
     #[error(transparent)]
     Storage(BlobError),
+    /// The name belongs to a repository of another kind (OSTree, RPM, files).
+    #[error("repository {name} is an {kind} repository, not a container repository")]
+    WrongKind {
+        /// The repository.
+        name: String,
+        /// Its kind.
+        kind: wharf_core::RepositoryKind,
+    },
     /// The metadata database failed.
     #[error(transparent)]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
+}
+
+impl From<MetaError> for OciError {
+    fn from(err: MetaError) -> Self {
+        match err {
+            MetaError::WrongKind { name, actual, .. } => OciError::WrongKind { name, kind: actual },
+            other => OciError::Meta(other),
+        }
+    }
 }
 
 impl From<BlobError> for OciError {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use wharf_blob::{BlobStore, ByteRange, ByteStream};
-use wharf_core::{Digest, Reference, RepoName, Tag};
+use wharf_core::{Digest, Reference, RepoName, RepositoryKind, Tag};
 use wharf_meta::{Meta, NewManifest, PutManifestOutcome, ReferrerRecord};
 
 use crate::{manifest::parse_manifest, media, OciError};
@@ -214,6 +214,7 @@ impl Registry {
 
     /// Opens an upload session (spec: POST, end-4a).
     pub async fn start_upload(&self, repo: &RepoName) -> Result<String, OciError> {
+        self.refuse_other_kinds(repo).await?;
         let id = new_id();
         self.blobs.create_upload(&id).await?;
         if let Err(e) = self.meta.create_upload(&id, repo).await {
@@ -221,6 +222,18 @@ impl Registry {
             return Err(e.into());
         }
         Ok(id)
+    }
+
+    /// Refuses a write into a name that a repository of another kind holds,
+    /// before any bytes are taken (the metadata layer refuses it again at commit).
+    async fn refuse_other_kinds(&self, repo: &RepoName) -> Result<(), OciError> {
+        match self.meta.repository_kind(repo).await? {
+            Some(kind) if kind != RepositoryKind::Oci => Err(OciError::WrongKind {
+                name: repo.to_string(),
+                kind,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Uploads a whole blob in one request (spec: POST `?digest=`, end-4b).
@@ -502,7 +515,7 @@ impl Registry {
         n: Option<u64>,
         last: Option<&Tag>,
     ) -> Result<Page, OciError> {
-        if !self.meta.repository_exists(repo).await? {
+        if self.meta.repository_kind(repo).await? != Some(RepositoryKind::Oci) {
             return Err(OciError::NameUnknown(repo.to_string()));
         }
         let limit = n.unwrap_or(u64::MAX - 1);
@@ -518,7 +531,7 @@ impl Registry {
         let limit = n.unwrap_or(u64::MAX - 1);
         let mut items = self
             .meta
-            .repositories("oci", last, limit.saturating_add(1))
+            .repositories(RepositoryKind::Oci, last, limit.saturating_add(1))
             .await?;
         Ok(page(&mut items, limit))
     }

@@ -6,6 +6,7 @@
 //! and exit codes live here and nowhere else.
 
 mod admin;
+mod repo;
 mod serve;
 #[cfg(test)]
 mod tidy;
@@ -80,6 +81,13 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: admin::GrantCommand,
+    },
+    /// Create and list repositories (oci, ostree, rpm, files).
+    Repo {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: repo::RepoCommand,
     },
     /// Start signing registry tokens with a new key; tokens signed by the old key
     /// stay valid until they expire.
@@ -228,6 +236,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant { common, cmd } => {
             let meta = open_meta(&common).await?;
             let res = admin::grant(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Repo { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = repo::repo(&meta, cmd).await;
             meta.close().await;
             res
         }

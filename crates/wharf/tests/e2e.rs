@@ -32,6 +32,8 @@ mod oras;
 mod persistence;
 #[path = "e2e/podman.rs"]
 mod podman;
+#[path = "e2e/repos.rs"]
+mod repos;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
 #[path = "e2e/skopeo.rs"]
