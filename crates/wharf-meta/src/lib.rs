@@ -16,6 +16,7 @@
 
 mod gc;
 mod identity;
+mod jobs;
 mod migrations;
 mod oci;
 mod refs;
@@ -30,6 +31,9 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
 pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
+pub use jobs::{
+    retry_backoff_secs, ClaimedJob, JobProgress, JobRecord, JobState, LeaseStatus, NewJob,
+};
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 pub use refs::RefOwner;
 pub use repos::RepositoryRecord;

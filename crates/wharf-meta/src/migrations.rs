@@ -175,6 +175,47 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE UNIQUE INDEX repositories_id ON repositories (id)",
         ],
     ),
+    (
+        6,
+        &[
+            // The persisted job queue, its history and the scheduler's state (jobs.rs).
+            "CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    job_key TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    max_attempts BIGINT NOT NULL,
+    run_after BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    cancel_requested BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT,
+    items_done BIGINT NOT NULL,
+    items_total BIGINT,
+    bytes_done BIGINT NOT NULL,
+    bytes_total BIGINT,
+    error TEXT,
+    summary TEXT
+)",
+            "CREATE UNIQUE INDEX jobs_one_pending_per_key ON jobs (job_key) \
+             WHERE state IN ('queued', 'running')",
+            "CREATE INDEX jobs_runnable ON jobs (state, run_after)",
+            "CREATE INDEX jobs_created ON jobs (created_at)",
+            "CREATE TABLE job_log (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+)",
+            "CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT NULL)",
+            "CREATE TABLE schedules (name TEXT PRIMARY KEY, next_run_at BIGINT NOT NULL)",
+        ],
+    ),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).

@@ -586,6 +586,207 @@ async fn repository_kinds_share_one_namespace(db: Db) {
     );
 }
 
+fn gc_job() -> wharf_meta::NewJob {
+    wharf_meta::NewJob {
+        kind: "gc".into(),
+        key: "gc".into(),
+        params: "{}".into(),
+        max_attempts: 2,
+    }
+}
+
+/// One pending job per key; of many concurrent claimers exactly one wins; the
+/// winner's progress is readable while it runs; the history keeps the outcome.
+async fn job_queue_one_winner_per_job(db: Db) {
+    use wharf_meta::{JobProgress, JobState, LeaseStatus};
+    let (id, new) = db.meta.enqueue_job(&gc_job()).await.unwrap();
+    assert!(new);
+    assert_eq!(
+        db.meta.enqueue_job(&gc_job()).await.unwrap(),
+        (id.clone(), false)
+    );
+    let mut claimers = Vec::new();
+    for w in 0..8 {
+        let meta = db.meta.clone();
+        claimers.push(tokio::spawn(async move {
+            meta.claim_job(&format!("worker{w}"), 60).await.unwrap()
+        }));
+    }
+    let mut winners = Vec::new();
+    for (w, c) in claimers.into_iter().enumerate() {
+        if let Some(job) = c.await.unwrap() {
+            winners.push((w, job));
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let (w, job) = winners.pop().unwrap();
+    let worker = format!("worker{w}");
+    assert_eq!(
+        (job.id.as_str(), job.kind.as_str(), job.attempt),
+        (id.as_str(), "gc", 1)
+    );
+    // Still pending while it runs: a second enqueue joins it.
+    assert_eq!(
+        db.meta.enqueue_job(&gc_job()).await.unwrap(),
+        (id.clone(), false)
+    );
+    let progress = JobProgress {
+        items_done: 3,
+        items_total: Some(10),
+        bytes_done: 300,
+        bytes_total: None,
+    };
+    assert_eq!(
+        db.meta.renew_job(&id, &worker, 60, progress).await.unwrap(),
+        LeaseStatus::Held
+    );
+    assert_eq!(
+        db.meta
+            .renew_job(&id, "intruder", 60, progress)
+            .await
+            .unwrap(),
+        LeaseStatus::Lost
+    );
+    let running = db.meta.job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (running.state, running.progress),
+        (JobState::Running, progress)
+    );
+    db.meta.job_log(&id, "swept 10 candidates").await.unwrap();
+    let done = db
+        .meta
+        .finish_job(&id, &worker, Ok("deleted 3 blobs"), progress)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(JobState::Succeeded));
+    let record = db.meta.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.summary.as_deref(), Some("deleted 3 blobs"));
+    assert!(record.finished_at.is_some());
+    assert_eq!(
+        db.meta.job_log_lines(&id).await.unwrap()[0].1,
+        "swept 10 candidates"
+    );
+    // Finished: the key is free again.
+    let (next, new) = db.meta.enqueue_job(&gc_job()).await.unwrap();
+    assert!(new && next != id);
+    assert_eq!(db.meta.jobs(10).await.unwrap().len(), 2);
+}
+
+/// A lapsed lease (the worker died) makes the job claimable again; a failed
+/// attempt is retried after a backoff and failed for good after its last attempt.
+async fn job_queue_lease_expiry_and_retries(db: Db) {
+    use wharf_meta::{JobProgress, JobState};
+    let (id, _) = db.meta.enqueue_job(&gc_job()).await.unwrap();
+    let first = db.meta.claim_job("dead", -1).await.unwrap().unwrap();
+    assert_eq!(first.attempt, 1);
+    // Lease already lapsed: another worker takes over, as after a crash.
+    let second = db.meta.claim_job("alive", 60).await.unwrap().unwrap();
+    assert_eq!((second.id.as_str(), second.attempt), (id.as_str(), 2));
+    assert_eq!(
+        db.meta
+            .finish_job(&id, "dead", Ok("late"), JobProgress::default())
+            .await
+            .unwrap(),
+        None,
+        "a worker that lost its lease cannot finish the job"
+    );
+    // Attempt 2 of 2 fails: failed for good.
+    let state = db
+        .meta
+        .finish_job(&id, "alive", Err("disk on fire"), JobProgress::default())
+        .await
+        .unwrap();
+    assert_eq!(state, Some(JobState::Failed));
+    assert_eq!(
+        db.meta.job(&id).await.unwrap().unwrap().error.as_deref(),
+        Some("disk on fire")
+    );
+    // A first failure is queued again, but not before its backoff.
+    let (id, _) = db.meta.enqueue_job(&gc_job()).await.unwrap();
+    db.meta.claim_job("w", 60).await.unwrap().unwrap();
+    let state = db
+        .meta
+        .finish_job(&id, "w", Err("transient"), JobProgress::default())
+        .await
+        .unwrap();
+    assert_eq!(state, Some(JobState::Queued));
+    assert_eq!(
+        db.meta.claim_job("w", 60).await.unwrap(),
+        None,
+        "still backing off"
+    );
+    assert_eq!(wharf_meta::retry_backoff_secs(1), 10);
+}
+
+/// Cancelling a queued job ends it at once; a running one is told at its next renewal.
+async fn job_queue_cancellation(db: Db) {
+    use wharf_meta::{JobProgress, JobState, LeaseStatus};
+    let (queued, _) = db.meta.enqueue_job(&gc_job()).await.unwrap();
+    assert_eq!(
+        db.meta.cancel_job(&queued).await.unwrap(),
+        Some(JobState::Cancelled)
+    );
+    assert_eq!(db.meta.claim_job("w", 60).await.unwrap(), None);
+    assert_eq!(db.meta.cancel_job("no-such-job").await.unwrap(), None);
+    let (running, _) = db.meta.enqueue_job(&gc_job()).await.unwrap();
+    db.meta.claim_job("w", 60).await.unwrap().unwrap();
+    assert_eq!(
+        db.meta.cancel_job(&running).await.unwrap(),
+        Some(JobState::Running)
+    );
+    assert_eq!(
+        db.meta
+            .renew_job(&running, "w", 60, JobProgress::default())
+            .await
+            .unwrap(),
+        LeaseStatus::CancelRequested
+    );
+    let state = db
+        .meta
+        .finish_job(&running, "w", Err("stopped"), JobProgress::default())
+        .await
+        .unwrap();
+    assert_eq!(state, Some(JobState::Cancelled));
+}
+
+/// Exactly one of several schedulers holds the lease, and a due run fires once.
+async fn scheduler_lease_and_due_runs(db: Db) {
+    assert!(db.meta.acquire_lease("scheduler", "a", 30).await.unwrap());
+    assert!(!db.meta.acquire_lease("scheduler", "b", 30).await.unwrap());
+    assert!(
+        db.meta.acquire_lease("scheduler", "a", 30).await.unwrap(),
+        "renewal"
+    );
+    db.meta.release_lease("scheduler", "a").await.unwrap();
+    assert!(db.meta.acquire_lease("scheduler", "b", 30).await.unwrap());
+    assert!(!db.meta.acquire_lease("scheduler", "a", 30).await.unwrap());
+    // Lapsed: anyone may take it.
+    assert!(db.meta.acquire_lease("expiring", "a", -1).await.unwrap());
+    assert!(db.meta.acquire_lease("expiring", "b", 30).await.unwrap());
+
+    let now = wharf_meta::unix_now();
+    assert!(
+        !db.meta.take_due_schedule("gc", now - 1).await.unwrap(),
+        "first sight only starts it"
+    );
+    let mut fired = Vec::new();
+    for _ in 0..4 {
+        let meta = db.meta.clone();
+        fired.push(tokio::spawn(async move {
+            meta.take_due_schedule("gc", now + 3600).await.unwrap()
+        }));
+    }
+    let mut count = 0;
+    for f in fired {
+        count += usize::from(f.await.unwrap());
+    }
+    assert_eq!(count, 1, "a due run fires exactly once");
+    assert!(
+        !db.meta.take_due_schedule("gc", now + 7200).await.unwrap(),
+        "not due again yet"
+    );
+}
+
 async fn uploads_expire(db: Db) {
     let a = repo("a");
     db.meta.create_upload("u1", &a).await.unwrap();
@@ -753,6 +954,22 @@ macro_rules! suite {
             #[tokio::test]
             async fn repository_kinds_share_one_namespace() {
                 super::repository_kinds_share_one_namespace(super::$backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn job_queue_one_winner_per_job() {
+                super::job_queue_one_winner_per_job(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn job_queue_lease_expiry_and_retries() {
+                super::job_queue_lease_expiry_and_retries(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn job_queue_cancellation() {
+                super::job_queue_cancellation(super::$backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn scheduler_lease_and_due_runs() {
+                super::scheduler_lease_and_due_runs(super::$backend().await).await
             }
             #[tokio::test]
             async fn identities_round_trip() {
