@@ -6,7 +6,7 @@ use wharf_blob::{BlobStore, Verification};
 use wharf_core::Digest;
 use wharf_meta::Meta;
 
-use crate::JobError;
+use crate::{JobError, Progress};
 
 /// One inconsistency found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +82,28 @@ pub struct CheckReport {
 /// listing is indexed once, and only suspected problems are re-checked (a
 /// concurrent collection may have removed a blob between listing and reading).
 pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckReport, JobError> {
+    check_store_with(blobs, meta, &crate::NoProgress).await
+}
+
+/// [`check_store`], reporting each re-hashed blob to `progress` and stopping
+/// between blobs once it is cancelled.
+pub async fn check_store_with(
+    blobs: &dyn BlobStore,
+    meta: &Meta,
+    progress: &dyn Progress,
+) -> Result<CheckReport, JobError> {
     let mut report = CheckReport::default();
     let listed = blobs.list().await?;
+    progress.set_totals(
+        Some(listed.len() as u64),
+        Some(listed.iter().map(|e| e.size).sum()),
+    );
     let mut stored: HashMap<Digest, u64> = HashMap::with_capacity(listed.len());
     for entry in listed {
+        if progress.cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        progress.advance(1, entry.size);
         match blobs.verify(&entry.digest).await {
             Ok(Verification::Intact) => {}
             Ok(Verification::Corrupt { actual }) => report.problems.push(Problem::Corrupt {

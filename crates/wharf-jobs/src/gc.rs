@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use wharf_blob::BlobStore;
 use wharf_core::Digest;
 use wharf_meta::{to_unix, unix_now, DeletionMark, Meta, SweepOutcome};
 
-use crate::JobError;
+use crate::{JobError, Progress};
 
 /// How aggressive a collection is.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +38,17 @@ pub async fn collect_garbage(
     blobs: &dyn BlobStore,
     meta: &Meta,
     policy: GcPolicy,
+) -> Result<GcReport, JobError> {
+    collect_garbage_with(blobs, meta, policy, &crate::NoProgress).await
+}
+
+/// [`collect_garbage`], reporting each swept blob to `progress` and stopping
+/// between blobs (a safe point: nothing is half-deleted) once it is cancelled.
+pub async fn collect_garbage_with(
+    blobs: &dyn BlobStore,
+    meta: &Meta,
+    policy: GcPolicy,
+    progress: &dyn Progress,
 ) -> Result<GcReport, JobError> {
     let mut report = GcReport::default();
     let now = unix_now();
@@ -74,7 +84,12 @@ pub async fn collect_garbage(
             break;
         };
         for digest in batch {
+            if progress.cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let freed = report.bytes_freed;
             sweep_one(blobs, meta, &digest, cutoff, false, None, &mut report).await?;
+            progress.advance(1, report.bytes_freed - freed);
         }
         after = Some(last);
     }
@@ -82,6 +97,9 @@ pub async fn collect_garbage(
         // Bytes without a row are left by a crash between storing and recording
         // them; only a walk of the whole store finds them.
         for entry in blobs.list().await? {
+            if progress.cancelled() {
+                return Err(JobError::Cancelled);
+            }
             if to_unix(entry.modified) < cutoff {
                 sweep_one(
                     blobs,
@@ -98,9 +116,6 @@ pub async fn collect_garbage(
     }
     Ok(report)
 }
-
-/// How often the scheduler runs a full collection (orphan walk and candidate rebuild).
-const FULL_COLLECTION_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Candidates read per query.
 const CANDIDATE_BATCH: u32 = 500;
@@ -146,37 +161,4 @@ async fn delete_marked(
     blobs.delete(&mark.digest).await?;
     meta.finish_deletion(mark).await?;
     Ok(true)
-}
-
-/// Runs [`collect_garbage`] every `interval` until `cancel` fires.
-pub async fn run_scheduler(
-    blobs: std::sync::Arc<dyn BlobStore>,
-    meta: Meta,
-    policy: GcPolicy,
-    interval: Duration,
-    cancel: CancellationToken,
-) {
-    // The first collection after a start is full (a crash may have left orphaned
-    // bytes); after that, one a day.
-    let mut last_full: Option<std::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let full = last_full.is_none_or(|t| t.elapsed() >= FULL_COLLECTION_EVERY);
-        let run = GcPolicy { full, ..policy };
-        if full {
-            last_full = Some(std::time::Instant::now());
-        }
-        match collect_garbage(&*blobs, &meta, run).await {
-            Ok(r) => tracing::info!(
-                gc.blobs_deleted = r.blobs_deleted,
-                gc.bytes_freed = r.bytes_freed,
-                gc.uploads_expired = r.uploads_expired,
-                "garbage collection finished"
-            ),
-            Err(e) => tracing::error!(error = %e, "garbage collection failed"),
-        }
-    }
 }

@@ -1,5 +1,7 @@
-//! Background work over the blob store and the metadata database, shared by
-//! the server's scheduler and the `wharf gc` / `wharf check` commands.
+//! Background work over the blob store and the metadata database: the handlers
+//! (garbage collection, upload expiry, verification), shared by the server's
+//! job worker and the `wharf gc` / `wharf check` commands, and the worker and
+//! scheduler that run them from the persisted queue (`runner`).
 //!
 //! Everything here is safe to run while the server is serving: garbage
 //! collection marks one blob at a time for deletion inside a database
@@ -9,9 +11,11 @@
 
 mod check;
 mod gc;
+mod runner;
 
-pub use check::{check_store, CheckReport, Problem};
-pub use gc::{collect_garbage, run_scheduler, GcPolicy, GcReport};
+pub use check::{check_store, check_store_with, CheckReport, Problem};
+pub use gc::{collect_garbage, collect_garbage_with, GcPolicy, GcReport};
+pub use runner::{run_scheduler, JobKind, NoProgress, Progress, Schedule, Worker, JOB_LEASE_SECS};
 
 /// What went wrong while running a job.
 #[derive(Debug, thiserror::Error)]
@@ -22,4 +26,10 @@ pub enum JobError {
     /// The metadata database failed.
     #[error(transparent)]
     Meta(#[from] wharf_meta::MetaError),
+    /// The job was cancelled and stopped at a safe point.
+    #[error("cancelled")]
+    Cancelled,
+    /// A verification found problems (its summary line).
+    #[error("{0}")]
+    Problems(String),
 }

@@ -6,6 +6,7 @@
 //! and exit codes live here and nowhere else.
 
 mod admin;
+mod jobs;
 mod repo;
 mod serve;
 #[cfg(test)]
@@ -81,6 +82,13 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: admin::GrantCommand,
+    },
+    /// List, inspect, start and cancel background jobs (gc, check) on the shared queue.
+    Jobs {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: jobs::JobsCommand,
     },
     /// Create and list repositories (oci, ostree, rpm, files).
     Repo {
@@ -236,6 +244,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant { common, cmd } => {
             let meta = open_meta(&common).await?;
             let res = admin::grant(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Jobs { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = jobs::jobs(&meta, cmd).await;
             meta.close().await;
             res
         }

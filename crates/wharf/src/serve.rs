@@ -48,15 +48,26 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    if config.gc.interval_secs > 0 {
-        tracker.spawn(wharf_jobs::run_scheduler(
+    // Every process works the shared job queue; one at a time schedules it.
+    let process_id = format!("{}-{}", std::process::id(), uuid_like());
+    tracker.spawn(
+        wharf_jobs::Worker {
             blobs,
-            meta.clone(),
-            crate::gc_policy(&config),
-            Duration::from_secs(config.gc.interval_secs),
-            cancel.clone(),
-        ));
-    }
+            meta: meta.clone(),
+            gc: wharf_jobs::GcPolicy {
+                full: false,
+                ..crate::gc_policy(&config)
+            },
+            id: process_id.clone(),
+        }
+        .run(cancel.clone()),
+    );
+    tracker.spawn(wharf_jobs::run_scheduler(
+        meta.clone(),
+        schedules(&config),
+        process_id,
+        cancel.clone(),
+    ));
 
     // TLS is set up before the ready line so that a bad certificate fails the start.
     let acme = (!config.tls.acme.directory_url.is_empty()).then(|| acme_settings(&config));
@@ -195,4 +206,33 @@ fn acme_settings(config: &Config) -> wharf_http::acme::AcmeSettings {
         check_interval: Duration::from_secs(acme.check_interval_secs),
         state_dir: config.storage.data_dir.join("acme"),
     }
+}
+
+/// The scheduled jobs the configuration asks for.
+fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
+    let mut schedules = Vec::new();
+    if config.gc.interval_secs > 0 {
+        let interval = Duration::from_secs(config.gc.interval_secs);
+        schedules.push(wharf_jobs::Schedule {
+            name: "gc".into(),
+            job: wharf_jobs::JobKind::Gc { full: false },
+            interval,
+            jitter: interval / 10,
+        });
+        // Orphaned bytes (a crash between storing and recording) are found only
+        // by walking the whole store: once a day is enough.
+        schedules.push(wharf_jobs::Schedule {
+            name: "gc-full".into(),
+            job: wharf_jobs::JobKind::Gc { full: true },
+            interval: Duration::from_secs(24 * 3600).max(interval),
+            jitter: Duration::from_secs(600),
+        });
+    }
+    schedules
+}
+
+/// A short random suffix that tells two processes with the same pid apart
+/// (containers), for lease ownership.
+fn uuid_like() -> String {
+    wharf_auth::secret::random_hex(6).unwrap_or_else(|_| "0".into())
 }

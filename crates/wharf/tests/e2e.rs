@@ -26,6 +26,8 @@ mod buildah;
 mod cosign;
 #[path = "e2e/gc_race.rs"]
 mod gc_race;
+#[path = "e2e/jobs.rs"]
+mod jobs;
 #[path = "e2e/oras.rs"]
 mod oras;
 #[path = "e2e/persistence.rs"]

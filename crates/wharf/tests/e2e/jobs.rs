@@ -1,0 +1,122 @@
+//! Background work runs as jobs on the queue shared by every replica: two `wharf serve`
+//! processes on one PostgreSQL database run each scheduled collection once, not twice, and the
+//! CLI starts, follows and cancels jobs that the servers run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use wharf_testkit::{run, WharfServer};
+
+const INTERVAL_SECS: u64 = 2;
+
+fn wharf_jobs(bin: &Path, server: &WharfServer, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("jobs")
+        .args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .arg("--data-dir")
+        .arg(server.data_dir());
+    cmd
+}
+
+fn listed_jobs(bin: &Path, server: &WharfServer) -> Result<Vec<Value>> {
+    let out = run(&mut wharf_jobs(
+        bin,
+        server,
+        &["list", "--limit", "1000", "--json"],
+    ))?;
+    out.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).context("a job line is not JSON"))
+        .collect()
+}
+
+#[test]
+fn two_replicas_run_each_scheduled_collection_once() -> Result<()> {
+    let database = crate::support::postgres_database("jobs")?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!("[gc]\ninterval_secs = {INTERVAL_SECS}\n[database]\nurl = \"{database}\"\n"),
+    )?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let first = WharfServer::start_with_config(bin, Some(&config))?;
+    // The second replica: same configuration, same database, its own data directory would
+    // not share blobs, so it shares the first one's.
+    let mut second = Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(first.config_path())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(first.data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(INTERVAL_SECS * 6));
+    let elapsed = started.elapsed().as_secs();
+    let jobs = listed_jobs(bin, &first)?;
+    let _ = second.kill();
+    let _ = second.wait();
+
+    let gc: Vec<&Value> = jobs.iter().filter(|j| j["kind"] == "gc").collect();
+    // With jitter of a tenth of the interval, at most one run per interval since the start.
+    let most = elapsed / INTERVAL_SECS + 1;
+    ensure!(
+        !gc.is_empty() && gc.len() as u64 <= most,
+        "{} gc jobs in {elapsed} s with an interval of {INTERVAL_SECS} s (at most {most}): {jobs:#?}",
+        gc.len()
+    );
+    for job in &gc {
+        ensure!(
+            matches!(
+                job["state"].as_str(),
+                Some("succeeded" | "running" | "queued")
+            ),
+            "{job:#}"
+        );
+    }
+    // Never two at once: finished runs do not overlap in time.
+    let mut spans: Vec<(i64, i64)> = gc
+        .iter()
+        .filter_map(|j| Some((j["started_at"].as_i64()?, j["finished_at"].as_i64()?)))
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        ensure!(pair[0].1 <= pair[1].0, "overlapping collections: {spans:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_cli_runs_follows_and_cancels_jobs() -> Result<()> {
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let server = WharfServer::start(bin)?;
+    // Run and follow: the server's worker claims it and records the outcome.
+    let out = run(&mut wharf_jobs(bin, &server, &["run", "check", "--wait"]))?;
+    ensure!(out.stdout.contains("state     succeeded"), "{out}");
+    ensure!(out.stdout.contains("verified 0 blobs"), "{out}");
+    let id = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("queued job "))
+        .context("no job id printed")?
+        .to_owned();
+    let shown = run(&mut wharf_jobs(bin, &server, &["show", &id, "--json"]))?;
+    let shown: Value = serde_json::from_str(&shown.stdout)?;
+    ensure!(
+        shown["state"] == "succeeded" && shown["kind"] == "check",
+        "{shown:#}"
+    );
+    // An unknown kind and an unknown id are clear errors.
+    let bad = wharf_testkit::run_expect_failure(&mut wharf_jobs(bin, &server, &["run", "sweep"]))?;
+    ensure!(bad.stderr.contains("unknown job kind"), "{bad}");
+    let bad = wharf_testkit::run_expect_failure(&mut wharf_jobs(bin, &server, &["show", "nope"]))?;
+    ensure!(bad.stderr.contains("no job nope"), "{bad}");
+    Ok(())
+}
