@@ -241,12 +241,15 @@ impl Default for GcConfig {
 pub struct LogConfig {
     /// Filter in `RUST_LOG` syntax, e.g. `info` or `wharf_http=debug,info`.
     pub level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }
@@ -446,6 +449,12 @@ impl Config {
         }
         if self.tls.reload_interval_secs == 0 {
             problems.push("tls.reload_interval_secs: must be at least 1".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problems.push(format!(
+                "log.format: {:?} is neither \"text\" nor \"json\"",
+                self.log.format
+            ));
         }
         if self.auth.service.is_empty() {
             problems.push("auth.service: must not be empty".into());

@@ -47,6 +47,7 @@ pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "tls.acme.renew_before_secs", default: "0", doc: "Renew when less than this many seconds of validity remain. 0: when a third of the certificate's lifetime remains." },
     ConfigKey { key: "tls.acme.check_interval_secs", default: "3600", doc: "Longest wait between two checks of the certificate's expiry. Failed requests are retried sooner, with backoff." },
     ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
+    ConfigKey { key: "log.format", default: "\"text\"", doc: "`text`: one line per event for people, without colour codes unless standard error is a terminal (and `NO_COLOR` is unset). `json`: one JSON object per line for log collectors, with the event's fields at the top level. Either way every HTTP request gets one access line (`message` `access`, target `wharf::access`) with `method`, `path`, `status`, `bytes` (body bytes sent), `duration_ms` (until the body was sent), `principal` (the signed-in account, `-` if none) and `request_id` (the `X-Request-Id` echoed to the client)." },
 ];
 
 /// Renders `docs/configuration.md`.

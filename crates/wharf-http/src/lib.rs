@@ -7,6 +7,7 @@
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/healthz`.
 
+mod access_log;
 pub mod acme;
 mod api;
 mod auth;
@@ -88,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes(state.clone()))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // Inside the request-id layer, so every access line carries the id.
+        .layer(axum::middleware::from_fn(access_log::access_log))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req

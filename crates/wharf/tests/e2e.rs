@@ -24,12 +24,16 @@ mod bad_input;
 mod buildah;
 #[path = "e2e/cosign.rs"]
 mod cosign;
+#[path = "e2e/operator.rs"]
+mod operator;
 #[path = "e2e/oras.rs"]
 mod oras;
 #[path = "e2e/persistence.rs"]
 mod persistence;
 #[path = "e2e/podman.rs"]
 mod podman;
+#[path = "e2e/raw_server.rs"]
+mod raw_server;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
 #[path = "e2e/skopeo.rs"]
