@@ -73,6 +73,23 @@ pub enum MetaError {
     Corrupt(String),
 }
 
+impl MetaError {
+    /// Whether the database refused a write because its disk is full (SQLite's
+    /// `SQLITE_FULL`, PostgreSQL's `disk_full`), which passes once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        let (MetaError::Database(e) | MetaError::Migration { source: e, .. }) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("13") | Some("53100"))
+            }
+            sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
 /// Which database engine is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -39,6 +39,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         auth,
         realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
         tls: config.tls.enabled(),
+        health: wharf_http::Health {
+            meta: meta.clone(),
+            data_dir: config.storage.data_dir.clone(),
+        },
     });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await

@@ -24,6 +24,8 @@ mod bad_input;
 mod buildah;
 #[path = "e2e/cosign.rs"]
 mod cosign;
+#[path = "e2e/full_disk.rs"]
+mod full_disk;
 #[path = "e2e/operator.rs"]
 mod operator;
 #[path = "e2e/oras.rs"]
