@@ -82,7 +82,7 @@ impl Entry {
             status = self.status,
             bytes,
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
-            principal,
+            principal = %principal,
             request_id = %self.request_id,
             "access"
         );

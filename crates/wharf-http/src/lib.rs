@@ -37,6 +37,9 @@ pub struct AppState {
     pub tls: bool,
     /// What `/healthz` checks.
     pub health: Health,
+    /// Work a request leaves behind (audit records); shutdown waits for it, so an
+    /// acknowledged push is never missing from the audit log.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 /// What `/healthz` checks: that the server could take a write now.
@@ -129,7 +132,7 @@ impl AppState {
             outcome.to_owned(),
         );
         tracing::info!(audit.account = ?record.0, audit.action = %record.2, repo.name = repo, audit.outcome = outcome, "audit");
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let (account, remote, action, resource, outcome) = record;
             if let Err(e) = auth
                 .audit(account, remote, &action, &resource, &outcome)

@@ -24,6 +24,9 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         },
     );
     warn_loose_modes(&config);
+    // Background work — the scheduler, certificate reloads, audit writes of
+    // finished requests — that shutdown waits for before closing the database.
+    let tracker = TaskTracker::new();
     let auth = Arc::new(AuthService::new(
         meta.clone(),
         AuthSettings {
@@ -43,6 +46,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             meta: meta.clone(),
             data_dir: config.storage.data_dir.clone(),
         },
+        background: tracker.clone(),
     });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -50,7 +54,6 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
     if config.gc.interval_secs > 0 {
         tracker.spawn(wharf_jobs::run_scheduler(
             blobs,

@@ -26,6 +26,8 @@ mod buildah;
 mod cosign;
 #[path = "e2e/full_disk.rs"]
 mod full_disk;
+#[path = "e2e/logs.rs"]
+mod logs;
 #[path = "e2e/operator.rs"]
 mod operator;
 #[path = "e2e/oras.rs"]
