@@ -310,3 +310,82 @@ fn a_failed_first_start_keeps_the_admin_password_for_the_next() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_first_start_with_a_mismatched_tls_key_keeps_the_admin_password() -> Result<()> {
+    let tmp = scratch()?;
+    let dir = tmp.path();
+    // A certificate and a key that is not its own.
+    for args in [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-keyout",
+            "own.key",
+            "-out",
+            "cert.pem",
+        ][..],
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ][..],
+    ] {
+        wharf_testkit::run(
+            std::process::Command::new("openssl")
+                .current_dir(dir)
+                .args(args),
+        )?;
+    }
+    let tls = |key: &str| {
+        format!(
+            "[[tls.certificates]]\nhostnames = [\"localhost\"]\ncert = {:?}\nkey = {:?}\n",
+            dir.join("cert.pem").display().to_string(),
+            dir.join(key).display().to_string()
+        )
+    };
+    let data = dir.join("data");
+    let bad = write_file(dir, "bad.toml", &tls("other.key"))?;
+    let stderr = match RawServer::start(serve_command(dir, Some(&bad), "127.0.0.1:0", &data))? {
+        Start::Ready(_) => {
+            anyhow::bail!("wharf serve started with a key that is not the certificate's")
+        }
+        Start::Exited(status, stderr) => {
+            ensure!(!status.success(), "exit {status}");
+            stderr
+        }
+    };
+    ensure!(
+        stderr.contains("does not match"),
+        "not the key's fault?\n{stderr}"
+    );
+    ensure!(
+        !stderr.contains("created administrator"),
+        "the failed start used up the administrator's password:\n{stderr}"
+    );
+
+    let good = write_file(dir, "good.toml", &tls("own.key"))?;
+    let server = RawServer::start(serve_command(dir, Some(&good), "127.0.0.1:0", &data))?;
+    let log = match server {
+        Start::Ready(server) => server.stderr(),
+        Start::Exited(status, stderr) => anyhow::bail!("second start exited {status}:\n{stderr}"),
+    };
+    ensure!(
+        log.contains("created administrator \"admin\" with password "),
+        "the second start shows no administrator password:\n{log}"
+    );
+    Ok(())
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
-const READY_PREFIX: &str = "wharf listening on http://";
+const READY_PREFIX: &str = "wharf listening on ";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The binary under test.
@@ -83,7 +83,12 @@ impl RawServer {
             if let Ok(line) = ready_rx.recv_timeout(Duration::from_millis(50)) {
                 let addr = line
                     .strip_prefix(READY_PREFIX)
-                    .and_then(|rest| rest.trim().parse::<SocketAddr>().ok())
+                    .and_then(|rest| {
+                        let rest = rest.trim();
+                        rest.strip_prefix("http://")
+                            .or_else(|| rest.strip_prefix("https://"))
+                    })
+                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
                     .with_context(|| format!("cannot parse the ready line {line:?}"))?;
                 return Ok(Start::Ready(RawServer {
                     child: Some(child),
