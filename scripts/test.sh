@@ -6,11 +6,18 @@
 #   2. oras and cosign from Debian trixie into .tools/ (bookworm has neither), leaving the
 #      system's packages alone.
 #   3. A private PostgreSQL cluster on loopback for the database tests, removed on exit.
-#   4. cargo build --workspace --all-targets, then cargo test --workspace --no-fail-fast.
+#   4. cargo fmt --all --check; cargo build --workspace --all-targets; cargo clippy --workspace
+#      --all-targets -- -D warnings; then cargo test --workspace --no-fail-fast.
 #   5. The OCI conformance suite against a fresh `wharf serve` (once on SQLite, once on PostgreSQL), signed in as its administrator
 #      (random password), then `wharf check` on its data.
 # Exits non-zero if anything failed. Works on a fresh Debian bookworm machine as root with the
 # Rust toolchain present; runs unattended (CI sets CI=true and gives no stdin).
+# Another apt or dpkg run (unattended-upgrades on a fresh machine) is waited for, up to
+# WHARF_TEST_APT_WAIT_SECS (600), instead of failing the package stage.
+#
+# WHARF_TEST_STAGES selects stages by name (space-separated; default: all): packages tools
+# postgres fmt build clippy cargo-test conformance. WHARF_TEST_APT_UPDATE=1 refreshes the package
+# lists even when nothing is missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,6 +49,30 @@ PACKAGES=(
     openssl apache2-utils pebble
 )
 
+APT_WAIT_SECS=${WHARF_TEST_APT_WAIT_SECS:-600}
+
+# Runs apt-get, waiting while another apt or dpkg holds its locks. DPkg::Lock::Timeout covers the
+# dpkg frontend lock; apt-get update's lists lock (and the archives cache lock) it does not, so a
+# run that failed only for a lock is retried until APT_WAIT_SECS have passed.
+apt_get_waiting() {
+    local deadline=$((SECONDS + APT_WAIT_SECS)) out status
+    while :; do
+        status=0
+        out=$(as_root apt-get -o "DPkg::Lock::Timeout=$APT_WAIT_SECS" "$@" 2>&1) || status=$?
+        if ((status == 0)); then
+            [[ -z $out ]] || printf '%s\n' "$out"
+            return 0
+        fi
+        if ! grep -qE 'Could not get lock|Unable to lock|Unable to acquire the dpkg frontend lock' <<<"$out" \
+            || ((SECONDS >= deadline)); then
+            printf '%s\n' "$out" >&2
+            return "$status"
+        fi
+        log "apt is busy ($(grep -m1 -oE 'held by process [0-9]+( \([^)]*\))?' <<<"$out" || echo 'locked')); waiting"
+        sleep 5
+    done
+}
+
 install_packages() {
     local missing=() pkg
     for pkg in "${PACKAGES[@]}"; do
@@ -51,11 +82,15 @@ install_packages() {
     done
     if ((${#missing[@]} == 0)); then
         log "Debian packages: all ${#PACKAGES[@]} present"
+        if [[ ${WHARF_TEST_APT_UPDATE:-} == 1 ]]; then
+            log "Debian packages: refreshing the package lists"
+            apt_get_waiting update -qq
+        fi
         return 0
     fi
     log "Debian packages: installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root apt-get install -y --no-install-recommends "${missing[@]}"
+    apt_get_waiting update -qq
+    apt_get_waiting install -y --no-install-recommends "${missing[@]}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +262,7 @@ run_conformance() {
     local name=$1 database_url=${2:-}
     local data="$WORK/conformance-$name-data" out="$WORK/wharf-$name.stdout" url="" waited=0
     local config="$WORK/conformance-$name.toml" password_file="$WORK/admin-password-$name" password
-    mkdir -p "$data"
+    mkdir -p -m 700 "$data"
     # Wharf refuses anonymous requests and creates `admin` on first start: choose its password,
     # so the suite can sign in, instead of scraping the generated one from stderr.
     password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
@@ -287,9 +322,18 @@ FAILED_STAGES=()
 TESTS_PASSED=0
 TESTS_FAILED=0
 
+STAGES=" ${WHARF_TEST_STAGES:-packages tools postgres fmt build clippy cargo-test conformance} "
+
+# Whether the stage named $1 was selected by WHARF_TEST_STAGES.
+selected() { [[ $STAGES == *" $1 "* ]]; }
+
 stage() {
     local name=$1
     shift
+    # conformance-sqlite and conformance-postgres are both selected by `conformance`.
+    if ! selected "$name" && ! selected "${name%-*}"; then
+        return 0
+    fi
     if "$@"; then
         return 0
     fi
@@ -329,21 +373,29 @@ stage packages install_packages || true
 stage tools fetch_trixie_tools || true
 stage postgres start_postgres || true
 
-log "cargo build --workspace --all-targets"
+# Formatting and lints are stages of their own: the lint configuration is enforced where it lands.
+if selected fmt; then log "cargo fmt --all --check"; fi
+stage fmt cargo fmt --all --check || true
+
+if selected build; then log "cargo build --workspace --all-targets"; fi
 if stage build cargo build --workspace --all-targets; then
-    log "cargo test --workspace"
+    if selected clippy; then log "cargo clippy --workspace --all-targets -- -D warnings"; fi
+    stage clippy cargo clippy --workspace --all-targets -- -D warnings || true
+    if selected cargo-test; then log "cargo test --workspace"; fi
     stage cargo-test cargo_test || true
-    stage conformance-sqlite run_conformance sqlite || true
-    # The same suite with the metadata in PostgreSQL, the scale-out configuration.
-    if [[ -n ${WHARF_TEST_POSTGRES_URL:-} ]] \
-        && as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$(pg_port)" -U postgres wharf_conformance; then
-        stage conformance-postgres run_conformance postgres "${WHARF_TEST_POSTGRES_URL%/*}/wharf_conformance" || true
-    else
-        FAILED_STAGES+=("conformance-postgres")
+    if selected conformance; then
+        stage conformance-sqlite run_conformance sqlite || true
+        # The same suite with the metadata in PostgreSQL, the scale-out configuration.
+        if [[ -n ${WHARF_TEST_POSTGRES_URL:-} ]] \
+            && as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$(pg_port)" -U postgres wharf_conformance; then
+            stage conformance-postgres run_conformance postgres "${WHARF_TEST_POSTGRES_URL%/*}/wharf_conformance" || true
+        else
+            FAILED_STAGES+=("conformance-postgres")
+        fi
+        for out in "$WORK"/conformance-*.out; do
+            if [[ -f $out ]]; then count_conformance_results "$out"; fi
+        done
     fi
-    for out in "$WORK"/conformance-*.out; do
-        if [[ -f $out ]]; then count_conformance_results "$out"; fi
-    done
 fi
 
 stop_postgres

@@ -64,8 +64,8 @@ impl FsBlobStore {
         let root = root.into();
         let r = root.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::create_dir_all(r.join("blobs"))?;
-            std::fs::create_dir_all(r.join("uploads"))?;
+            create_private_dir(&r.join("blobs"))?;
+            create_private_dir(&r.join("uploads"))?;
             let marker = r.join("layout-version");
             match std::fs::read_to_string(&marker) {
                 Ok(v) if v.trim() == LAYOUT_VERSION => Ok(()),
@@ -75,9 +75,8 @@ impl FsBlobStore {
                     v.trim(),
                     LAYOUT_VERSION
                 ))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::write(&marker, format!("{LAYOUT_VERSION}\n"))
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_file(&marker)?
+                    .write_all(format!("{LAYOUT_VERSION}\n").as_bytes()),
                 Err(e) => Err(e),
             }
         })
@@ -129,6 +128,35 @@ impl FsBlobStore {
         let mut states = self.upload_states.lock().unwrap_or_else(|e| e.into_inner());
         states.remove(id);
     }
+}
+
+/// Options that create a file readable by its owner only (0600), whatever the
+/// umask: blobs of private repositories are secrets of their owners. A blob is a
+/// renamed staging file, so it keeps this mode.
+fn private_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+fn create_private_file(path: &Path) -> io::Result<std::fs::File> {
+    private_options().write(true).create_new(true).open(path)
+}
+
+/// Creates `dir` and any missing parents as 0700 (owner only).
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -217,10 +245,7 @@ impl BlobStore for FsBlobStore {
     async fn create_upload(&self, id: &str) -> Result<(), BlobError> {
         let path = self.upload_path(id)?;
         blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
+            private_options().write(true).create_new(true).open(&path)?;
             sync_dir(path.parent().expect("upload path has a parent directory"))
         })
         .await?;
@@ -398,7 +423,7 @@ impl BlobStore for FsBlobStore {
                 file.set_modified(std::time::SystemTime::now())?;
                 file.sync_all()?;
                 let dir = target.parent().expect("blob path has a parent directory");
-                std::fs::create_dir_all(dir)?;
+                create_private_dir(dir)?;
                 // Replacing an existing blob is harmless: same digest, same bytes.
                 std::fs::rename(&path, &target)?;
                 sync_dir(dir)

@@ -241,12 +241,15 @@ impl Default for GcConfig {
 pub struct LogConfig {
     /// Filter in `RUST_LOG` syntax, e.g. `info` or `wharf_http=debug,info`.
     pub level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }
@@ -447,6 +450,12 @@ impl Config {
         if self.tls.reload_interval_secs == 0 {
             problems.push("tls.reload_interval_secs: must be at least 1".into());
         }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problems.push(format!(
+                "log.format: {:?} is neither \"text\" nor \"json\"",
+                self.log.format
+            ));
+        }
         if self.auth.service.is_empty() {
             problems.push("auth.service: must not be empty".into());
         }
@@ -539,6 +548,50 @@ mod tests {
         assert!(
             on_disk == rendered,
             "docs/configuration.md is stale; regenerate with WHARF_UPDATE_DOCS=1 cargo test -p wharf-config"
+        );
+    }
+
+    #[test]
+    fn docs_name_only_keys_that_exist() {
+        // Backticked dotted names under a known section, e.g. `server.listen`.
+        let sections = [
+            "server", "storage", "database", "oci", "gc", "log", "auth", "tls",
+        ];
+        let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guide.md");
+        let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let mut texts: Vec<(String, String)> = REFERENCE
+            .iter()
+            .map(|k| (format!("REFERENCE {}", k.key), k.doc.to_owned()))
+            .collect();
+        for path in [guide, readme] {
+            texts.push((path.to_owned(), std::fs::read_to_string(path).unwrap()));
+        }
+        let mut unknown = Vec::new();
+        for (origin, text) in &texts {
+            for quoted in text.split('`').skip(1).step_by(2) {
+                let Some((section, _)) = quoted.split_once('.') else {
+                    continue;
+                };
+                let is_key_like = sections.contains(&section)
+                    && quoted
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
+                // A table such as `tls.acme` is named by the keys under it.
+                let exists = REFERENCE.iter().any(|k| {
+                    k.key == quoted
+                        || k.key
+                            .strip_prefix(quoted)
+                            .is_some_and(|rest| rest.starts_with('.'))
+                });
+                if is_key_like && !exists {
+                    unknown.push(format!("{origin}: `{quoted}`"));
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "keys that do not exist:\n{}",
+            unknown.join("\n")
         );
     }
 

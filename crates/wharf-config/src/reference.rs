@@ -17,7 +17,7 @@ pub struct ConfigKey {
 
 /// Every configuration key.
 pub const REFERENCE: &[ConfigKey] = &[
-    ConfigKey { key: "server.listen", default: "\"127.0.0.1:5000\"", doc: "Address and port of the listener. A non-loopback address is refused until access control is configured, unless `server.allow_unauthenticated_public` is set." },
+    ConfigKey { key: "server.listen", default: "\"127.0.0.1:5000\"", doc: "Address and port of the listener. A non-loopback address is refused without TLS (`tls.certificates` or `tls.acme`), unless `server.allow_plaintext_public` is set." },
     ConfigKey { key: "server.shutdown_grace_secs", default: "30", doc: "On SIGTERM or SIGINT, seconds to let in-flight requests finish before the process exits. Upload sessions stay resumable across the restart." },
     ConfigKey { key: "server.allow_plaintext_public", default: "false", doc: "Allow a non-loopback `server.listen` without `tls.certificates`, which sends passwords and tokens in clear text. Leave it off unless a TLS-terminating proxy sits in front on the same host." },
     ConfigKey { key: "storage.data_dir", default: "\"./wharf-data\"", doc: "Directory for everything Wharf stores: `blobs/` (the content-addressed blob store) and, by default, the SQLite database `wharf.db`." },
@@ -47,6 +47,7 @@ pub const REFERENCE: &[ConfigKey] = &[
     ConfigKey { key: "tls.acme.renew_before_secs", default: "0", doc: "Renew when less than this many seconds of validity remain. 0: when a third of the certificate's lifetime remains." },
     ConfigKey { key: "tls.acme.check_interval_secs", default: "3600", doc: "Longest wait between two checks of the certificate's expiry. Failed requests are retried sooner, with backoff." },
     ConfigKey { key: "log.level", default: "\"info\"", doc: "Log filter in `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it." },
+    ConfigKey { key: "log.format", default: "\"text\"", doc: "`text`: one line per event for people, without colour codes unless standard error is a terminal (and `NO_COLOR` is unset). `json`: one JSON object per line for log collectors, with the event's fields at the top level. Either way every HTTP request gets one access line (`message` `access`, target `wharf::access`) with `method`, `path`, `status`, `bytes` (body bytes sent), `duration_ms` (until the body was sent), `principal` (the signed-in account, `-` if none) and `request_id` (the `X-Request-Id` echoed to the client)." },
 ];
 
 /// Renders `docs/configuration.md`.
@@ -54,7 +55,7 @@ pub fn render_reference() -> String {
     let mut out = String::from(
         "# Configuration reference\n\n\
          <!-- Generated from crates/wharf-config/src/reference.rs; do not edit by hand. -->\n\n\
-         Wharf reads one TOML file, given with `wharf serve --config FILE`.\n\
+         Wharf reads one TOML file: `--config FILE`, else `$WHARF_CONFIG`, else the first of `./wharf.toml` and `/etc/wharf/wharf.toml` that exists.\n\
          Every key is optional; with no file at all Wharf serves from `./wharf-data` on `127.0.0.1:5000`.\n\
          Unknown keys are errors that name the key.\n\
          Command-line flags (`--listen`, `--data-dir`) override the file.\n\n\

@@ -128,7 +128,7 @@ pub fn cert_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
 /// Writes a self-signed placeholder when no certificate exists yet, so the
 /// HTTPS listener can start (and answer TLS-ALPN-01) before the first issuance.
 pub fn ensure_placeholder(settings: &AcmeSettings) -> Result<(), AcmeError> {
-    std::fs::create_dir_all(&settings.state_dir)?;
+    create_private_dir(&settings.state_dir)?;
     let (cert, key) = cert_paths(&settings.state_dir);
     if cert.exists() && key.exists() {
         return Ok(());
@@ -138,27 +138,44 @@ pub fn ensure_placeholder(settings: &AcmeSettings) -> Result<(), AcmeError> {
     let certificate = params.self_signed(&key_pair).map_err(other)?;
     write_atomically(&key, key_pair.serialize_pem().as_bytes())?;
     write_atomically(&cert, certificate.pem().as_bytes())?;
-    std::fs::write(
-        settings.state_dir.join("placeholder"),
+    write_atomically(
+        &settings.state_dir.join("placeholder"),
         b"self-signed until issued\n",
     )?;
     Ok(())
 }
 
+/// Creates the ACME state directory owner-only (0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
+    // A leftover from a crash may have been created with another mode: start afresh,
+    // so the key is never, even briefly, in a file others can open.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create_new(true).write(true);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Owner-only from the moment the file exists, not chmodded afterwards.
+            options.mode(0o600);
         }
+        let mut f = options.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -183,6 +200,15 @@ fn renewal_due(settings: &AcmeSettings) -> Option<i64> {
     Some(not_after - margin)
 }
 
+/// Runs file I/O on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -198,7 +224,7 @@ async fn account(settings: &AcmeSettings) -> Result<Account, AcmeError> {
         })
     };
     let path = settings.state_dir.join("account.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    if let Ok(text) = tokio::fs::read_to_string(&path).await {
         let credentials: AccountCredentials = serde_json::from_str(&text).map_err(other)?;
         return Ok(builder()?.from_credentials(credentials).await?);
     }
@@ -214,12 +240,8 @@ async fn account(settings: &AcmeSettings) -> Result<Account, AcmeError> {
             None,
         )
         .await?;
-    write_atomically(
-        &path,
-        serde_json::to_string(&credentials)
-            .map_err(other)?
-            .as_bytes(),
-    )?;
+    let json = serde_json::to_string(&credentials).map_err(other)?;
+    blocking(move || write_atomically(&path, json.as_bytes())).await?;
     tracing::info!(acme.account = account.id(), "created ACME account");
     Ok(account)
 }
@@ -304,11 +326,16 @@ pub async fn issue(settings: &AcmeSettings, challenges: &AcmeChallenges) -> Resu
     .await;
     challenges.clear();
     let (key_pem, chain_pem) = result?;
-    let (cert, key) = cert_paths(&settings.state_dir);
-    // Key first: the reloader only swaps once both files parse and match.
-    write_atomically(&key, key_pem.as_bytes())?;
-    write_atomically(&cert, chain_pem.as_bytes())?;
-    let _ = std::fs::remove_file(settings.state_dir.join("placeholder"));
+    let state_dir = settings.state_dir.clone();
+    blocking(move || {
+        let (cert, key) = cert_paths(&state_dir);
+        // Key first: the reloader only swaps once both files parse and match.
+        write_atomically(&key, key_pem.as_bytes())?;
+        write_atomically(&cert, chain_pem.as_bytes())?;
+        let _ = std::fs::remove_file(state_dir.join("placeholder"));
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -321,7 +348,12 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_secs(5);
     loop {
-        let due = renewal_due(&settings);
+        let due = {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || renewal_due(&settings))
+                .await
+                .unwrap_or(None)
+        };
         let wait = match due {
             None => Duration::ZERO,
             Some(at) if at <= now() => Duration::ZERO,
@@ -341,7 +373,7 @@ pub async fn run(
         match outcome {
             Ok(()) => {
                 backoff = Duration::from_secs(5);
-                match store.reload_if_changed() {
+                match store.clone().reload_in_background().await {
                     Ok(_) => {
                         tracing::info!(acme.domains = ?settings.domains, "certificate issued and in service")
                     }
@@ -363,5 +395,44 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(3600));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn acme_state_is_owner_only_from_the_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state_dir = tmp.path().join("data").join("acme");
+        let settings = AcmeSettings {
+            directory_url: "https://acme.invalid/directory".into(),
+            domains: vec!["registry.test".into()],
+            contact: Vec::new(),
+            ca_bundle: None,
+            challenge: Challenge::Http01,
+            renew_before: None,
+            check_interval: Duration::from_secs(3600),
+            state_dir: state_dir.clone(),
+        };
+        ensure_placeholder(&settings).unwrap();
+        assert_eq!(mode(&state_dir), 0o700, "{}", state_dir.display());
+        let (cert, key) = cert_paths(&state_dir);
+        for file in [key, cert, state_dir.join("placeholder")] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        // A stale temporary file from a crash, readable by everyone, is not reused.
+        let stale = state_dir.join("account.tmp");
+        std::fs::write(&stale, b"old").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomically(&state_dir.join("account.json"), b"{}").unwrap();
+        assert_eq!(mode(&state_dir.join("account.json")), 0o600);
     }
 }

@@ -239,6 +239,9 @@ pub(crate) async fn guard_v2(
         Ok(identity) => identity,
         Err(e) => return authn_failure(&state, req.headers(), e),
     };
+    if let Some(slot) = req.extensions().get::<crate::access_log::PrincipalSlot>() {
+        slot.set(identity.account().unwrap_or("-"));
+    }
     let access = Access {
         auth: state.auth.clone(),
         identity: identity.clone(),

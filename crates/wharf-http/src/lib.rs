@@ -7,6 +7,7 @@
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/healthz`.
 
+mod access_log;
 pub mod acme;
 mod api;
 mod auth;
@@ -34,6 +35,81 @@ pub struct AppState {
     pub realm: Option<String>,
     /// Whether the listener speaks TLS (for the derived realm's scheme).
     pub tls: bool,
+    /// What `/healthz` checks.
+    pub health: Health,
+    /// Work a request leaves behind (audit records); shutdown waits for it, so an
+    /// acknowledged push is never missing from the audit log.
+    pub background: tokio_util::task::TaskTracker,
+}
+
+/// What `/healthz` checks: that the server could take a write now.
+pub struct Health {
+    /// The metadata database, which must answer a query.
+    pub meta: wharf_meta::Meta,
+    /// The data directory, which must exist and take a write.
+    pub data_dir: std::path::PathBuf,
+}
+
+/// How long `/healthz` waits for the database before calling it down.
+const HEALTH_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /healthz`: 200 `ok` only if the data directory exists and takes a write
+/// and the database answers; otherwise 503 with what failed, so a load balancer
+/// stops sending pushes to a replica whose disk is gone or full.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let dir = state.health.data_dir.clone();
+    let disk = tokio::task::spawn_blocking(move || probe_data_dir(&dir))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let db = match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.health.meta.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {HEALTH_DB_TIMEOUT:?}")),
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = disk {
+        problems.push(format!(
+            "data directory {}: {e}",
+            state.health.data_dir.display()
+        ));
+    }
+    if let Err(e) = db {
+        problems.push(format!("database: {e}"));
+    }
+    if problems.is_empty() {
+        return "ok\n".into_response();
+    }
+    tracing::warn!(problems = %problems.join("; "), "health check failed");
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        format!("unhealthy\n{}\n", problems.join("\n")),
+    )
+        .into_response()
+}
+
+/// Writes and removes a small file in the data directory: a deleted, read-only
+/// or full directory fails here.
+fn probe_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    if !dir.join("blobs").is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "missing, or without its blobs/ directory",
+        ));
+    }
+    static PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".healthz-{}-{n}", std::process::id()));
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        // Some bytes, not just an inode: a full disk still has inodes to spare.
+        f.write_all(&[0u8; 4096])?;
+        f.sync_data()
+    });
+    let _ = std::fs::remove_file(&path);
+    written
 }
 
 impl AppState {
@@ -56,7 +132,7 @@ impl AppState {
             outcome.to_owned(),
         );
         tracing::info!(audit.account = ?record.0, audit.action = %record.2, repo.name = repo, audit.outcome = outcome, "audit");
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let (account, remote, action, resource, outcome) = record;
             if let Err(e) = auth
                 .audit(account, remote, &action, &resource, &outcome)
@@ -82,12 +158,14 @@ pub fn router(state: AppState) -> Router {
             auth::guard_v2,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
         .merge(api::routes(state.clone()))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // Inside the request-id layer, so every access line carries the id.
+        .layer(axum::middleware::from_fn(access_log::access_log))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req

@@ -41,6 +41,9 @@ pub enum TlsError {
     /// No certificate was configured.
     #[error("no certificate configured")]
     NoCertificate,
+    /// The background reload itself failed (it panicked or was cancelled).
+    #[error("certificate reload failed: {0}")]
+    Reload(String),
 }
 
 /// One certificate chain and key, and the host names it serves.
@@ -170,6 +173,14 @@ impl CertStore {
         Ok(true)
     }
 
+    /// [`CertStore::reload_if_changed`] on the blocking pool: it stats and reads
+    /// files, which must not stall an async worker serving requests.
+    pub async fn reload_in_background(self: Arc<Self>) -> Result<bool, TlsError> {
+        tokio::task::spawn_blocking(move || self.reload_if_changed())
+            .await
+            .unwrap_or_else(|e| Err(TlsError::Reload(e.to_string())))
+    }
+
     /// Checks the files every `interval` until `cancel` fires.
     pub async fn watch(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
         loop {
@@ -177,7 +188,7 @@ impl CertStore {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            match self.reload_if_changed() {
+            match self.clone().reload_in_background().await {
                 Ok(true) => tracing::info!("reloaded TLS certificates"),
                 Ok(false) => {}
                 Err(e) => {

@@ -26,8 +26,10 @@ mod uploads;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::path::{Path, PathBuf};
+
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 
 pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
 pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
@@ -76,9 +78,37 @@ pub enum MetaError {
     /// A row stayed locked by other work for longer than a request may wait.
     #[error("busy: {0}")]
     Busy(String),
+    /// No store exists where one was expected (and this caller may not create one).
+    #[error("no Wharf store: {0}")]
+    NoStore(String),
+    /// The SQLite database file could not be created.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A stored value failed validation, which means the database was edited by hand.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+}
+
+impl MetaError {
+    /// Whether the database refused a write because its disk is full (SQLite's
+    /// `SQLITE_FULL`, PostgreSQL's `disk_full`), which passes once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        let (MetaError::Database(e) | MetaError::Migration { source: e, .. }) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("13") | Some("53100"))
+            }
+            sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
 }
 
 /// Which database engine is behind the pool.
@@ -98,15 +128,27 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// Connects to `url` (`sqlite:PATH` or `postgres://…`) and runs pending migrations.
+    /// Connects to `url` (`sqlite:PATH` or `postgres://…`), creating the SQLite
+    /// file if it does not exist, and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Meta, MetaError> {
-        Self::connect_at(url, i64::MAX).await
+        Self::open(url, true, i64::MAX).await
+    }
+
+    /// Connects to a store that already exists: a SQLite file that is missing, or a
+    /// database without Wharf's schema, is [`MetaError::NoStore`] rather than a new,
+    /// empty store. Pending migrations still run.
+    pub async fn connect_existing(url: &str) -> Result<Meta, MetaError> {
+        Self::open(url, false, i64::MAX).await
     }
 
     /// Connects and migrates only up to schema `version`: how the upgrade test
     /// makes a database as an earlier release left it. Not for servers.
     #[doc(hidden)]
     pub async fn connect_at(url: &str, version: i64) -> Result<Meta, MetaError> {
+        Self::open(url, true, version).await
+    }
+
+    async fn open(url: &str, create: bool, version: i64) -> Result<Meta, MetaError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -117,37 +159,58 @@ impl Meta {
         };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
+                if let Some(path) = sqlite_file(url) {
+                    if create {
+                        create_private_file(&path)?;
+                    } else if !path.exists() {
+                        return Err(MetaError::NoStore(format!(
+                            "no database file {}",
+                            path.display()
+                        )));
+                    }
+                }
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
+                format!("{url}{sep}mode={}", if create { "rwc" } else { "rw" })
             }
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        // One connection first, outside the pool: the pool retries a failing connect
+        // until its acquire time-out and then reports only "pool timed out", while
+        // this reports the cause (a read-only directory, a refused password) at once.
+        let mut probe = AnyConnection::connect_with(&options).await?;
+        configure(&mut probe, backend).await?;
+        if !create && !has_schema(&mut probe).await {
+            let _ = probe.close().await;
+            return Err(MetaError::NoStore(format!(
+                "the database at {} has no Wharf schema",
+                redact(&url)
+            )));
+        }
+        probe.close().await?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers proceed during a write; FULL sync makes an
-                        // acknowledged commit survive power loss; the busy timeout lets
-                        // `wharf gc` and `wharf serve` share the file.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _| Box::pin(configure(conn, backend)))
+            // A transaction whose COMMIT and ROLLBACK both failed (a full disk:
+            // SQLite rolls back by itself, so the ROLLBACK finds no transaction)
+            // leaves the connection at a non-zero transaction depth, and every later
+            // `begin_with` on it fails. Such a connection is closed, not reused; the
+            // pool opens a fresh one, so the store recovers once space returns.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await?;
         let meta = Meta { pool, backend };
         migrations::run(&meta, version).await?;
         Ok(meta)
+    }
+
+    /// Answers whether the database answers a query (for health checks).
+    pub async fn ping(&self) -> Result<(), MetaError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The backend in use.
@@ -170,6 +233,71 @@ impl Meta {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+}
+
+/// Per-connection settings.
+async fn configure(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
+    if backend == Backend::Sqlite {
+        // WAL lets readers proceed during a write; FULL sync makes an
+        // acknowledged commit survive power loss; the busy timeout lets
+        // `wharf gc` and `wharf serve` share the file.
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn has_schema(conn: &mut AnyConnection) -> bool {
+    sqlx::query("SELECT version FROM schema_migrations LIMIT 1")
+        .fetch_optional(conn)
+        .await
+        .is_ok()
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:…{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The file a `sqlite:` URL names, if it names one (not `:memory:`).
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(':')).then(|| PathBuf::from(path))
+}
+
+/// Creates the database file owner-only (0600) before SQLite opens it: SQLite
+/// creates the `-wal` and `-shm` files with the database file's mode, and the
+/// database holds the token signing keys. An existing file is left as it is.
+fn create_private_file(path: &Path) -> Result<(), MetaError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(MetaError::Create {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

@@ -12,7 +12,7 @@ mod serve;
 #[cfg(test)]
 mod tidy;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +118,8 @@ enum Command {
 
 #[derive(Args)]
 struct CommonArgs {
-    /// Configuration file (TOML); without it every default applies.
+    /// Configuration file (TOML). Without it, the first of ./wharf.toml and
+    /// /etc/wharf/wharf.toml that exists is read; with neither, every default applies.
     #[arg(long, short = 'c', env = "WHARF_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Data directory (overrides storage.data_dir).
@@ -126,16 +127,51 @@ struct CommonArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// Where a configuration file is looked for when neither `--config` nor
+/// `$WHARF_CONFIG` names one, in order (documented in docs/guide.md).
+const DEFAULT_CONFIG_PATHS: [&str; 2] = ["./wharf.toml", "/etc/wharf/wharf.toml"];
+
+/// A configuration and where it came from, so that "no store here" can say
+/// why Wharf looked there.
+struct Loaded {
+    config: Config,
+    origin: String,
+}
+
 impl CommonArgs {
     fn load(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
+        Ok(self.load_with_origin()?.config)
+    }
+
+    fn load_with_origin(&self) -> anyhow::Result<Loaded> {
+        let found = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => DEFAULT_CONFIG_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file()),
         };
-        if let Some(dir) = &self.data_dir {
-            config.storage.data_dir = dir.clone();
-        }
-        Ok(config)
+        let (mut config, origin) = match &found {
+            Some(path) => (
+                Config::load(path)?,
+                format!("the configuration {}", path.display()),
+            ),
+            None => (
+                Config::default(),
+                format!(
+                    "the defaults (no --config, no $WHARF_CONFIG, no {})",
+                    DEFAULT_CONFIG_PATHS.join(", no ")
+                ),
+            ),
+        };
+        let origin = match &self.data_dir {
+            Some(dir) => {
+                config.storage.data_dir = dir.clone();
+                format!("--data-dir {}, and {origin}", dir.display())
+            }
+            None => origin,
+        };
+        Ok(Loaded { config, origin })
     }
 }
 
@@ -148,17 +184,52 @@ fn init_logging(config: &Config) {
                 config.log.level
             ))
         });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        // One object per line, fields at the top level, for log collectors.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        // Colour codes only for a person at a terminal: in a file or a journal they are noise.
+        use std::io::IsTerminal;
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(colour).init();
+    }
 }
 
-/// Opens the stores named by the configuration.
+/// Creates the data directory owner-only (0700): it holds the database, whose
+/// token signing keys let anyone who reads them forge registry tokens.
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    // A read-only directory fails here, with its cause, rather than as a database
+    // pool time-out later.
+    let probe = dir.join(".wharf-write-probe");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Opens the stores named by the configuration, creating them if they do not
+/// exist (only `wharf serve` does that).
 pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn BlobStore>, Meta)> {
     let dir = &config.storage.data_dir;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    create_data_dir(dir)?;
     let blobs = FsBlobStore::open(dir.join("blobs"))
         .await
         .with_context(|| format!("cannot open the blob store in {}", dir.display()))?;
@@ -168,15 +239,44 @@ pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Blob
     Ok((Arc::new(blobs), meta))
 }
 
-/// Opens only the metadata database (for the account and grant commands).
-async fn open_meta(common: &CommonArgs) -> anyhow::Result<Meta> {
-    let config = common.load()?;
-    let dir = &config.storage.data_dir;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    Meta::connect(&config.database_url())
+/// Opens existing stores (for `gc` and `check`); never creates one.
+async fn open_existing_stores(loaded: &Loaded) -> anyhow::Result<(Arc<dyn BlobStore>, Meta)> {
+    let dir = &loaded.config.storage.data_dir;
+    let marker = dir.join("blobs").join("layout-version");
+    if !marker.is_file() {
+        return Err(no_store(
+            loaded,
+            &format!("no blob store ({} is missing)", marker.display()),
+        ));
+    }
+    let meta = open_existing_meta(loaded).await?;
+    let blobs = FsBlobStore::open(dir.join("blobs"))
         .await
-        .context("cannot open the metadata database")
+        .with_context(|| format!("cannot open the blob store in {}", dir.display()))?;
+    Ok((Arc::new(blobs), meta))
+}
+
+/// Opens only the metadata database of an existing store (for the account and grant commands).
+async fn open_existing_meta(loaded: &Loaded) -> anyhow::Result<Meta> {
+    match Meta::connect_existing(&loaded.config.database_url()).await {
+        Ok(meta) => Ok(meta),
+        Err(wharf_meta::MetaError::NoStore(why)) => Err(no_store(loaded, &why)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot open the metadata database")),
+    }
+}
+
+fn no_store(loaded: &Loaded, why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no Wharf store in {}: {why}\n  looked there because of {}\n  \
+         point --config at the server's configuration file or --data-dir at its data \
+         directory; only `wharf serve` creates a new store",
+        loaded.config.storage.data_dir.display(),
+        loaded.origin
+    )
+}
+
+async fn open_meta(common: &CommonArgs) -> anyhow::Result<Meta> {
+    open_existing_meta(&common.load_with_origin()?).await
 }
 
 pub(crate) fn gc_policy(config: &Config) -> wharf_jobs::GcPolicy {
@@ -204,13 +304,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
             grace_period_secs,
         } => {
-            let mut config = common.load()?;
+            let mut loaded = common.load_with_origin()?;
             if let Some(g) = grace_period_secs {
-                config.gc.grace_period_secs = g;
+                loaded.config.gc.grace_period_secs = g;
             }
-            init_logging(&config);
-            let (blobs, meta) = open_stores(&config).await?;
-            let mut policy = gc_policy(&config);
+            let config = &loaded.config;
+            init_logging(config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let mut policy = gc_policy(config);
             // The command line may ask for a shorter grace period than the file allows.
             if let Some(g) = grace_period_secs {
                 policy.grace_period = Duration::from_secs(g);
@@ -279,9 +380,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             res
         }
         Command::Check { common } => {
-            let config = common.load()?;
-            init_logging(&config);
-            let (blobs, meta) = open_stores(&config).await?;
+            let loaded = common.load_with_origin()?;
+            init_logging(&loaded.config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
             let report = wharf_jobs::check_store(&*blobs, &meta).await?;
             meta.close().await;
             for problem in &report.problems {

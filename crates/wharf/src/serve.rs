@@ -23,8 +23,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             manifest_cache_bytes: config.oci.manifest_cache_bytes,
         },
     );
-    crate::admin::bootstrap_admin(&meta, &config.auth.admin_password_file).await?;
-    crate::admin::sync_config_grants(&meta, &config.auth.grants).await?;
+    warn_loose_modes(&config);
+    // Background work — the scheduler, certificate reloads, audit writes of
+    // finished requests — that shutdown waits for before closing the database.
+    let tracker = TaskTracker::new();
     let auth = Arc::new(AuthService::new(
         meta.clone(),
         AuthSettings {
@@ -40,6 +42,11 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         auth,
         realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
         tls: config.tls.enabled(),
+        health: wharf_http::Health {
+            meta: meta.clone(),
+            data_dir: config.storage.data_dir.clone(),
+        },
+        background: tracker.clone(),
     });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -47,28 +54,6 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    // Every process works the shared job queue; one at a time schedules it.
-    let process_id = format!("{}-{}", std::process::id(), uuid_like());
-    tracker.spawn(
-        wharf_jobs::Worker {
-            blobs,
-            meta: meta.clone(),
-            gc: wharf_jobs::GcPolicy {
-                full: false,
-                ..crate::gc_policy(&config)
-            },
-            id: process_id.clone(),
-        }
-        .run(cancel.clone()),
-    );
-    tracker.spawn(wharf_jobs::run_scheduler(
-        meta.clone(),
-        schedules(&config),
-        process_id,
-        cancel.clone(),
-    ));
-
     // TLS is set up before the ready line so that a bad certificate fails the start.
     let acme = (!config.tls.acme.directory_url.is_empty()).then(|| acme_settings(&config));
     let challenges = acme
@@ -127,6 +112,34 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
 
+    // Only now that every listener is bound and the TLS material loads: a first
+    // start that fails on a busy port or a bad key must not use up the one-time
+    // administrator password, which would then never be shown.
+    crate::admin::bootstrap_admin(&meta, &config.auth.admin_password_file).await?;
+    crate::admin::sync_config_grants(&meta, &config.auth.grants).await?;
+
+    // Every process works the shared job queue; one at a time schedules it.
+    // Started only once the listeners and TLS are ready, so a failed start claims no job.
+    let process_id = format!("{}-{}", std::process::id(), uuid_like());
+    tracker.spawn(
+        wharf_jobs::Worker {
+            blobs,
+            meta: meta.clone(),
+            gc: wharf_jobs::GcPolicy {
+                full: false,
+                ..crate::gc_policy(&config)
+            },
+            id: process_id.clone(),
+        }
+        .run(cancel.clone()),
+    );
+    tracker.spawn(wharf_jobs::run_scheduler(
+        meta.clone(),
+        schedules(&config),
+        process_id,
+        cancel.clone(),
+    ));
+
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %addr, data_dir = %config.storage.data_dir.display(), "wharf serving");
     // The one line on stdout: scripts and tests wait for it and read the port.
@@ -164,6 +177,55 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     meta.close().await;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// Warns, one line per path, about secrets that other local users can read: the
+/// data directory, the database (it holds the token signing keys) and private
+/// keys. Like OpenSSH's check of key files, but a warning: the operator may
+/// have reasons (a group-shared backup account), and the fix is one `chmod`.
+fn warn_loose_modes(config: &Config) {
+    let dir = &config.storage.data_dir;
+    let mut paths = vec![(dir.clone(), 0o700)];
+    if let Some(db) = wharf_meta::sqlite_file(&config.database_url()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            paths.push((name.into(), 0o600));
+        }
+    }
+    let acme = dir.join("acme");
+    paths.push((acme.clone(), 0o700));
+    for name in ["account.json", "key.pem"] {
+        paths.push((acme.join(name), 0o600));
+    }
+    for cert in &config.tls.certificates {
+        paths.push((cert.key.clone(), 0o600));
+    }
+    for (path, wanted) in paths {
+        if let Some(mode) = loose_mode(&path) {
+            tracing::warn!(
+                path = %path.display(),
+                mode = %format!("{mode:04o}"),
+                "other local users can read this; run `chmod {wanted:o} {}`",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The permission bits of `path` if group or others may access it.
+fn loose_mode(path: &std::path::Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 async fn wait_for_signal() {

@@ -24,16 +24,24 @@ mod bad_input;
 mod buildah;
 #[path = "e2e/cosign.rs"]
 mod cosign;
+#[path = "e2e/full_disk.rs"]
+mod full_disk;
 #[path = "e2e/gc_race.rs"]
 mod gc_race;
 #[path = "e2e/jobs.rs"]
 mod jobs;
+#[path = "e2e/logs.rs"]
+mod logs;
+#[path = "e2e/operator.rs"]
+mod operator;
 #[path = "e2e/oras.rs"]
 mod oras;
 #[path = "e2e/persistence.rs"]
 mod persistence;
 #[path = "e2e/podman.rs"]
 mod podman;
+#[path = "e2e/raw_server.rs"]
+mod raw_server;
 #[path = "e2e/repos.rs"]
 mod repos;
 #[path = "e2e/shutdown.rs"]

@@ -79,6 +79,18 @@ impl ApiError {
         )
     }
 
+    /// The disk (or the database's) is full: a fault of the server, but one the
+    /// client should hear about in plain words, and one that passes by itself once
+    /// the operator frees space. Logged once, here.
+    pub(crate) fn storage_full() -> ApiError {
+        tracing::error!("write refused: the registry's storage is full");
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "UNKNOWN",
+            "the registry's storage is full; try again once its operator has freed space",
+        )
+    }
+
     pub(crate) fn denied() -> ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -93,6 +105,17 @@ impl ApiError {
             "NAME_UNKNOWN",
             format!("no registry endpoint at {path}"),
         )
+    }
+}
+
+/// Whether a blob-store failure is a full disk (ENOSPC, or EDQUOT for a quota).
+fn storage_full_io(err: &wharf_blob::BlobError) -> bool {
+    match err {
+        wharf_blob::BlobError::Io(e) => {
+            e.kind() == std::io::ErrorKind::StorageFull
+                || e.kind() == std::io::ErrorKind::QuotaExceeded
+        }
+        _ => false,
     }
 }
 
@@ -137,6 +160,8 @@ impl From<OciError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
                     .with_header(header::RETRY_AFTER, "1".to_owned())
             }
+            OciError::Storage(ref e) if storage_full_io(e) => ApiError::storage_full(),
+            OciError::Meta(ref e) if e.is_storage_full() => ApiError::storage_full(),
             OciError::Storage(_) | OciError::Meta(_) => {
                 // Server faults are logged once, here, and never blamed on the client.
                 tracing::error!(error = %msg, "registry operation failed");
