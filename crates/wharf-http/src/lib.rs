@@ -24,6 +24,8 @@ use tower_http::trace::TraceLayer;
 use wharf_auth::AuthService;
 use wharf_oci::Registry;
 
+pub use auth::TrustedProxies;
+
 /// Everything the handlers need.
 pub struct AppState {
     /// The OCI registry.
@@ -34,6 +36,14 @@ pub struct AppState {
     pub realm: Option<String>,
     /// Whether the listener speaks TLS (for the derived realm's scheme).
     pub tls: bool,
+    /// The URL clients reach this server at (`server.external_url`), without
+    /// a trailing `/`; `None` derives it from each request's authority.
+    pub external_url: Option<String>,
+    /// The configured listen address, used in challenges when a request's
+    /// authority is missing or malformed.
+    pub listen: String,
+    /// Reverse proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl AppState {

@@ -27,7 +27,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use gc::SweepOutcome;
-pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
+pub use identity::{
+    AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord, UnlockRecord,
+};
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 
 /// What went wrong in the metadata layer.

@@ -130,6 +130,18 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_at ON audit_log (at);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE auth_unlocks (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    address TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX auth_unlocks_at ON auth_unlocks (at);
+"#,
+    ),
 ];
 
 pub(crate) async fn run(meta: &Meta) -> Result<(), MetaError> {
