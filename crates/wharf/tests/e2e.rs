@@ -32,6 +32,8 @@ mod persistence;
 mod podman;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
+#[path = "e2e/signin.rs"]
+mod signin;
 #[path = "e2e/skopeo.rs"]
 mod skopeo;
 #[path = "e2e/streaming.rs"]
