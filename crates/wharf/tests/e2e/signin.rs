@@ -354,3 +354,59 @@ fn unreadable_scopes_and_database_errors_fail_closed() -> Result<()> {
     sql(s, "ALTER TABLE grants_gone RENAME TO grants")?;
     Ok(())
 }
+
+/// The `WWW-Authenticate` header of an anonymous `GET /v2/` sent with `host` as its Host.
+fn challenge_for_host(server: SocketAddr, host: &[u8]) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(b"GET /v2/ HTTP/1.1\r\nHost: ")?;
+    stream.write_all(host)?;
+    stream.write_all(b"\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    text.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("www-authenticate:")
+                .then(|| l.to_owned())
+        })
+        .with_context(|| format!("no challenge in {text}"))
+}
+
+#[test]
+fn the_realm_is_never_built_from_unchecked_header_bytes() -> Result<()> {
+    let setup = start("")?;
+    let s = &setup.server;
+    let good = challenge_for_host(s.addr(), b"registry.test:8443")?;
+    assert!(
+        good.contains("realm=\"http://registry.test:8443/token\""),
+        "{good}"
+    );
+    for bad in [
+        &b"evil\",error=\"x"[..],
+        b"a b",
+        b"user@host",
+        b"host:99999",
+        b"host/path",
+    ] {
+        let challenge = challenge_for_host(s.addr(), bad)?;
+        assert!(
+            challenge.contains("realm=\"http://127.0.0.1:0/token\""),
+            "Host {:?} gave {challenge}",
+            String::from_utf8_lossy(bad)
+        );
+        assert_eq!(challenge.matches('"').count(), 4, "{challenge}");
+    }
+    drop(setup);
+
+    // A configured external URL wins over whatever the request says.
+    let setup = start("[server]\nexternal_url = \"https://registry.example:8443/\"\n")?;
+    let c = challenge_for_host(setup.server.addr(), b"other.test")?;
+    assert!(
+        c.contains("realm=\"https://registry.example:8443/token\""),
+        "{c}"
+    );
+    Ok(())
+}
