@@ -916,3 +916,51 @@ impl AuthService {
         &self.meta
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_scopes_are_validated_before_matching() {
+        let s = RequestedScope::parse("repository:team/app:pull,push").unwrap();
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str()),
+            ("repository", "team/app")
+        );
+        assert_eq!(s.actions, ["pull", "push"]);
+        assert!(RequestedScope::parse("repository:team/app:*").is_some());
+        assert!(RequestedScope::parse("registry:catalog:*").is_some());
+        for bad in [
+            "repository:Team/App:pull",
+            "repository:team//x:pull",
+            "repository:../etc:pull",
+            "repository:team/**:pull",
+            "repository:team/app:fly",
+            "repository::pull",
+            "registry:other:*",
+            "weird:thing:pull",
+            "nocolon",
+        ] {
+            assert!(RequestedScope::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unreadable_stored_scopes_are_errors_not_full_rights() {
+        assert_eq!(parse_scopes("[]"), Ok(None));
+        let ok = parse_scopes(r#"[{"pattern":"ci/**","actions":"pull,push"}]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok[0].pattern, "ci/**");
+        for bad in [
+            "not json",
+            r#"[{"pattern":"ci/**"}]"#,
+            r#"[{"pattern":"ci/**","actions":"fly"}]"#,
+            r#"[{"pattern":"Team//x","actions":"pull"}]"#,
+            r#"[{"pattern":"ci/**","actions":""}]"#,
+        ] {
+            assert!(parse_scopes(bad).is_err(), "{bad}");
+        }
+    }
+}

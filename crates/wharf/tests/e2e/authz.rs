@@ -717,3 +717,117 @@ fn htpasswd_users_keep_their_passwords() -> Result<()> {
     assert_eq!(res.status, 401);
     Ok(())
 }
+
+/// Runs `wharf ARGS --data-dir DIR` and returns (success, stdout + stderr).
+fn cli_outcome(server: &WharfServer, args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(WHARF)
+        .args(args)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+#[test]
+fn grants_are_validated_by_one_grammar_everywhere() -> Result<()> {
+    let setup = start("")?;
+    let s = &setup.server;
+    cli(s, &["user", "add", "dev", "--password-stdin"], "dev-pw\n")?;
+    cli(s, &["team", "add", "ops"], "")?;
+
+    // The CLI refuses malformed patterns and subjects that do not exist, saying why.
+    for (subject, pattern, why) in [
+        ("user:dev", "Team/App", "invalid repository pattern"),
+        ("user:dev", "team//x", "empty path component"),
+        ("user:dev", "..", "invalid repository pattern"),
+        ("user:dev", "team/***", "whole path component"),
+        ("user:ghost", "team/**", "no account named \"ghost\""),
+        ("team:nobody", "team/**", "no team named \"nobody\""),
+    ] {
+        let (ok, out) = cli_outcome(s, &["grant", "add", subject, pattern, "pull"])?;
+        assert!(!ok, "grant add {subject} {pattern} was accepted: {out}");
+        assert!(out.contains(why), "grant add {subject} {pattern}: {out}");
+    }
+    let (ok, out) = cli_outcome(s, &["grant", "add", "user:dev", "team/*", "pull,*"])?;
+    assert!(!ok && out.contains("unknown action"), "{out}");
+    cli(s, &["grant", "add", "team:ops", "team/**", "pull"], "")?;
+    cli(
+        s,
+        &["grant", "add", "user:dev", "team/*-dev", "pull,push"],
+        "",
+    )?;
+
+    // The API refuses the same things with its INVALID / NOT_FOUND envelope.
+    let admin = basic("admin", s.admin_password());
+    let post = |body: serde_json::Value| -> Result<(u16, String)> {
+        let res = request(
+            s.addr(),
+            "POST",
+            "/api/v1/grants",
+            &[
+                ("Authorization", &admin),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )?;
+        Ok((res.status, res.text()))
+    };
+    let (status, body) = post(
+        serde_json::json!({"subject": "user:dev", "pattern": "team/***", "actions": ["pull"]}),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("INVALID") && body.contains("team/***"),
+        "{body}"
+    );
+    let (status, body) = post(
+        serde_json::json!({"subject": "user:ghost", "pattern": "team/**", "actions": ["pull"]}),
+    )?;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(
+        serde_json::json!({"subject": "user:dev", "pattern": "team/app", "actions": ["pull"]}),
+    )?;
+    assert_eq!(status, 201, "{body}");
+
+    // The token endpoint validates scope names the same way before matching them.
+    for scope in [
+        "repository:Team/App:pull",
+        "repository:team//x:pull",
+        "repository:team/app:fly",
+    ] {
+        let res = request(
+            s.addr(),
+            "GET",
+            &format!("/token?service=wharf&scope={scope}"),
+            &[("Authorization", &basic("dev", "dev-pw"))],
+            b"",
+        )?;
+        assert_eq!(res.status, 400, "{scope}: {}", res.text());
+        assert!(res.text().contains("invalid_scope"), "{}", res.text());
+    }
+    drop(setup);
+
+    // And so does the configuration file, naming the entry.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[auth.grants]]\nsubject = \"team:ops\"\nrepositories = \"team//x\"\nactions = [\"pull\"]\n",
+    )?;
+    let out = Command::new(WHARF)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("auth.grants[0]") && stderr.contains("empty path component"),
+        "{stderr}"
+    );
+    Ok(())
+}
