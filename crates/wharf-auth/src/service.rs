@@ -243,7 +243,7 @@ pub struct AuthService {
     settings: AuthSettings,
     caches: Mutex<Caches>,
     throttle: Throttle,
-    password_checks: Semaphore,
+    password_checks: Arc<Semaphore>,
     unlocks: tokio::sync::Mutex<UnlockCursor>,
 }
 
@@ -260,7 +260,9 @@ impl AuthService {
         });
         AuthService {
             meta,
-            password_checks: Semaphore::new(settings.max_concurrent_password_checks.max(1)),
+            password_checks: Arc::new(Semaphore::new(
+                settings.max_concurrent_password_checks.max(1),
+            )),
             settings,
             caches: Mutex::new(Caches::default()),
             throttle,
@@ -470,7 +472,7 @@ impl AuthService {
         };
         let permit = match tokio::time::timeout(
             self.settings.password_check_wait,
-            self.password_checks.acquire(),
+            self.password_checks.clone().acquire_owned(),
         )
         .await
         {
@@ -481,8 +483,14 @@ impl AuthService {
             }
         };
         let pw = password.to_owned();
-        let ok = tokio_blocking(move || verify_password(&pw, &hash)).await;
-        drop(permit);
+        // The slot travels with the hashing itself: a client that hangs up
+        // mid-verification does not free it while argon2 still runs.
+        let ok = tokio_blocking(move || {
+            let ok = verify_password(&pw, &hash);
+            drop(permit);
+            ok
+        })
+        .await;
         Ok(ok)
     }
 
