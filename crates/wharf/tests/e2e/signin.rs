@@ -199,6 +199,24 @@ fn guessing_from_one_address_never_locks_out_another() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // The management API unlocks too, at once on the server that answers.
+    for i in 0..10 {
+        get_from(s, "127.0.0.2", &auth("admin", &format!("again-{i}")))?;
+    }
+    assert_eq!(get_from(s, "127.0.0.2", &auth(&user, &password))?, 429);
+    let res = request(
+        s.addr(),
+        "POST",
+        "/api/v1/auth/unlock",
+        &[
+            ("Authorization", &s.basic_auth_header()),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"account": "admin", "address": "127.0.0.2"}"#,
+    )?;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(get_from(s, "127.0.0.2", &auth(&user, &password))?, 200);
     Ok(())
 }
 
