@@ -397,12 +397,14 @@ impl AuthService {
             }
         }
         let flight_key = cache_key.as_str();
-        let flight = self
-            .caches()
-            .flights
-            .entry(cache_key.clone())
-            .or_default()
-            .clone();
+        let flight = {
+            let mut caches = self.caches();
+            if caches.flights.len() >= MAX_CACHED_CREDENTIALS {
+                // Flights whose every request hung up are held by nobody but the map.
+                caches.flights.retain(|_, f| Arc::strong_count(f) > 1);
+            }
+            caches.flights.entry(cache_key.clone()).or_default().clone()
+        };
         // Only the request that runs the verification counts an attempt: the
         // others present the very same guess and share its outcome.
         let outcome = flight
