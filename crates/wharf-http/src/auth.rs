@@ -492,3 +492,55 @@ pub(crate) async fn guard_v2(
     }
     res
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_fit_to_echo() {
+        for ok in [
+            "localhost",
+            "localhost:5000",
+            "registry.example.com:443",
+            "127.0.0.1:8443",
+            "[::1]",
+            "[::1]:5000",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil\",error=\"x",
+            "a b",
+            "user@host",
+            "host:",
+            "host:99999",
+            "host:12a",
+            "host/path",
+            "-bad.example",
+            "[::1",
+            "[nothex]:1",
+            "[::1]x",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_networks() {
+        let proxies = TrustedProxies::new(vec![
+            ("10.0.0.0".parse().unwrap(), 8),
+            ("::1".parse().unwrap(), 128),
+            ("192.168.1.7".parse().unwrap(), 32),
+        ]);
+        assert!(proxies.contains("10.200.3.4".parse().unwrap()));
+        assert!(!proxies.contains("11.0.0.1".parse().unwrap()));
+        assert!(proxies.contains("::1".parse().unwrap()));
+        assert!(proxies.contains("192.168.1.7".parse().unwrap()));
+        assert!(!proxies.contains("192.168.1.8".parse().unwrap()));
+        // A dual-stack socket's IPv4-mapped peer is the IPv4 address.
+        assert!(proxies.contains("::ffff:10.1.1.1".parse().unwrap()));
+        assert!(!TrustedProxies::default().contains("127.0.0.1".parse().unwrap()));
+    }
+}
