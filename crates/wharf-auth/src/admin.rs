@@ -46,6 +46,17 @@ pub fn validate_name(name: &str) -> Result<(), AdminError> {
     }
 }
 
+/// Hashes a new password on the blocking pool: argon2id takes tens of
+/// milliseconds and 19 MiB, which must not stall an async worker.
+pub async fn hash_blocking(password: String) -> Result<String, AdminError> {
+    match tokio::task::spawn_blocking(move || hash_password(&password)).await {
+        Ok(hash) => Ok(hash?),
+        Err(e) => Err(AdminError::Auth(AuthError::Hashing(format!(
+            "hashing task failed: {e}"
+        )))),
+    }
+}
+
 /// A new random password: 24 hex characters, 96 bits.
 pub fn generate_password() -> Result<String, AdminError> {
     Ok(random_hex(12)?)
@@ -79,7 +90,7 @@ pub async fn add_account(
         if pw.is_empty() {
             return Err(AdminError::Invalid("empty password".into()));
         }
-        (Some(hash_password(&pw)?), generated)
+        (Some(hash_blocking(pw).await?), generated)
     };
     let kind = if robot { "robot" } else { "user" };
     if !meta
@@ -103,7 +114,8 @@ pub async fn set_password(meta: &Meta, name: &str, password: &str) -> Result<(),
             "{name:?} is a robot; robots use tokens"
         ))),
         Some(_) => {
-            meta.set_password(name, &hash_password(password)?).await?;
+            meta.set_password(name, &hash_blocking(password.to_owned()).await?)
+                .await?;
             Ok(())
         }
         None => Err(AdminError::NotFound(format!("no account named {name:?}"))),
@@ -191,7 +203,34 @@ pub fn subject_string(g: &GrantRecord) -> String {
     }
 }
 
-/// Builds a validated grant record (`origin` is `api` or `config`).
+/// Parses a grant's actions: `pull`, `push`, `delete`, `admin`, comma-separated.
+/// (Docker's `*` belongs to token scopes, not to grants.)
+pub fn parse_grant_actions(actions: &str) -> Result<Actions, AdminError> {
+    let mut parsed = Actions::NONE;
+    for a in actions.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match a {
+            "pull" | "push" | "delete" | "admin" => {
+                parsed = parsed.union(Action::parse_many(a).unwrap_or(Actions::NONE));
+            }
+            other => {
+                return Err(AdminError::Invalid(format!(
+                    "unknown action {other:?}: use pull, push, delete or admin"
+                )))
+            }
+        }
+    }
+    if parsed.is_empty() {
+        return Err(AdminError::Invalid(
+            "a grant needs at least one action".into(),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Builds a validated grant record (`origin` is `api` or `config`): the one
+/// implementation of the grant grammar, whatever surface the grant comes from.
+/// Whether the subject exists is checked by [`add_grant`] (the configuration
+/// may name accounts that are created later).
 pub fn grant_record(
     id: String,
     subject: &str,
@@ -200,17 +239,13 @@ pub fn grant_record(
     origin: &str,
 ) -> Result<GrantRecord, AdminError> {
     let (kind, name) = parse_subject(subject)?;
-    let parsed = Actions::parse_list(actions)
-        .map_err(|a| AdminError::Invalid(format!("unknown action {a:?}")))?;
-    if parsed.is_empty() || pattern.is_empty() {
-        return Err(AdminError::Invalid(
-            "a grant needs a pattern and at least one action".into(),
-        ));
+    if kind != "anonymous" {
+        validate_name(&name)?;
     }
+    crate::glob::validate_pattern(pattern).map_err(AdminError::Invalid)?;
+    let parsed = parse_grant_actions(actions)?;
     if kind == "anonymous" && parsed != Actions::of(Action::Pull) {
-        return Err(AdminError::Invalid(
-            "anonymous may only be granted pull".into(),
-        ));
+        return Err(AdminError::Invalid("anonymous may only pull".into()));
     }
     Ok(GrantRecord {
         id,
@@ -222,7 +257,20 @@ pub fn grant_record(
     })
 }
 
-/// Adds a grant; returns its id.
+/// Whether the subject of `record` exists (anonymous always does).
+pub async fn subject_exists(meta: &Meta, record: &GrantRecord) -> Result<bool, AdminError> {
+    Ok(match record.subject_kind.as_str() {
+        "account" => meta.account(&record.subject_name).await?.is_some(),
+        "team" => meta
+            .teams()
+            .await?
+            .iter()
+            .any(|(t, _)| *t == record.subject_name),
+        _ => true,
+    })
+}
+
+/// Adds a grant; returns its id. The subject must exist.
 pub async fn add_grant(
     meta: &Meta,
     subject: &str,
@@ -231,8 +279,40 @@ pub async fn add_grant(
 ) -> Result<String, AdminError> {
     let id = format!("g{}", random_hex(6)?);
     let record = grant_record(id.clone(), subject, pattern, actions, "api")?;
+    if !subject_exists(meta, &record).await? {
+        let what = if record.subject_kind == "team" {
+            "team"
+        } else {
+            "account"
+        };
+        return Err(AdminError::NotFound(format!(
+            "no {what} named {:?}; create it first",
+            record.subject_name
+        )));
+    }
     meta.add_grant(&record).await?;
     Ok(id)
+}
+
+/// Records a request to forget failed sign-ins of `account` and/or from
+/// `address` (both `None`: all of them), which every server process on this
+/// database applies the next time it would throttle.
+pub async fn record_unlock(
+    meta: &Meta,
+    account: Option<&str>,
+    address: Option<std::net::IpAddr>,
+) -> Result<(), AdminError> {
+    if let Some(account) = account {
+        validate_name(account)?;
+    }
+    let record = wharf_meta::UnlockRecord {
+        id: random_hex(12)?,
+        account: account.unwrap_or_default().to_owned(),
+        address: address.map(|a| a.to_string()).unwrap_or_default(),
+        at: wharf_meta::unix_now(),
+    };
+    meta.record_unlock(&record).await?;
+    Ok(())
 }
 
 /// Removes a grant.
@@ -249,10 +329,11 @@ pub fn parse_token_scopes(scopes: &[(String, String)]) -> Result<Vec<TokenScope>
     scopes
         .iter()
         .map(|(pattern, actions)| {
+            crate::glob::validate_pattern(pattern).map_err(AdminError::Invalid)?;
             let actions = Actions::parse_list(actions).map_err(|a| {
                 AdminError::Invalid(format!("scope {pattern:?}: unknown action {a:?}"))
             })?;
-            if pattern.is_empty() || actions.is_empty() {
+            if actions.is_empty() {
                 return Err(AdminError::Invalid(format!(
                     "scope {pattern:?} needs a pattern and actions"
                 )));

@@ -1,35 +1,134 @@
-//! Repository-name patterns used in grants.
+//! Repository-name patterns used in grants and token scopes: their grammar
+//! and their matcher.
 //!
-//! `*` matches any run of characters within one path component (no `/`), `**`
-//! matches anything including `/`, every other character matches itself.
+//! A pattern is `/`-separated components. A component is `**` (any run of
+//! characters, `/` included), or repository-name characters (`a-z 0-9 . _ -`)
+//! with `*` wildcards that match any run of characters within one component.
 //! So `team/*` covers `team/app` but not `team/app/dev`, and `team/**` covers
-//! both. A hand-written matcher: patterns are tiny and a regex engine would
-//! cost more to build than to run.
+//! both. [`validate_pattern`] is the one implementation of the grammar, used
+//! wherever a grant or scope is made (CLI, configuration, API).
+//!
+//! The matcher simulates the pattern as a set of positions (a Thompson NFA)
+//! instead of backtracking, so it takes at most pattern × name steps whatever
+//! the input: a pathological pair cannot stall a request.
+
+/// Longest pattern accepted; no repository name is longer.
+pub const MAX_PATTERN_LEN: usize = 255;
+
+/// Why a pattern was refused, in words for the operator.
+pub fn validate_pattern(pattern: &str) -> Result<(), String> {
+    let refuse = |why: &str| Err(format!("invalid repository pattern {pattern:?}: {why}"));
+    if pattern.is_empty() {
+        return refuse("it is empty");
+    }
+    if pattern.len() > MAX_PATTERN_LEN {
+        return refuse("longer than 255 characters");
+    }
+    for component in pattern.split('/') {
+        if component.is_empty() {
+            return refuse("empty path component (a leading, trailing or doubled `/`)");
+        }
+        if component == "**" {
+            continue;
+        }
+        if component.contains("**") {
+            return refuse("`**` must be a whole path component, as in `team/**`");
+        }
+        if let Some(c) = component
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._-*".contains(*c)))
+        {
+            return refuse(&format!(
+                "{c:?} cannot appear in a repository name (use lower-case a-z, 0-9, `.`, `_`, `-`, \
+                 and `*` or `**` as wildcards)"
+            ));
+        }
+        // A wildcard stands for at least a letter here: the component must be
+        // able to match some valid name component, which also rules out `..`.
+        if wharf_core::RepoName::parse(&component.replace('*', "x")).is_err() {
+            return refuse(&format!(
+                "{component:?} cannot match a repository name component (one starts and ends with \
+                 a letter or digit; inner separators are `.`, `_`, `__` or dashes)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Literal(u8),
+    /// `*`: any run without `/`.
+    Star,
+    /// `**`: any run.
+    AnyRun,
+}
+
+fn tokens(pattern: &[u8]) -> Vec<Token> {
+    let mut out = Vec::with_capacity(pattern.len());
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            b'*' if pattern.get(i + 1) == Some(&b'*') => {
+                out.push(Token::AnyRun);
+                i += 2;
+            }
+            b'*' => {
+                out.push(Token::Star);
+                i += 1;
+            }
+            c => {
+                out.push(Token::Literal(c));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Adds `state` and every state reachable from it without consuming input.
+fn add_state(tokens: &[Token], set: &mut [bool], mut state: usize) {
+    while !set[state] {
+        set[state] = true;
+        match tokens.get(state) {
+            Some(Token::Star | Token::AnyRun) => state += 1,
+            _ => break,
+        }
+    }
+}
 
 /// Whether `name` matches `pattern`.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    matches_bytes(pattern.as_bytes(), name.as_bytes())
-}
-
-fn matches_bytes(p: &[u8], n: &[u8]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some(b'*') if p.get(1) == Some(&b'*') => {
-            let rest = &p[2..];
-            (0..=n.len()).any(|i| matches_bytes(rest, &n[i..]))
+    let tokens = tokens(pattern.as_bytes());
+    let mut current = vec![false; tokens.len() + 1];
+    let mut next = vec![false; tokens.len() + 1];
+    add_state(&tokens, &mut current, 0);
+    for &c in name.as_bytes() {
+        next.iter_mut().for_each(|s| *s = false);
+        let mut alive = false;
+        for (state, token) in tokens.iter().enumerate() {
+            if !current[state] {
+                continue;
+            }
+            match *token {
+                Token::Literal(l) if l == c => add_state(&tokens, &mut next, state + 1),
+                Token::Literal(_) => continue,
+                Token::Star if c == b'/' => continue,
+                Token::Star | Token::AnyRun => add_state(&tokens, &mut next, state),
+            }
+            alive = true;
         }
-        Some(b'*') => {
-            let rest = &p[1..];
-            let limit = n.iter().position(|&c| c == b'/').unwrap_or(n.len());
-            (0..=limit).any(|i| matches_bytes(rest, &n[i..]))
+        if !alive {
+            return false;
         }
-        Some(&c) => n.first() == Some(&c) && matches_bytes(&p[1..], &n[1..]),
+        std::mem::swap(&mut current, &mut next);
     }
+    current[tokens.len()]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, validate_pattern};
 
     #[test]
     fn patterns() {
@@ -44,5 +143,68 @@ mod tests {
         assert!(!matches("exact", "exactly"));
         assert!(matches("a*c", "abbbc"));
         assert!(!matches("team/*", "teams/app"));
+        assert!(matches("team/*-dev", "team/app-dev"));
+        assert!(!matches("team/*-dev", "team/x/app-dev"));
+        assert!(matches("**/base", "a/b/base"));
+        assert!(matches("team/**/x", "team/a/b/x"));
+        assert!(matches("*/*", "a/b"));
+        assert!(!matches("*/*", "a"));
+    }
+
+    #[test]
+    fn pathological_pairs_finish_fast() {
+        // Exponential for a backtracking matcher: many stars and a name that almost matches.
+        let pattern = format!("{}b", "a*".repeat(60));
+        let name = "a".repeat(200);
+        let start = std::time::Instant::now();
+        for _ in 0..10 {
+            assert!(!matches(&pattern, &name));
+        }
+        let pattern = format!("{}x", "**/".repeat(80));
+        let name = "a/".repeat(120) + "y";
+        for _ in 0..10 {
+            assert!(!matches(&pattern, &name));
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn grammar() {
+        for ok in [
+            "team/*",
+            "team/**",
+            "**",
+            "*",
+            "team/app",
+            "quay.io/coreos/*",
+            "team/*-dev",
+            "a_b/c__d/e--f",
+        ] {
+            assert!(validate_pattern(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Team/App",
+            "team//x",
+            "/team",
+            "team/",
+            "..",
+            "team/../x",
+            "team/.*",
+            "team/*..x",
+            "team/***",
+            "team/a**",
+            "team/a b",
+            "-team",
+            "team/app_",
+        ] {
+            let err = validate_pattern(bad).unwrap_err();
+            assert!(err.contains("invalid repository pattern"), "{bad}: {err}");
+        }
+        assert!(validate_pattern(&"a".repeat(256)).is_err());
     }
 }

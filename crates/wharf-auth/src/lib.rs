@@ -15,6 +15,7 @@ pub mod admin;
 pub mod glob;
 pub mod secret;
 mod service;
+mod throttle;
 pub mod token;
 
 pub use service::{

@@ -5,26 +5,41 @@
 //! credential pair (argon2id is deliberately slow and clients resend Basic
 //! credentials on every request); grants and signing keys are re-read every few
 //! seconds, so a change made through another replica takes effect promptly.
+//!
+//! Password verification is the one expensive thing an unauthenticated
+//! client can make us do (argon2id: 19 MiB and tens of milliseconds each), so
+//! it is bounded three ways: concurrent requests with the same credentials
+//! share one verification (single flight), at most
+//! [`AuthSettings::max_concurrent_password_checks`] run at once on the
+//! blocking pool (beyond that a request waits briefly, then gets 429), and the
+//! failed-login throttle counts an attempt before it is hashed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OnceCell, Semaphore};
 use wharf_meta::{AccountRecord, Meta, MetaError, TokenRecord};
 
 use crate::access::{allowed_actions, Actions, Grant, Principal, Subject, TokenScope};
 use crate::secret::{constant_time_eq, random_hex, token_digest, verify_password};
+use crate::throttle::{Key, Limits, Reservation, Throttle};
 use crate::token::{self, AccessEntry, Claims, SigningKey};
 use crate::AuthError;
 
 const GRANTS_TTL: Duration = Duration::from_secs(3);
 const KEYS_TTL: Duration = Duration::from_secs(10);
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
-/// Accounts and addresses with recent failures tracked before stale ones are pruned.
-const MAX_TRACKED_FAILURE_KEYS: usize = 100_000;
 /// Verified credentials remembered before the cache starts over.
 const MAX_CACHED_CREDENTIALS: usize = 10_000;
+/// How often unlock requests made by other processes (`wharf auth unlock`)
+/// are looked for, at most; only when a request is about to be throttled.
+const UNLOCK_POLL: Duration = Duration::from_secs(2);
+/// Delay added to every attempt on an account over its soft failure budget.
+const ACCOUNT_SLOWDOWN: Duration = Duration::from_secs(1);
+/// The soft budget of one account, as a multiple of `max_failed_logins`.
+const ACCOUNT_SOFT_BUDGET_FACTOR: u32 = 10;
 /// Prefix of API token strings, so they are recognisable in logs and by secret scanners.
 pub const API_TOKEN_PREFIX: &str = "wharf_";
 
@@ -37,10 +52,32 @@ pub struct AuthSettings {
     pub token_ttl: Duration,
     /// Lifetime of refresh (offline) tokens.
     pub refresh_token_ttl: Duration,
-    /// Failed sign-ins allowed per account and per client address within `failure_window`.
+    /// Failed sign-ins allowed per (account, client address) within `failure_window`.
     pub max_failed_logins: u32,
-    /// Window of the failure count.
+    /// Failed sign-ins allowed per client address, whatever the account, within `failure_window`.
+    pub max_failed_logins_per_address: u32,
+    /// Window of the failure counts.
     pub failure_window: Duration,
+    /// Password verifications (argon2id, bcrypt) allowed to run at once.
+    pub max_concurrent_password_checks: usize,
+    /// How long a sign-in waits for a free verification slot before it gets 429.
+    pub password_check_wait: Duration,
+}
+
+impl AuthSettings {
+    /// Settings with every limit at its configuration default, for tests and tools.
+    pub fn new(service: &str) -> AuthSettings {
+        AuthSettings {
+            service: service.to_owned(),
+            token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(90 * 86400),
+            max_failed_logins: 10,
+            max_failed_logins_per_address: 30,
+            failure_window: Duration::from_secs(300),
+            max_concurrent_password_checks: 4,
+            password_check_wait: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Credentials a request presented.
@@ -99,6 +136,12 @@ pub enum AuthnError {
         /// Seconds until the window frees up.
         retry_after_secs: u64,
     },
+    /// Every password-verification slot stayed busy; try again shortly.
+    #[error("too many sign-ins at once; retry in {retry_after_secs} s")]
+    Overloaded {
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
     /// The database failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -119,21 +162,41 @@ pub struct RequestedScope {
 }
 
 impl RequestedScope {
-    /// Parses one scope; `None` if malformed.
+    /// Parses one scope; `None` if malformed. A `repository` scope must name a
+    /// valid repository and known actions (`pull`, `push`, `delete`, `*`), so
+    /// nothing unvalidated ever reaches the grant matcher or a token's claims.
     pub fn parse(s: &str) -> Option<RequestedScope> {
         let (kind, rest) = s.split_once(':')?;
         let (name, actions) = rest.rsplit_once(':')?;
         if kind.is_empty() || name.is_empty() {
             return None;
         }
+        let actions: Vec<String> = actions
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match kind {
+            "repository" => {
+                wharf_core::RepoName::parse(name).ok()?;
+                if !actions
+                    .iter()
+                    .all(|a| crate::access::Action::parse_many(a).is_some())
+                {
+                    return None;
+                }
+            }
+            "registry" => {
+                if name != "catalog" || actions.iter().any(|a| a != "*") {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
         Some(RequestedScope {
             kind: kind.to_owned(),
             name: name.to_owned(),
-            actions: actions
-                .split(',')
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            actions,
         })
     }
 }
@@ -155,12 +218,23 @@ pub struct IssuedToken {
 /// the tokens they signed until those expire.
 type KeyRing = Vec<SigningKey>;
 
+/// One password verification shared by every concurrent request presenting
+/// the same credentials; `None` inside means the credentials are wrong.
+type Flight = Arc<OnceCell<Option<Principal>>>;
+
 #[derive(Default)]
 struct Caches {
     grants: Option<(Instant, Arc<Vec<Grant>>)>,
     keys: Option<(Instant, Arc<KeyRing>)>,
     basic: HashMap<String, (Instant, Principal)>,
-    failures: HashMap<String, Vec<Instant>>,
+    flights: HashMap<String, Flight>,
+}
+
+/// Where this process is in reading other processes' unlock requests.
+struct UnlockCursor {
+    polled: Option<Instant>,
+    since: i64,
+    applied: Vec<String>,
 }
 
 /// The authentication and authorization service.
@@ -168,15 +242,36 @@ pub struct AuthService {
     meta: Meta,
     settings: AuthSettings,
     caches: Mutex<Caches>,
+    throttle: Throttle,
+    password_checks: Arc<Semaphore>,
+    unlocks: tokio::sync::Mutex<UnlockCursor>,
 }
 
 impl AuthService {
     /// A service over `meta`.
     pub fn new(meta: Meta, settings: AuthSettings) -> AuthService {
+        let throttle = Throttle::new(Limits {
+            per_pair: settings.max_failed_logins,
+            per_address: settings.max_failed_logins_per_address,
+            account_soft: settings
+                .max_failed_logins
+                .saturating_mul(ACCOUNT_SOFT_BUDGET_FACTOR),
+            window: settings.failure_window,
+        });
         AuthService {
             meta,
+            password_checks: Arc::new(Semaphore::new(
+                settings.max_concurrent_password_checks.max(1),
+            )),
             settings,
             caches: Mutex::new(Caches::default()),
+            throttle,
+            unlocks: tokio::sync::Mutex::new(UnlockCursor {
+                polled: None,
+                // Requests made before this process started concern state it never had.
+                since: wharf_meta::unix_now(),
+                applied: Vec::new(),
+            }),
         }
     }
 
@@ -197,8 +292,11 @@ impl AuthService {
     ) -> Result<Identity, AuthnError> {
         match credentials {
             Credentials::None => Ok(Identity::Anonymous),
+            // Token failures are keyed by the client address alone: a token names
+            // no account until it is verified, and one shared key would let anyone
+            // lock every token user out.
             Credentials::Bearer(t) if t.starts_with(API_TOKEN_PREFIX) => self
-                .guarded("", remote, self.api_token_principal(t))
+                .token_guarded(Throttle::keys(None, remote), self.api_token_principal(t))
                 .await
                 .map(Identity::Account),
             Credentials::Bearer(t) => {
@@ -211,98 +309,152 @@ impl AuthService {
             Credentials::Basic { user, password } => {
                 let principal = if password.starts_with(API_TOKEN_PREFIX) {
                     let p = self
-                        .guarded(user, remote, self.api_token_principal(password))
+                        .token_guarded(
+                            Throttle::keys(Some(user), remote),
+                            self.api_token_principal(password),
+                        )
                         .await?;
                     if p.account.as_deref() != Some(user.as_str()) {
                         return Err(AuthnError::BadCredentials);
                     }
                     p
                 } else {
-                    self.guarded(user, remote, self.password_principal(user, password))
-                        .await?
+                    self.password_principal(user, password, remote).await?
                 };
                 Ok(Identity::Account(principal))
             }
         }
     }
 
-    /// Runs a credential check under the failed-login rate limit.
-    async fn guarded(
+    /// Refuses when a hard limit is reached, after picking up any unlock made
+    /// by another process meanwhile.
+    async fn check_throttle(&self, keys: &[Key]) -> Result<(), AuthnError> {
+        if self.throttle.check(keys).is_err() {
+            self.apply_unlocks().await;
+        }
+        self.throttle
+            .check(keys)
+            .map_err(|retry_after_secs| AuthnError::RateLimited { retry_after_secs })
+    }
+
+    /// Counts an attempt before it is verified.
+    async fn begin_attempt(&self, keys: Vec<Key>) -> Result<Reservation, AuthnError> {
+        if let Ok(r) = self.throttle.begin(keys.clone()) {
+            return Ok(r);
+        }
+        self.apply_unlocks().await;
+        self.throttle
+            .begin(keys)
+            .map_err(|retry_after_secs| AuthnError::RateLimited { retry_after_secs })
+    }
+
+    /// Settles a counted attempt: right credentials and internal errors are not failures.
+    fn finish_attempt<T>(
         &self,
-        user: &str,
+        reservation: Reservation,
+        account: Option<&str>,
         remote: Option<IpAddr>,
+        result: &Result<Option<T>, AuthnError>,
+    ) {
+        match result {
+            Ok(None) => {
+                tracing::warn!(auth.user = account, client.addr = ?remote, "failed sign-in");
+            }
+            Ok(Some(_)) | Err(_) => self.throttle.release(reservation),
+        }
+    }
+
+    /// Runs an API token check under the throttle.
+    async fn token_guarded(
+        &self,
+        keys: Vec<Key>,
         check: impl std::future::Future<Output = Result<Option<Principal>, AuthnError>>,
     ) -> Result<Principal, AuthnError> {
-        let keys = [
-            format!("user:{user}"),
-            format!("ip:{}", remote.map(|r| r.to_string()).unwrap_or_default()),
-        ];
-        let now = Instant::now();
-        {
-            let mut caches = self.caches();
-            let window = self.settings.failure_window;
-            for key in &keys {
-                let list = caches.failures.entry(key.clone()).or_default();
-                list.retain(|t| now.duration_since(*t) < window);
-                if list.len() as u32 >= self.settings.max_failed_logins {
-                    let oldest = list.first().copied().unwrap_or(now);
-                    let retry = window
-                        .saturating_sub(now.duration_since(oldest))
-                        .as_secs()
-                        .max(1);
-                    return Err(AuthnError::RateLimited {
-                        retry_after_secs: retry,
-                    });
-                }
-            }
-        }
-        match check.await? {
-            Some(p) => Ok(p),
-            None => {
-                let mut caches = self.caches();
-                if caches.failures.len() >= MAX_TRACKED_FAILURE_KEYS {
-                    // Bound the memory an attacker spraying names or addresses can
-                    // make us hold: forget keys whose failures are out of the window.
-                    let window = self.settings.failure_window;
-                    caches.failures.retain(|_, list| {
-                        list.last().is_some_and(|t| now.duration_since(*t) < window)
-                    });
-                }
-                for key in keys {
-                    caches.failures.entry(key).or_default().push(now);
-                }
-                tracing::warn!(auth.user = user, client.addr = ?remote, "failed sign-in");
-                Err(AuthnError::BadCredentials)
-            }
-        }
+        let remote = keys.iter().find_map(|k| match k {
+            Key::Address(a) => *a,
+            _ => None,
+        });
+        let reservation = self.begin_attempt(keys).await?;
+        let result = check.await;
+        self.finish_attempt(reservation, None, remote, &result);
+        result?.ok_or(AuthnError::BadCredentials)
     }
 
     async fn password_principal(
         &self,
         user: &str,
         password: &str,
-    ) -> Result<Option<Principal>, AuthnError> {
+        remote: Option<IpAddr>,
+    ) -> Result<Principal, AuthnError> {
+        let keys = Throttle::keys(Some(user), remote);
+        // A throttled address is refused even with credentials it proved before.
+        self.check_throttle(&keys).await?;
         let cache_key = token_digest(&format!("{}\0{password}", user.len()))
             + &token_digest(&format!("{user}\0{password}"));
         if let Some((at, p)) = self.caches().basic.get(&cache_key) {
             if at.elapsed() < BASIC_CACHE_TTL {
-                return Ok(Some(p.clone()));
+                return Ok(p.clone());
             }
         }
-        let Some(account) = self.meta.account(user).await? else {
+        let flight_key = cache_key.as_str();
+        let flight = {
+            let mut caches = self.caches();
+            if caches.flights.len() >= MAX_CACHED_CREDENTIALS {
+                // Flights whose every request hung up are held by nobody but the map.
+                caches.flights.retain(|_, f| Arc::strong_count(f) > 1);
+            }
+            caches.flights.entry(cache_key.clone()).or_default().clone()
+        };
+        // Only the request that runs the verification counts an attempt: the
+        // others present the very same guess and share its outcome.
+        let outcome = flight
+            .get_or_try_init(|| async move {
+                let reservation = self.begin_attempt(keys).await?;
+                if reservation.slow {
+                    tokio::time::sleep(ACCOUNT_SLOWDOWN).await;
+                }
+                let result = self.verify_password_once(user, password, flight_key).await;
+                self.finish_attempt(reservation, Some(user), remote, &result);
+                result
+            })
+            .await
+            .cloned();
+        {
+            let mut caches = self.caches();
+            if caches
+                .flights
+                .get(&cache_key)
+                .is_some_and(|f| Arc::ptr_eq(f, &flight))
+            {
+                caches.flights.remove(&cache_key);
+            }
+        }
+        outcome?.ok_or(AuthnError::BadCredentials)
+    }
+
+    /// Looks the account up and verifies the password, within the verification budget.
+    async fn verify_password_once(
+        &self,
+        user: &str,
+        password: &str,
+        cache_key: &str,
+    ) -> Result<Option<Principal>, AuthnError> {
+        let account = self.meta.account(user).await?;
+        let hash = match &account {
+            Some(a) if a.disabled => return Ok(None),
+            Some(a) => match &a.password_hash {
+                Some(h) => h.clone(),
+                // Robots have no password.
+                None => return Ok(None),
+            },
             // Spend the same effort as a real check so timing does not reveal
             // which account names exist.
-            let _ = verify_password(password, DUMMY_HASH);
+            None => DUMMY_HASH.to_owned(),
+        };
+        let ok = self.verify_bounded(password, hash).await?;
+        let Some(account) = account.filter(|_| ok) else {
             return Ok(None);
         };
-        let Some(hash) = account.password_hash.clone().filter(|_| !account.disabled) else {
-            return Ok(None);
-        };
-        let pw = password.to_owned();
-        let ok = tokio_blocking(move || verify_password(&pw, &hash)).await;
-        if !ok {
-            return Ok(None);
-        }
         let principal = self.principal_of(&account, None).await?;
         let mut caches = self.caches();
         if caches.basic.len() >= MAX_CACHED_CREDENTIALS {
@@ -310,9 +462,91 @@ impl AuthService {
         }
         caches
             .basic
-            .insert(cache_key, (Instant::now(), principal.clone()));
+            .insert(cache_key.to_owned(), (Instant::now(), principal.clone()));
         drop(caches);
         Ok(Some(principal))
+    }
+
+    /// Verifies on the blocking pool, holding one of the verification slots.
+    async fn verify_bounded(&self, password: &str, hash: String) -> Result<bool, AuthnError> {
+        let overloaded = AuthnError::Overloaded {
+            retry_after_secs: 1,
+        };
+        let permit = match tokio::time::timeout(
+            self.settings.password_check_wait,
+            self.password_checks.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("every password-verification slot is busy; answering 429");
+                return Err(overloaded);
+            }
+        };
+        let pw = password.to_owned();
+        // The slot travels with the hashing itself: a client that hangs up
+        // mid-verification does not free it while argon2 still runs.
+        let ok = tokio_blocking(move || {
+            let ok = verify_password(&pw, &hash);
+            drop(permit);
+            ok
+        })
+        .await;
+        Ok(ok)
+    }
+
+    /// Forgets failed sign-ins in this process (see [`Throttle`]); returns how
+    /// many throttle entries were cleared.
+    pub fn unlock_local(&self, account: Option<&str>, address: Option<IpAddr>) -> usize {
+        self.throttle.unlock(account, address)
+    }
+
+    /// Records an unlock that every server process on this database applies
+    /// (within seconds, the next time it would throttle), and applies it here.
+    pub async fn unlock(
+        &self,
+        account: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<usize, AuthnError> {
+        crate::admin::record_unlock(&self.meta, account, address)
+            .await
+            .map_err(|e| match e {
+                crate::admin::AdminError::Meta(m) => AuthnError::Meta(m),
+                crate::admin::AdminError::Auth(a) => AuthnError::Auth(a),
+                other => AuthnError::Auth(AuthError::Hashing(other.to_string())),
+            })?;
+        Ok(self.unlock_local(account, address))
+    }
+
+    /// Applies unlock requests recorded since the last look, at most every [`UNLOCK_POLL`].
+    async fn apply_unlocks(&self) {
+        let mut cursor = self.unlocks.lock().await;
+        if cursor.polled.is_some_and(|t| t.elapsed() < UNLOCK_POLL) {
+            return;
+        }
+        cursor.polled = Some(Instant::now());
+        let records = match self.meta.unlocks_since(cursor.since).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read unlock requests");
+                return;
+            }
+        };
+        for r in records {
+            if cursor.applied.contains(&r.id) {
+                continue;
+            }
+            let account = (!r.account.is_empty()).then_some(r.account.as_str());
+            let address = r.address.parse::<IpAddr>().ok();
+            let cleared = self.throttle.unlock(account, address);
+            tracing::info!(auth.user = account, client.addr = ?address, cleared, "applied an unlock request");
+            if r.at > cursor.since {
+                cursor.since = r.at;
+                cursor.applied.clear();
+            }
+            cursor.applied.push(r.id);
+        }
     }
 
     async fn api_token_principal(&self, presented: &str) -> Result<Option<Principal>, AuthnError> {
@@ -339,7 +573,15 @@ impl AuthService {
         else {
             return Ok(None);
         };
-        let scopes = parse_scopes(&record.scopes);
+        let scopes = match parse_scopes(&record.scopes) {
+            Ok(scopes) => scopes,
+            Err(e) => {
+                // Fail closed: a token whose limits cannot be read gets no rights,
+                // never its account's full rights.
+                tracing::error!(token.id = id, error = %e, "stored token scopes are unreadable; the token gets no rights");
+                Some(Vec::new())
+            }
+        };
         Ok(Some(self.principal_of(&account, scopes).await?))
     }
 
@@ -559,22 +801,32 @@ pub fn parse_api_token(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Token scopes stored as JSON `[{"pattern": "...", "actions": "pull,push"}]`;
-/// an empty list means the account's full rights.
-pub fn parse_scopes(json: &str) -> Option<Vec<TokenScope>> {
-    let raw: Vec<HashMap<String, String>> = serde_json::from_str(json).ok()?;
+/// an empty list means the account's full rights (`Ok(None)`). Anything
+/// unreadable — bad JSON, a missing field, an invalid pattern or an unknown
+/// action — is an error, so that callers can fail closed.
+pub fn parse_scopes(json: &str) -> Result<Option<Vec<TokenScope>>, String> {
+    let raw: Vec<HashMap<String, String>> =
+        serde_json::from_str(json).map_err(|e| format!("not a scope list: {e}"))?;
     if raw.is_empty() {
-        return None;
+        return Ok(None);
     }
-    Some(
-        raw.into_iter()
-            .filter_map(|m| {
-                Some(TokenScope {
-                    pattern: m.get("pattern")?.clone(),
-                    actions: Actions::parse_list(m.get("actions")?).ok()?,
-                })
+    raw.into_iter()
+        .map(|m| {
+            let pattern = m.get("pattern").ok_or("a scope without a pattern")?;
+            crate::glob::validate_pattern(pattern)?;
+            let actions = m.get("actions").ok_or("a scope without actions")?;
+            let actions =
+                Actions::parse_list(actions).map_err(|a| format!("unknown action {a:?}"))?;
+            if actions.is_empty() {
+                return Err("a scope without actions".to_owned());
+            }
+            Ok(TokenScope {
+                pattern: pattern.clone(),
+                actions,
             })
-            .collect(),
-    )
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map(Some)
 }
 
 /// Creates an API token for `account`; returns the record and the token string,
@@ -672,5 +924,53 @@ impl AuthService {
     /// The metadata database behind this service (for the management API).
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_scopes_are_validated_before_matching() {
+        let s = RequestedScope::parse("repository:team/app:pull,push").unwrap();
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str()),
+            ("repository", "team/app")
+        );
+        assert_eq!(s.actions, ["pull", "push"]);
+        assert!(RequestedScope::parse("repository:team/app:*").is_some());
+        assert!(RequestedScope::parse("registry:catalog:*").is_some());
+        for bad in [
+            "repository:Team/App:pull",
+            "repository:team//x:pull",
+            "repository:../etc:pull",
+            "repository:team/**:pull",
+            "repository:team/app:fly",
+            "repository::pull",
+            "registry:other:*",
+            "weird:thing:pull",
+            "nocolon",
+        ] {
+            assert!(RequestedScope::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unreadable_stored_scopes_are_errors_not_full_rights() {
+        assert_eq!(parse_scopes("[]"), Ok(None));
+        let ok = parse_scopes(r#"[{"pattern":"ci/**","actions":"pull,push"}]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok[0].pattern, "ci/**");
+        for bad in [
+            "not json",
+            r#"[{"pattern":"ci/**"}]"#,
+            r#"[{"pattern":"ci/**","actions":"fly"}]"#,
+            r#"[{"pattern":"Team//x","actions":"pull"}]"#,
+            r#"[{"pattern":"ci/**","actions":""}]"#,
+        ] {
+            assert!(parse_scopes(bad).is_err(), "{bad}");
+        }
     }
 }

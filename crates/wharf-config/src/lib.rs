@@ -157,6 +157,12 @@ pub struct ServerConfig {
     /// Permit listening on a non-loopback address without TLS, which sends
     /// passwords and tokens in clear text.
     pub allow_plaintext_public: bool,
+    /// The URL clients use to reach this server (`https://host[:port]`), for
+    /// the token realm; empty derives it from each request.
+    pub external_url: String,
+    /// Networks (`ADDR/PREFIX` or `ADDR`) of reverse proxies whose
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` are believed; empty: none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -165,8 +171,46 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:5000".into(),
             shutdown_grace_secs: 30,
             allow_plaintext_public: false,
+            external_url: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// Parses `ADDR/PREFIX` (or a bare `ADDR`, a single host) into the network
+/// address and prefix length.
+pub fn parse_network(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?} is not ADDRESS/PREFIX"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+    };
+    Ok((addr, prefix))
+}
+
+/// The scheme and authority of `server.external_url`, if it is exactly
+/// `http(s)://host[:port]` (an optional trailing `/` allowed).
+pub fn external_url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let ok = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    ok.then_some(authority)
 }
 
 /// `[storage]`
@@ -268,8 +312,12 @@ pub struct AuthConfig {
     pub refresh_token_ttl_secs: u64,
     /// File holding the first administrator's password; empty generates one.
     pub admin_password_file: String,
-    /// Failed sign-ins allowed per account and per client address per window.
+    /// Failed sign-ins allowed per account from one client address per window.
     pub max_failed_logins: u32,
+    /// Failed sign-ins allowed from one client address, whatever the accounts, per window.
+    pub max_failed_logins_per_address: u32,
+    /// Password verifications allowed to run at once.
+    pub max_concurrent_password_checks: u32,
     /// The window of `max_failed_logins`, in seconds.
     pub failed_login_window_secs: u64,
     /// Grants declared in the file; they replace earlier file grants at start.
@@ -285,6 +333,8 @@ impl Default for AuthConfig {
             refresh_token_ttl_secs: 90 * 86400,
             admin_password_file: String::new(),
             max_failed_logins: 10,
+            max_failed_logins_per_address: 30,
+            max_concurrent_password_checks: 4,
             failed_login_window_secs: 300,
             grants: Vec::new(),
         }
@@ -301,39 +351,6 @@ pub struct GrantConfig {
     pub repositories: String,
     /// Any of `pull`, `push`, `delete`, `admin`.
     pub actions: Vec<String>,
-}
-
-impl GrantConfig {
-    /// Checks the subject and actions.
-    pub fn validate(&self) -> Result<(), String> {
-        let anonymous = self.subject == "anonymous";
-        let named = self
-            .subject
-            .strip_prefix("user:")
-            .or_else(|| self.subject.strip_prefix("team:"))
-            .is_some_and(|n| !n.is_empty());
-        if !anonymous && !named {
-            return Err(format!(
-                "subject {:?} must be anonymous, user:NAME or team:NAME",
-                self.subject
-            ));
-        }
-        if self.repositories.is_empty() {
-            return Err("repositories must not be empty".into());
-        }
-        for a in &self.actions {
-            if !matches!(a.as_str(), "pull" | "push" | "delete" | "admin") {
-                return Err(format!("unknown action {a:?}"));
-            }
-            if anonymous && a != "pull" {
-                return Err(format!("anonymous may only pull, not {a:?}"));
-            }
-        }
-        if self.actions.is_empty() {
-            return Err("actions must not be empty".into());
-        }
-        Ok(())
-    }
 }
 
 impl Config {
@@ -465,11 +482,27 @@ impl Config {
         if self.auth.max_failed_logins == 0 {
             problems.push("auth.max_failed_logins: must be at least 1".into());
         }
-        for (i, g) in self.auth.grants.iter().enumerate() {
-            if let Err(e) = g.validate() {
-                problems.push(format!("auth.grants[{i}]: {e}"));
+        if self.auth.max_failed_logins_per_address == 0 {
+            problems.push("auth.max_failed_logins_per_address: must be at least 1".into());
+        }
+        if self.auth.max_concurrent_password_checks == 0 {
+            problems.push("auth.max_concurrent_password_checks: must be at least 1".into());
+        }
+        if !self.server.external_url.is_empty()
+            && external_url_host(&self.server.external_url).is_none()
+        {
+            problems.push(format!(
+                "server.external_url: {:?} is not http(s)://HOST[:PORT]",
+                self.server.external_url
+            ));
+        }
+        for (i, p) in self.server.trusted_proxies.iter().enumerate() {
+            if let Err(e) = parse_network(p) {
+                problems.push(format!("server.trusted_proxies[{i}]: {e}"));
             }
         }
+        // Grants are checked by wharf-auth's one grammar when the server
+        // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {
             Ok(())
         } else {

@@ -14,14 +14,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_auth::admin::{self, AdminError};
 use wharf_auth::{AuthnError, Identity};
 
-use crate::auth::{authenticate, client_cert, credentials, remote_ip};
+use crate::auth::{authenticate, client_cert, client_ip, credentials};
 use crate::AppState;
 
 /// Largest request body accepted by the management API.
@@ -107,14 +107,26 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/audit", get(audit))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "no such management endpoint",
-            )
-        })
-        .layer(axum::middleware::from_fn_with_state(state, guard_admin))
+        .route("/api/v1/auth/unlock", post(unlock))
+        // Only routes that exist are guarded: an unknown path is a plain 404,
+        // with no challenge (a browser would prompt), no failed-login count and
+        // no audit row.
+        .route_layer(axum::middleware::from_fn_with_state(state, guard_admin))
+        .fallback(not_found)
+}
+
+/// Every path that is no route of the whole application.
+async fn not_found(req: Request<Body>) -> Response {
+    if req.uri().path().starts_with("/api/") {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such management endpoint",
+        )
+        .into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 async fn guard_admin(
@@ -131,14 +143,17 @@ async fn guard_admin(
         .into_response();
     };
     let cert = client_cert(&req);
-    let remote = remote_ip(&req);
+    let remote = client_ip(&state, &req);
     let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
         Ok(identity) => identity,
-        Err(AuthnError::RateLimited { retry_after_secs }) => {
+        Err(
+            AuthnError::RateLimited { retry_after_secs }
+            | AuthnError::Overloaded { retry_after_secs },
+        ) => {
             let mut res = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TOO_MANY_REQUESTS",
-                "too many failed sign-ins",
+                "too many failed sign-ins, or too many at once",
             )
             .into_response();
             res.headers_mut()
@@ -446,4 +461,34 @@ async fn audit(State(state): State<Arc<AppState>>, Query(q): Query<AuditQuery>) 
         .map(|r| json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome}))
         .collect();
     Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unlock {
+    account: Option<String>,
+    address: Option<String>,
+}
+
+async fn unlock(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let u: Unlock = parse(&body)?;
+    let address = match u.address.as_deref() {
+        None => None,
+        Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID",
+                format!("address {a:?} is not an IP address"),
+            )
+        })?),
+    };
+    let cleared = state
+        .auth
+        .unlock(u.account.as_deref(), address)
+        .await
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(
+        Json(json!({"account": u.account, "address": u.address, "cleared": cleared}))
+            .into_response(),
+    )
 }

@@ -41,10 +41,24 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    /// Whether the caller may do `action` on `repo`.
+    /// Whether the caller may do `action` on `repo`; a lookup failure is an error.
+    pub(crate) async fn try_can(
+        &self,
+        repo: &str,
+        action: Action,
+    ) -> Result<bool, wharf_meta::MetaError> {
+        Ok(self
+            .auth
+            .allowed(&self.identity, repo)
+            .await?
+            .contains(action))
+    }
+
+    /// Whether the caller may do `action` on `repo`, for second-order questions
+    /// (a mount source): a lookup failure counts as "no", which is safe there.
     pub(crate) async fn can(&self, repo: &str, action: Action) -> bool {
-        match self.auth.allowed(&self.identity, repo).await {
-            Ok(actions) => actions.contains(action),
+        match self.try_can(repo, action).await {
+            Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(error = %e, "authorization lookup failed");
                 false
@@ -104,38 +118,184 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Result<Credentials, ()> {
     }
 }
 
-pub(crate) fn remote_ip(req: &Request<Body>) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+/// Networks whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed:
+/// the reverse proxies in front of Wharf. Empty (the default): none, and the
+/// client address is the socket's peer.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Proxies from `(network, prefix length)` pairs (validated by the configuration).
+    pub fn new(networks: Vec<(IpAddr, u8)>) -> TrustedProxies {
+        TrustedProxies(networks)
+    }
+
+    /// Whether `ip` is one of the proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0
+            .iter()
+            .any(|&(net, prefix)| match (canonical(net), ip) {
+                (IpAddr::V4(n), IpAddr::V4(a)) => {
+                    let bits = u32::from(prefix.min(32));
+                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                    u32::from(n) & mask == u32::from(a) & mask
+                }
+                (IpAddr::V6(n), IpAddr::V6(a)) => {
+                    let bits = u32::from(prefix.min(128));
+                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    u128::from(n) & mask == u128::from(a) & mask
+                }
+                _ => false,
+            })
+    }
 }
 
-/// The token endpoint's URL as clients on the other side of any proxy see it.
-pub(crate) fn realm(state: &AppState, headers: &HeaderMap) -> String {
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, from dual-stack sockets) as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn peer_ip(req: &Request<Body>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| canonical(c.0.ip()))
+}
+
+/// Whether the request came straight from a trusted proxy.
+fn from_trusted_proxy(state: &AppState, req: &Request<Body>) -> bool {
+    peer_ip(req).is_some_and(|ip| state.trusted_proxies.contains(ip))
+}
+
+/// The client's address: the socket's peer, or, when the peer is a trusted
+/// proxy, the right-most `X-Forwarded-For` hop that is not itself a trusted
+/// proxy (hops further left were written by the client and prove nothing).
+pub(crate) fn client_ip(state: &AppState, req: &Request<Body>) -> Option<IpAddr> {
+    let peer = peer_ip(req)?;
+    if !state.trusted_proxies.contains(peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    let hops: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            // Garbage from further left: the last proxy we trust saw this client.
+            break;
+        };
+        client = ip;
+        if !state.trusted_proxies.contains(ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally bracketed or with a port.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    hop.parse::<SocketAddr>().ok().map(|a| canonical(a.ip()))
+}
+
+/// Whether `s` is a `host[:port]` authority fit to echo into a challenge: a
+/// DNS name, an IPv4 address or a bracketed IPv6 address, and a port of
+/// digits. Anything else (quotes, spaces, user info, paths) is refused.
+pub(crate) fn valid_authority(s: &str) -> bool {
+    if s.is_empty() || s.len() > 261 {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(port) => ("", port),
+                None => return false,
+            },
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => (s, ""),
+        }
+    };
+    let port_ok = (port.is_empty() && !s.ends_with(':'))
+        || (port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| p <= 65535));
+    if !port_ok {
+        return false;
+    }
+    if s.starts_with('[') {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The token endpoint's URL as clients on the other side of any proxy see it:
+/// `auth.realm`, else `server.external_url` + `/token`, else built from the
+/// request's authority (the URI's for HTTP/2, `Host` for HTTP/1.1) once it is
+/// checked to be a plain `host[:port]`, falling back to the listener's address.
+pub(crate) fn realm(state: &AppState, req: &Request<Body>) -> String {
     if let Some(realm) = &state.realm {
         return realm.clone();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or(if state.tls { "https" } else { "http" });
-    format!("{scheme}://{host}/token")
+    if let Some(url) = &state.external_url {
+        return format!("{}/token", url.trim_end_matches('/'));
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|a| valid_authority(a))
+        .unwrap_or_else(|| state.listen.clone());
+    let forwarded = from_trusted_proxy(state, req)
+        .then(|| {
+            req.headers()
+                .get("x-forwarded-proto")
+                .and_then(|h| h.to_str().ok())
+                .filter(|p| *p == "https" || *p == "http")
+        })
+        .flatten();
+    let scheme = forwarded.unwrap_or(if state.tls { "https" } else { "http" });
+    format!("{scheme}://{authority}/token")
 }
 
-fn challenge(
-    state: &AppState,
-    headers: &HeaderMap,
-    scope: Option<String>,
-    insufficient: bool,
-) -> Response {
+fn challenge(state: &AppState, realm: &str, scope: Option<String>, insufficient: bool) -> Response {
     let mut value = format!(
-        "Bearer realm=\"{}\",service=\"{}\"",
-        realm(state, headers),
+        "Bearer realm=\"{realm}\",service=\"{}\"",
         state.auth.settings().service
     );
     if let Some(scope) = scope {
@@ -170,10 +330,11 @@ pub(crate) async fn authenticate(
 }
 
 /// Maps an authentication failure to the wire.
-pub(crate) fn authn_failure(state: &AppState, headers: &HeaderMap, err: AuthnError) -> Response {
+pub(crate) fn authn_failure(state: &AppState, realm: &str, err: AuthnError) -> Response {
     match err {
-        AuthnError::BadCredentials => challenge(state, headers, None, false),
-        AuthnError::RateLimited { retry_after_secs } => {
+        AuthnError::BadCredentials => challenge(state, realm, None, false),
+        AuthnError::RateLimited { retry_after_secs }
+        | AuthnError::Overloaded { retry_after_secs } => {
             ApiError::too_many_requests(retry_after_secs).into_response()
         }
         AuthnError::Meta(e) => {
@@ -230,14 +391,33 @@ pub(crate) async fn guard_v2(
     mut req: Request<Body>,
     next: Next,
 ) -> Response {
-    let Ok(creds) = credentials(req.headers()) else {
-        return challenge(&state, req.headers(), None, false);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    // Whether the path is an endpoint at all is decided before anything else:
+    // a path that is not one gets its plain error (404 for an unknown
+    // endpoint), never a challenge, a failed-login count or an audit row.
+    let route = if path == "/v2" || path == "/v2/" {
+        None
+    } else {
+        match Route::parse(&path) {
+            Ok(route) => Some(route),
+            Err(e) => {
+                let mut res = e.into_response();
+                let (name, value) = crate::api_version_header();
+                res.headers_mut().insert(name, value);
+                return res;
+            }
+        }
     };
-    let remote = remote_ip(&req);
+    let realm = realm(&state, &req);
+    let Ok(creds) = credentials(req.headers()) else {
+        return challenge(&state, &realm, None, false);
+    };
+    let remote = client_ip(&state, &req);
     let cert = client_cert(&req);
     let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
         Ok(identity) => identity,
-        Err(e) => return authn_failure(&state, req.headers(), e),
+        Err(e) => return authn_failure(&state, &realm, e),
     };
     if let Some(slot) = req.extensions().get::<crate::access_log::PrincipalSlot>() {
         slot.set(identity.account().unwrap_or("-"));
@@ -246,19 +426,21 @@ pub(crate) async fn guard_v2(
         auth: state.auth.clone(),
         identity: identity.clone(),
     };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    // Parsed once here; the dispatcher takes it from the request's extensions.
-    let route = Route::parse(&path).ok();
+    // Parsed once above; the dispatcher takes it from the request's extensions.
     let need = need(&method, &path, route.as_ref());
     let (granted, audited) = match &need {
-        // Unparseable paths: the handler answers with the spec error, but only
-        // to callers who signed in, so anonymous probing learns nothing.
-        None => (!matches!(identity, Identity::Anonymous), None),
-        Some(Need::SignedIn) => (!matches!(identity, Identity::Anonymous), None),
+        None | Some(Need::SignedIn) => (!matches!(identity, Identity::Anonymous), None),
         Some(Need::Anyone) => (true, None),
         Some(Need::Action(repo, action)) => {
-            let ok = access.can(repo, *action).await;
+            let ok = match access.try_can(repo, *action).await {
+                Ok(ok) => ok,
+                // Fail closed, and say it is our fault: a database error is a 500,
+                // never a 401/403 that would send the client after new credentials.
+                Err(e) => {
+                    tracing::error!(error = %e, "authorization lookup failed");
+                    return ApiError::internal().into_response();
+                }
+            };
             let audited =
                 matches!(action, Action::Push | Action::Delete).then(|| (repo.clone(), *action));
             (ok, audited)
@@ -280,8 +462,8 @@ pub(crate) async fn guard_v2(
             _ => None,
         };
         return match identity {
-            Identity::Anonymous => challenge(&state, req.headers(), scope, false),
-            Identity::RegistryToken(_) => challenge(&state, req.headers(), scope, true),
+            Identity::Anonymous => challenge(&state, &realm, scope, false),
+            Identity::RegistryToken(_) => challenge(&state, &realm, scope, true),
             Identity::Account(_) => ApiError::denied().into_response(),
         };
     }
@@ -312,4 +494,56 @@ pub(crate) async fn guard_v2(
         }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_fit_to_echo() {
+        for ok in [
+            "localhost",
+            "localhost:5000",
+            "registry.example.com:443",
+            "127.0.0.1:8443",
+            "[::1]",
+            "[::1]:5000",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil\",error=\"x",
+            "a b",
+            "user@host",
+            "host:",
+            "host:99999",
+            "host:12a",
+            "host/path",
+            "-bad.example",
+            "[::1",
+            "[nothex]:1",
+            "[::1]x",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_networks() {
+        let proxies = TrustedProxies::new(vec![
+            ("10.0.0.0".parse().unwrap(), 8),
+            ("::1".parse().unwrap(), 128),
+            ("192.168.1.7".parse().unwrap(), 32),
+        ]);
+        assert!(proxies.contains("10.200.3.4".parse().unwrap()));
+        assert!(!proxies.contains("11.0.0.1".parse().unwrap()));
+        assert!(proxies.contains("::1".parse().unwrap()));
+        assert!(proxies.contains("192.168.1.7".parse().unwrap()));
+        assert!(!proxies.contains("192.168.1.8".parse().unwrap()));
+        // A dual-stack socket's IPv4-mapped peer is the IPv4 address.
+        assert!(proxies.contains("::ffff:10.1.1.1".parse().unwrap()));
+        assert!(!TrustedProxies::default().contains("127.0.0.1".parse().unwrap()));
+    }
 }

@@ -25,6 +25,8 @@ use tower_http::trace::TraceLayer;
 use wharf_auth::AuthService;
 use wharf_oci::Registry;
 
+pub use auth::TrustedProxies;
+
 /// Everything the handlers need.
 pub struct AppState {
     /// The OCI registry.
@@ -40,6 +42,14 @@ pub struct AppState {
     /// Work a request leaves behind (audit records); shutdown waits for it, so an
     /// acknowledged push is never missing from the audit log.
     pub background: tokio_util::task::TaskTracker,
+    /// The URL clients reach this server at (`server.external_url`), without
+    /// a trailing `/`; `None` derives it from each request's authority.
+    pub external_url: Option<String>,
+    /// The configured listen address, used in challenges when a request's
+    /// authority is missing or malformed.
+    pub listen: String,
+    /// Reverse proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What `/healthz` checks: that the server could take a write now.

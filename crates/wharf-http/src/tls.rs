@@ -356,10 +356,32 @@ pub async fn serve_tls(
     }
 }
 
+/// Whether `host` (lower-case, no port) is one of `allowed` (exact names, or
+/// `*.domain` covering one more label).
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|name| {
+        let name = name.to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(domain) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
+            None => name == host,
+        }
+    })
+}
+
 /// A plain-HTTP app that answers ACME HTTP-01 challenges and redirects
-/// everything else to HTTPS on `https_port`.
-pub fn redirect_app(https_port: u16, acme: Option<Arc<crate::acme::AcmeChallenges>>) -> Router {
+/// everything else to HTTPS on `https_port` — but only for a `Host` that is
+/// one of `hostnames` (the certificates' names, the ACME domains, the external
+/// URL's host): anything else gets `421 Misdirected Request`, so the listener
+/// can never be used to bounce clients to an arbitrary site.
+pub fn redirect_app(
+    https_port: u16,
+    hostnames: Vec<String>,
+    acme: Option<Arc<crate::acme::AcmeChallenges>>,
+) -> Router {
     let challenges = acme.clone();
+    let hostnames = Arc::new(hostnames);
     Router::new()
         .route(
             "/.well-known/acme-challenge/{token}",
@@ -375,12 +397,33 @@ pub fn redirect_app(https_port: u16, acme: Option<Arc<crate::acme::AcmeChallenge
             ),
         )
         .fallback(move |req: axum::extract::Request| async move {
-            let host = req
-                .headers()
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
-                .unwrap_or_else(|| "localhost".into());
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    req.headers()
+                        .get(axum::http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .filter(|a| crate::auth::valid_authority(a));
+            let host = authority.map(|a| {
+                let host = match a.strip_prefix('[') {
+                    Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+                    None => a.split(':').next().unwrap_or(&a).to_owned(),
+                };
+                host.to_ascii_lowercase()
+            });
+            let Some(host) = host.filter(|h| {
+                host_allowed(h.trim_start_matches('[').trim_end_matches(']'), &hostnames)
+            }) else {
+                return (
+                    axum::http::StatusCode::MISDIRECTED_REQUEST,
+                    "this host name is not served here\n",
+                )
+                    .into_response();
+            };
             let port = if https_port == 443 {
                 String::new()
             } else {
@@ -388,6 +431,7 @@ pub fn redirect_app(https_port: u16, acme: Option<Arc<crate::acme::AcmeChallenge
             };
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
             axum::response::Redirect::permanent(&format!("https://{host}{port}{path}"))
+                .into_response()
         })
 }
 
@@ -395,10 +439,11 @@ pub fn redirect_app(https_port: u16, acme: Option<Arc<crate::acme::AcmeChallenge
 pub async fn serve_redirect(
     listener: TcpListener,
     https_port: u16,
+    hostnames: Vec<String>,
     acme: Option<Arc<crate::acme::AcmeChallenges>>,
     cancel: CancellationToken,
 ) {
-    let app = redirect_app(https_port, acme);
+    let app = redirect_app(https_port, hostnames, acme);
     let res = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

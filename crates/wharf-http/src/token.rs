@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use wharf_auth::access::Principal;
 use wharf_auth::{Credentials, Identity, RequestedScope};
 
-use crate::auth::{authenticate, authn_failure, client_cert, credentials, remote_ip};
+use crate::auth::{authenticate, authn_failure, client_cert, client_ip, credentials, realm};
 use crate::AppState;
 
 /// Largest form body accepted at the token endpoint.
@@ -33,7 +33,8 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 /// Handles both forms of token request.
 pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let headers = req.headers().clone();
-    let remote = remote_ip(&req);
+    let remote = client_ip(&state, &req);
+    let realm = realm(&state, &req);
     let cert = client_cert(&req);
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -111,7 +112,7 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
                 user: param("username").unwrap_or("").to_owned(),
                 password: param("password").unwrap_or("").to_owned(),
             };
-            match principal_from(&state, &headers, &creds, cert.as_deref(), remote).await {
+            match principal_from(&state, &realm, &creds, cert.as_deref(), remote).await {
                 Ok(p) => p,
                 Err(res) => return res,
             }
@@ -125,9 +126,9 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
         }
         (false, _) => {
             let Ok(creds) = credentials(&headers) else {
-                return authn_failure(&state, &headers, wharf_auth::AuthnError::BadCredentials);
+                return authn_failure(&state, &realm, wharf_auth::AuthnError::BadCredentials);
             };
-            match principal_from(&state, &headers, &creds, cert.as_deref(), remote).await {
+            match principal_from(&state, &realm, &creds, cert.as_deref(), remote).await {
                 Ok(p) => p,
                 Err(res) => return res,
             }
@@ -146,13 +147,13 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
             }
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(e) => authn_failure(&state, &headers, e),
+        Err(e) => authn_failure(&state, &realm, e),
     }
 }
 
 async fn principal_from(
     state: &AppState,
-    headers: &HeaderMap,
+    realm: &str,
     creds: &Credentials,
     cert: Option<&str>,
     remote: Option<std::net::IpAddr>,
@@ -163,10 +164,10 @@ async fn principal_from(
         // A registry token is not a credential for getting another one.
         Ok(Identity::RegistryToken(_)) => Err(authn_failure(
             state,
-            headers,
+            realm,
             wharf_auth::AuthnError::BadCredentials,
         )),
-        Err(e) => Err(authn_failure(state, headers, e)),
+        Err(e) => Err(authn_failure(state, realm, e)),
     }
 }
 

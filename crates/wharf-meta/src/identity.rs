@@ -89,6 +89,20 @@ pub struct AuditRecord {
     pub outcome: String,
 }
 
+/// A request to forget failed sign-ins, made by `wharf auth unlock` or the
+/// management API and picked up by every server process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnlockRecord {
+    /// Unique id.
+    pub id: String,
+    /// The account whose failures are forgotten; empty: every account.
+    pub account: String,
+    /// The client address whose failures are forgotten; empty: every address.
+    pub address: String,
+    /// When, unix seconds.
+    pub at: i64,
+}
+
 fn account(r: &sqlx::any::AnyRow) -> Result<AccountRecord, MetaError> {
     Ok(AccountRecord {
         name: r.try_get(0)?,
@@ -474,6 +488,45 @@ impl Meta {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records an unlock request.
+    pub async fn record_unlock(&self, u: &UnlockRecord) -> Result<(), MetaError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO auth_unlocks (id, account, address, at) VALUES ($1, $2, $3, $4)")
+            .bind(&u.id)
+            .bind(&u.account)
+            .bind(&u.address)
+            .bind(u.at)
+            .execute(&mut *tx)
+            .await?;
+        // Requests older than a day can no longer matter to any throttle window.
+        sqlx::query("DELETE FROM auth_unlocks WHERE at < $1")
+            .bind(u.at - 86_400)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Unlock requests made at or after `since` (unix seconds), oldest first.
+    pub async fn unlocks_since(&self, since: i64) -> Result<Vec<UnlockRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, account, address, at FROM auth_unlocks WHERE at >= $1 ORDER BY at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UnlockRecord {
+                    id: r.try_get(0)?,
+                    account: r.try_get(1)?,
+                    address: r.try_get(2)?,
+                    at: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// The newest audit entries, newest first.

@@ -32,7 +32,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 
 pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
-pub use identity::{AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord};
+pub use identity::{
+    AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord, UnlockRecord,
+};
 pub use jobs::{
     retry_backoff_secs, ClaimedJob, JobProgress, JobRecord, JobState, LeaseStatus, NewJob,
 };

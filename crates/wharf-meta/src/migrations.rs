@@ -216,6 +216,19 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE TABLE schedules (name TEXT PRIMARY KEY, next_run_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        7,
+        &[
+            // `wharf auth unlock` requests, read by every server (see wharf-auth's throttle).
+            "CREATE TABLE auth_unlocks (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    address TEXT NOT NULL,
+    at BIGINT NOT NULL
+)",
+            "CREATE INDEX auth_unlocks_at ON auth_unlocks (at)",
+        ],
+    ),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use wharf_auth::admin;
-use wharf_auth::secret::hash_password;
 use wharf_meta::Meta;
 
 /// `wharf user …`
@@ -455,7 +454,12 @@ pub(crate) async fn bootstrap_admin(meta: &Meta, password_file: &str) -> anyhow:
         (pw, false)
     };
     if !meta
-        .create_account("admin", "user", Some(&hash_password(&password)?), true)
+        .create_account(
+            "admin",
+            "user",
+            Some(&admin::hash_blocking(password.clone()).await?),
+            true,
+        )
         .await?
     {
         bail!(
@@ -474,23 +478,76 @@ pub(crate) async fn bootstrap_admin(meta: &Meta, password_file: &str) -> anyhow:
     Ok(())
 }
 
-/// Replaces the configuration file's grants.
+/// Replaces the configuration file's grants. Every grant is checked by the
+/// same grammar as `wharf grant add` and the API, and every problem is
+/// reported at once. A subject that does not exist (yet) is only warned
+/// about: the file is declarative and applied at every start, and accounts
+/// are often created after it is written.
 pub(crate) async fn sync_config_grants(
     meta: &Meta,
     grants: &[wharf_config::GrantConfig],
 ) -> anyhow::Result<()> {
     let mut records = Vec::new();
+    let mut problems = Vec::new();
     for (i, g) in grants.iter().enumerate() {
-        let record = admin::grant_record(
+        match admin::grant_record(
             format!("config-{i}"),
             &g.subject,
             &g.repositories,
             &g.actions.join(","),
             "config",
-        )
-        .map_err(|e| anyhow::anyhow!("auth.grants[{i}]: {e}"))?;
-        records.push(record);
+        ) {
+            Ok(record) => records.push(record),
+            Err(e) => problems.push(format!("auth.grants[{i}]: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("invalid configuration:\n{}", problems.join("\n"));
+    }
+    for (i, record) in records.iter().enumerate() {
+        if !admin::subject_exists(meta, record).await? {
+            tracing::warn!(
+                grant = %format!("auth.grants[{i}]"),
+                subject = %admin::subject_string(record),
+                "the grant's subject does not exist; it takes effect once it is created"
+            );
+        }
     }
     meta.replace_config_grants(&records).await?;
     Ok(())
+}
+
+/// `wharf auth …`
+#[derive(Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Forget failed sign-ins, so throttled clients may try again at once.
+    ///
+    /// With --account, that account's failures from every address; with
+    /// --address, every failure from that address; with both, that account
+    /// from that address; with neither, every failure. Running servers on the
+    /// same database apply it within seconds.
+    Unlock {
+        /// Account name.
+        #[arg(long)]
+        account: Option<String>,
+        /// Client IP address.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+    },
+}
+
+pub(crate) async fn auth(meta: &Meta, cmd: AuthCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuthCommand::Unlock { account, address } => {
+            admin::record_unlock(meta, account.as_deref(), address).await?;
+            let whom = match (&account, address) {
+                (None, None) => "every account and address".to_owned(),
+                (Some(a), None) => format!("account {a} from every address"),
+                (None, Some(ip)) => format!("every account from {ip}"),
+                (Some(a), Some(ip)) => format!("account {a} from {ip}"),
+            };
+            println!("unlocked {whom}; running servers apply it within seconds");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -103,6 +103,13 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Sign-in throttling (`wharf auth unlock`).
+    Auth {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: admin::AuthCommand,
+    },
     /// Show the audit log of pushes, deletions and denied attempts, newest first.
     Audit {
         #[command(flatten)]
@@ -357,6 +364,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo { common, cmd } => {
             let meta = open_meta(&common).await?;
             let res = repo::repo(&meta, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Auth { common, cmd } => {
+            let meta = open_meta(&common).await?;
+            let res = admin::auth(&meta, cmd).await;
             meta.close().await;
             res
         }

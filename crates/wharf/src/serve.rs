@@ -34,9 +34,19 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
             refresh_token_ttl: Duration::from_secs(config.auth.refresh_token_ttl_secs),
             max_failed_logins: config.auth.max_failed_logins,
+            max_failed_logins_per_address: config.auth.max_failed_logins_per_address,
             failure_window: Duration::from_secs(config.auth.failed_login_window_secs),
+            max_concurrent_password_checks: config.auth.max_concurrent_password_checks as usize,
+            password_check_wait: Duration::from_secs(5),
         },
     ));
+    let trusted_proxies = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|p| wharf_config::parse_network(p).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("server.trusted_proxies")?;
     let app = wharf_http::router(wharf_http::AppState {
         registry,
         auth,
@@ -47,6 +57,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             data_dir: config.storage.data_dir.clone(),
         },
         background: tracker.clone(),
+        external_url: (!config.server.external_url.is_empty())
+            .then(|| config.server.external_url.trim_end_matches('/').to_owned()),
+        listen: config.server.listen.clone(),
+        trusted_proxies: wharf_http::TrustedProxies::new(trusted_proxies),
     });
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -107,6 +121,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         tracker.spawn(wharf_http::tls::serve_redirect(
             redirect,
             addr.port(),
+            redirect_hostnames(&config),
             challenges.clone(),
             cancel.clone(),
         ));
@@ -297,4 +312,24 @@ fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
 /// (containers), for lease ownership.
 fn uuid_like() -> String {
     wharf_auth::secret::random_hex(6).unwrap_or_else(|_| "0".into())
+}
+
+/// The host names the redirect listener may send clients to: those of the
+/// certificates, the ACME domains and `server.external_url`.
+fn redirect_hostnames(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .tls
+        .certificates
+        .iter()
+        .flat_map(|c| c.hostnames.iter().cloned())
+        .chain(config.tls.acme.domains.iter().cloned())
+        .collect();
+    if let Some(authority) = wharf_config::external_url_host(&config.server.external_url) {
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => authority.split(':').next().unwrap_or(authority),
+        };
+        names.push(host.to_owned());
+    }
+    names
 }

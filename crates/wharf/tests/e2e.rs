@@ -28,6 +28,8 @@ mod cosign;
 mod full_disk;
 #[path = "e2e/gc_race.rs"]
 mod gc_race;
+#[path = "e2e/https_signin.rs"]
+mod https_signin;
 #[path = "e2e/jobs.rs"]
 mod jobs;
 #[path = "e2e/logs.rs"]
@@ -46,6 +48,8 @@ mod raw_server;
 mod repos;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
+#[path = "e2e/signin.rs"]
+mod signin;
 #[path = "e2e/skopeo.rs"]
 mod skopeo;
 #[path = "e2e/streaming.rs"]

@@ -235,15 +235,20 @@ fn acme_issues_renews_and_redirects_with_http01_then_tls_alpn01() -> Result<()> 
     let data = d.join("http01");
     let wharf = start_wharf(d, &data, https_port, &acme("http-01", ""))?;
     let first = wait_for_serial(https_port, &root, None)?;
-    // Plain HTTP redirects to HTTPS.
+    // Plain HTTP redirects to HTTPS, for the certificate's domain only.
     let (ok, out) = curl(&[
+        "--resolve",
+        &format!("{DOMAIN}:{http_port}:127.0.0.1"),
         "-o",
         "/dev/null",
         "-w",
         "%{http_code} %{redirect_url}",
-        &format!("http://127.0.0.1:{http_port}/v2/"),
+        &format!("http://{DOMAIN}:{http_port}/v2/"),
     ])?;
-    assert!(ok && out.starts_with("308 https://127.0.0.1:"), "{out}");
+    assert!(
+        ok && out.starts_with(&format!("308 https://{DOMAIN}:{https_port}/v2/")),
+        "{out}"
+    );
     // A restart reuses the account and the certificate (not due for renewal).
     drop(wharf);
     let account = std::fs::read_to_string(data.join("acme/account.json"))?;

@@ -116,6 +116,7 @@ fn push_manifest(
 const MATRIX_CONFIG: &str = r#"
 [auth]
 max_failed_logins = 10000
+max_failed_logins_per_address = 10000
 
 [[auth.grants]]
 subject = "anonymous"
@@ -568,40 +569,37 @@ fn token_endpoint_grants_the_intersection_and_401_asks_for_more() -> Result<()> 
 
 #[test]
 fn failed_logins_are_rate_limited_per_account_and_address() -> Result<()> {
-    let setup = start("[auth]\nmax_failed_logins = 3\nfailed_login_window_secs = 60\n")?;
+    let setup = start(
+        "[auth]\nmax_failed_logins = 3\nmax_failed_logins_per_address = 5\nfailed_login_window_secs = 60\n",
+    )?;
     let s = &setup.server;
     cli(s, &["user", "add", "victim", "--password-stdin"], "right\n")?;
-    for _ in 0..3 {
-        let res = request(
+    let get = |user: &str, password: &str| -> Result<Response> {
+        request(
             s.addr(),
             "GET",
             "/v2/",
-            &[("Authorization", &basic("victim", "wrong"))],
+            &[("Authorization", &basic(user, password))],
             b"",
-        )?;
-        assert_eq!(res.status, 401);
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(get("victim", "wrong")?.status, 401);
     }
-    let res = request(
-        s.addr(),
-        "GET",
-        "/v2/",
-        &[("Authorization", &basic("victim", "right"))],
-        b"",
-    )?;
+    // This address has used up its budget for this account, the right password included.
+    let res = get("victim", "right")?;
     assert_eq!(res.status, 429);
     assert_eq!(code(&res), "TOOMANYREQUESTS");
     assert!(res.header("retry-after").is_some());
 
-    // Another account from the same address is refused too: the limit is per
-    // account and per client address, so spraying passwords across accounts stops.
-    let res = request(
-        s.addr(),
-        "GET",
-        "/v2/",
-        &[("Authorization", &basic("admin", s.admin_password()))],
-        b"",
-    )?;
-    assert_eq!(res.status, 429);
+    // Another account from the same address is still fine...
+    assert_eq!(get("admin", s.admin_password())?.status, 200);
+    // ...until the address's own budget, across accounts, is spent: spraying
+    // passwords across accounts stops too.
+    for name in ["x1", "x2"] {
+        assert_eq!(get(name, "wrong")?.status, 401);
+    }
+    assert_eq!(get("admin", s.admin_password())?.status, 429);
     Ok(())
 }
 
@@ -717,5 +715,119 @@ fn htpasswd_users_keep_their_passwords() -> Result<()> {
         b"",
     )?;
     assert_eq!(res.status, 401);
+    Ok(())
+}
+
+/// Runs `wharf ARGS --data-dir DIR` and returns (success, stdout + stderr).
+fn cli_outcome(server: &WharfServer, args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(WHARF)
+        .args(args)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+#[test]
+fn grants_are_validated_by_one_grammar_everywhere() -> Result<()> {
+    let setup = start("")?;
+    let s = &setup.server;
+    cli(s, &["user", "add", "dev", "--password-stdin"], "dev-pw\n")?;
+    cli(s, &["team", "add", "ops"], "")?;
+
+    // The CLI refuses malformed patterns and subjects that do not exist, saying why.
+    for (subject, pattern, why) in [
+        ("user:dev", "Team/App", "invalid repository pattern"),
+        ("user:dev", "team//x", "empty path component"),
+        ("user:dev", "..", "invalid repository pattern"),
+        ("user:dev", "team/***", "whole path component"),
+        ("user:ghost", "team/**", "no account named \"ghost\""),
+        ("team:nobody", "team/**", "no team named \"nobody\""),
+    ] {
+        let (ok, out) = cli_outcome(s, &["grant", "add", subject, pattern, "pull"])?;
+        assert!(!ok, "grant add {subject} {pattern} was accepted: {out}");
+        assert!(out.contains(why), "grant add {subject} {pattern}: {out}");
+    }
+    let (ok, out) = cli_outcome(s, &["grant", "add", "user:dev", "team/*", "pull,*"])?;
+    assert!(!ok && out.contains("unknown action"), "{out}");
+    cli(s, &["grant", "add", "team:ops", "team/**", "pull"], "")?;
+    cli(
+        s,
+        &["grant", "add", "user:dev", "team/*-dev", "pull,push"],
+        "",
+    )?;
+
+    // The API refuses the same things with its INVALID / NOT_FOUND envelope.
+    let admin = basic("admin", s.admin_password());
+    let post = |body: serde_json::Value| -> Result<(u16, String)> {
+        let res = request(
+            s.addr(),
+            "POST",
+            "/api/v1/grants",
+            &[
+                ("Authorization", &admin),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )?;
+        Ok((res.status, res.text()))
+    };
+    let (status, body) = post(
+        serde_json::json!({"subject": "user:dev", "pattern": "team/***", "actions": ["pull"]}),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("INVALID") && body.contains("team/***"),
+        "{body}"
+    );
+    let (status, body) = post(
+        serde_json::json!({"subject": "user:ghost", "pattern": "team/**", "actions": ["pull"]}),
+    )?;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(
+        serde_json::json!({"subject": "user:dev", "pattern": "team/app", "actions": ["pull"]}),
+    )?;
+    assert_eq!(status, 201, "{body}");
+
+    // The token endpoint validates scope names the same way before matching them.
+    for scope in [
+        "repository:Team/App:pull",
+        "repository:team//x:pull",
+        "repository:team/app:fly",
+    ] {
+        let res = request(
+            s.addr(),
+            "GET",
+            &format!("/token?service=wharf&scope={scope}"),
+            &[("Authorization", &basic("dev", "dev-pw"))],
+            b"",
+        )?;
+        assert_eq!(res.status, 400, "{scope}: {}", res.text());
+        assert!(res.text().contains("invalid_scope"), "{}", res.text());
+    }
+    drop(setup);
+
+    // And so does the configuration file, naming the entry.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[auth.grants]]\nsubject = \"team:ops\"\nrepositories = \"team//x\"\nactions = [\"pull\"]\n",
+    )?;
+    let out = Command::new(WHARF)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("auth.grants[0]") && stderr.contains("empty path component"),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -400,16 +400,31 @@ fn sni_reload_redirect_and_bad_certificates() -> Result<()> {
     std::thread::sleep(Duration::from_millis(2500));
     assert!(ok_with("alpha.test", "gamma-ca.crt")?);
 
-    // Plain HTTP is redirected to HTTPS.
-    let (ok, out) = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{redirect_url}",
-        &format!("http://127.0.0.1:{redirect_port}/v2/x?y=1"),
-    ])?;
+    // Plain HTTP is redirected to HTTPS, but only for the host names configured
+    // (here the certificates'): any other Host gets 421, so the listener cannot
+    // bounce clients to a site of an attacker's choosing.
+    let redirect = |host: &str| {
+        curl(&[
+            "--resolve",
+            &format!("{host}:{redirect_port}:127.0.0.1"),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("http://{host}:{redirect_port}/v2/x?y=1"),
+        ])
+    };
+    let (ok, out) = redirect("alpha.test")?;
     assert!(ok, "{out}");
-    assert_eq!(out.trim(), format!("308 https://127.0.0.1:{port}/v2/x?y=1"));
+    assert_eq!(
+        out.trim(),
+        format!("308 https://alpha.test:{port}/v2/x?y=1")
+    );
+    for host in ["127.0.0.1", "evil.example"] {
+        let (ok, out) = redirect(host)?;
+        assert!(ok, "{out}");
+        assert_eq!(out.trim(), "421", "redirect for Host {host}");
+    }
     drop(server);
 
     // A key that does not match its certificate fails the start with a clear message.
