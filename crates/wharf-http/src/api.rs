@@ -108,6 +108,9 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/auth/unlock", post(unlock))
+        .route("/api/v1/jobs", get(list_jobs).post(run_job))
+        .route("/api/v1/jobs/{id}", get(show_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         // Only routes that exist are guarded: an unknown path is a plain 404,
         // with no challenge (a browser would prompt), no failed-login count and
         // no audit row.
@@ -491,4 +494,93 @@ async fn unlock(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
         Json(json!({"account": u.account, "address": u.address, "cleared": cleared}))
             .into_response(),
     )
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    limit: Option<u32>,
+}
+
+async fn list_jobs(State(state): State<Arc<AppState>>, Query(q): Query<JobsQuery>) -> ApiResult {
+    let jobs = state
+        .auth
+        .meta()
+        .jobs(q.limit.unwrap_or(100).min(10_000))
+        .await?;
+    let v: Vec<Value> = jobs.iter().map(|j| job_json(j, &[])).collect();
+    Ok(Json(v).into_response())
+}
+
+async fn show_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let meta = state.auth.meta();
+    let Some(job) = meta.job(&id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no job {id}"),
+        ));
+    };
+    let log = meta.job_log_lines(&id).await?;
+    Ok(Json(job_json(&job, &log)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunJob {
+    kind: String,
+}
+
+async fn run_job(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let r: RunJob = parse(&body)?;
+    let Some(kind) = wharf_jobs::JobKind::parse(&r.kind) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID",
+            format!(
+                "unknown job kind {:?}: expected gc, gc-full or check",
+                r.kind
+            ),
+        ));
+    };
+    let (id, new) = state.auth.meta().enqueue_job(&kind.to_job()).await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({"id": id, "queued": new}))).into_response())
+}
+
+async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    match state.auth.meta().cancel_job(&id).await? {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no job {id}"),
+        )),
+        Some(job_state) => Ok(Json(json!({"id": id, "state": job_state.as_str()})).into_response()),
+    }
+}
+
+/// A job as the API and `wharf jobs --json` show it.
+pub fn job_json(job: &wharf_meta::JobRecord, log: &[(i64, String)]) -> Value {
+    json!({
+        "id": job.id,
+        "kind": job.kind,
+        "key": job.key,
+        "state": job.state.as_str(),
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "cancel_requested": job.cancel_requested,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "items_done": job.progress.items_done,
+        "items_total": job.progress.items_total,
+        "bytes_done": job.progress.bytes_done,
+        "bytes_total": job.progress.bytes_total,
+        "summary": job.summary,
+        "error": job.error,
+        "log": log.iter().map(|(at, line)| json!({"at": at, "line": line})).collect::<Vec<_>>(),
+    })
 }

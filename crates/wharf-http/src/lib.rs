@@ -10,6 +10,7 @@
 mod access_log;
 pub mod acme;
 mod api;
+pub use api::job_json;
 mod auth;
 mod oci;
 pub mod tls;

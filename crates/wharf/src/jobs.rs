@@ -50,7 +50,7 @@ pub(crate) async fn jobs(meta: &Meta, cmd: JobsCommand) -> anyhow::Result<ExitCo
         JobsCommand::List { limit, json } => {
             for job in meta.jobs(limit).await? {
                 if json {
-                    println!("{}", job_json(&job, &[]));
+                    println!("{}", wharf_http::job_json(&job, &[]));
                 } else {
                     println!(
                         "{}  {:<9}  {:<6}  {}",
@@ -72,7 +72,7 @@ pub(crate) async fn jobs(meta: &Meta, cmd: JobsCommand) -> anyhow::Result<ExitCo
             };
             let log = meta.job_log_lines(&id).await?;
             if json {
-                println!("{}", job_json(&job, &log));
+                println!("{}", wharf_http::job_json(&job, &log));
             } else {
                 print_job(&job, &log);
             }
@@ -142,27 +142,4 @@ fn print_job(job: &JobRecord, log: &[(i64, String)]) {
     for (at, line) in log {
         println!("log       {at} {line}");
     }
-}
-
-/// The job as JSON, the same shape `/api/v1/jobs` answers.
-pub(crate) fn job_json(job: &JobRecord, log: &[(i64, String)]) -> serde_json::Value {
-    serde_json::json!({
-        "id": job.id,
-        "kind": job.kind,
-        "key": job.key,
-        "state": job.state.as_str(),
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "cancel_requested": job.cancel_requested,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "items_done": job.progress.items_done,
-        "items_total": job.progress.items_total,
-        "bytes_done": job.progress.bytes_done,
-        "bytes_total": job.progress.bytes_total,
-        "summary": job.summary,
-        "error": job.error,
-        "log": log.iter().map(|(at, line)| serde_json::json!({"at": at, "line": line})).collect::<Vec<_>>(),
-    })
 }

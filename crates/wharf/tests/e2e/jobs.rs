@@ -120,3 +120,76 @@ fn the_cli_runs_follows_and_cancels_jobs() -> Result<()> {
     ensure!(bad.stderr.contains("no job nope"), "{bad}");
     Ok(())
 }
+
+#[test]
+fn the_api_runs_shows_and_cancels_jobs() -> Result<()> {
+    use wharf_testkit::http::request;
+    let server = WharfServer::start(env!("CARGO_BIN_EXE_wharf"))?;
+    let auth = server.basic_auth_header();
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let res = request(
+        server.addr(),
+        "POST",
+        "/api/v1/jobs",
+        &headers,
+        br#"{"kind":"check"}"#,
+    )?;
+    ensure!(res.status == 201, "{} {}", res.status, res.text());
+    let id = serde_json::from_slice::<Value>(&res.body)?["id"]
+        .as_str()
+        .context("no id")?
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let res = request(
+            server.addr(),
+            "GET",
+            &format!("/api/v1/jobs/{id}"),
+            &headers,
+            b"",
+        )?;
+        ensure!(res.status == 200, "{} {}", res.status, res.text());
+        let job: Value = serde_json::from_slice(&res.body)?;
+        if job["state"] == "succeeded" {
+            break job;
+        }
+        ensure!(Instant::now() < deadline, "job never finished: {job:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(
+        job["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("verified")),
+        "{job:#}"
+    );
+    let res = request(server.addr(), "GET", "/api/v1/jobs", &headers, b"")?;
+    ensure!(res.text().contains(&id), "{}", res.text());
+    let res = request(
+        server.addr(),
+        "POST",
+        "/api/v1/jobs",
+        &headers,
+        br#"{"kind":"sweep"}"#,
+    )?;
+    ensure!(
+        res.status == 400 && res.text().contains("INVALID"),
+        "{} {}",
+        res.status,
+        res.text()
+    );
+    let res = request(
+        server.addr(),
+        "POST",
+        "/api/v1/jobs/nope/cancel",
+        &headers,
+        b"",
+    )?;
+    ensure!(res.status == 404, "{} {}", res.status, res.text());
+    // Administrators only.
+    let res = request(server.addr(), "GET", "/api/v1/jobs", &[], b"")?;
+    ensure!(res.status == 401, "{} {}", res.status, res.text());
+    Ok(())
+}
