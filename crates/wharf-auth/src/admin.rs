@@ -2,7 +2,10 @@
 //! `wharf user|team|grant|token` commands and the `/api/v1` management API, so
 //! the two can never disagree on validation.
 
-use wharf_meta::{AccountRecord, GrantRecord, Meta, MetaError, TokenRecord};
+use wharf_meta::{
+    AccountKind, AccountRecord, GrantOrigin, GrantRecord, GrantSubjectKind, Meta, MetaError,
+    TokenRecord,
+};
 
 use crate::access::{Action, Actions, TokenScope};
 use crate::secret::{hash_password, random_hex};
@@ -92,7 +95,11 @@ pub async fn add_account(
         }
         (Some(hash_blocking(pw).await?), generated)
     };
-    let kind = if robot { "robot" } else { "user" };
+    let kind = if robot {
+        AccountKind::Robot
+    } else {
+        AccountKind::User
+    };
     if !meta
         .create_account(name, kind, hash.as_deref(), admin)
         .await?
@@ -110,7 +117,7 @@ pub async fn set_password(meta: &Meta, name: &str, password: &str) -> Result<(),
         return Err(AdminError::Invalid("empty password".into()));
     }
     match meta.account(name).await? {
-        Some(a) if a.kind == "robot" => Err(AdminError::Invalid(format!(
+        Some(a) if a.kind == AccountKind::Robot => Err(AdminError::Invalid(format!(
             "{name:?} is a robot; robots use tokens"
         ))),
         Some(_) => {
@@ -179,15 +186,15 @@ pub async fn set_membership(
 
 /// Splits a grant subject (`anonymous`, `user:NAME`, `team:NAME`) into its
 /// stored kind and name.
-pub fn parse_subject(subject: &str) -> Result<(&'static str, String), AdminError> {
+pub fn parse_subject(subject: &str) -> Result<(GrantSubjectKind, String), AdminError> {
     if subject == "anonymous" {
-        return Ok(("anonymous", String::new()));
+        return Ok((GrantSubjectKind::Anonymous, String::new()));
     }
     if let Some(n) = subject.strip_prefix("user:").filter(|n| !n.is_empty()) {
-        return Ok(("account", n.to_owned()));
+        return Ok((GrantSubjectKind::Account, n.to_owned()));
     }
     if let Some(n) = subject.strip_prefix("team:").filter(|n| !n.is_empty()) {
-        return Ok(("team", n.to_owned()));
+        return Ok((GrantSubjectKind::Team, n.to_owned()));
     }
     Err(AdminError::Invalid(format!(
         "subject {subject:?} must be anonymous, user:NAME or team:NAME"
@@ -196,10 +203,10 @@ pub fn parse_subject(subject: &str) -> Result<(&'static str, String), AdminError
 
 /// The subject of a stored grant, as written in configuration and commands.
 pub fn subject_string(g: &GrantRecord) -> String {
-    match g.subject_kind.as_str() {
-        "anonymous" => "anonymous".into(),
-        "account" => format!("user:{}", g.subject_name),
-        other => format!("{other}:{}", g.subject_name),
+    match g.subject_kind {
+        GrantSubjectKind::Anonymous => "anonymous".into(),
+        GrantSubjectKind::Account => format!("user:{}", g.subject_name),
+        GrantSubjectKind::Team => format!("team:{}", g.subject_name),
     }
 }
 
@@ -227,7 +234,7 @@ pub fn parse_grant_actions(actions: &str) -> Result<Actions, AdminError> {
     Ok(parsed)
 }
 
-/// Builds a validated grant record (`origin` is `api` or `config`): the one
+/// Builds a validated grant record: the one
 /// implementation of the grant grammar, whatever surface the grant comes from.
 /// Whether the subject exists is checked by [`add_grant`] (the configuration
 /// may name accounts that are created later).
@@ -236,37 +243,37 @@ pub fn grant_record(
     subject: &str,
     pattern: &str,
     actions: &str,
-    origin: &str,
+    origin: GrantOrigin,
 ) -> Result<GrantRecord, AdminError> {
     let (kind, name) = parse_subject(subject)?;
-    if kind != "anonymous" {
+    if kind != GrantSubjectKind::Anonymous {
         validate_name(&name)?;
     }
     crate::glob::validate_pattern(pattern).map_err(AdminError::Invalid)?;
     let parsed = parse_grant_actions(actions)?;
-    if kind == "anonymous" && parsed != Actions::of(Action::Pull) {
+    if kind == GrantSubjectKind::Anonymous && parsed != Actions::of(Action::Pull) {
         return Err(AdminError::Invalid("anonymous may only pull".into()));
     }
     Ok(GrantRecord {
         id,
-        subject_kind: kind.into(),
+        subject_kind: kind,
         subject_name: name,
         pattern: pattern.to_owned(),
         actions: parsed.to_list(),
-        origin: origin.into(),
+        origin,
     })
 }
 
 /// Whether the subject of `record` exists (anonymous always does).
 pub async fn subject_exists(meta: &Meta, record: &GrantRecord) -> Result<bool, AdminError> {
-    Ok(match record.subject_kind.as_str() {
-        "account" => meta.account(&record.subject_name).await?.is_some(),
-        "team" => meta
+    Ok(match record.subject_kind {
+        GrantSubjectKind::Account => meta.account(&record.subject_name).await?.is_some(),
+        GrantSubjectKind::Team => meta
             .teams()
             .await?
             .iter()
             .any(|(t, _)| *t == record.subject_name),
-        _ => true,
+        GrantSubjectKind::Anonymous => true,
     })
 }
 
@@ -278,9 +285,9 @@ pub async fn add_grant(
     actions: &str,
 ) -> Result<String, AdminError> {
     let id = format!("g{}", random_hex(6)?);
-    let record = grant_record(id.clone(), subject, pattern, actions, "api")?;
+    let record = grant_record(id.clone(), subject, pattern, actions, GrantOrigin::Api)?;
     if !subject_exists(meta, &record).await? {
-        let what = if record.subject_kind == "team" {
+        let what = if record.subject_kind == GrantSubjectKind::Team {
             "team"
         } else {
             "account"

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OnceCell, Semaphore};
-use wharf_meta::{AccountRecord, Meta, MetaError, TokenRecord};
+use wharf_meta::{AccountRecord, GrantSubjectKind, Meta, MetaError, TokenRecord};
 
 use crate::access::{allowed_actions, Actions, Grant, Principal, Subject, TokenScope};
 use crate::secret::{constant_time_eq, random_hex, token_digest, verify_password};
@@ -732,11 +732,10 @@ impl AuthService {
             .await?
             .into_iter()
             .filter_map(|g| {
-                let subject = match g.subject_kind.as_str() {
-                    "anonymous" => Subject::Anonymous,
-                    "account" => Subject::Account(g.subject_name),
-                    "team" => Subject::Team(g.subject_name),
-                    _ => return None,
+                let subject = match g.subject_kind {
+                    GrantSubjectKind::Anonymous => Subject::Anonymous,
+                    GrantSubjectKind::Account => Subject::Account(g.subject_name),
+                    GrantSubjectKind::Team => Subject::Team(g.subject_name),
                 };
                 Some(Grant {
                     subject,
@@ -885,7 +884,7 @@ impl AuthService {
         remote: Option<String>,
         action: &str,
         resource: &str,
-        outcome: &str,
+        outcome: wharf_meta::AuditOutcome,
     ) -> Result<(), AuthnError> {
         let record = wharf_meta::AuditRecord {
             at: wharf_meta::unix_now(),
@@ -893,7 +892,7 @@ impl AuthService {
             remote,
             action: action.to_owned(),
             resource: resource.to_owned(),
-            outcome: outcome.to_owned(),
+            outcome,
         };
         self.meta.audit(&random_hex(12)?, &record).await?;
         Ok(())

@@ -197,9 +197,9 @@ async fn guard_admin(
     let res = next.run(req).await;
     if method != axum::http::Method::GET {
         let outcome = if res.status().is_success() {
-            "ok"
+            wharf_meta::AuditOutcome::Ok
         } else {
-            "failed"
+            wharf_meta::AuditOutcome::Failed
         };
         let auth = state.auth.clone();
         let account = identity.account().map(str::to_owned);
@@ -248,7 +248,7 @@ async fn list_users(State(state): State<Arc<AppState>>) -> ApiResult {
     let accounts = admin::accounts(state.auth.meta()).await?;
     let v: Vec<Value> = accounts
         .iter()
-        .map(|a| json!({"name": a.name, "kind": a.kind, "admin": a.is_admin, "disabled": a.disabled}))
+        .map(|a| json!({"name": a.name, "kind": a.kind.as_str(), "admin": a.is_admin, "disabled": a.disabled}))
         .collect();
     Ok(Json(v).into_response())
 }
@@ -349,7 +349,7 @@ async fn list_grants(State(state): State<Arc<AppState>>) -> ApiResult {
     let grants = state.auth.meta().grants().await?;
     let v: Vec<Value> = grants
         .iter()
-        .map(|g| json!({"id": g.id, "subject": admin::subject_string(g), "pattern": g.pattern, "actions": g.actions.split(',').collect::<Vec<_>>(), "origin": g.origin}))
+        .map(|g| json!({"id": g.id, "subject": admin::subject_string(g), "pattern": g.pattern, "actions": g.actions.split(',').collect::<Vec<_>>(), "origin": g.origin.as_str()}))
         .collect();
     Ok(Json(v).into_response())
 }
@@ -461,7 +461,7 @@ async fn audit(State(state): State<Arc<AppState>>, Query(q): Query<AuditQuery>) 
         .await?;
     let v: Vec<Value> = records
         .iter()
-        .map(|r| json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome}))
+        .map(|r| json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome.as_str()}))
         .collect();
     Ok(Json(v).into_response())
 }

@@ -25,6 +25,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use wharf_auth::access::Action;
 use wharf_auth::{AuthService, AuthnError, Credentials, Identity};
+use wharf_meta::AuditOutcome;
 
 use crate::oci::route::Route;
 use crate::oci::ApiError;
@@ -453,7 +454,7 @@ pub(crate) async fn guard_v2(
                 remote,
                 *action,
                 &format!("{method} {path}"),
-                "denied",
+                AuditOutcome::Denied,
                 repo,
             );
         }
@@ -479,9 +480,9 @@ pub(crate) async fn guard_v2(
             action == Action::Delete || (method == Method::PUT && res.status().is_success());
         if significant {
             let outcome = if res.status().is_success() {
-                "ok"
+                AuditOutcome::Ok
             } else {
-                "failed"
+                AuditOutcome::Failed
             };
             state.audit(
                 &identity,

@@ -131,7 +131,7 @@ impl AppState {
         remote: Option<std::net::IpAddr>,
         action: wharf_auth::access::Action,
         resource: &str,
-        outcome: &str,
+        outcome: wharf_meta::AuditOutcome,
         repo: &str,
     ) {
         let auth = self.auth.clone();
@@ -140,13 +140,13 @@ impl AppState {
             remote.map(|r| r.to_string()),
             action.as_str().to_owned(),
             resource.to_owned(),
-            outcome.to_owned(),
+            outcome,
         );
-        tracing::info!(audit.account = ?record.0, audit.action = %record.2, repo.name = repo, audit.outcome = outcome, "audit");
+        tracing::info!(audit.account = ?record.0, audit.action = %record.2, repo.name = repo, audit.outcome = outcome.as_str(), "audit");
         self.background.spawn(async move {
             let (account, remote, action, resource, outcome) = record;
             if let Err(e) = auth
-                .audit(account, remote, &action, &resource, &outcome)
+                .audit(account, remote, &action, &resource, outcome)
                 .await
             {
                 tracing::error!(error = %e, "cannot write the audit log");

@@ -6,13 +6,98 @@ use sqlx::Row;
 
 use crate::{unix_now, Meta, MetaError};
 
+/// Declares a stored enum: its variants, their stored names, and parsing that
+/// calls an unknown stored name what it is (a hand-edited database).
+macro_rules! stored_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// The name as stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Parses a stored or typed name.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            fn from_stored(s: &str) -> Result<$name, MetaError> {
+                $name::parse(s).ok_or_else(|| {
+                    MetaError::Corrupt(format!("stored {} {s:?}", stringify!($name)))
+                })
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+stored_enum! {
+    /// How an account signs in.
+    AccountKind {
+        /// A person: signs in with a password (or tokens).
+        User => "user",
+        /// A machine: API tokens only.
+        Robot => "robot",
+    }
+}
+
+stored_enum! {
+    /// Whom a grant is for.
+    GrantSubjectKind {
+        /// Every unauthenticated client.
+        Anonymous => "anonymous",
+        /// One account.
+        Account => "account",
+        /// Every member of a team.
+        Team => "team",
+    }
+}
+
+stored_enum! {
+    /// Where a grant came from.
+    GrantOrigin {
+        /// The configuration file: replaced on every start.
+        Config => "config",
+        /// The CLI or the management API: kept until removed.
+        Api => "api",
+    }
+}
+
+stored_enum! {
+    /// How an audited action ended.
+    AuditOutcome {
+        /// Done.
+        Ok => "ok",
+        /// Refused by authorization.
+        Denied => "denied",
+        /// Allowed, but it failed (bad input, a server fault).
+        Failed => "failed",
+    }
+}
+
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     /// Unique name.
     pub name: String,
-    /// `user` (signs in with a password) or `robot` (tokens only).
-    pub kind: String,
+    /// How it signs in.
+    pub kind: AccountKind,
     /// argon2id or bcrypt hash; robots have none.
     pub password_hash: Option<String>,
     /// Server administrator.
@@ -26,16 +111,16 @@ pub struct AccountRecord {
 pub struct GrantRecord {
     /// Stable id.
     pub id: String,
-    /// `anonymous`, `account` or `team`.
-    pub subject_kind: String,
+    /// Whom it is for.
+    pub subject_kind: GrantSubjectKind,
     /// Account or team name; empty for anonymous.
     pub subject_name: String,
     /// Repository pattern.
     pub pattern: String,
     /// Comma-separated actions.
     pub actions: String,
-    /// `config` (replaced on every start) or `api`.
-    pub origin: String,
+    /// Where it came from.
+    pub origin: GrantOrigin,
 }
 
 /// An API token as stored (the secret itself is never stored).
@@ -85,8 +170,8 @@ pub struct AuditRecord {
     pub action: String,
     /// On what, e.g. a repository and reference.
     pub resource: String,
-    /// `ok` or `denied`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
 }
 
 /// A request to forget failed sign-ins, made by `wharf auth unlock` or the
@@ -106,7 +191,7 @@ pub struct UnlockRecord {
 fn account(r: &sqlx::any::AnyRow) -> Result<AccountRecord, MetaError> {
     Ok(AccountRecord {
         name: r.try_get(0)?,
-        kind: r.try_get(1)?,
+        kind: AccountKind::from_stored(&r.try_get::<String, _>(1)?)?,
         password_hash: r.try_get(2)?,
         is_admin: r.try_get::<i64, _>(3)? != 0,
         disabled: r.try_get::<i64, _>(4)? != 0,
@@ -135,7 +220,7 @@ impl Meta {
     pub async fn create_account(
         &self,
         name: &str,
-        kind: &str,
+        kind: AccountKind,
         password_hash: Option<&str>,
         is_admin: bool,
     ) -> Result<bool, MetaError> {
@@ -145,7 +230,7 @@ impl Meta {
              VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(password_hash.map(str::to_owned))
         .bind(is_admin as i64)
         .bind(unix_now())
@@ -334,11 +419,11 @@ impl Meta {
             .map(|r| {
                 Ok(GrantRecord {
                     id: r.try_get(0)?,
-                    subject_kind: r.try_get(1)?,
+                    subject_kind: GrantSubjectKind::from_stored(&r.try_get::<String, _>(1)?)?,
                     subject_name: r.try_get(2)?,
                     pattern: r.try_get(3)?,
                     actions: r.try_get(4)?,
-                    origin: r.try_get(5)?,
+                    origin: GrantOrigin::from_stored(&r.try_get::<String, _>(5)?)?,
                 })
             })
             .collect()
@@ -483,7 +568,7 @@ impl Meta {
         .bind(r.remote.clone())
         .bind(&r.action)
         .bind(&r.resource)
-        .bind(&r.outcome)
+        .bind(r.outcome.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -545,7 +630,7 @@ impl Meta {
                     remote: r.try_get(2)?,
                     action: r.try_get(3)?,
                     resource: r.try_get(4)?,
-                    outcome: r.try_get(5)?,
+                    outcome: AuditOutcome::from_stored(&r.try_get::<String, _>(5)?)?,
                 })
             })
             .collect()
@@ -558,11 +643,11 @@ async fn insert_grant(conn: &mut sqlx::AnyConnection, g: &GrantRecord) -> Result
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&g.id)
-    .bind(&g.subject_kind)
+    .bind(g.subject_kind.as_str())
     .bind(&g.subject_name)
     .bind(&g.pattern)
     .bind(&g.actions)
-    .bind(&g.origin)
+    .bind(g.origin.as_str())
     .bind(unix_now())
     .execute(&mut *conn)
     .await?;

@@ -33,7 +33,8 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 
 pub use gc::{BlobClaim, DeletionMark, SweepOutcome, DELETION_LEASE_SECS};
 pub use identity::{
-    AccountRecord, AuditRecord, GrantRecord, SigningKeyRecord, TokenRecord, UnlockRecord,
+    AccountKind, AccountRecord, AuditOutcome, AuditRecord, GrantOrigin, GrantRecord,
+    GrantSubjectKind, SigningKeyRecord, TokenRecord, UnlockRecord,
 };
 pub use jobs::{
     retry_backoff_secs, ClaimedJob, JobProgress, JobRecord, JobState, LeaseStatus, NewJob,

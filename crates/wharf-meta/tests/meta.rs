@@ -822,18 +822,26 @@ async fn concurrent_writers(db: Db) {
 }
 
 async fn identities_round_trip(db: Db) {
-    use wharf_meta::{AuditRecord, GrantRecord, TokenRecord};
+    use wharf_meta::{
+        AccountKind, AuditOutcome, AuditRecord, GrantOrigin, GrantRecord, GrantSubjectKind,
+        TokenRecord,
+    };
     let m = &db.meta;
     assert!(!m.has_admin().await.unwrap());
     assert!(m
-        .create_account("root", "user", Some("$argon2id$x"), true)
+        .create_account("root", AccountKind::User, Some("$argon2id$x"), true)
         .await
         .unwrap());
     assert!(
-        !m.create_account("root", "user", None, false).await.unwrap(),
+        !m.create_account("root", AccountKind::User, None, false)
+            .await
+            .unwrap(),
         "names are unique"
     );
-    assert!(m.create_account("ci", "robot", None, false).await.unwrap());
+    assert!(m
+        .create_account("ci", AccountKind::Robot, None, false)
+        .await
+        .unwrap());
     assert!(m.has_admin().await.unwrap());
     assert!(m.set_password("root", "$argon2id$y").await.unwrap());
     assert!(!m.set_password("nobody", "h").await.unwrap());
@@ -850,19 +858,24 @@ async fn identities_round_trip(db: Db) {
     assert!(m.set_membership("ops", "ci", true).await.unwrap());
     assert!(!m.set_membership("ops", "ghost", true).await.unwrap());
     assert_eq!(m.teams_of("ci").await.unwrap(), vec!["ops"]);
-    let grant = |id: &str, origin: &str| GrantRecord {
+    let grant = |id: &str, origin: GrantOrigin| GrantRecord {
         id: id.into(),
-        subject_kind: "team".into(),
+        subject_kind: GrantSubjectKind::Team,
         subject_name: "ops".into(),
         pattern: "team/**".into(),
         actions: "pull,push".into(),
-        origin: origin.into(),
+        origin,
     };
-    m.add_grant(&grant("g-api", "api")).await.unwrap();
-    m.replace_config_grants(&[grant("g-c1", "config"), grant("g-c2", "config")])
+    m.add_grant(&grant("g-api", GrantOrigin::Api))
         .await
         .unwrap();
-    m.replace_config_grants(&[grant("g-c3", "config")])
+    m.replace_config_grants(&[
+        grant("g-c1", GrantOrigin::Config),
+        grant("g-c2", GrantOrigin::Config),
+    ])
+    .await
+    .unwrap();
+    m.replace_config_grants(&[grant("g-c3", GrantOrigin::Config)])
         .await
         .unwrap();
     let ids: Vec<String> = m
@@ -906,7 +919,7 @@ async fn identities_round_trip(db: Db) {
         remote: Some("127.0.0.1".into()),
         action: "push".into(),
         resource: "team/app:v1".into(),
-        outcome: "ok".into(),
+        outcome: AuditOutcome::Ok,
     };
     m.audit("a1", &rec).await.unwrap();
     assert_eq!(m.audit_log(10).await.unwrap(), vec![rec]);

@@ -212,7 +212,7 @@ pub(crate) async fn user(meta: &Meta, cmd: UserCommand) -> anyhow::Result<ExitCo
             if json {
                 let v: Vec<_> = accounts
                     .iter()
-                    .map(|a| serde_json::json!({"name": a.name, "kind": a.kind, "admin": a.is_admin, "disabled": a.disabled}))
+                    .map(|a| serde_json::json!({"name": a.name, "kind": a.kind.as_str(), "admin": a.is_admin, "disabled": a.disabled}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -258,7 +258,10 @@ async fn import_htpasswd(
             skipped += 1;
             continue;
         }
-        if meta.create_account(name, "user", Some(hash), false).await? {
+        if meta
+            .create_account(name, wharf_meta::AccountKind::User, Some(hash), false)
+            .await?
+        {
             imported += 1;
         } else if replace {
             meta.set_password(name, hash).await?;
@@ -391,7 +394,7 @@ pub(crate) async fn grant(meta: &Meta, cmd: GrantCommand) -> anyhow::Result<Exit
             if json {
                 let v: Vec<_> = grants
                     .iter()
-                    .map(|g| serde_json::json!({"id": g.id, "subject": admin::subject_string(g), "pattern": g.pattern, "actions": g.actions, "origin": g.origin}))
+                    .map(|g| serde_json::json!({"id": g.id, "subject": admin::subject_string(g), "pattern": g.pattern, "actions": g.actions, "origin": g.origin.as_str()}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -420,7 +423,7 @@ pub(crate) async fn audit(meta: &Meta, limit: u64, json: bool) -> anyhow::Result
         if json {
             println!(
                 "{}",
-                serde_json::json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome})
+                serde_json::json!({"at": r.at, "account": r.account, "remote": r.remote, "action": r.action, "resource": r.resource, "outcome": r.outcome.as_str()})
             );
         } else {
             println!(
@@ -456,7 +459,7 @@ pub(crate) async fn bootstrap_admin(meta: &Meta, password_file: &str) -> anyhow:
     if !meta
         .create_account(
             "admin",
-            "user",
+            wharf_meta::AccountKind::User,
             Some(&admin::hash_blocking(password.clone()).await?),
             true,
         )
@@ -495,7 +498,7 @@ pub(crate) async fn sync_config_grants(
             &g.subject,
             &g.repositories,
             &g.actions.join(","),
-            "config",
+            wharf_meta::GrantOrigin::Config,
         ) {
             Ok(record) => records.push(record),
             Err(e) => problems.push(format!("auth.grants[{i}]: {e}")),
