@@ -10,6 +10,7 @@
 pub mod acme;
 mod api;
 mod auth;
+pub mod listener;
 mod oci;
 pub mod tls;
 mod token;

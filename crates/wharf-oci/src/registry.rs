@@ -1,6 +1,6 @@
 //! [`Registry`]: every distribution-spec operation over blob store + metadata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -68,6 +68,21 @@ pub struct Registry {
     cache: Arc<ManifestCache>,
     records: Arc<LookupCache<(String, String), wharf_meta::ManifestRecord>>,
     links: Arc<LookupCache<(String, Digest), u64>>,
+    /// Upload sessions a request of this process is writing to or committing.
+    busy_uploads: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The right to write to one upload session, released when dropped.
+struct UploadClaim {
+    busy: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for UploadClaim {
+    fn drop(&mut self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.remove(&self.id);
+    }
 }
 
 /// How long a tag → manifest or blob-link lookup is reused. Writes through this
@@ -161,6 +176,7 @@ impl Registry {
             cache,
             records: Arc::new(LookupCache::new()),
             links: Arc::new(LookupCache::new()),
+            busy_uploads: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -265,6 +281,25 @@ impl Registry {
         Ok(self.blobs.upload_size(id).await?)
     }
 
+    /// Claims an upload session for one request. A second request while the
+    /// first still writes would have checked its `Content-Range` against a size
+    /// about to change, so it is refused (416 with the current size) rather
+    /// than queued behind the first and appended after it.
+    async fn claim_upload(&self, id: &str) -> Result<UploadClaim, OciError> {
+        let claimed = {
+            let mut busy = self.busy_uploads.lock().unwrap_or_else(|e| e.into_inner());
+            busy.insert(id.to_owned())
+        };
+        if claimed {
+            return Ok(UploadClaim {
+                busy: self.busy_uploads.clone(),
+                id: id.to_owned(),
+            });
+        }
+        let size = self.blobs.upload_size(id).await?;
+        Err(OciError::ChunkOutOfOrder { size })
+    }
+
     /// Appends a chunk (spec: PATCH, end-5). `range` is the chunk's
     /// `Content-Range` (first and last byte); it must continue the upload.
     pub async fn append_upload(
@@ -276,12 +311,25 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64, OciError> {
         self.check_upload(repo, id).await?;
+        let _claim = self.claim_upload(id).await?;
+        self.append_claimed(id, range, content_length, body).await
+    }
+
+    async fn append_claimed(
+        &self,
+        id: &str,
+        range: Option<(u64, u64)>,
+        content_length: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64, OciError> {
         let size = self.blobs.upload_size(id).await?;
         if let Some((start, end)) = range {
             if start != size || end < start {
                 return Err(OciError::ChunkOutOfOrder { size });
             }
-            if content_length.is_some_and(|len| len != end - start + 1) {
+            // `end - start + 1` overflows for `0-18446744073709551615`.
+            let chunk_len = (end - start).checked_add(1);
+            if content_length.is_some_and(|len| Some(len) != chunk_len) {
                 return Err(OciError::ChunkOutOfOrder { size });
             }
         }
@@ -300,11 +348,10 @@ impl Registry {
         content_length: Option<u64>,
         body: Option<ByteStream>,
     ) -> Result<u64, OciError> {
+        self.check_upload(repo, id).await?;
+        let _claim = self.claim_upload(id).await?;
         if let Some(body) = body {
-            self.append_upload(repo, id, range, content_length, body)
-                .await?;
-        } else {
-            self.check_upload(repo, id).await?;
+            self.append_claimed(id, range, content_length, body).await?;
         }
         let committed = self.blobs.commit_upload(id, digest).await;
         // The session ends either way: a digest mismatch discards the bytes.
