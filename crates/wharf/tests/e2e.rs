@@ -24,6 +24,8 @@ mod bad_input;
 mod buildah;
 #[path = "e2e/cosign.rs"]
 mod cosign;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/oras.rs"]
 mod oras;
 #[path = "e2e/persistence.rs"]
