@@ -96,9 +96,14 @@ impl Meta {
         };
         let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let pool = AnyPoolOptions::new()
+            // Every blob and manifest GET that misses the lookup cache reads
+            // here, so readers must not queue behind a few connections. SQLite
+            // (WAL) runs readers in parallel, one thread per connection; writers
+            // serialise on the file lock whatever the size. PostgreSQL's are
+            // server processes, shared by every replica.
             .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
+                Backend::Sqlite => 32,
+                Backend::Postgres => 32,
             })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
