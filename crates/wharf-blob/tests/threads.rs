@@ -125,3 +125,51 @@ fn idle_readers_and_stalled_uploads_hold_no_blocking_thread() {
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_in_flight_stay_within_a_shared_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlobStore::open(dir.path()).await.unwrap();
+    let data = pattern(8 * 1024 * 1024, 5);
+    let digest = Digest::sha256_of(&data);
+    put_stream(
+        &store,
+        "b",
+        &digest,
+        bytes_stream(Bytes::from(data.clone())),
+    )
+    .await
+    .unwrap();
+    // Consumers that keep every chunk they were handed, like sockets that stopped draining.
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut streams = Vec::new();
+    let blocked = loop {
+        if streams.is_empty() {
+            streams.push(store.read(&digest, None).await.unwrap());
+        }
+        let stream = streams.last_mut().unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            Ok(Some(chunk)) => held.push(chunk.unwrap()),
+            Ok(None) => streams.push(store.read(&digest, None).await.unwrap()),
+            Err(_) => break true,
+        }
+        if held.iter().map(Bytes::len).sum::<usize>() > 256 * 1024 * 1024 {
+            break false;
+        }
+    };
+    let held_bytes: usize = held.iter().map(Bytes::len).sum();
+    assert!(
+        blocked,
+        "{held_bytes} bytes of chunks handed out and still held: no budget bounds them"
+    );
+    assert!(
+        held_bytes <= 80 * 1024 * 1024,
+        "{held_bytes} bytes held before reads waited"
+    );
+    // Dropping what was held lets the waiting reader go on.
+    held.clear();
+    let rest = tokio::time::timeout(Duration::from_secs(5), streams.last_mut().unwrap().next())
+        .await
+        .expect("a reader stays blocked after the budget was freed");
+    assert!(rest.is_some());
+}

@@ -2,22 +2,68 @@
 //!
 //! A chunk is read (on a blocking thread, for the duration of that one read)
 //! only when the consumer polls for it, so a client that stops reading holds no
-//! thread and no buffer beyond what it was already handed. Memory per transfer
-//! is one chunk plus whatever the HTTP layer has queued for the socket.
+//! thread and no buffer beyond what it was already handed.
+//!
+//! Memory: every chunk handed out carries a permit that is returned when the
+//! last reference to its bytes is dropped, i.e. once the HTTP layer has written
+//! it to the socket. Each transfer owns one permit of its own, so it always
+//! progresses one chunk at a time; more chunks in flight (which the HTTP layer
+//! queues while the socket drains) come from one process-wide budget. However
+//! many clients read at once, blob buffers stay under that budget plus one
+//! chunk per transfer, and a client that stops reading pins at most a chunk or
+//! a few of the budget, never a thread.
 
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ByteStream;
+
+/// Bytes of blob chunks that may be in flight beyond each transfer's own one.
+const SHARED_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+fn shared_budget() -> &'static Arc<Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| Arc::new(Semaphore::new(SHARED_BUDGET_BYTES)))
+}
 
 struct Region {
     file: Arc<File>,
     offset: u64,
     remaining: u64,
     chunk: usize,
+    /// This transfer's own one-chunk allowance.
+    own: Arc<Semaphore>,
+}
+
+/// A chunk's buffer and the permit it holds until the bytes are dropped.
+struct Budgeted {
+    buf: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Region {
+    /// Waits until this transfer's previous chunk is gone or the shared budget
+    /// has room for another.
+    async fn permit(&self, len: usize) -> io::Result<OwnedSemaphorePermit> {
+        let shared = u32::try_from(len).unwrap_or(u32::MAX);
+        let own = self.own.clone().acquire_owned();
+        let budget = shared_budget().clone().acquire_many_owned(shared);
+        tokio::select! {
+            biased;
+            permit = own => permit.map_err(io::Error::other),
+            permit = budget => permit.map_err(io::Error::other),
+        }
+    }
 }
 
 /// Streams `len` bytes of `file` starting at `offset`, `chunk` bytes at a time.
@@ -27,6 +73,7 @@ pub(crate) fn file_stream(file: File, offset: u64, len: u64, chunk: usize) -> By
         offset,
         remaining: len,
         chunk,
+        own: Arc::new(Semaphore::new(1)),
     };
     Box::pin(futures_util::stream::unfold(
         Some(region),
@@ -36,11 +83,24 @@ pub(crate) fn file_stream(file: File, offset: u64, len: u64, chunk: usize) -> By
                 return None;
             }
             let want = region.remaining.min(region.chunk as u64) as usize;
+            let permit = match region.permit(want).await {
+                Ok(permit) => permit,
+                Err(e) => return Some((Err(e), None)),
+            };
             let (file, offset) = (region.file.clone(), region.offset);
-            let read = tokio::task::spawn_blocking(move || read_exact_at(&file, offset, want))
+            // Allocated here rather than on the blocking thread, so buffers come
+            // from the few workers' allocator arenas instead of one per thread.
+            let buf = vec![0; want];
+            let read = tokio::task::spawn_blocking(move || read_exact_at(&file, offset, buf))
                 .await
                 .map_err(io::Error::other)
-                .and_then(|r| r);
+                .and_then(|r| r)
+                .map(|buf| {
+                    Bytes::from_owner(Budgeted {
+                        buf,
+                        _permit: permit,
+                    })
+                });
             match read {
                 Ok(bytes) => {
                     region.offset += want as u64;
@@ -54,11 +114,10 @@ pub(crate) fn file_stream(file: File, offset: u64, len: u64, chunk: usize) -> By
     ))
 }
 
-fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(len);
+fn read_exact_at(file: &File, offset: u64, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
     let read = positioned_read(file, &mut buf, offset);
     match read {
-        Ok(()) => Ok(buf.freeze()),
+        Ok(()) => Ok(buf),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "blob shorter than its recorded size",
