@@ -104,6 +104,9 @@ wait_http() { # url what log: bounded wait (30 s) for any HTTP answer
 start_wharf() {
     local name=$1 dir=$2 port=$3 config=${4:-$W/wharf.toml} i line=
     mkdir -p "$dir"
+    # Removed first: the redirect below may truncate it only after the wait loop has read the
+    # previous run's ready line (same port on a restart).
+    rm -f "$W/$name.out"
     RUST_LOG=warn "$WHARF" serve --config "$config" --listen "127.0.0.1:$port" \
         --data-dir "$dir" </dev/null >"$W/$name.out" 2>"$W/$name.err" &
     echo $! >"$W/$name.pid"
