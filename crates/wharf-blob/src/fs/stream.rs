@@ -7,8 +7,9 @@
 //! Memory: every chunk handed out carries a permit that is returned when the
 //! last reference to its bytes is dropped, i.e. once the HTTP layer has written
 //! it to the socket. Each transfer owns one permit of its own, so it always
-//! progresses one chunk at a time; more chunks in flight (which the HTTP layer
-//! queues while the socket drains) come from one process-wide budget. However
+//! progresses one small chunk at a time; larger chunks, and more chunks in
+//! flight (which the HTTP layer queues while the socket drains), come from one
+//! process-wide budget. However
 //! many clients read at once, blob buffers stay under that budget plus one
 //! chunk per transfer, and a client that stops reading pins at most a chunk or
 //! a few of the budget, never a thread.
@@ -24,6 +25,10 @@ use crate::ByteStream;
 
 /// Bytes of blob chunks that may be in flight beyond each transfer's own one.
 const SHARED_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Chunk size while the shared budget has room: fewer reads and thread hops
+/// per byte for the few fast transfers; under load every transfer falls back
+/// to its own small chunks.
+const BUDGET_CHUNK: u64 = 1024 * 1024;
 
 fn shared_budget() -> &'static Arc<Semaphore> {
     static BUDGET: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
@@ -52,6 +57,21 @@ impl AsRef<[u8]> for Budgeted {
 }
 
 impl Region {
+    /// The size of the next chunk and its permit: a large chunk if the shared
+    /// budget has room for one right now, else a small one as soon as this
+    /// transfer's previous chunk is gone or the budget has room for it.
+    async fn next_permit(&self) -> io::Result<(usize, OwnedSemaphorePermit)> {
+        let large = self.remaining.min(BUDGET_CHUNK.max(self.chunk as u64)) as usize;
+        if let Ok(permit) = shared_budget()
+            .clone()
+            .try_acquire_many_owned(u32::try_from(large).unwrap_or(u32::MAX))
+        {
+            return Ok((large, permit));
+        }
+        let small = self.remaining.min(self.chunk as u64) as usize;
+        Ok((small, self.permit(small).await?))
+    }
+
     /// Waits until this transfer's previous chunk is gone or the shared budget
     /// has room for another.
     async fn permit(&self, len: usize) -> io::Result<OwnedSemaphorePermit> {
@@ -66,7 +86,8 @@ impl Region {
     }
 }
 
-/// Streams `len` bytes of `file` starting at `offset`, `chunk` bytes at a time.
+/// Streams `len` bytes of `file` starting at `offset`, in chunks of `chunk`
+/// bytes (larger while the shared budget has room).
 pub(crate) fn file_stream(file: File, offset: u64, len: u64, chunk: usize) -> ByteStream {
     let region = Region {
         file: Arc::new(file),
@@ -82,9 +103,8 @@ pub(crate) fn file_stream(file: File, offset: u64, len: u64, chunk: usize) -> By
             if region.remaining == 0 {
                 return None;
             }
-            let want = region.remaining.min(region.chunk as u64) as usize;
-            let permit = match region.permit(want).await {
-                Ok(permit) => permit,
+            let (want, permit) = match region.next_permit().await {
+                Ok(next) => next,
                 Err(e) => return Some((Err(e), None)),
             };
             let (file, offset) = (region.file.clone(), region.offset);
