@@ -12,7 +12,12 @@
 #   4. `skopeo copy` of a 20-layer image from an OCI layout (hyperfine, 3 runs, each against a
 #      server restarted on an empty data dir by --prepare, so no layer is deduplicated);
 #   5. peak RSS (VmHWM) of each server after the blob GETs (servers restarted after the setup
-#      push, so the figure is what serving cost, not what pushing cost).
+#      push, so the figure is what serving cost, not what pushing cost);
+#   6. peak RSS under 1,000 concurrent clients alternating a manifest GET and a 4 MiB blob GET
+#      (wrk -c1000 with a Lua script, MEM_SECS seconds, fresh processes), wharf beside
+#      docker-registry;
+#   7. monolithic push of the blob to wharf over HTTPS, once over HTTP/2 and once over HTTP/1.1
+#      (curl --http2 / --http1.1 against the same TLS listener, a fresh server per push).
 # wharf runs with an admin (random password) and an anonymous pull grant: reads are anonymous
 # like the unauthenticated peers', writes use Basic auth; manifest GETs are also measured with a
 # bearer token from wharf's /token. docs/benchmarks.md has the method, results and analysis.
@@ -21,7 +26,8 @@
 # (from /proc/PID/stat) per GiB, per request and per push, to show where time goes.
 #
 # Knobs (environment): WHARF (binary), BLOB_MIB (1024), GET_RUNS (5), PUSH_RUNS (3),
-# WRK_SECS (10), WRK_ROUNDS (2), SKOPEO_RUNS (3), LAYERS (20), LAYER_MIB (5), KEEP=1 keeps the work dir.
+# WRK_SECS (10), WRK_ROUNDS (2), SKOPEO_RUNS (3), LAYERS (20), LAYER_MIB (5), MEM_CONNS (1000),
+# MEM_SECS (60), KEEP=1 keeps the work dir.
 # Progress goes to stderr, the table to stdout. Debian packages are installed only if missing.
 #
 # Internal: `oci.sh __restart KIND WORKDIR` is what hyperfine's --prepare calls.
@@ -38,6 +44,8 @@ WRK_ROUNDS=${WRK_ROUNDS:-2}
 SKOPEO_RUNS=${SKOPEO_RUNS:-3}
 LAYERS=${LAYERS:-20}
 LAYER_MIB=${LAYER_MIB:-5}
+MEM_CONNS=${MEM_CONNS:-1000}
+MEM_SECS=${MEM_SECS:-60}
 KEEP=${KEEP:-0}
 MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
 CLK_TCK=$(getconf CLK_TCK)
@@ -92,23 +100,28 @@ wait_http() { # url what log: bounded wait (30 s) for any HTTP answer
     die "$2 did not come up"
 }
 
-# start_wharf NAME DATADIR PORT (0 picks one); sets $W/NAME.port
+# start_wharf NAME DATADIR PORT [CONFIG] (PORT 0 picks one); sets $W/NAME.port and NAME.scheme
 start_wharf() {
-    local name=$1 dir=$2 port=$3 i line=
+    local name=$1 dir=$2 port=$3 config=${4:-$W/wharf.toml} i line=
     mkdir -p "$dir"
-    RUST_LOG=warn "$WHARF" serve --config "$W/wharf.toml" --listen "127.0.0.1:$port" \
+    # Removed first: the redirect below may truncate it only after the wait loop has read the
+    # previous run's ready line (same port on a restart).
+    rm -f "$W/$name.out"
+    RUST_LOG=warn "$WHARF" serve --config "$config" --listen "127.0.0.1:$port" \
         --data-dir "$dir" </dev/null >"$W/$name.out" 2>"$W/$name.err" &
     echo $! >"$W/$name.pid"
     echo "$WHARF" >"$W/$name.exe"
     touch "$W/$name.auth" # writes to this server carry the admin's credentials
     for ((i = 0; i < 300; i++)); do
-        line=$(grep -m1 -o 'wharf listening on http://127\.0\.0\.1:[0-9]*' "$W/$name.out" 2>/dev/null || true)
+        line=$(grep -m1 -o 'wharf listening on https\?://127\.0\.0\.1:[0-9]*' "$W/$name.out" 2>/dev/null || true)
         [[ -n $line ]] && break
         alive "$(cat "$W/$name.pid")" || break
         sleep 0.1
     done
     [[ -n $line ]] || { cat "$W/$name.err" >&2; die "wharf ($name) did not start"; }
     echo "${line##*:}" >"$W/$name.port"
+    line=${line#wharf listening on }
+    echo "${line%%://*}" >"$W/$name.scheme"
 }
 
 # start_registry NAME DATADIR PORT
@@ -137,6 +150,7 @@ EOF
     echo $! >"$W/$name.pid"
     echo "docker-registry" >"$W/$name.exe"
     echo "$port" >"$W/$name.port"
+    rm -f "$W/$name.scheme"
     wait_http "http://127.0.0.1:$port/v2/" "docker-registry ($name)" "$W/$name.err"
 }
 
@@ -223,13 +237,26 @@ hwm_mib() { # name: largest VmHWM among the server's processes, MiB
     awk -v k="$best" 'BEGIN{printf "%.1f", k/1024}'
 }
 
-url() { echo "http://127.0.0.1:$(cat "$W/$1.port")"; }
+url() { echo "$(cat "$W/$1.scheme" 2>/dev/null || echo http)://127.0.0.1:$(cat "$W/$1.port")"; }
 
 # curl options that authenticate to server NAME: the admin's Basic credentials for wharf (read
 # from a curl config file, so the password is not on a command line), none for the peers.
 auth_of() {
     [[ -f $W/$1.auth ]] && printf '%s\n' -K "$W/wharf.curlrc"
+    [[ $(cat "$W/$1.scheme" 2>/dev/null) == https ]] && printf '%s\n' --cacert "$W/tls-cert.pem"
     return 0
+}
+
+# push_tls NAME FILE DIGEST PROTO (--http2 or --http1.1): one monolithic POST ?digest= over
+# HTTPS; prints "seconds http_version"
+push_tls() {
+    local out auth
+    mapfile -t auth < <(auth_of "$1")
+    out=$(curl -s -o /dev/null -w '%{http_code} %{time_total} %{http_version}' -X POST -T "$2" \
+        --request-target "/v2/bench/blobs/uploads/?digest=$3" "$4" \
+        -H 'Content-Type: application/octet-stream' -H 'Expect:' "${auth[@]}" "$(url "$1")/")
+    [[ ${out%% *} == 201 ]] || die "HTTPS POST ($4) of $2 to $1 answered ${out%% *}"
+    echo "${out#* }"
 }
 
 # upload METHOD NAME TARGET FILE: streams FILE as the body (with Content-Length) to TARGET, a
@@ -296,7 +323,7 @@ secs() { awk -v t="$1" -v c="$CLK_TCK" 'BEGIN{printf "%.2f", t/c}'; }
 
 need=()
 for pair in docker-registry:docker-registry nginx:nginx-light wrk:wrk hyperfine:hyperfine \
-    skopeo:skopeo curl:curl python3:python3 ps:procps; do
+    skopeo:skopeo curl:curl python3:python3 ps:procps openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -332,6 +359,21 @@ admin_password_file = "$W/admin.pw"
 subject = "anonymous"
 repositories = "**"
 actions = ["pull"]
+EOF
+
+# 1,000 client connections (and as many server-side ones) need more than the usual 1,024 fds.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# A self-signed certificate for the HTTPS pushes; wharf-tls.toml is wharf.toml plus TLS.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' \
+    -keyout "$W/tls-key.pem" -out "$W/tls-cert.pem" 2>/dev/null
+cat "$W/wharf.toml" - >"$W/wharf-tls.toml" <<EOF
+
+[[tls.certificates]]
+cert = "$W/tls-cert.pem"
+key = "$W/tls-key.pem"
+hostnames = ["localhost"]
 EOF
 
 cleanup() {
@@ -426,6 +468,9 @@ BLOB="$W/blob.bin"
 head -c $((BLOB_MIB * 1048576)) /dev/urandom >"$BLOB"
 BLOB_BYTES=$(stat -c %s "$BLOB")
 BLOB_DIGEST=sha256:$(sha256sum "$BLOB" | cut -d' ' -f1)
+MEM_BLOB="$W/blob4m.bin"
+head -c $((4 * 1048576)) /dev/urandom >"$MEM_BLOB"
+MEM_DIGEST=sha256:$(sha256sum "$MEM_BLOB" | cut -d' ' -f1)
 python3 "$W/mkimage.py" small "$W/small"
 log "writing a ${LAYERS}-layer OCI layout (${LAYER_MIB} MiB per layer)"
 python3 "$W/mkimage.py" layout "$W/layout" "$LAYERS" "$LAYER_MIB"
@@ -456,6 +501,8 @@ while read -r d path; do
     push_post wharf bench "$path" "$d" >/dev/null
     push_post_put registry bench "$path" "$d" >/dev/null
 done <"$W/small/blobs.txt"
+push_post wharf bench "$MEM_BLOB" "$MEM_DIGEST" >/dev/null
+push_post_put registry bench "$MEM_BLOB" "$MEM_DIGEST" >/dev/null
 put_manifest wharf bench latest "$W/small/manifest.json"
 put_manifest registry bench latest "$W/small/manifest.json"
 
@@ -537,6 +584,34 @@ for s in "${TARGETS[@]}"; do
     WRK_CPU[$s]=$(awk -v t="${WRK_TICKS[$s]}" -v c="$CLK_TCK" -v n="${WRK_REQS[$s]}" \
         'BEGIN{ if (n > 0) printf "%.0f", t/c/n*1e6; else print "n/a" }')
 done
+# Memory under many clients: fresh processes again, so VmHWM is this load's peak alone. Each wrk
+# connection alternates a manifest GET and a 4 MiB blob GET for MEM_SECS seconds.
+cat >"$W/alternate.lua" <<EOF
+local n = 0
+request = function()
+  n = n + 1
+  if n % 2 == 0 then
+    return wrk.format("GET", "/v2/bench/manifests/latest", { ["Accept"] = "$MANIFEST_TYPE" })
+  end
+  return wrk.format("GET", "/v2/bench/blobs/$MEM_DIGEST")
+end
+EOF
+declare -A MEM_RSS MEM_RPS MEM_ERR
+log "memory: wrk -t2 -c$MEM_CONNS -d${MEM_SECS}s alternating a manifest and a 4 MiB blob"
+for s in wharf registry; do
+    port=$(cat "$W/$s.port")
+    stop_named "$s"
+    if [[ $s == wharf ]]; then start_wharf wharf "$W/wharf-data" "$port"; else
+        start_registry registry "$W/registry-data" "$port"; fi
+    out=$(timeout $((MEM_SECS + 60)) wrk -t2 -c"$MEM_CONNS" -d"${MEM_SECS}s" --timeout 30s \
+        -s "$W/alternate.lua" "$(url "$s")/")
+    printf '%s\n' "$out" >"$W/wrk-mem-$s.txt"
+    MEM_RPS[$s]=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
+    MEM_ERR[$s]=$(awk '/Non-2xx|Socket errors/{printf "%s; ", $0}' <<<"$out")
+    MEM_RSS[$s]=$(hwm_mib "$s")
+    log "  $s: peak RSS ${MEM_RSS[$s]} MiB, ${MEM_RPS[$s]} req/s ${MEM_ERR[$s]}"
+done
+
 stop_named wharf
 stop_named registry
 stop_named nginx
@@ -614,6 +689,26 @@ for ((i = 0; i < PUSH_RUNS; i++)); do
     done
 done
 
+# HTTPS push, the same TLS listener over HTTP/2 and over HTTP/1.1, a fresh server per push.
+declare -A TLS_BEST TLS_PROTO
+TLS_BEST=([h2]=1e9 [h1]=1e9)
+log "HTTPS push over h2 and HTTP/1.1: $PUSH_RUNS rounds, a fresh server per push"
+for ((i = 0; i < PUSH_RUNS; i++)); do
+    for v in h2 h1; do
+        sync
+        start_wharf push "$W/push-data" 0 "$W/wharf-tls.toml"
+        proto=--http2
+        [[ $v == h1 ]] && proto=--http1.1
+        read -r t version <<<"$(push_tls push "$BLOB" "$BLOB_DIGEST" "$proto")"
+        log "  $v run $((i + 1)): ${t}s over HTTP/$version, $(mbps "$(awk -v b="$BLOB_BYTES" -v t="$t" \
+            'BEGIN{print b/t}')") MB/s"
+        TLS_BEST[$v]=$(min "${TLS_BEST[$v]}" "$t")
+        TLS_PROTO[$v]=$version
+        stop_named push
+        rm -rf "$W/push-data"
+    done
+done
+
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
@@ -657,9 +752,21 @@ row "skopeo copy ${LAYERS}x${LAYER_MIB}MiB s (mean)" "${SK_MEAN[wharf]} sd ${SK_
     "${SK_MEAN[docker-registry]} sd ${SK_SD[docker-registry]}" "-" "$r_sk" "(info: registry/wharf time)"
 row "peak RSS MiB serving the blob" "${RSS[wharf]}" "${RSS[registry]}" "${RSS[nginx]}" "" \
     "wharf < 100 MB  $(verdict "$(awk -v m="${RSS[wharf]}" 'BEGIN{print m*1048576/1e6}')" '<' 100)"
+row "peak RSS MiB, $MEM_CONNS clients (manifest+4MiB)" "${MEM_RSS[wharf]}" "${MEM_RSS[registry]}" "-" \
+    "$(ratio "${MEM_RSS[wharf]}" "${MEM_RSS[registry]}")" \
+    "wharf < 200 MB  $(verdict "$(awk -v m="${MEM_RSS[wharf]}" 'BEGIN{print m*1048576/1e6}')" '<' 200)"
+row "  req/s over ${MEM_SECS}s (half 4 MiB blobs)" "${MEM_RPS[wharf]}" "${MEM_RPS[registry]}" "-" \
+    "$(ratio "${MEM_RPS[wharf]}" "${MEM_RPS[registry]}")" "(info)"
+r_tls=$(ratio "${TLS_BEST[h1]}" "${TLS_BEST[h2]}")
+row "HTTPS push MB/s over HTTP/${TLS_PROTO[h2]}" "$(pushmb "${TLS_BEST[h2]}")" "-" "-" "$r_tls" \
+    "h2/HTTP1.1 >= 0.8  $(verdict "$r_tls" '>=' 0.8)"
+row "HTTPS push MB/s over HTTP/${TLS_PROTO[h1]}" "$(pushmb "${TLS_BEST[h1]}")" "-" "-" "" ""
 echo
 for s in "${TARGETS[@]}"; do
     [[ -z ${WRK_ERR[$s]:-} ]] || echo "wrk errors against $s: ${WRK_ERR[$s]}"
+done
+for s in wharf registry; do
+    [[ -z ${MEM_ERR[$s]:-} ]] || echo "wrk errors against $s with $MEM_CONNS clients: ${MEM_ERR[$s]}"
 done
 echo "ratios are wharf/peer for throughput; push and skopeo ratios are peer time / wharf time."
 echo "total $(($(date +%s) - START)) s"

@@ -30,8 +30,11 @@ const LAYOUT_VERSION: &str = "wharf-blob-fs 1";
 /// Chunks smaller than this are coalesced before they reach the writer thread,
 /// so tiny network frames do not turn into tiny writes.
 const COALESCE_BYTES: usize = 256 * 1024;
-/// Read size when hashing or streaming a stored blob.
+/// Read size when hashing a stored blob.
 const READ_CHUNK: usize = 1024 * 1024;
+/// Read size when streaming a stored blob to a client: small, because every
+/// concurrent transfer keeps about one chunk (plus the socket's queue) in memory.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Blob store backed by a local directory.
 pub struct FsBlobStore {
@@ -202,6 +205,70 @@ fn not_found_as<T>(res: io::Result<T>, err: impl FnOnce() -> BlobError) -> Resul
     }
 }
 
+/// The write-and-hash jobs of one append: at most one chunk in flight.
+struct ChunkPipeline {
+    /// The staging file; `None` while a job has it, or after a failure.
+    file: Option<std::fs::File>,
+    /// The running hash; `None` while a job has it, or when it is unknown.
+    hasher: Option<Hasher>,
+    in_flight: Option<InFlight>,
+    /// Bytes written so far by this append.
+    written: u64,
+    /// The first write (or join) error; nothing more is written after it.
+    failed: Option<io::Error>,
+}
+
+type WriteJob = tokio::task::JoinHandle<(std::fs::File, io::Result<usize>)>;
+type HashJob = tokio::task::JoinHandle<Hasher>;
+
+struct InFlight {
+    write: WriteJob,
+    hash: Option<HashJob>,
+}
+
+impl ChunkPipeline {
+    /// Waits for the chunk in flight, then starts writing and hashing `chunk`.
+    /// Returns false once a write has failed.
+    async fn dispatch(&mut self, chunk: Bytes) -> bool {
+        self.settle().await;
+        let Some(mut file) = self.file.take() else {
+            return false;
+        };
+        let hash = self.hasher.take().map(|mut hasher| {
+            let chunk = chunk.clone();
+            tokio::task::spawn_blocking(move || {
+                hasher.update(&chunk);
+                hasher
+            })
+        });
+        let write = tokio::task::spawn_blocking(move || {
+            let res = file.write_all(&chunk).map(|()| chunk.len());
+            (file, res)
+        });
+        self.in_flight = Some(InFlight { write, hash });
+        true
+    }
+
+    /// Waits for the chunk in flight, if any, and takes back file and hasher.
+    async fn settle(&mut self) {
+        let Some(InFlight { write, hash }) = self.in_flight.take() else {
+            return;
+        };
+        if let Some(hash) = hash {
+            // A hasher lost to a panicked job only means commit re-hashes.
+            self.hasher = hash.await.ok();
+        }
+        match write.await {
+            Ok((file, Ok(n))) => {
+                self.written += n as u64;
+                self.file = Some(file);
+            }
+            Ok((_, Err(e))) => self.failed = Some(e),
+            Err(e) => self.failed = Some(io::Error::other(e)),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
@@ -239,7 +306,7 @@ impl BlobStore for FsBlobStore {
                 })
             }
         };
-        Ok(stream::file_stream(file, offset, len, READ_CHUNK))
+        Ok(stream::file_stream(file, offset, len, STREAM_CHUNK))
     }
 
     async fn create_upload(&self, id: &str) -> Result<(), BlobError> {
@@ -277,51 +344,17 @@ impl BlobStore for FsBlobStore {
         };
         state.hasher = None;
 
-        // Two blocking threads: one writes, one hashes, each fed the same
-        // reference-counted chunks, so a chunk costs the longer of the two rather
-        // than their sum, and both overlap with receiving the next network chunk.
-        let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut file = file;
-            let mut written = 0u64;
-            let mut result = Ok(());
-            while let Some(chunk) = write_rx.blocking_recv() {
-                if let Err(e) = file.write_all(&chunk) {
-                    result = Err(e);
-                    break;
-                }
-                written += chunk.len() as u64;
-            }
-            // Acknowledged bytes must survive a crash.
-            let synced = file.sync_data();
-            (written, result.and(synced))
-        });
-        let (hash_tx, hashing) = match hasher {
-            Some(mut hasher) => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-                let task = tokio::task::spawn_blocking(move || {
-                    while let Some(chunk) = rx.blocking_recv() {
-                        hasher.update(&chunk);
-                    }
-                    hasher
-                });
-                (Some(tx), Some(task))
-            }
-            // The running hash is unknown (e.g. after a restart): commit re-hashes.
-            None => (None, None),
+        // Each chunk is written and hashed by two short blocking jobs running side
+        // by side (a chunk costs the longer of the two, not their sum) while the
+        // next network chunk arrives. No thread is held between chunks, so a
+        // client that stalls mid-body costs no thread while it sends nothing.
+        let mut pipeline = ChunkPipeline {
+            file: Some(file),
+            hasher,
+            in_flight: None,
+            written: 0,
+            failed: None,
         };
-        let send = |chunk: Bytes| {
-            let (write_tx, hash_tx) = (write_tx.clone(), hash_tx.clone());
-            async move {
-                if let Some(hash_tx) = &hash_tx {
-                    if hash_tx.send(chunk.clone()).await.is_err() {
-                        return false;
-                    }
-                }
-                write_tx.send(chunk).await.is_ok()
-            }
-        };
-
         let mut body_err = None;
         let mut pending = BytesMut::new();
         while let Some(item) = body.next().await {
@@ -336,8 +369,8 @@ impl BlobStore for FsBlobStore {
                         }
                         pending.split().freeze()
                     };
-                    if !send(chunk).await {
-                        break; // The writer failed; its error is reported below.
+                    if !pipeline.dispatch(chunk).await {
+                        break; // The write failed; its error is reported below.
                     }
                 }
                 Err(e) => {
@@ -347,14 +380,24 @@ impl BlobStore for FsBlobStore {
             }
         }
         if !pending.is_empty() {
-            send(pending.freeze()).await;
+            pipeline.dispatch(pending.freeze()).await;
         }
-        drop(write_tx);
-        drop(hash_tx);
-        let (written, write_result) = writer.await.map_err(io::Error::other)?;
-        let hasher = match hashing {
-            Some(task) => Some(task.await.map_err(io::Error::other)?),
-            None => None,
+        pipeline.settle().await;
+        let ChunkPipeline {
+            file,
+            hasher,
+            written,
+            failed,
+            ..
+        } = pipeline;
+        // Acknowledged bytes must survive a crash.
+        let synced = match file {
+            Some(file) => blocking(move || file.sync_data()).await,
+            None => Ok(()),
+        };
+        let write_result = match failed {
+            Some(e) => Err(e),
+            None => synced,
         };
         state.hashed_len = start_len + written;
         // The hasher saw every chunk sent; that equals what was written only if

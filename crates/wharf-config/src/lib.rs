@@ -163,6 +163,16 @@ pub struct ServerConfig {
     /// Networks (`ADDR/PREFIX` or `ADDR`) of reverse proxies whose
     /// `X-Forwarded-For` and `X-Forwarded-Proto` are believed; empty: none.
     pub trusted_proxies: Vec<String>,
+    /// Connections served at once, per listener.
+    pub max_connections: u64,
+    /// Seconds a client may take to send a request head.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may sit with nothing moving while the server waits on the client.
+    pub idle_timeout_secs: u64,
+    /// Bytes a request body must deliver in every `min_body_rate_window_secs`.
+    pub min_body_rate_bytes: u64,
+    /// The window of `min_body_rate_bytes`, in seconds.
+    pub min_body_rate_window_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -173,6 +183,11 @@ impl Default for ServerConfig {
             allow_plaintext_public: false,
             external_url: String::new(),
             trusted_proxies: Vec::new(),
+            max_connections: 4096,
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            min_body_rate_bytes: 1024,
+            min_body_rate_window_secs: 30,
         }
     }
 }
@@ -389,6 +404,22 @@ impl Config {
                 "server.listen: {:?} is not an address:port ({e})",
                 self.server.listen
             )),
+        }
+        for (key, value) in [
+            ("server.max_connections", self.server.max_connections),
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+            (
+                "server.min_body_rate_window_secs",
+                self.server.min_body_rate_window_secs,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir: must not be empty".into());

@@ -12,6 +12,7 @@ pub mod acme;
 mod api;
 pub use api::job_json;
 mod auth;
+pub mod listener;
 mod oci;
 pub mod tls;
 mod token;

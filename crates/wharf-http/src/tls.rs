@@ -6,26 +6,18 @@
 //! 1.3 is preferred by rustls whenever the client offers it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -284,76 +276,12 @@ fn subject_common_name(der: &CertificateDer<'_>) -> Option<String> {
     cn.as_str().ok().map(str::to_owned)
 }
 
-/// Serves `app` over TLS until `cancel` fires, then lets open connections finish
-/// for up to `grace`.
-pub async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    config: Arc<rustls::ServerConfig>,
-    cancel: CancellationToken,
-    grace: Duration,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            res = listener.accept() => match res {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(client.addr = %remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
-                // A TLS-ALPN-01 validation: the handshake was the whole exchange.
-                return;
-            }
-            // rustls verified the chain during the handshake; only the name is read here.
-            let client_subject = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(subject_common_name)
-                .map(ClientCertSubject);
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(remote));
-                    if let Some(subject) = &client_subject {
-                        req.extensions_mut().insert(subject.clone());
-                    }
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(client.addr = %remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the grace period");
-    }
+/// The account name of the client certificate a TLS connection presented.
+pub(crate) fn client_subject(conn: &rustls::ServerConnection) -> Option<ClientCertSubject> {
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(subject_common_name)
+        .map(ClientCertSubject)
 }
 
 /// Whether `host` (lower-case, no port) is one of `allowed` (exact names, or
@@ -435,22 +363,16 @@ pub fn redirect_app(
         })
 }
 
-/// Binds an address for the redirect listener and serves it until `cancel` fires.
+/// Serves the redirect listener until `cancel` fires, under the same
+/// connection limits as the main listener.
 pub async fn serve_redirect(
     listener: TcpListener,
     https_port: u16,
     hostnames: Vec<String>,
     acme: Option<Arc<crate::acme::AcmeChallenges>>,
+    limits: crate::listener::ConnectionLimits,
     cancel: CancellationToken,
 ) {
     let app = redirect_app(https_port, hostnames, acme);
-    let res = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.cancelled_owned())
-    .await;
-    if let Err(e) = res {
-        tracing::error!(error = %e, "redirect listener failed");
-    }
+    crate::listener::serve(listener, app, None, limits, cancel, Duration::from_secs(1)).await;
 }

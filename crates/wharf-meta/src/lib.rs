@@ -192,9 +192,14 @@ impl Meta {
         }
         probe.close().await?;
         let pool = AnyPoolOptions::new()
+            // Every blob and manifest GET that misses the lookup cache reads
+            // here, so readers must not queue behind a few connections. SQLite
+            // (WAL) runs readers in parallel, one thread per connection; writers
+            // serialise on the file lock whatever the size. PostgreSQL's are
+            // server processes, shared by every replica.
             .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
+                Backend::Sqlite => 32,
+                Backend::Postgres => 32,
             })
             .after_connect(move |conn, _| Box::pin(configure(conn, backend)))
             // A transaction whose COMMIT and ROLLBACK both failed (a full disk:

@@ -41,13 +41,25 @@ struct RawDescriptor {
 #[serde(rename_all = "camelCase")]
 struct RawManifest {
     schema_version: Option<i64>,
-    media_type: Option<String>,
+    /// `None`: absent (then inferred); `Some(None)`: an explicit `null`, which
+    /// is not a media type and is refused rather than mistaken for absence.
+    #[serde(default, deserialize_with = "present")]
+    media_type: Option<Option<String>>,
     artifact_type: Option<String>,
     config: Option<RawDescriptor>,
     layers: Option<Vec<RawDescriptor>>,
     manifests: Option<Vec<RawDescriptor>>,
     subject: Option<RawDescriptor>,
     annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Deserializes a field that is present (possibly `null`) as `Some`.
+fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
 }
 
 fn invalid(msg: impl Into<String>) -> String {
@@ -81,7 +93,8 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<ParsedM
         .map(media::essence)
         .filter(|ct| media::is_manifest(ct));
     let media_type = match (&raw.media_type, header_type) {
-        (Some(mt), _) => mt.clone(),
+        (Some(None), _) => return Err(invalid("mediaType is null; it must be a string")),
+        (Some(Some(mt)), _) => mt.clone(),
         (None, Some(ct)) => ct.to_owned(),
         // The OCI image spec made mediaType optional early on; infer from shape.
         (None, None) if raw.manifests.is_some() => media::OCI_INDEX.to_owned(),
@@ -183,6 +196,7 @@ mod tests {
             r#"{"schemaVersion":2,"mediaType":"text/plain","config":{}}"#,
             r#"{"schemaVersion":2,"manifests":[{"mediaType":"a","digest":"sha256:00","size":1}]}"#,
             r#"{"schemaVersion":2,"config":{"mediaType":"a","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":-1},"layers":[]}"#,
+            r#"{"schemaVersion":2,"mediaType":null,"config":{"mediaType":"a","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#,
         ] {
             assert!(parse_manifest(bad.as_bytes(), None).is_err(), "{bad}");
         }

@@ -1,6 +1,6 @@
 //! [`Registry`]: every distribution-spec operation over blob store + metadata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -68,6 +68,21 @@ pub struct Registry {
     cache: Arc<ManifestCache>,
     records: Arc<LookupCache<(String, String), wharf_meta::ManifestRecord>>,
     links: Arc<LookupCache<(String, Digest), u64>>,
+    /// Upload sessions a request of this process is writing to or committing.
+    busy_uploads: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The right to write to one upload session, released when dropped.
+struct UploadClaim {
+    busy: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for UploadClaim {
+    fn drop(&mut self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.remove(&self.id);
+    }
 }
 
 /// How long a tag → manifest or blob-link lookup is reused. Writes through this
@@ -79,15 +94,24 @@ const LOOKUP_CAPACITY: usize = 50_000;
 
 /// A small time-bounded cache for hot metadata lookups: a manifest GET or blob
 /// HEAD then costs no database round trip (which, through the pooled driver,
-/// costs several thread hand-offs per query).
+/// costs several thread hand-offs per query). Misses are single-flight: when a
+/// thousand clients ask for the same key the moment its entry expires, one
+/// query runs and the others share its answer (found or not), instead of
+/// queueing a thousand queries for the pool.
 struct LookupCache<K, V> {
     inner: Mutex<HashMap<K, (std::time::Instant, V)>>,
+    loading: Mutex<HashMap<K, Arc<tokio::sync::OnceCell<Option<V>>>>>,
+    /// Bumped by `clear`: a load that began before a write must not cache
+    /// what it read, nor be joined by callers arriving after the write.
+    generation: std::sync::atomic::AtomicU64,
 }
 
-impl<K: std::hash::Hash + Eq, V: Clone> LookupCache<K, V> {
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> LookupCache<K, V> {
     fn new() -> Self {
         LookupCache {
             inner: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -99,16 +123,64 @@ impl<K: std::hash::Hash + Eq, V: Clone> LookupCache<K, V> {
         }
     }
 
-    fn put(&self, key: K, value: V) {
+    fn clear(&self) {
+        use std::sync::atomic::Ordering;
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        inner.clear();
+        self.loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn put_if_current(&self, key: K, value: V, generation: u64) {
+        use std::sync::atomic::Ordering;
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         if inner.len() >= LOOKUP_CAPACITY {
             inner.clear();
         }
         inner.insert(key, (std::time::Instant::now(), value));
     }
 
-    fn clear(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    /// The cached value, or the one `load` finds, loaded once however many
+    /// callers miss at the same moment. `None` (not found) is shared with the
+    /// callers waiting at that moment but never cached, so it is re-checked at
+    /// the next request. A failed load is not shared: each waiter tries itself.
+    async fn get_or_load<E, F>(&self, key: &K, load: impl FnOnce() -> F) -> Result<Option<V>, E>
+    where
+        F: std::future::Future<Output = Result<Option<V>, E>>,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(Some(v));
+        }
+        let cell = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(key.clone()).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                // A load that finished while this caller waited for the lock.
+                if let Some(v) = self.get(key) {
+                    return Ok(Some(v));
+                }
+                let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+                let found = load().await?;
+                if let Some(v) = &found {
+                    self.put_if_current(key.clone(), v.clone(), generation);
+                }
+                Ok(found)
+            })
+            .await
+            .cloned();
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if loading.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loading.remove(key);
+        }
+        result
     }
 }
 
@@ -161,6 +233,7 @@ impl Registry {
             cache,
             records: Arc::new(LookupCache::new()),
             links: Arc::new(LookupCache::new()),
+            busy_uploads: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -172,16 +245,10 @@ impl Registry {
     /// Size of a blob in `repo` (spec: HEAD blob, end-2).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, OciError> {
         let key = (repo.as_str().to_owned(), digest.clone());
-        if let Some(size) = self.links.get(&key) {
-            return Ok(size);
-        }
-        let size = self
-            .meta
-            .repo_blob_size(repo, digest)
+        self.links
+            .get_or_load(&key, || self.meta.repo_blob_size(repo, digest))
             .await?
-            .ok_or_else(|| OciError::BlobUnknown(digest.clone()))?;
-        self.links.put(key, size);
-        Ok(size)
+            .ok_or_else(|| OciError::BlobUnknown(digest.clone()))
     }
 
     /// Streams a blob of `repo`, optionally a range (spec: GET blob, end-2).
@@ -297,6 +364,25 @@ impl Registry {
         Ok(self.blobs.upload_size(id).await?)
     }
 
+    /// Claims an upload session for one request. A second request while the
+    /// first still writes would have checked its `Content-Range` against a size
+    /// about to change, so it is refused (416 with the current size) rather
+    /// than queued behind the first and appended after it.
+    async fn claim_upload(&self, id: &str) -> Result<UploadClaim, OciError> {
+        let claimed = {
+            let mut busy = self.busy_uploads.lock().unwrap_or_else(|e| e.into_inner());
+            busy.insert(id.to_owned())
+        };
+        if claimed {
+            return Ok(UploadClaim {
+                busy: self.busy_uploads.clone(),
+                id: id.to_owned(),
+            });
+        }
+        let size = self.blobs.upload_size(id).await?;
+        Err(OciError::ChunkOutOfOrder { size })
+    }
+
     /// Appends a chunk (spec: PATCH, end-5). `range` is the chunk's
     /// `Content-Range` (first and last byte); it must continue the upload.
     pub async fn append_upload(
@@ -308,12 +394,25 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64, OciError> {
         self.check_upload(repo, id).await?;
+        let _claim = self.claim_upload(id).await?;
+        self.append_claimed(id, range, content_length, body).await
+    }
+
+    async fn append_claimed(
+        &self,
+        id: &str,
+        range: Option<(u64, u64)>,
+        content_length: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64, OciError> {
         let size = self.blobs.upload_size(id).await?;
         if let Some((start, end)) = range {
             if start != size || end < start {
                 return Err(OciError::ChunkOutOfOrder { size });
             }
-            if content_length.is_some_and(|len| len != end - start + 1) {
+            // `end - start + 1` overflows for `0-18446744073709551615`.
+            let chunk_len = (end - start).checked_add(1);
+            if content_length.is_some_and(|len| Some(len) != chunk_len) {
                 return Err(OciError::ChunkOutOfOrder { size });
             }
         }
@@ -332,11 +431,10 @@ impl Registry {
         content_length: Option<u64>,
         body: Option<ByteStream>,
     ) -> Result<u64, OciError> {
+        self.check_upload(repo, id).await?;
+        let _claim = self.claim_upload(id).await?;
         if let Some(body) = body {
-            self.append_upload(repo, id, range, content_length, body)
-                .await?;
-        } else {
-            self.check_upload(repo, id).await?;
+            self.append_claimed(id, range, content_length, body).await?;
         }
         let size = match self.blobs.verify_upload(id, digest).await {
             Ok(size) => size,
@@ -368,16 +466,15 @@ impl Registry {
         reference: &Reference,
     ) -> Result<wharf_meta::ManifestRecord, OciError> {
         let key = (repo.as_str().to_owned(), reference.to_string());
-        if let Some(record) = self.records.get(&key) {
-            return Ok(record);
-        }
-        let record = match reference {
-            Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
-            Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
-        }
-        .ok_or_else(|| OciError::ManifestUnknown(reference.to_string()))?;
-        self.records.put(key, record.clone());
-        Ok(record)
+        self.records
+            .get_or_load(&key, || async {
+                match reference {
+                    Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await,
+                    Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await,
+                }
+            })
+            .await?
+            .ok_or_else(|| OciError::ManifestUnknown(reference.to_string()))
     }
 
     /// Fetches a manifest (spec: GET manifest, end-3).
@@ -604,6 +701,51 @@ fn referrers_index(records: &[ReferrerRecord]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stampede_of_misses_runs_one_lookup() {
+        let cache = Arc::new(LookupCache::<String, u64>::new());
+        let loads = Arc::new(AtomicUsize::new(0));
+        let lookup = |cache: Arc<LookupCache<String, u64>>, loads: Arc<AtomicUsize>, found| async move {
+            cache
+                .get_or_load(&"k".to_owned(), || async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    Ok::<_, ()>(found)
+                })
+                .await
+        };
+        // Found: one query for all, then cached.
+        let tasks: Vec<_> = (0..200)
+            .map(|_| tokio::spawn(lookup(cache.clone(), loads.clone(), Some(7))))
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(Some(7)));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            lookup(cache.clone(), loads.clone(), None).await,
+            Ok(Some(7))
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        // Not found: shared by the callers of that moment, never cached.
+        cache.clear();
+        loads.store(0, Ordering::SeqCst);
+        let tasks: Vec<_> = (0..200)
+            .map(|_| tokio::spawn(lookup(cache.clone(), loads.clone(), None)))
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(None));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            lookup(cache.clone(), loads.clone(), Some(8)).await,
+            Ok(Some(8))
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn ranges() {

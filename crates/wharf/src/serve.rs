@@ -2,7 +2,6 @@
 //! scheduler, all stopped by one cancellation token on SIGTERM/SIGINT.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +122,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             addr.port(),
             redirect_hostnames(&config),
             challenges.clone(),
+            connection_limits(&config),
             cancel.clone(),
         ));
     }
@@ -168,25 +168,15 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    match tls {
-        Some(tls_config) => {
-            wharf_http::tls::serve_tls(listener, app, tls_config, cancel.clone(), grace).await;
-        }
-        None => {
-            let server = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(cancel.clone().cancelled_owned());
-            let cancelled = cancel.clone();
-            tokio::select! {
-                res = server => res.context("server failed")?,
-                _ = async { cancelled.cancelled().await; tokio::time::sleep(grace).await } => {
-                    tracing::warn!("in-flight requests still running after the grace period; exiting");
-                }
-            }
-        }
-    }
+    wharf_http::listener::serve(
+        listener,
+        app,
+        tls,
+        connection_limits(&config),
+        cancel.clone(),
+        grace,
+    )
+    .await;
     tracker.close();
     tracker.wait().await;
     meta.close().await;
@@ -263,6 +253,17 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+fn connection_limits(config: &Config) -> wharf_http::listener::ConnectionLimits {
+    let server = &config.server;
+    wharf_http::listener::ConnectionLimits {
+        max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+        min_body_bytes: server.min_body_rate_bytes,
+        min_body_window: Duration::from_secs(server.min_body_rate_window_secs),
     }
 }
 

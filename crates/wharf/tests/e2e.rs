@@ -32,6 +32,8 @@ mod gc_race;
 mod https_signin;
 #[path = "e2e/jobs.rs"]
 mod jobs;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
 #[path = "e2e/operator.rs"]

@@ -306,9 +306,19 @@ async fn put_manifest(
         drain_modest(req.into_body(), len, limit).await;
         return Err(too_large(len).into());
     }
-    let body = axum::body::to_bytes(req.into_body(), limit as usize + 1)
-        .await
-        .map_err(|_| too_large(limit + 1))?;
+    // Read by hand rather than with `to_bytes`, whose one error cannot tell
+    // "over the limit" (413) from a malformed body, e.g. bad chunking (400).
+    let mut body = bytes::BytesMut::new();
+    let mut stream = req.into_body().into_data_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk
+            .map_err(|e| OciError::ManifestInvalid(format!("unreadable request body: {e}")))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large(limit + 1).into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
     let pushed = registry
         .put_manifest(repo, r, content_type.as_deref(), body)
         .await?;
