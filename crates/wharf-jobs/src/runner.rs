@@ -216,8 +216,30 @@ impl Worker {
             })
         };
         tracing::info!(job.id = %job.id, job.kind = %job.kind, job.attempt = job.attempt, "job started");
+        // Shutdown stops the handler at its next safe point (between blobs), and
+        // the job is handed back below rather than left for its lease to lapse.
+        let stop_on_shutdown = {
+            let (progress, shutdown) = (progress.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                progress.cancelled.store(true, Ordering::Relaxed);
+            })
+        };
         let outcome = self.handle(&job, &*progress).await;
+        stop_on_shutdown.abort();
         renewals.abort();
+        if shutdown.is_cancelled() {
+            match self.meta.release_job(&job.id, &self.id).await {
+                Ok(true) => {
+                    tracing::info!(job.id = %job.id, "job handed back to the queue at shutdown")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, job.id = %job.id, "cannot hand a job back; it resumes when its lease lapses")
+                }
+            }
+            return;
+        }
         if lost.load(Ordering::Relaxed) {
             tracing::warn!(job.id = %job.id, "job stopped without finishing; it will be resumed");
             return;

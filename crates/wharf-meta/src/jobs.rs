@@ -366,6 +366,25 @@ impl Meta {
         Ok(Some(state))
     }
 
+    /// Hands a running job back to the queue unfinished (its worker is shutting
+    /// down), so another process resumes it at once instead of after the lease
+    /// lapses; the interrupted attempt does not count. False if the lease was lost.
+    pub async fn release_job(&self, id: &str, worker: &str) -> Result<bool, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let released = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
+             attempts = attempts - 1 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(released)
+    }
+
     /// Asks a job to stop: a queued job is cancelled at once, a running one at
     /// its worker's next safe point. Returns the job's state afterwards, or `None`
     /// if there is no such job.

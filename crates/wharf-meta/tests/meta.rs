@@ -690,6 +690,11 @@ async fn job_queue_lease_expiry_and_retries(db: Db) {
         None,
         "a worker that lost its lease cannot finish the job"
     );
+    // A worker shutting down hands the job back: claimable at once, the attempt not counted.
+    assert!(db.meta.release_job(&id, "alive").await.unwrap());
+    assert!(!db.meta.release_job(&id, "alive").await.unwrap());
+    let again = db.meta.claim_job("alive", 60).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempt), (id.as_str(), 2));
     // Attempt 2 of 2 fails: failed for good.
     let state = db
         .meta
