@@ -259,6 +259,21 @@ pub(crate) fn valid_authority(s: &str) -> bool {
         })
 }
 
+/// The authority a request was sent to — HTTP/2's `:authority` (in the URI) or
+/// HTTP/1.1's `Host` — if it is a plain, valid `host[:port]`; never raw header bytes.
+pub(crate) fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|a| valid_authority(a))
+}
+
 /// The token endpoint's URL as clients on the other side of any proxy see it:
 /// `auth.realm`, else `server.external_url` + `/token`, else built from the
 /// request's authority (the URI's for HTTP/2, `Host` for HTTP/1.1) once it is
@@ -270,18 +285,7 @@ pub(crate) fn realm(state: &AppState, req: &Request<Body>) -> String {
     if let Some(url) = &state.external_url {
         return format!("{}/token", url.trim_end_matches('/'));
     }
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .filter(|a| valid_authority(a))
-        .unwrap_or_else(|| state.listen.clone());
+    let authority = request_authority(req).unwrap_or_else(|| state.listen.clone());
     let forwarded = from_trusted_proxy(state, req)
         .then(|| {
             req.headers()

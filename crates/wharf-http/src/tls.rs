@@ -325,17 +325,7 @@ pub fn redirect_app(
             ),
         )
         .fallback(move |req: axum::extract::Request| async move {
-            let authority = req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    req.headers()
-                        .get(axum::http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_owned)
-                })
-                .filter(|a| crate::auth::valid_authority(a));
+            let authority = crate::auth::request_authority(&req);
             let host = authority.map(|a| {
                 let host = match a.strip_prefix('[') {
                     Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),

@@ -118,7 +118,9 @@ pub async fn check_store_with(
         report.bytes_verified += entry.size;
         stored.insert(entry.digest, entry.size);
     }
-    for (digest, recorded) in meta.known_blobs().await? {
+    let known = meta.known_blobs().await?;
+    let live: HashSet<Digest> = known.iter().map(|(d, _)| d.clone()).collect();
+    for (digest, recorded) in known {
         match stored.get(&digest) {
             None => {
                 if still_missing(blobs, meta, &digest).await? {
@@ -133,18 +135,7 @@ pub async fn check_store_with(
             Some(_) => {}
         }
     }
-    let mut live: Option<HashSet<Digest>> = None;
     for (owner, blob) in meta.blob_references().await? {
-        let live = match &mut live {
-            Some(live) => live,
-            None => live.insert(
-                meta.known_blobs()
-                    .await?
-                    .into_iter()
-                    .map(|(d, _)| d)
-                    .collect(),
-            ),
-        };
         if stored.contains_key(&blob) && live.contains(&blob) {
             continue;
         }

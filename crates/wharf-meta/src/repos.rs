@@ -30,17 +30,24 @@ pub(crate) async fn ensure_repository(
     repo: &RepoName,
     kind: RepositoryKind,
 ) -> Result<(), MetaError> {
-    sqlx::query(
-        "INSERT INTO repositories (name, kind, id, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(kind.as_str())
-    .bind(uuid::Uuid::new_v4().simple().to_string())
-    .bind(unix_now())
-    .execute(&mut *conn)
-    .await?;
-    match repository_kind_on(&mut *conn, repo).await? {
+    // Every push passes here: read first, so the common case (the repository
+    // exists) writes nothing; insert only for a new name.
+    let mut found = repository_kind_on(&mut *conn, repo).await?;
+    if found.is_none() {
+        sqlx::query(
+            "INSERT INTO repositories (name, kind, id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(kind.as_str())
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(unix_now())
+        .execute(&mut *conn)
+        .await?;
+        // A concurrent creator may have won with another kind.
+        found = repository_kind_on(&mut *conn, repo).await?;
+    }
+    match found {
         Some(actual) if actual == kind => Ok(()),
         Some(actual) => Err(MetaError::WrongKind {
             name: repo.to_string(),

@@ -9,59 +9,22 @@
 //! lets the collector take a layer before the manifest names it), but once a manifest was
 //! acknowledged its layer must be readable, and `wharf check` must find the store clean.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use wharf_testkit::fixture::sha256_digest;
 use wharf_testkit::http::request;
 use wharf_testkit::{Registry, WharfServer};
 
+use crate::support::Replica;
+
 const CLIENTS: usize = 4;
 const ROUNDS_PER_CLIENT: usize = 500;
-
-/// A second `wharf serve` on the first one's configuration and data directory.
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Replica {
-    fn start(bin: &Path, config: &Path, data_dir: &Path) -> Result<Replica> {
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the second wharf serve")?;
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("wharf listening on http://")
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("unexpected ready line {line:?}"))?;
-        Ok(Replica { child, addr })
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn gc_racing_repushes_loses_nothing_on_sqlite() -> Result<()> {
@@ -83,7 +46,7 @@ fn race(database_url: Option<String>) -> Result<()> {
     std::fs::write(&config, toml)?;
     let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
     let server = WharfServer::start_with_config(bin, Some(&config))?;
-    let replica = Replica::start(bin, &server.config_path(), server.data_dir())?;
+    let replica = Replica::beside(&server)?;
     let addrs = [server.addr(), replica.addr];
     let auth = server.basic_auth_header();
 

@@ -3,31 +3,20 @@
 //! CLI starts, follows and cancels jobs that the servers run.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use wharf_testkit::{run, WharfServer};
 
+use crate::support::{wharf_cli, Replica};
+
 const INTERVAL_SECS: u64 = 2;
 
-fn wharf_jobs(bin: &Path, server: &WharfServer, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.arg("jobs")
-        .args(args)
-        .arg("--config")
-        .arg(server.config_path())
-        .arg("--data-dir")
-        .arg(server.data_dir());
-    cmd
-}
-
-fn listed_jobs(bin: &Path, server: &WharfServer) -> Result<Vec<Value>> {
-    let out = run(&mut wharf_jobs(
-        bin,
+fn listed_jobs(server: &WharfServer) -> Result<Vec<Value>> {
+    let out = run(&mut wharf_cli(
         server,
-        &["list", "--limit", "1000", "--json"],
+        &["jobs", "list", "--limit", "1000", "--json"],
     ))?;
     out.stdout
         .lines()
@@ -46,23 +35,13 @@ fn two_replicas_run_each_scheduled_collection_once() -> Result<()> {
     )?;
     let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
     let first = WharfServer::start_with_config(bin, Some(&config))?;
-    // The second replica: same configuration, same database, its own data directory would
-    // not share blobs, so it shares the first one's.
-    let mut second = Command::new(bin)
-        .arg("serve")
-        .arg("--config")
-        .arg(first.config_path())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(first.data_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    // The second replica: same configuration, same database, same blobs.
+    let second = Replica::beside(&first)?;
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(INTERVAL_SECS * 6));
     let elapsed = started.elapsed().as_secs();
-    let jobs = listed_jobs(bin, &first)?;
-    let _ = second.kill();
-    let _ = second.wait();
+    let jobs = listed_jobs(&first)?;
+    drop(second);
 
     let gc: Vec<&Value> = jobs.iter().filter(|j| j["kind"] == "gc").collect();
     // With jitter of a tenth of the interval, at most one run per interval since the start.
@@ -98,7 +77,7 @@ fn the_cli_runs_follows_and_cancels_jobs() -> Result<()> {
     let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
     let server = WharfServer::start(bin)?;
     // Run and follow: the server's worker claims it and records the outcome.
-    let out = run(&mut wharf_jobs(bin, &server, &["run", "check", "--wait"]))?;
+    let out = run(&mut wharf_cli(&server, &["jobs", "run", "check", "--wait"]))?;
     ensure!(out.stdout.contains("state     succeeded"), "{out}");
     ensure!(out.stdout.contains("verified 0 blobs"), "{out}");
     let id = out
@@ -107,16 +86,18 @@ fn the_cli_runs_follows_and_cancels_jobs() -> Result<()> {
         .find_map(|l| l.strip_prefix("queued job "))
         .context("no job id printed")?
         .to_owned();
-    let shown = run(&mut wharf_jobs(bin, &server, &["show", &id, "--json"]))?;
+    let shown = run(&mut wharf_cli(&server, &["jobs", "show", &id, "--json"]))?;
     let shown: Value = serde_json::from_str(&shown.stdout)?;
     ensure!(
         shown["state"] == "succeeded" && shown["kind"] == "check",
         "{shown:#}"
     );
     // An unknown kind and an unknown id are clear errors.
-    let bad = wharf_testkit::run_expect_failure(&mut wharf_jobs(bin, &server, &["run", "sweep"]))?;
+    let bad =
+        wharf_testkit::run_expect_failure(&mut wharf_cli(&server, &["jobs", "run", "sweep"]))?;
     ensure!(bad.stderr.contains("unknown job kind"), "{bad}");
-    let bad = wharf_testkit::run_expect_failure(&mut wharf_jobs(bin, &server, &["show", "nope"]))?;
+    let bad =
+        wharf_testkit::run_expect_failure(&mut wharf_cli(&server, &["jobs", "show", "nope"]))?;
     ensure!(bad.stderr.contains("no job nope"), "{bad}");
     Ok(())
 }

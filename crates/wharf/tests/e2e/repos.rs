@@ -1,32 +1,18 @@
 //! Repositories of several kinds share one namespace: a container push into a name that an
 //! OSTree repository holds is refused with the OCI error `DENIED`, never merged into it.
 
-use std::process::Command;
-
 use anyhow::{ensure, Result};
 use wharf_testkit::fixture::ImageSpec;
 use wharf_testkit::{run, run_expect_failure, WharfServer};
 
-use crate::support::{layout, scratch, skopeo, skopeo_copy};
-
-/// `wharf repo …` on the server's own data directory, beside the running server.
-fn wharf_repo(server: &WharfServer, args: &[&str]) -> Command {
-    let mut cmd = Command::new(server.bin());
-    cmd.arg("repo")
-        .args(args)
-        .arg("--config")
-        .arg(server.config_path())
-        .arg("--data-dir")
-        .arg(server.data_dir());
-    cmd
-}
+use crate::support::{layout, scratch, skopeo, skopeo_copy, wharf_cli};
 
 #[test]
 fn a_push_into_a_repository_of_another_kind_is_refused() -> Result<()> {
     let server = WharfServer::start(env!("CARGO_BIN_EXE_wharf"))?;
-    run(&mut wharf_repo(
+    run(&mut wharf_cli(
         &server,
-        &["create", "fedora/iot", "--kind", "ostree"],
+        &["repo", "create", "fedora/iot", "--kind", "ostree"],
     ))?;
     let tmp = scratch()?;
     let mut src = layout(tmp.path(), "src")?;
@@ -76,14 +62,14 @@ fn a_push_into_a_repository_of_another_kind_is_refused() -> Result<()> {
         res.text()
     );
 
-    let listed = run(&mut wharf_repo(&server, &["list"]))?;
+    let listed = run(&mut wharf_cli(&server, &["repo", "list"]))?;
     ensure!(
         listed.stdout.lines().collect::<Vec<_>>() == ["oci     fedora/app", "ostree  fedora/iot"],
         "wharf repo list: {listed}"
     );
-    let other_kind = run_expect_failure(&mut wharf_repo(
+    let other_kind = run_expect_failure(&mut wharf_cli(
         &server,
-        &["create", "fedora/iot", "--kind", "rpm"],
+        &["repo", "create", "fedora/iot", "--kind", "rpm"],
     ))?;
     ensure!(other_kind.stderr.contains("ostree"), "{other_kind}");
     Ok(())

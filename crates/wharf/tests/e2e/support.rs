@@ -259,3 +259,55 @@ pub fn postgres_database(purpose: &str) -> Result<String> {
         .context("WHARF_TEST_POSTGRES_URL has no database part")?;
     Ok(format!("{prefix}/{name}"))
 }
+
+/// A second `wharf serve` on the first one's configuration and data directory.
+pub struct Replica {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Replica {
+    /// Starts a second server beside `server`, sharing its data directory and database.
+    pub fn beside(server: &WharfServer) -> Result<Replica> {
+        let mut child = Command::new(server.bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(server.config_path())
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(server.data_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the second wharf serve")?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("wharf listening on http://")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("unexpected ready line {line:?}"))?;
+        Ok(Replica { child, addr })
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `wharf SUBCOMMAND ARGS…` on `server`'s configuration and data directory, beside the running
+/// server (for the CLI tests: `repo`, `jobs`, …).
+pub fn wharf_cli(server: &WharfServer, args: &[&str]) -> Command {
+    let mut cmd = Command::new(server.bin());
+    cmd.args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .arg("--data-dir")
+        .arg(server.data_dir());
+    cmd
+}
