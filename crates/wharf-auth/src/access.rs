@@ -8,10 +8,51 @@
 //! 3. A scoped API token narrows the result to the token's own scopes.
 //! 4. An anonymous principal never gets more than `pull`, whatever a grant
 //!    says: there is no configuration in which anonymous clients write.
+//! 5. The server itself (accounts, grants, jobs: the management API) is a
+//!    resource only administrators may act on, and not through a scoped token.
 //!
 //! Nothing is allowed unless a rule above allows it.
+//!
+//! Grants name repositories, not kinds: names are one namespace across kinds
+//! (a name is either an OCI repository or an OSTree one, never both), so a
+//! pattern covers whatever kind the repository has. The kind travels in
+//! [`Resource`] for the audit log and for the surfaces' error messages.
+
+use wharf_core::RepositoryKind;
 
 use crate::glob;
+
+/// What a request acts on: the one vocabulary every surface's guard speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A repository, by kind and name.
+    Repository {
+        /// Which protocol the request came through.
+        kind: RepositoryKind,
+        /// The repository's name.
+        name: String,
+    },
+    /// The server itself: accounts, teams, grants, tokens, jobs.
+    Server,
+}
+
+impl Resource {
+    /// A repository resource.
+    pub fn repository(kind: RepositoryKind, name: impl Into<String>) -> Resource {
+        Resource::Repository {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    /// The repository's name, or `None` for the server.
+    pub fn repository_name(&self) -> Option<&str> {
+        match self {
+            Resource::Repository { name, .. } => Some(name),
+            Resource::Server => None,
+        }
+    }
+}
 
 /// Something a principal may do to a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -178,8 +219,15 @@ impl Principal {
     }
 }
 
-/// Everything `principal` may do on `repo`. The only authorization decision.
-pub fn allowed_actions(principal: &Principal, grants: &[Grant], repo: &str) -> Actions {
+/// Everything `principal` may do on `resource`. The only authorization decision.
+pub fn allowed_actions(principal: &Principal, grants: &[Grant], resource: &Resource) -> Actions {
+    let repo = match resource {
+        Resource::Repository { name, .. } => name.as_str(),
+        Resource::Server if principal.is_admin && principal.token_scopes.is_none() => {
+            return Actions::ALL
+        }
+        Resource::Server => return Actions::NONE,
+    };
     let mut res = if principal.is_admin {
         Actions::ALL
     } else {
@@ -219,6 +267,14 @@ mod tests {
             pattern: pattern.into(),
             actions: Actions::parse_list(actions).unwrap(),
         }
+    }
+
+    fn allowed_actions(principal: &Principal, grants: &[Grant], repo: &str) -> Actions {
+        super::allowed_actions(
+            principal,
+            grants,
+            &Resource::repository(RepositoryKind::Oci, repo),
+        )
     }
 
     fn user(name: &str, teams: &[&str]) -> Principal {
@@ -273,5 +329,40 @@ mod tests {
         assert!(allowed_actions(&admin, &grants, "other").is_empty());
         assert_eq!(Actions::parse_list("admin").unwrap(), Actions::ALL);
         assert!(Actions::parse_list("pull,fly").is_err());
+    }
+
+    #[test]
+    fn only_unscoped_administrators_act_on_the_server() {
+        let grants = vec![grant(Subject::Account("alice".into()), "**", "admin")];
+        let server = Resource::Server;
+        // A grant on every repository is not a right over the server.
+        let alice = user("alice", &[]);
+        assert!(super::allowed_actions(&alice, &grants, &server).is_empty());
+        assert!(super::allowed_actions(&Principal::anonymous(), &grants, &server).is_empty());
+        let mut root = user("root", &[]);
+        root.is_admin = true;
+        assert_eq!(
+            super::allowed_actions(&root, &grants, &server),
+            Actions::ALL
+        );
+        // A scoped token of an administrator is limited to its repositories.
+        root.token_scopes = Some(vec![TokenScope {
+            pattern: "**".into(),
+            actions: Actions::ALL,
+        }]);
+        assert!(super::allowed_actions(&root, &grants, &server).is_empty());
+    }
+
+    #[test]
+    fn grants_cover_a_name_whatever_its_kind() {
+        let grants = vec![grant(Subject::Account("alice".into()), "os/**", "pull")];
+        let alice = user("alice", &[]);
+        for kind in RepositoryKind::ALL {
+            let repo = Resource::repository(kind, "os/fedora");
+            assert_eq!(
+                super::allowed_actions(&alice, &grants, &repo).to_list(),
+                "pull"
+            );
+        }
     }
 }

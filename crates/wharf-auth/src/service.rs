@@ -22,11 +22,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, Semaphore};
 use wharf_meta::{AccountRecord, GrantSubjectKind, Meta, MetaError, TokenRecord};
 
-use crate::access::{allowed_actions, Actions, Grant, Principal, Subject, TokenScope};
+use crate::access::{
+    allowed_actions, Action, Actions, Grant, Principal, Resource, Subject, TokenScope,
+};
 use crate::secret::{constant_time_eq, random_hex, token_digest, verify_password};
 use crate::throttle::{Key, Limits, Reservation, Throttle};
 use crate::token::{self, AccessEntry, Claims, SigningKey};
 use crate::AuthError;
+use wharf_core::RepositoryKind;
 
 const GRANTS_TTL: Duration = Duration::from_secs(3);
 const KEYS_TTL: Duration = Duration::from_secs(10);
@@ -611,23 +614,46 @@ impl AuthService {
         }
     }
 
-    /// Everything `identity` may do on `repo`.
-    pub async fn allowed(&self, identity: &Identity, repo: &str) -> Result<Actions, MetaError> {
+    /// Everything `identity` may do on `resource`.
+    ///
+    /// A registry token carries its own decision, made when it was issued: its
+    /// `repository` claims, for repositories only (names are one namespace
+    /// across kinds, so a claim covers the name whatever its kind).
+    pub async fn allowed(
+        &self,
+        identity: &Identity,
+        resource: &Resource,
+    ) -> Result<Actions, MetaError> {
         match identity {
-            Identity::RegistryToken(claims) => Ok(claims
-                .access
-                .iter()
-                .filter(|a| a.kind == "repository" && a.name == repo)
-                .flat_map(|a| a.actions.iter())
-                .filter_map(|a| crate::access::Action::parse_many(a))
-                .fold(Actions::NONE, Actions::union)),
+            Identity::RegistryToken(claims) => {
+                let Some(repo) = resource.repository_name() else {
+                    return Ok(Actions::NONE);
+                };
+                Ok(claims
+                    .access
+                    .iter()
+                    .filter(|a| a.kind == "repository" && a.name == repo)
+                    .flat_map(|a| a.actions.iter())
+                    .filter_map(|a| crate::access::Action::parse_many(a))
+                    .fold(Actions::NONE, Actions::union))
+            }
             Identity::Anonymous => Ok(allowed_actions(
                 &Principal::anonymous(),
                 &self.grants().await?,
-                repo,
+                resource,
             )),
-            Identity::Account(p) => Ok(allowed_actions(p, &self.grants().await?, repo)),
+            Identity::Account(p) => Ok(allowed_actions(p, &self.grants().await?, resource)),
         }
+    }
+
+    /// The one question every surface asks: may `identity` do `action` on `resource`?
+    pub async fn may(
+        &self,
+        identity: &Identity,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<bool, MetaError> {
+        Ok(self.allowed(identity, resource).await?.contains(action))
     }
 
     /// Issues a registry token for the scopes the principal may have.
@@ -647,7 +673,12 @@ impl AuthService {
                         .iter()
                         .filter_map(|a| crate::access::Action::parse_many(a))
                         .fold(Actions::NONE, Actions::union);
-                    allowed_actions(principal, &grants, &scope.name).intersect(requested)
+                    allowed_actions(
+                        principal,
+                        &grants,
+                        &Resource::repository(RepositoryKind::Oci, scope.name.as_str()),
+                    )
+                    .intersect(requested)
                 }
                 // The catalog is filtered per repository; any signed-in principal may ask.
                 "registry" if scope.name == "catalog" && !principal.is_anonymous() => Actions::ALL,

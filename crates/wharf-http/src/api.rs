@@ -1,7 +1,10 @@
 //! `/api/v1`: the management API, JSON in and out, for server administrators.
 //!
-//! Every operation is one call into `wharf_auth::admin`, the same functions the
-//! `wharf user|team|grant|token` commands use. Errors share one envelope:
+//! Every account, team, grant and token operation is one call into
+//! `wharf_auth::admin`, the same functions the `wharf user|team|grant|token`
+//! commands use; job operations call the queue in `wharf_meta`, as `wharf jobs`
+//! does. Access is decided by [`guard`], errors mapped by [`errors`], and they
+//! share one envelope:
 //! `{"error": {"code": "NOT_FOUND", "message": "…"}}` (see `docs/api.md`).
 //! Callers authenticate like registry clients — Basic credentials, an API token,
 //! or a client certificate — and must be server administrators; registry
@@ -11,82 +14,23 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wharf_auth::admin::{self, AdminError};
-use wharf_auth::{AuthnError, Identity};
+use wharf_auth::admin;
 
-use crate::auth::{authenticate, client_cert, client_ip, credentials};
 use crate::AppState;
+
+mod errors;
+mod guard;
+
+use errors::{internal, ApiError};
 
 /// Largest request body accepted by the management API.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// An error in the management API's envelope.
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> ApiError {
-        let msg = e.to_string();
-        match e {
-            AdminError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID", msg),
-            AdminError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", msg),
-            AdminError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", msg),
-            AdminError::Meta(_) | AdminError::Auth(_) => internal(msg),
-        }
-    }
-}
-
-impl From<wharf_meta::MetaError> for ApiError {
-    fn from(e: wharf_meta::MetaError) -> ApiError {
-        internal(e.to_string())
-    }
-}
-
-fn internal(msg: String) -> ApiError {
-    tracing::error!(error = %msg, "management operation failed");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL",
-        "internal error; see the server log",
-    )
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut res = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"wharf\""),
-            );
-        }
-        res
-    }
-}
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -114,7 +58,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         // Only routes that exist are guarded: an unknown path is a plain 404,
         // with no challenge (a browser would prompt), no failed-login count and
         // no audit row.
-        .route_layer(axum::middleware::from_fn_with_state(state, guard_admin))
+        .route_layer(axum::middleware::from_fn_with_state(state, guard::guard))
         .fallback(not_found)
 }
 
@@ -130,93 +74,6 @@ async fn not_found(req: Request<Body>) -> Response {
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
-}
-
-async fn guard_admin(
-    State(state): State<Arc<AppState>>,
-    req: Request<Body>,
-    next: Next,
-) -> Response {
-    let Ok(creds) = credentials(req.headers()) else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "malformed Authorization header",
-        )
-        .into_response();
-    };
-    let cert = client_cert(&req);
-    let remote = client_ip(&state, &req);
-    let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
-        Ok(identity) => identity,
-        Err(
-            AuthnError::RateLimited { retry_after_secs }
-            | AuthnError::Overloaded { retry_after_secs },
-        ) => {
-            let mut res = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_REQUESTS",
-                "too many failed sign-ins, or too many at once",
-            )
-            .into_response();
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            return res;
-        }
-        Err(AuthnError::BadCredentials) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "invalid credentials",
-            )
-            .into_response();
-        }
-        Err(e) => return internal(e.to_string()).into_response(),
-    };
-    match &identity {
-        Identity::Account(p) if p.is_admin && p.token_scopes.is_none() => {}
-        Identity::Account(_) => {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                "server administrators only (and not through a scoped token)",
-            )
-            .into_response();
-        }
-        Identity::Anonymous | Identity::RegistryToken(_) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "sign in as a server administrator",
-            )
-            .into_response();
-        }
-    }
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let res = next.run(req).await;
-    if method != axum::http::Method::GET {
-        let outcome = if res.status().is_success() {
-            wharf_meta::AuditOutcome::Ok
-        } else {
-            wharf_meta::AuditOutcome::Failed
-        };
-        let auth = state.auth.clone();
-        let account = identity.account().map(str::to_owned);
-        let resource = format!("{method} {path}");
-        // Local changes apply at once; other replicas pick them up within seconds.
-        state.auth.invalidate();
-        tokio::spawn(async move {
-            let remote = remote.map(|r| r.to_string());
-            if let Err(e) = auth
-                .audit(account, remote, "admin", &resource, outcome)
-                .await
-            {
-                tracing::error!(error = %e, "cannot write the audit log");
-            }
-        });
-    }
-    res
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {

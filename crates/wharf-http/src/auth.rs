@@ -1,64 +1,102 @@
-//! The one authorization path of every protected surface.
+//! Who is calling, and may they: the one authorization layer under every surface.
 //!
-//! [`guard_v2`] runs before any `/v2` handler: it reads the credentials,
-//! authenticates them through `wharf_auth::AuthService`, works out which action
-//! the request needs on which repository, and either lets the request through
-//! (with an [`Access`] extension the handlers use for second-order questions
-//! such as "may this caller also pull from the mount source?") or answers with
-//! the spec's 401/403/429. Handlers never decide access themselves.
+//! Authentication is neutral: [`authenticate_request`] turns a request's
+//! credentials (Basic, a bearer registry or API token, or the connection's
+//! client certificate) into a [`Caller`]. Authorization is one question,
+//! [`Caller::check`] / [`Caller::may`]: may this caller do this action on this
+//! resource (a repository of some kind, or the server itself)? The decision
+//! itself is `wharf_auth::access::allowed_actions`.
 //!
-//! 401 versus 403: a request without credentials, or with a registry token that
-//! lacks the scope, gets 401 and a `WWW-Authenticate: Bearer` challenge naming
-//! the scope to ask for (that is how clients know to fetch a new token); a
-//! signed-in account (password or API token) that lacks the right gets 403
-//! `DENIED`, because new credentials would not help.
+//! Each surface has a thin guard of its own (`oci::guard` for `/v2`,
+//! `api::guard` for `/api/v1`; `/ostree`, `/rpm`, `/files` and `/lookaside`
+//! plug in the same way): it parses its path into a [`Need`], asks this module,
+//! and maps a [`Refusal`] to its protocol's error — a Bearer challenge and an
+//! OCI error body on `/v2`, the JSON envelope on `/api/v1`. No surface decides
+//! access itself, and this module knows no surface.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use wharf_auth::access::Action;
+use wharf_auth::access::{Action, Resource};
 use wharf_auth::{AuthService, AuthnError, Credentials, Identity};
-use wharf_meta::AuditOutcome;
 
-use crate::oci::route::Route;
-use crate::oci::ApiError;
 use crate::AppState;
 
 /// Longest `Authorization` header accepted; longer ones are refused unread.
 const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 
-/// What the handlers may ask about the current caller.
-#[derive(Clone)]
-pub(crate) struct Access {
-    auth: Arc<AuthService>,
-    identity: Identity,
+/// What a request needs before its handler may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing: handlers filter what they show (the catalog).
+    Anyone,
+    /// Any valid credentials (the `/v2/` version check).
+    SignedIn,
+    /// One action on one resource.
+    Action(Action, Resource),
 }
 
-impl Access {
-    /// Whether the caller may do `action` on `repo`; a lookup failure is an error.
-    pub(crate) async fn try_can(
-        &self,
-        repo: &str,
-        action: Action,
-    ) -> Result<bool, wharf_meta::MetaError> {
-        Ok(self
-            .auth
-            .allowed(&self.identity, repo)
-            .await?
-            .contains(action))
+/// Why a request may not proceed, in the surface-neutral terms each surface's
+/// error module maps to its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The `Authorization` header is present but malformed.
+    MalformedCredentials,
+    /// The credentials are wrong, expired or disabled.
+    BadCredentials,
+    /// No credentials were given; signing in may help.
+    SignInRequired,
+    /// A registry token that lacks the scope; a new token may help.
+    InsufficientScope,
+    /// A signed-in account that lacks the right; new credentials would not help.
+    Denied,
+    /// Too many sign-ins from this client, or too many at once.
+    Throttled {
+        /// Seconds the client should wait.
+        retry_after_secs: u64,
+    },
+    /// A lookup failed: fail closed, and say it is the server's fault (never a
+    /// 401/403 that would send the client after new credentials).
+    Internal,
+}
+
+/// The authenticated caller of one request, and the only way to ask what it may do.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    auth: Arc<AuthService>,
+    identity: Identity,
+    remote: Option<IpAddr>,
+}
+
+impl Caller {
+    /// Who the caller is.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
-    /// Whether the caller may do `action` on `repo`, for second-order questions
-    /// (a mount source): a lookup failure counts as "no", which is safe there.
-    pub(crate) async fn can(&self, repo: &str, action: Action) -> bool {
-        match self.try_can(repo, action).await {
+    /// The client's address (behind trusted proxies, the forwarded one).
+    pub(crate) fn remote(&self) -> Option<IpAddr> {
+        self.remote
+    }
+
+    /// Whether the caller may do `action` on `resource`; a lookup failure is an error.
+    pub(crate) async fn may(
+        &self,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<bool, wharf_meta::MetaError> {
+        self.auth.may(&self.identity, action, resource).await
+    }
+
+    /// [`may`](Caller::may) for second-order questions (a mount source), where
+    /// a lookup failure counts as "no", which is safe there.
+    pub(crate) async fn may_or_no(&self, action: Action, resource: &Resource) -> bool {
+        match self.may(action, resource).await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(error = %e, "authorization lookup failed");
@@ -67,10 +105,34 @@ impl Access {
         }
     }
 
-    /// The caller as seen for listings: a registry token carries scopes for the
-    /// repositories it asked about, not for every repository, so `_catalog`
-    /// filters by the token subject's current grants instead.
-    pub(crate) async fn for_listing(&self) -> Access {
+    /// Whether the request may proceed, and if not, why — in terms that say
+    /// whether other credentials could help.
+    pub(crate) async fn check(&self, need: &Need) -> Result<(), Refusal> {
+        let granted = match need {
+            Need::Anyone => true,
+            Need::SignedIn => !matches!(self.identity, Identity::Anonymous),
+            Need::Action(action, resource) => match self.may(*action, resource).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    tracing::error!(error = %e, "authorization lookup failed");
+                    return Err(Refusal::Internal);
+                }
+            },
+        };
+        if granted {
+            return Ok(());
+        }
+        Err(match self.identity {
+            Identity::Anonymous => Refusal::SignInRequired,
+            Identity::RegistryToken(_) => Refusal::InsufficientScope,
+            Identity::Account(_) => Refusal::Denied,
+        })
+    }
+
+    /// The caller whose current grants decide, rather than a registry token's
+    /// claims: a token carries scopes for the repositories it asked about, so
+    /// listings (`_catalog`) and "would a new token help?" ask the account.
+    pub(crate) async fn behind_token(&self) -> Caller {
         let identity = match &self.identity {
             Identity::RegistryToken(_) => match self.auth.principal_for(&self.identity).await {
                 Ok(p) if !p.is_anonymous() => Identity::Account(p),
@@ -78,15 +140,62 @@ impl Access {
             },
             other => other.clone(),
         };
-        Access {
+        Caller {
             auth: self.auth.clone(),
             identity,
+            remote: self.remote,
         }
     }
 
-    /// Whether the caller is a server administrator.
+    /// Whether the caller is a server administrator (acting with its full rights).
     pub(crate) async fn is_admin(&self) -> bool {
-        matches!(self.auth.principal_for(&self.identity).await, Ok(p) if p.is_admin)
+        self.may_or_no(Action::Admin, &Resource::Server).await
+    }
+}
+
+/// Authenticates a request: explicit credentials, or else the connection's
+/// client certificate. The caller's account is written into the access log line.
+///
+/// The request is taken by `&mut` only because a request body is `Send` but not
+/// `Sync`: a shared reference held by a future would make the future `!Send`.
+pub(crate) async fn authenticate_request(
+    state: &AppState,
+    req: &mut Request<Body>,
+) -> Result<Caller, Refusal> {
+    let creds = credentials(req.headers()).map_err(|()| Refusal::MalformedCredentials);
+    let remote = client_ip(state, req);
+    let cert = client_cert(req);
+    let slot = req
+        .extensions()
+        .get::<crate::access_log::PrincipalSlot>()
+        .cloned();
+    let identity = authenticate(state, &creds?, cert.as_deref(), remote)
+        .await
+        .map_err(refusal_of)?;
+    if let Some(slot) = slot {
+        slot.set(identity.account().unwrap_or("-"));
+    }
+    Ok(Caller {
+        auth: state.auth.clone(),
+        identity,
+        remote,
+    })
+}
+
+/// An authentication failure as a [`Refusal`].
+pub(crate) fn refusal_of(err: AuthnError) -> Refusal {
+    match err {
+        AuthnError::BadCredentials => Refusal::BadCredentials,
+        AuthnError::RateLimited { retry_after_secs }
+        | AuthnError::Overloaded { retry_after_secs } => Refusal::Throttled { retry_after_secs },
+        AuthnError::Meta(e) => {
+            tracing::error!(error = %e, "authentication lookup failed");
+            Refusal::Internal
+        }
+        AuthnError::Auth(e) => {
+            tracing::error!(error = %e, "authentication failed internally");
+            Refusal::Internal
+        }
     }
 }
 
@@ -167,7 +276,7 @@ fn peer_ip(req: &Request<Body>) -> Option<IpAddr> {
 }
 
 /// Whether the request came straight from a trusted proxy.
-fn from_trusted_proxy(state: &AppState, req: &Request<Body>) -> bool {
+pub(crate) fn from_trusted_proxy(state: &AppState, req: &Request<Body>) -> bool {
     peer_ip(req).is_some_and(|ip| state.trusted_proxies.contains(ip))
 }
 
@@ -274,44 +383,6 @@ pub(crate) fn request_authority<B>(req: &Request<B>) -> Option<String> {
         .filter(|a| valid_authority(a))
 }
 
-/// The token endpoint's URL as clients on the other side of any proxy see it:
-/// `auth.realm`, else `server.external_url` + `/token`, else built from the
-/// request's authority (the URI's for HTTP/2, `Host` for HTTP/1.1) once it is
-/// checked to be a plain `host[:port]`, falling back to the listener's address.
-pub(crate) fn realm(state: &AppState, req: &Request<Body>) -> String {
-    if let Some(realm) = &state.realm {
-        return realm.clone();
-    }
-    if let Some(url) = &state.external_url {
-        return format!("{}/token", url.trim_end_matches('/'));
-    }
-    let authority = request_authority(req).unwrap_or_else(|| state.listen.clone());
-    let forwarded = from_trusted_proxy(state, req)
-        .then(|| {
-            req.headers()
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-                .filter(|p| *p == "https" || *p == "http")
-        })
-        .flatten();
-    let scheme = forwarded.unwrap_or(if state.tls { "https" } else { "http" });
-    format!("{scheme}://{authority}/token")
-}
-
-fn challenge(state: &AppState, realm: &str, scope: Option<String>, insufficient: bool) -> Response {
-    let mut value = format!(
-        "Bearer realm=\"{realm}\",service=\"{}\"",
-        state.auth.settings().service
-    );
-    if let Some(scope) = scope {
-        value.push_str(&format!(",scope=\"{scope}\""));
-    }
-    if insufficient {
-        value.push_str(",error=\"insufficient_scope\"");
-    }
-    ApiError::unauthorized(&value).into_response()
-}
-
 /// The account named by a verified client certificate, if the connection had one.
 pub(crate) fn client_cert(req: &Request<Body>) -> Option<String> {
     req.extensions()
@@ -332,173 +403,6 @@ pub(crate) async fn authenticate(
         (Credentials::None, Some(account)) => state.auth.authenticate_account(account).await,
         _ => state.auth.authenticate(creds, remote).await,
     }
-}
-
-/// Maps an authentication failure to the wire.
-pub(crate) fn authn_failure(state: &AppState, realm: &str, err: AuthnError) -> Response {
-    match err {
-        AuthnError::BadCredentials => challenge(state, realm, None, false),
-        AuthnError::RateLimited { retry_after_secs }
-        | AuthnError::Overloaded { retry_after_secs } => {
-            ApiError::too_many_requests(retry_after_secs).into_response()
-        }
-        AuthnError::Meta(e) => {
-            tracing::error!(error = %e, "authentication lookup failed");
-            ApiError::internal().into_response()
-        }
-        AuthnError::Auth(e) => {
-            tracing::error!(error = %e, "authentication failed internally");
-            ApiError::internal().into_response()
-        }
-    }
-}
-
-/// What a `/v2` request needs: an action on a repository, or just a signed-in caller.
-enum Need {
-    SignedIn,
-    Anyone,
-    Action(String, Action),
-}
-
-fn need(method: &Method, path: &str, route: Option<&Route>) -> Option<Need> {
-    if path == "/v2" || path == "/v2/" {
-        return Some(Need::SignedIn);
-    }
-    let route = route?;
-    let repo = match route {
-        Route::Catalog => return Some(Need::Anyone),
-        Route::Tags(r) | Route::UploadStart(r) | Route::Referrers(r, _) => r,
-        Route::Manifest(r, _) | Route::Blob(r, _) | Route::Upload(r, _) => r,
-    };
-    let action = match (route, method) {
-        // Upload sessions are part of pushing, whatever the HTTP method.
-        (Route::Upload(..), _) => Action::Push,
-        (_, &Method::GET | &Method::HEAD) => Action::Pull,
-        (_, &Method::DELETE) => Action::Delete,
-        _ => Action::Push,
-    };
-    Some(Need::Action(repo.as_str().to_owned(), action))
-}
-
-fn scope_for(repo: &str, action: Action) -> String {
-    let actions = match action {
-        Action::Pull => "pull",
-        Action::Push => "pull,push",
-        Action::Delete => "delete",
-        Action::Admin => "*",
-    };
-    format!("repository:{repo}:{actions}")
-}
-
-/// Middleware in front of every `/v2` route.
-pub(crate) async fn guard_v2(
-    State(state): State<Arc<AppState>>,
-    mut req: Request<Body>,
-    next: Next,
-) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    // Whether the path is an endpoint at all is decided before anything else:
-    // a path that is not one gets its plain error (404 for an unknown
-    // endpoint), never a challenge, a failed-login count or an audit row.
-    let route = if path == "/v2" || path == "/v2/" {
-        None
-    } else {
-        match Route::parse(&path) {
-            Ok(route) => Some(route),
-            Err(e) => {
-                let mut res = e.into_response();
-                let (name, value) = crate::api_version_header();
-                res.headers_mut().insert(name, value);
-                return res;
-            }
-        }
-    };
-    let realm = realm(&state, &req);
-    let Ok(creds) = credentials(req.headers()) else {
-        return challenge(&state, &realm, None, false);
-    };
-    let remote = client_ip(&state, &req);
-    let cert = client_cert(&req);
-    let identity = match authenticate(&state, &creds, cert.as_deref(), remote).await {
-        Ok(identity) => identity,
-        Err(e) => return authn_failure(&state, &realm, e),
-    };
-    if let Some(slot) = req.extensions().get::<crate::access_log::PrincipalSlot>() {
-        slot.set(identity.account().unwrap_or("-"));
-    }
-    let access = Access {
-        auth: state.auth.clone(),
-        identity: identity.clone(),
-    };
-    // Parsed once above; the dispatcher takes it from the request's extensions.
-    let need = need(&method, &path, route.as_ref());
-    let (granted, audited) = match &need {
-        None | Some(Need::SignedIn) => (!matches!(identity, Identity::Anonymous), None),
-        Some(Need::Anyone) => (true, None),
-        Some(Need::Action(repo, action)) => {
-            let ok = match access.try_can(repo, *action).await {
-                Ok(ok) => ok,
-                // Fail closed, and say it is our fault: a database error is a 500,
-                // never a 401/403 that would send the client after new credentials.
-                Err(e) => {
-                    tracing::error!(error = %e, "authorization lookup failed");
-                    return ApiError::internal().into_response();
-                }
-            };
-            let audited =
-                matches!(action, Action::Push | Action::Delete).then(|| (repo.clone(), *action));
-            (ok, audited)
-        }
-    };
-    if !granted {
-        if let Some((repo, action)) = &audited {
-            state.audit(
-                &identity,
-                remote,
-                *action,
-                &format!("{method} {path}"),
-                AuditOutcome::Denied,
-                repo,
-            );
-        }
-        let scope = match &need {
-            Some(Need::Action(repo, action)) => Some(scope_for(repo, *action)),
-            _ => None,
-        };
-        return match identity {
-            Identity::Anonymous => challenge(&state, &realm, scope, false),
-            Identity::RegistryToken(_) => challenge(&state, &realm, scope, true),
-            Identity::Account(_) => ApiError::denied().into_response(),
-        };
-    }
-    req.extensions_mut().insert(access);
-    if let Some(route) = route {
-        req.extensions_mut().insert(route);
-    }
-    let res = next.run(req).await;
-    if let Some((repo, action)) = audited {
-        // Only state changes are audited; upload chunks are noise, so record
-        // manifests (tags move), deletions and completed blob pushes.
-        let significant =
-            action == Action::Delete || (method == Method::PUT && res.status().is_success());
-        if significant {
-            let outcome = if res.status().is_success() {
-                AuditOutcome::Ok
-            } else {
-                AuditOutcome::Failed
-            };
-            state.audit(
-                &identity,
-                remote,
-                action,
-                &format!("{method} {path}"),
-                outcome,
-                &repo,
-            );
-        }
-    }
-    res
 }
 
 #[cfg(test)]

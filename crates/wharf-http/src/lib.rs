@@ -5,7 +5,10 @@
 //! method of a format crate, build the response. Nothing here knows how bytes
 //! are stored or how metadata is queried.
 //!
-//! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/healthz`.
+//! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/token` (the registry token
+//! endpoint), `/api/v1/…` (management, [`api`]), `/healthz`. Each protected
+//! surface has one guard and one error-mapping module, and every guard asks
+//! [`auth`] the same question.
 
 mod access_log;
 pub mod acme;
@@ -167,7 +170,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(oci::dispatch))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::guard_v2,
+            oci::guard::guard,
         ));
     Router::new()
         .route("/healthz", get(healthz))

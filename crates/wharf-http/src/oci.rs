@@ -5,6 +5,7 @@
 //! endpoint id (end-1 … end-13).
 
 mod errors;
+pub(crate) mod guard;
 mod handlers;
 pub(crate) mod route;
 

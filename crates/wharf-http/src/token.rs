@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use wharf_auth::access::Principal;
 use wharf_auth::{Credentials, Identity, RequestedScope};
 
-use crate::auth::{authenticate, authn_failure, client_cert, client_ip, credentials, realm};
+use crate::auth::{authenticate, client_cert, client_ip, credentials, refusal_of, Refusal};
+use crate::oci::guard::{realm, refusal_response};
 use crate::AppState;
 
 /// Largest form body accepted at the token endpoint.
@@ -126,7 +127,7 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
         }
         (false, _) => {
             let Ok(creds) = credentials(&headers) else {
-                return authn_failure(&state, &realm, wharf_auth::AuthnError::BadCredentials);
+                return refusal_response(&state, &realm, Refusal::MalformedCredentials, &[]);
             };
             match principal_from(&state, &realm, &creds, cert.as_deref(), remote).await {
                 Ok(p) => p,
@@ -147,7 +148,7 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
             }
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(e) => authn_failure(&state, &realm, e),
+        Err(e) => refusal_response(&state, &realm, refusal_of(e), &[]),
     }
 }
 
@@ -162,12 +163,10 @@ async fn principal_from(
         Ok(Identity::Account(p)) => Ok(p),
         Ok(Identity::Anonymous) => Ok(Principal::anonymous()),
         // A registry token is not a credential for getting another one.
-        Ok(Identity::RegistryToken(_)) => Err(authn_failure(
-            state,
-            realm,
-            wharf_auth::AuthnError::BadCredentials,
-        )),
-        Err(e) => Err(authn_failure(state, realm, e)),
+        Ok(Identity::RegistryToken(_)) => {
+            Err(refusal_response(state, realm, Refusal::BadCredentials, &[]))
+        }
+        Err(e) => Err(refusal_response(state, realm, refusal_of(e), &[])),
     }
 }
 

@@ -15,8 +15,9 @@ use wharf_oci::{OciError, Page, Registry};
 
 use super::route::Route;
 use super::ApiError;
-use crate::auth::Access;
-use wharf_auth::access::Action;
+use crate::auth::Caller;
+use wharf_auth::access::{Action, Resource};
+use wharf_core::RepositoryKind;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -32,14 +33,14 @@ pub(crate) async fn handle(
 ) -> Result<Response> {
     let method = req.method().clone();
     // Every /v2 request passed the guard, which always attaches the caller's access.
-    let Some(access) = req.extensions().get::<Access>().cloned() else {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
         return Err(ApiError::denied());
     };
     let query = Query::<HashMap<String, String>>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
     match (route, method) {
-        (Route::Catalog, Method::GET) => catalog(registry, &access, &query).await,
+        (Route::Catalog, Method::GET) => catalog(registry, &caller, &query).await,
         (Route::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
         (Route::Manifest(repo, r), Method::GET) => get_manifest(registry, &repo, &r, false).await,
         (Route::Manifest(repo, r), Method::HEAD) => get_manifest(registry, &repo, &r, true).await,
@@ -59,7 +60,7 @@ pub(crate) async fn handle(
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Route::UploadStart(repo), Method::POST) => {
-            start_upload(registry, &access, &repo, &query, req).await
+            start_upload(registry, &caller, &repo, &query, req).await
         }
         (Route::Upload(repo, id), Method::PATCH) => patch_upload(registry, &repo, &id, req).await,
         (Route::Upload(repo, id), Method::PUT) => {
@@ -204,11 +205,11 @@ async fn tags(
 /// `GET /v2/_catalog?n=&last=`, listing only repositories the caller may pull.
 async fn catalog(
     registry: &Registry,
-    access: &Access,
+    caller: &Caller,
     query: &HashMap<String, String>,
 ) -> Result<Response> {
     let n = query_n(query)?;
-    let access = &access.for_listing().await;
+    let caller = &caller.behind_token().await;
     let want = n.unwrap_or(u64::MAX);
     let mut last = query.get("last").cloned();
     let mut items = Vec::new();
@@ -217,7 +218,13 @@ async fn catalog(
     loop {
         let page = registry.catalog(Some(1000), last.as_deref()).await?;
         for repo in &page.items {
-            if access.can(repo, Action::Pull).await {
+            if caller
+                .may_or_no(
+                    Action::Pull,
+                    &Resource::repository(RepositoryKind::Oci, repo),
+                )
+                .await
+            {
                 if items.len() as u64 == want {
                     more = true;
                     break;
@@ -397,7 +404,7 @@ async fn get_blob(
 /// end-4a/4b/11: `POST /v2/<name>/blobs/uploads/` (session, monolithic, mount).
 async fn start_upload(
     registry: &Registry,
-    access: &Access,
+    caller: &Caller,
     repo: &RepoName,
     query: &HashMap<String, String>,
     req: Request<Body>,
@@ -410,8 +417,15 @@ async fn start_upload(
         // Mounting reads from the source: it needs pull there. Without `from`
         // the source could be any repository, so only administrators may.
         let may_read_source = match &from {
-            Some(f) => access.can(f.as_str(), Action::Pull).await,
-            None => access.is_admin().await,
+            Some(f) => {
+                caller
+                    .may_or_no(
+                        Action::Pull,
+                        &Resource::repository(RepositoryKind::Oci, f.as_str()),
+                    )
+                    .await
+            }
+            None => caller.is_admin().await,
         };
         if may_read_source && registry.mount_blob(repo, &mount, from.as_ref()).await? {
             return Ok(blob_created(repo, &mount));

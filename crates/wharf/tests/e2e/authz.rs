@@ -831,3 +831,112 @@ fn grants_are_validated_by_one_grammar_everywhere() -> Result<()> {
     );
     Ok(())
 }
+
+/// A registry token for `scopes` (each a `scope=` parameter), as a client gets one.
+fn bearer_for(s: &WharfServer, auth: &str, scopes: &[&str]) -> Result<String> {
+    let query: String = scopes.iter().map(|sc| format!("&scope={sc}")).collect();
+    let res = request(
+        s.addr(),
+        "GET",
+        &format!("/token?service=wharf{query}"),
+        &[("Authorization", auth)],
+        b"",
+    )?;
+    if res.status != 200 {
+        bail!("token endpoint answered {}: {}", res.status, res.text());
+    }
+    let v: Value = serde_json::from_slice(&res.body)?;
+    Ok(format!(
+        "Bearer {}",
+        v["token"].as_str().context("no token")?
+    ))
+}
+
+/// Pushes `bytes` as a blob of `repo` in one request.
+fn push_blob(s: &WharfServer, auth: &str, repo: &str, bytes: &[u8]) -> Result<String> {
+    let digest = wharf_testkit::fixture::sha256_digest(bytes);
+    let res = request(
+        s.addr(),
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        &[("Authorization", auth)],
+        bytes,
+    )?;
+    if res.status != 201 {
+        bail!(
+            "blob push to {repo} answered {}: {}",
+            res.status,
+            res.text()
+        );
+    }
+    Ok(digest)
+}
+
+#[test]
+fn a_mount_with_a_token_for_the_target_alone_is_challenged_for_the_source() -> Result<()> {
+    let setup = start(MATRIX_CONFIG)?;
+    let s = &setup.server;
+    cli(s, &["user", "add", "ci", "--password-stdin"], "ci-pw\n")?;
+    let ci = basic("ci", "ci-pw");
+    let admin = basic("admin", s.admin_password());
+    let shared = push_blob(s, &ci, "team/src", b"a layer ci may read")?;
+    let secret = push_blob(s, &admin, "secret/src", b"a layer ci may not read")?;
+    let mount = |auth: &str, digest: &str, from: &str| {
+        request(
+            s.addr(),
+            "POST",
+            &format!("/v2/team/dst/blobs/uploads/?mount={digest}&from={from}"),
+            &[("Authorization", auth), ("Content-Length", "0")],
+            b"",
+        )
+    };
+
+    // A token scoped to the target alone: 401 naming pull on the source as
+    // well, so the client asks for a wider token instead of uploading again.
+    let narrow = bearer_for(s, &ci, &["repository:team/dst:pull,push"])?;
+    let res = mount(&narrow, &shared, "team/src")?;
+    assert_eq!(res.status, 401, "{}", res.text());
+    let challenge = res
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.contains("repository:team/dst:pull,push")
+            && challenge.contains("repository:team/src:pull")
+            && challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    // The token the challenge asks for mounts.
+    let wide = bearer_for(
+        s,
+        &ci,
+        &["repository:team/dst:pull,push", "repository:team/src:pull"],
+    )?;
+    let res = mount(&wide, &shared, "team/src")?;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let res = request(
+        s.addr(),
+        "HEAD",
+        &format!("/v2/team/dst/blobs/{shared}"),
+        &[("Authorization", &ci)],
+        b"",
+    )?;
+    assert_eq!(res.status, 200);
+
+    // A source the account may not read: no challenge (a new token would not
+    // help, and the client would go round in circles), but an upload session.
+    let res = mount(&narrow, &secret, "secret/src")?;
+    assert_eq!(res.status, 202, "{}", res.text());
+    assert!(res.header("location").is_some());
+    let res = mount(&ci, &secret, "secret/src")?;
+    assert_eq!(res.status, 202, "{}", res.text());
+    let res = request(
+        s.addr(),
+        "HEAD",
+        &format!("/v2/team/dst/blobs/{secret}"),
+        &[("Authorization", &ci)],
+        b"",
+    )?;
+    assert_eq!(res.status, 404, "a blob ci may not read leaked by mount");
+    Ok(())
+}
