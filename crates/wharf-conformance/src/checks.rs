@@ -16,6 +16,7 @@ mod names;
 mod paging;
 mod referrers;
 mod tags;
+mod token_mount;
 mod uploads;
 
 use crate::runner::Check;
@@ -28,6 +29,7 @@ pub fn all() -> Vec<Check> {
         uploads::checks(),
         blob_pull::checks(),
         mount::checks(),
+        token_mount::checks(),
         manifests::checks(),
         manifest_errors::checks(),
         names::checks(),

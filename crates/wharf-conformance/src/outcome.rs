@@ -112,11 +112,14 @@ pub enum Feature {
     /// `Docker-Distribution-API-Version` and `Docker-Content-Digest` headers where the v1.1.1
     /// text only says SHOULD or OPTIONAL.
     DockerHeaders,
+    /// Docker token authentication: a mount whose token lacks pull on `from` is challenged for
+    /// it (distribution's behaviour; the OCI text does not cover authentication).
+    TokenMount,
 }
 
 impl Feature {
     /// Every feature, in the order the README lists them.
-    pub const ALL: [Feature; 15] = [
+    pub const ALL: [Feature; 16] = [
         Feature::SinglePost,
         Feature::Mount,
         Feature::Range,
@@ -132,6 +135,7 @@ impl Feature {
         Feature::Catalog,
         Feature::ErrorBody,
         Feature::DockerHeaders,
+        Feature::TokenMount,
     ];
 
     /// The name used on the command line and in FAIL lines.
@@ -152,6 +156,7 @@ impl Feature {
             Feature::Catalog => "catalog",
             Feature::ErrorBody => "error-body",
             Feature::DockerHeaders => "docker-headers",
+            Feature::TokenMount => "token-mount",
         }
     }
 }
