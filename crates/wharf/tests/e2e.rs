@@ -28,6 +28,8 @@ mod cosign;
 mod full_disk;
 #[path = "e2e/gc_race.rs"]
 mod gc_race;
+#[path = "e2e/guide.rs"]
+mod guide;
 #[path = "e2e/https_signin.rs"]
 mod https_signin;
 #[path = "e2e/jobs.rs"]
