@@ -44,13 +44,23 @@ impl From<AdminError> for ApiError {
             AdminError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID", msg),
             AdminError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", msg),
             AdminError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", msg),
-            AdminError::Meta(_) | AdminError::Auth(_) => internal(msg),
+            AdminError::Meta(e) => e.into(),
+            AdminError::Auth(_) => internal(msg),
         }
     }
 }
 
 impl From<wharf_meta::MetaError> for ApiError {
     fn from(e: wharf_meta::MetaError) -> ApiError {
+        if e.is_storage_full() {
+            // As on /v2: the operator's to fix, and it passes once space is freed.
+            tracing::error!("write refused: the server's storage is full");
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "STORAGE_FULL",
+                "the server's storage is full; try again once its operator has freed space",
+            );
+        }
         internal(e.to_string())
     }
 }
