@@ -37,6 +37,10 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
     let remote = client_ip(&state, &req);
     let realm = realm(&state, &req);
     let cert = client_cert(&req);
+    let slot = req
+        .extensions()
+        .get::<crate::access_log::PrincipalSlot>()
+        .cloned();
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_owned();
     let form = if method == Method::POST {
@@ -135,6 +139,9 @@ pub(crate) async fn token(State(state): State<Arc<AppState>>, req: Request<Body>
             }
         }
     };
+    if let Some(slot) = slot {
+        slot.set(principal.account.as_deref().unwrap_or("-"));
+    }
     match state.auth.issue_token(&principal, &scopes, offline).await {
         Ok(issued) => {
             let mut body = serde_json::json!({

@@ -58,6 +58,20 @@ fn json_logs_carry_one_access_line_per_request() -> Result<()> {
         b"",
     )?;
     ensure!(anonymous.status == 401, "anonymous: {}", anonymous.status);
+    // The token endpoint and the management API name their caller too.
+    for (path, id) in [
+        ("/token?service=wharf", "op-token"),
+        ("/api/v1/users", "op-api"),
+    ] {
+        let res = http::request(
+            server.addr(),
+            "GET",
+            path,
+            &[("Authorization", &auth), ("X-Request-Id", id)],
+            b"",
+        )?;
+        ensure!(res.status == 200, "GET {path}: {}", res.status);
+    }
     let health = http::request(server.addr(), "GET", "/healthz", &[], b"")?;
     let health_id = health
         .header("x-request-id")
@@ -85,6 +99,11 @@ fn json_logs_carry_one_access_line_per_request() -> Result<()> {
         line["bytes"].as_u64() == Some(anonymous.body.len() as u64),
         "{line}"
     );
+
+    for id in ["op-token", "op-api"] {
+        let line = access_line(&server, id)?;
+        ensure!(line["principal"] == "admin", "{line}");
+    }
 
     // A generated id is the one the client got back.
     let line = access_line(&server, &health_id)?;
