@@ -1,6 +1,7 @@
 //! Workspace hygiene checks that run under `cargo test`, so CI needs nothing extra:
-//! every Rust file opens with a `//!` comment saying what it owns, and modules
-//! use `foo.rs` + `foo/` rather than `mod.rs`.
+//! every Rust file opens with a `//!` comment saying what it owns, modules use
+//! `foo.rs` + `foo/` rather than `mod.rs`, and crates depend only on the layers
+//! below them.
 
 use std::path::{Path, PathBuf};
 
@@ -50,4 +51,106 @@ fn every_rust_file_has_a_module_comment_and_no_mod_rs() {
         }
     }
     assert!(offenders.is_empty(), "tidy:\n{}", offenders.join("\n"));
+}
+
+/// Which workspace crates each library crate may depend on: the layering of
+/// ARCHITECTURE.md, as a test. Formats (`wharf-oci`, and the OSTree, RPM and
+/// files crates to come) never import each other; `wharf-auth` and `wharf-jobs`
+/// know no format; the blob store knows no metadata; nothing below `wharf-http`
+/// speaks HTTP to clients. A new crate must be added here, with its place.
+const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
+    ("wharf-core", &[]),
+    ("wharf-config", &[]),
+    ("wharf-meta", &["wharf-core"]),
+    ("wharf-blob", &["wharf-core"]),
+    ("wharf-auth", &["wharf-core", "wharf-meta"]),
+    ("wharf-oci", &["wharf-core", "wharf-meta", "wharf-blob"]),
+    ("wharf-jobs", &["wharf-core", "wharf-meta", "wharf-blob"]),
+    (
+        "wharf-http",
+        &[
+            "wharf-core",
+            "wharf-meta",
+            "wharf-blob",
+            "wharf-auth",
+            "wharf-oci",
+            "wharf-jobs",
+            "wharf-tls",
+        ],
+    ),
+    ("wharf-testkit", &[]),
+    ("wharf-conformance", &[]),
+];
+
+/// External crates that would give `wharf-core` I/O or async: it holds values only.
+const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "sqlx", "axum", "hyper", "reqwest", "rustls"];
+
+/// The names under `[dependencies]` of a Cargo.toml (dev-dependencies are free).
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut in_section = false;
+    let mut names = Vec::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == "[dependencies]";
+            continue;
+        }
+        if !in_section || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // `name = …`, `name.workspace = true`, `"name" = …`
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            names.push(key.split('.').next().unwrap_or(key).to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn crates_depend_only_on_the_layers_below_them() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&crates).expect("crates/").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(manifest) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else {
+            continue;
+        };
+        if name == "wharf" {
+            continue; // the binary wires everything together
+        }
+        seen += 1;
+        let deps = dependencies(&manifest);
+        let Some((_, allowed)) = ALLOWED_WORKSPACE_DEPENDENCIES
+            .iter()
+            .find(|(crate_name, _)| *crate_name == name)
+        else {
+            offenders.push(format!(
+                "{name}: not in ALLOWED_WORKSPACE_DEPENDENCIES; give it its place in the layering"
+            ));
+            continue;
+        };
+        for dep in deps.iter().filter(|d| d.starts_with("wharf-")) {
+            if !allowed.contains(&dep.as_str()) {
+                offenders.push(format!("{name} depends on {dep}, which is not below it"));
+            }
+        }
+        if name == "wharf-core" {
+            for dep in deps
+                .iter()
+                .filter(|d| FORBIDDEN_IN_CORE.contains(&d.as_str()))
+            {
+                offenders.push(format!(
+                    "wharf-core depends on {dep}: it must stay free of I/O"
+                ));
+            }
+        }
+    }
+    assert!(
+        seen >= 10,
+        "found only {seen} crates under {}",
+        crates.display()
+    );
+    assert!(offenders.is_empty(), "layering:\n{}", offenders.join("\n"));
 }
