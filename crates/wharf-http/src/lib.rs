@@ -11,13 +11,15 @@
 //! [`auth`] the same question.
 
 mod access_log;
-pub mod acme;
 mod api;
 pub use api::job_json;
 mod auth;
 pub mod listener;
 mod oci;
-pub mod tls;
+/// The TLS values requests carry, from `wharf-tls`.
+mod tls {
+    pub(crate) use wharf_tls::ClientCertSubject;
+}
 mod token;
 
 use std::sync::Arc;

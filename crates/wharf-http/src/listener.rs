@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::tls::ClientCertSubject;
+use wharf_tls::{ClientCertSubject, ACME_TLS_ALPN};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -185,12 +185,12 @@ impl Connection {
                     }
                     Err(_) => return,
                 };
-                if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
                     // A TLS-ALPN-01 validation: the handshake was the whole exchange.
                     return;
                 }
                 // rustls verified the chain during the handshake; only the name is read here.
-                let subject = crate::tls::client_subject(tls.get_ref().1);
+                let subject = ClientCertSubject::of_connection(tls.get_ref().1);
                 self.serve_http(tls, subject, activity, watcher).await;
             }
         }

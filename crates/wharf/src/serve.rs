@@ -71,35 +71,35 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let acme = (!config.tls.acme.directory_url.is_empty()).then(|| acme_settings(&config));
     let challenges = acme
         .as_ref()
-        .map(|_| Arc::new(wharf_http::acme::AcmeChallenges::default()));
+        .map(|_| Arc::new(wharf_tls::AcmeChallenges::default()));
     let tls = if config.tls.enabled() {
         let mut files: Vec<_> = config
             .tls
             .certificates
             .iter()
-            .map(|c| wharf_http::tls::CertificateFiles {
+            .map(|c| wharf_tls::CertificateFiles {
                 hostnames: c.hostnames.clone(),
                 cert: c.cert.clone(),
                 key: c.key.clone(),
             })
             .collect();
         if let Some(acme) = &acme {
-            wharf_http::acme::ensure_placeholder(acme).context("tls.acme")?;
-            let (cert, key) = wharf_http::acme::cert_paths(&acme.state_dir);
-            files.push(wharf_http::tls::CertificateFiles {
+            wharf_tls::acme::ensure_placeholder(acme).context("tls.acme")?;
+            let (cert, key) = wharf_tls::acme::cert_paths(&acme.state_dir);
+            files.push(wharf_tls::CertificateFiles {
                 hostnames: acme.domains.clone(),
                 cert,
                 key,
             });
         }
-        let store = wharf_http::tls::CertStore::load_with_acme(files, challenges.clone())
-            .context("tls.certificates")?;
+        let store =
+            wharf_tls::CertStore::load(files, challenges.clone()).context("tls.certificates")?;
         tracker.spawn(store.clone().watch(
             Duration::from_secs(config.tls.reload_interval_secs),
             cancel.clone(),
         ));
         if let (Some(acme), Some(challenges)) = (acme.clone(), challenges.clone()) {
-            tracker.spawn(wharf_http::acme::run(
+            tracker.spawn(wharf_tls::acme::run(
                 acme,
                 challenges,
                 store.clone(),
@@ -108,7 +108,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         }
         let client_ca = (!config.tls.client_ca.as_os_str().is_empty())
             .then_some(config.tls.client_ca.as_path());
-        Some(wharf_http::tls::server_config(store, client_ca).context("tls.client_ca")?)
+        Some(wharf_tls::server_config(store, client_ca).context("tls.client_ca")?)
     } else {
         None
     };
@@ -117,13 +117,15 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.tls.redirect_listen))?;
         tracing::info!(listen = %redirect.local_addr()?, "redirecting plain HTTP to HTTPS");
-        tracker.spawn(wharf_http::tls::serve_redirect(
+        let app =
+            wharf_tls::redirect::app(addr.port(), redirect_hostnames(&config), challenges.clone());
+        tracker.spawn(wharf_http::listener::serve(
             redirect,
-            addr.port(),
-            redirect_hostnames(&config),
-            challenges.clone(),
+            app,
+            None,
             connection_limits(&config),
             cancel.clone(),
+            Duration::from_secs(1),
         ));
     }
 
@@ -267,17 +269,17 @@ fn connection_limits(config: &Config) -> wharf_http::listener::ConnectionLimits 
     }
 }
 
-fn acme_settings(config: &Config) -> wharf_http::acme::AcmeSettings {
+fn acme_settings(config: &Config) -> wharf_tls::acme::AcmeSettings {
     let acme = &config.tls.acme;
-    wharf_http::acme::AcmeSettings {
+    wharf_tls::acme::AcmeSettings {
         directory_url: acme.directory_url.clone(),
         domains: acme.domains.clone(),
         contact: acme.contact.clone(),
         ca_bundle: (!acme.ca_bundle.as_os_str().is_empty()).then(|| acme.ca_bundle.clone()),
         challenge: if acme.challenge == "tls-alpn-01" {
-            wharf_http::acme::Challenge::TlsAlpn01
+            wharf_tls::acme::Challenge::TlsAlpn01
         } else {
-            wharf_http::acme::Challenge::Http01
+            wharf_tls::acme::Challenge::Http01
         },
         renew_before: (acme.renew_before_secs > 0)
             .then(|| Duration::from_secs(acme.renew_before_secs)),

@@ -2,7 +2,7 @@
 //!
 //! State lives in `<data_dir>/acme/`: `account.json` (the account key, so the
 //! same account is reused across restarts), `cert.pem` and `key.pem` (the
-//! current certificate, which the [`CertStore`](crate::tls::CertStore) serves
+//! current certificate, which the [`CertStore`](crate::CertStore) serves
 //! and reloads like any certificate file). Until the first certificate is
 //! issued a self-signed placeholder is served, so the listener starts at once.
 //!
@@ -11,9 +11,8 @@
 //! certificate resolver when a client offers the `acme-tls/1` protocol.
 //! A certificate is renewed when a third of its lifetime remains.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use instant_acme::{
@@ -23,10 +22,8 @@ use instant_acme::{
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
-use crate::tls::CertStore;
-
-/// The ALPN protocol of TLS-ALPN-01 validation connections.
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+use crate::challenges::AcmeChallenges;
+use crate::store::CertStore;
 
 /// Which challenge to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +35,7 @@ pub enum Challenge {
 }
 
 /// ACME settings, lowered from `[tls.acme]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeSettings {
     /// The CA's directory URL.
     pub directory_url: String,
@@ -70,50 +67,6 @@ pub enum AcmeError {
     /// Anything else, described.
     #[error("ACME: {0}")]
     Other(String),
-}
-
-/// Pending challenge responses, shared by the listeners and the ACME task.
-#[derive(Default)]
-pub struct AcmeChallenges {
-    http01: Mutex<HashMap<String, String>>,
-    tls_alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-}
-
-impl std::fmt::Debug for AcmeChallenges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AcmeChallenges")
-    }
-}
-
-impl AcmeChallenges {
-    /// The key authorization for an HTTP-01 token.
-    pub fn http01(&self, token: &str) -> Option<String> {
-        self.http01
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            .cloned()
-    }
-
-    /// The TLS-ALPN-01 validation certificate for a server name.
-    pub fn tls_alpn01(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.tls_alpn01
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-    }
-
-    fn clear(&self) {
-        self.http01
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        self.tls_alpn01
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
 }
 
 fn other(e: impl std::fmt::Display) -> AcmeError {
@@ -293,23 +246,15 @@ pub async fn issue(settings: &AcmeSettings, challenges: &AcmeChallenges) -> Resu
             let key_authorization = challenge.key_authorization();
             match settings.challenge {
                 Challenge::Http01 => {
-                    challenges
-                        .http01
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(
-                            challenge.token.clone(),
-                            key_authorization.as_str().to_owned(),
-                        );
+                    challenges.offer_http01(
+                        challenge.token.clone(),
+                        key_authorization.as_str().to_owned(),
+                    );
                 }
                 Challenge::TlsAlpn01 => {
                     let name = challenge.identifier().to_string();
                     let cert = alpn_certificate(&name, key_authorization.digest().as_ref())?;
-                    challenges
-                        .tls_alpn01
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(name.to_ascii_lowercase(), cert);
+                    challenges.offer_tls_alpn01(&name, cert);
                 }
             }
             challenge.set_ready().await?;
