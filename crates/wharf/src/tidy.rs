@@ -61,6 +61,7 @@ fn every_rust_file_has_a_module_comment_and_no_mod_rs() {
 const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("wharf-core", &[]),
     ("wharf-config", &[]),
+    ("wharf-tls", &[]),
     ("wharf-meta", &["wharf-core"]),
     ("wharf-blob", &["wharf-core"]),
     ("wharf-auth", &["wharf-core", "wharf-meta"]),
