@@ -15,6 +15,7 @@ mod mount;
 mod names;
 mod paging;
 mod referrers;
+mod tag_param;
 mod tags;
 mod uploads;
 
@@ -30,6 +31,7 @@ pub fn all() -> Vec<Check> {
         mount::checks(),
         manifests::checks(),
         manifest_errors::checks(),
+        tag_param::checks(),
         names::checks(),
         tags::checks(),
         catalog::checks(),

@@ -112,11 +112,14 @@ pub enum Feature {
     /// `Docker-Distribution-API-Version` and `Docker-Content-Digest` headers where the v1.1.1
     /// text only says SHOULD or OPTIONAL.
     DockerHeaders,
+    /// `?tag=` on a manifest push by digest, answered with `OCI-Tag` (end-7b, the later
+    /// revision: "the registry MAY support the pushing of tags").
+    TagParam,
 }
 
 impl Feature {
     /// Every feature, in the order the README lists them.
-    pub const ALL: [Feature; 15] = [
+    pub const ALL: [Feature; 16] = [
         Feature::SinglePost,
         Feature::Mount,
         Feature::Range,
@@ -132,6 +135,7 @@ impl Feature {
         Feature::Catalog,
         Feature::ErrorBody,
         Feature::DockerHeaders,
+        Feature::TagParam,
     ];
 
     /// The name used on the command line and in FAIL lines.
@@ -152,6 +156,7 @@ impl Feature {
             Feature::Catalog => "catalog",
             Feature::ErrorBody => "error-body",
             Feature::DockerHeaders => "docker-headers",
+            Feature::TagParam => "tag-param",
         }
     }
 }
