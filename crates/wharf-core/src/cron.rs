@@ -134,7 +134,7 @@ pub enum CronError {
         step: String,
     },
     /// Days that no month has, such as `30 2` (February 30th).
-    #[error("never fires: no month of {months} has day {days}")]
+    #[error("never fires: day-of-month {days:?} does not occur in month {months:?}")]
     NeverFires {
         /// The month field as written.
         months: String,
