@@ -55,6 +55,8 @@ pub struct Config {
     pub oci: OciConfig,
     /// Garbage collection and upload expiry.
     pub gc: GcConfig,
+    /// Scheduled verification of the store.
+    pub check: CheckConfig,
     /// Logging.
     pub log: LogConfig,
     /// Identities, grants and registry tokens.
@@ -278,6 +280,16 @@ impl Default for OciConfig {
 pub struct GcConfig {
     /// Seconds between online garbage collections by the server; 0 disables them.
     pub interval_secs: u64,
+    /// A cron expression (UTC) for the collections instead of `interval_secs`; empty: none.
+    pub schedule: String,
+    /// Up to this many seconds of random delay added to each scheduled collection.
+    pub jitter_secs: u64,
+    /// Seconds between full collections (a walk of the whole store); 0 disables them.
+    pub full_interval_secs: u64,
+    /// A cron expression (UTC) for full collections instead of `full_interval_secs`.
+    pub full_schedule: String,
+    /// Up to this many seconds of random delay added to each full collection.
+    pub full_jitter_secs: u64,
     /// Unreferenced blobs younger than this many seconds are kept.
     pub grace_period_secs: u64,
     /// Upload sessions idle this many seconds are expired.
@@ -288,10 +300,45 @@ impl Default for GcConfig {
     fn default() -> Self {
         GcConfig {
             interval_secs: 3600,
+            schedule: String::new(),
+            jitter_secs: 300,
+            full_interval_secs: 86400,
+            full_schedule: String::new(),
+            full_jitter_secs: 600,
             grace_period_secs: 86400,
             upload_expiry_secs: 86400,
         }
     }
+}
+
+impl GcConfig {
+    /// Whether the server collects garbage on its own at all: full collections run only
+    /// beside quick ones, so `interval_secs = 0` without a `schedule` stops both.
+    pub fn scheduled(&self) -> bool {
+        self.interval_secs > 0 || !self.schedule.is_empty()
+    }
+}
+
+/// `[check]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Seconds between scheduled verifications; 0 (the default) disables them.
+    pub interval_secs: u64,
+    /// A cron expression (UTC) for verifications instead of `interval_secs`; empty: none.
+    pub schedule: String,
+    /// Up to this many seconds of random delay added to each scheduled verification.
+    pub jitter_secs: u64,
+}
+
+/// The problem with a `schedule` key's cron expression, if any, as one line naming the key.
+fn schedule_problem(key: &str, expr: &str) -> Option<String> {
+    if expr.is_empty() {
+        return None;
+    }
+    wharf_core::CronExpr::parse(expr)
+        .err()
+        .map(|e| format!("{key}: {expr:?} is not a cron expression: {e}"))
 }
 
 /// `[log]`
@@ -443,6 +490,13 @@ impl Config {
         if self.gc.upload_expiry_secs < 60 {
             problems.push("gc.upload_expiry_secs: must be at least 60".into());
         }
+        for (key, expr) in [
+            ("gc.schedule", &self.gc.schedule),
+            ("gc.full_schedule", &self.gc.full_schedule),
+            ("check.schedule", &self.check.schedule),
+        ] {
+            problems.extend(schedule_problem(key, expr));
+        }
         for (i, c) in self.tls.certificates.iter().enumerate() {
             if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
                 problems.push(format!(
@@ -582,6 +636,36 @@ mod tests {
         assert!(Config::default().validate().is_ok());
     }
 
+    /// One bad expression per kind of refusal: each message names the key, quotes the
+    /// expression and says what is wrong with it.
+    #[test]
+    fn bad_schedules_are_refused_with_their_reason() {
+        let cases = [
+            ("gc", "schedule", "0 3 * *", "expected 5 fields (minute hour day-of-month month day-of-week), or one of @hourly @daily @weekly @monthly @yearly; found 4 field(s)"),
+            ("gc", "full_schedule", "@often", "unknown shorthand \"@often\""),
+            ("check", "schedule", "x 3 * * *", "minute field: \"x\" is not a number"),
+            ("check", "schedule", "0 3 * smarch *", "month field: \"smarch\" is not a number, nor a month name like jan"),
+            ("check", "schedule", "0 24 * * *", "hour field: 24 is outside 0-23"),
+            ("gc", "schedule", "0 3 * * fri-mon", "day-of-week field: range 5-1 runs backwards; write the smaller value first"),
+            ("gc", "schedule", "*/0 * * * *", "minute field: step \"0\" must be a whole number of at least 1"),
+            ("gc", "schedule", "0 0 30 2 *", "never fires: day-of-month \"30\" does not occur in month \"2\""),
+        ];
+        for (section, key, expr, reason) in cases {
+            let toml = format!("[{section}]\n{key} = \"{expr}\"\n");
+            let cfg = Config::parse(&toml, "x.toml").unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            let expected =
+                format!("{section}.{key}: \"{expr}\" is not a cron expression: {reason}");
+            assert!(err.contains(&expected), "expected {expected:?} in {err:?}");
+        }
+        let good = "[gc]\nschedule = \"0 3 * * *\"\nfull_schedule = \"@weekly\"\n[check]\nschedule = \"30 4 * * sun\"\njitter_secs = 0\n";
+        let cfg = Config::parse(good, "x.toml").unwrap();
+        assert!(cfg.validate().is_ok());
+        assert!(cfg.gc.scheduled());
+        let off = Config::parse("[gc]\ninterval_secs = 0\n", "x.toml").unwrap();
+        assert!(!off.gc.scheduled());
+    }
+
     #[test]
     fn reference_doc_is_current_and_matches_defaults() {
         let defaults = toml::Value::try_from(Config::default()).unwrap();
@@ -619,7 +703,7 @@ mod tests {
     fn docs_name_only_keys_that_exist() {
         // Backticked dotted names under a known section, e.g. `server.listen`.
         let sections = [
-            "server", "storage", "database", "oci", "gc", "log", "auth", "tls",
+            "server", "storage", "database", "oci", "gc", "check", "log", "auth", "tls",
         ];
         let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guide.md");
         let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");

@@ -15,6 +15,7 @@ mod mount;
 mod names;
 mod paging;
 mod referrers;
+mod tag_param;
 mod tags;
 mod token_mount;
 mod uploads;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Check> {
         token_mount::checks(),
         manifests::checks(),
         manifest_errors::checks(),
+        tag_param::checks(),
         names::checks(),
         tags::checks(),
         catalog::checks(),

@@ -55,7 +55,7 @@ struct Cli {
     /// Optional features the registry may lack without failing (comma-separated, or `all`):
     /// single-post, mount, range, sha512, streamed-patch, upload-cancel, manifest-ref-check,
     /// docker-manifests, delete, tag-delete, referrers, referrers-filter, catalog, error-body,
-    /// docker-headers, token-mount
+    /// docker-headers, tag-param, token-mount
     #[arg(long, value_name = "FEATURES", value_delimiter = ',')]
     allow_missing: Vec<String>,
 

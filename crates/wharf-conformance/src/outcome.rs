@@ -112,6 +112,9 @@ pub enum Feature {
     /// `Docker-Distribution-API-Version` and `Docker-Content-Digest` headers where the v1.1.1
     /// text only says SHOULD or OPTIONAL.
     DockerHeaders,
+    /// `?tag=` on a manifest push by digest, answered with `OCI-Tag` (end-7b, the later
+    /// revision: "the registry MAY support the pushing of tags").
+    TagParam,
     /// Docker token authentication: a mount whose token lacks pull on `from` is challenged for
     /// it (distribution's behaviour; the OCI text does not cover authentication).
     TokenMount,
@@ -119,7 +122,7 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature, in the order the README lists them.
-    pub const ALL: [Feature; 16] = [
+    pub const ALL: [Feature; 17] = [
         Feature::SinglePost,
         Feature::Mount,
         Feature::Range,
@@ -135,6 +138,7 @@ impl Feature {
         Feature::Catalog,
         Feature::ErrorBody,
         Feature::DockerHeaders,
+        Feature::TagParam,
         Feature::TokenMount,
     ];
 
@@ -156,6 +160,7 @@ impl Feature {
             Feature::Catalog => "catalog",
             Feature::ErrorBody => "error-body",
             Feature::DockerHeaders => "docker-headers",
+            Feature::TagParam => "tag-param",
             Feature::TokenMount => "token-mount",
         }
     }

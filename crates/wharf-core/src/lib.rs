@@ -4,10 +4,12 @@
 //! that exists is a value that is valid: a `Digest` always has a known algorithm
 //! and well-formed hex, a `RepoName` never contains `..` or an absolute path.
 
+mod cron;
 mod digest;
 mod kind;
 mod name;
 
+pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};
 pub use name::{NameError, Reference, RepoName, Tag};

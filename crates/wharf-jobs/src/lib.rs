@@ -15,7 +15,9 @@ mod runner;
 
 pub use check::{check_store, check_store_with, CheckReport, Problem};
 pub use gc::{collect_garbage, collect_garbage_with, GcPolicy, GcReport};
-pub use runner::{run_scheduler, JobKind, NoProgress, Progress, Schedule, Worker, JOB_LEASE_SECS};
+pub use runner::{
+    run_scheduler, Cadence, JobKind, NoProgress, Progress, Schedule, Worker, JOB_LEASE_SECS,
+};
 
 /// What went wrong while running a job.
 #[derive(Debug, thiserror::Error)]

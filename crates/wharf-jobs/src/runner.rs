@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wharf_blob::BlobStore;
+use wharf_core::CronExpr;
 use wharf_meta::{unix_now, ClaimedJob, JobProgress, LeaseStatus, Meta, NewJob};
 
 use crate::{check_store_with, collect_garbage_with, GcPolicy, JobError};
@@ -304,18 +305,49 @@ impl Worker {
     }
 }
 
-/// One scheduled job: enqueued every `interval`, give or take `jitter`.
+/// When a schedule's runs fall due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cadence {
+    /// A fixed time after the run before.
+    Every(Duration),
+    /// At the times a cron expression names, in UTC.
+    Cron(CronExpr),
+}
+
+/// One scheduled job: enqueued at each time of its cadence, give or take `jitter`.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     /// Stable name, shared by every replica (`gc`).
     pub name: String,
     /// What to run.
     pub job: JobKind,
-    /// Time between runs.
-    pub interval: Duration,
-    /// Up to this much is added at random to each interval, so replicas and
-    /// neighbouring schedules do not fire in lock-step.
+    /// When it falls due.
+    pub cadence: Cadence,
+    /// Up to this much is added at random to each run's time, so replicas' timers and
+    /// neighbouring schedules do not hit upstreams and the store in lock-step. Never more
+    /// than half the gap to the run after, so a delayed run cannot slide past its successor.
     pub jitter: Duration,
+}
+
+impl Schedule {
+    /// When the run after `now` is due, in Unix seconds: the cadence's next time plus a
+    /// jitter that `random` picks (`random % (jitter + 1)` seconds, the jitter capped at half
+    /// the gap to the time after). `None` for a cron expression with no time left.
+    pub fn next_run_at(&self, now: i64, random: u64) -> Option<i64> {
+        let (at, gap) = match &self.cadence {
+            Cadence::Every(interval) => {
+                let secs = interval.as_secs().min(i64::MAX as u64 / 4) as i64;
+                (now.saturating_add(secs), secs)
+            }
+            Cadence::Cron(expr) => {
+                let at = expr.next_after(now)?;
+                let after = expr.next_after(at).unwrap_or(at);
+                (at, after - at)
+            }
+        };
+        let jitter = self.jitter.as_secs().min((gap / 2).max(0) as u64);
+        Some(at.saturating_add((random % (jitter + 1)) as i64))
+    }
 }
 
 /// The scheduler lease's name and length.
@@ -348,9 +380,10 @@ pub async fn run_scheduler(
             }
         }
         for schedule in &schedules {
-            let next_at = unix_now()
-                + schedule.interval.as_secs() as i64
-                + jitter_secs(schedule.jitter.as_secs());
+            let Some(next_at) = schedule.next_run_at(unix_now(), spread()) else {
+                tracing::warn!(schedule = %schedule.name, "schedule has no time left to run");
+                continue;
+            };
             match meta.take_due_schedule(&schedule.name, next_at).await {
                 Ok(true) => match meta.enqueue_job(&schedule.job.to_job()).await {
                     Ok((id, true)) => {
@@ -375,14 +408,80 @@ pub async fn run_scheduler(
     }
 }
 
-/// A pseudo-random number of seconds in `0..=max`; spread, not secrecy, is the point.
-fn jitter_secs(max: u64) -> i64 {
-    if max == 0 {
-        return 0;
-    }
-    let seed = std::time::SystemTime::now()
+/// A pseudo-random number for the jitter; spread, not secrecy, is the point.
+fn spread() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64 ^ d.as_secs().rotate_left(17))
-        .unwrap_or(0);
-    (seed % (max + 1)) as i64
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-12-01 11:33:00 UTC.
+    const NOW: i64 = 1_796_124_780;
+
+    fn schedule(cadence: Cadence, jitter_secs: u64) -> Schedule {
+        Schedule {
+            name: "t".into(),
+            job: JobKind::Check,
+            cadence,
+            jitter: Duration::from_secs(jitter_secs),
+        }
+    }
+
+    fn cron(text: &str) -> Cadence {
+        Cadence::Cron(CronExpr::parse(text).unwrap())
+    }
+
+    #[test]
+    fn interval_runs_follow_now_with_bounded_jitter() {
+        let hourly = schedule(Cadence::Every(Duration::from_secs(3600)), 300);
+        assert_eq!(hourly.next_run_at(NOW, 0), Some(NOW + 3600));
+        assert_eq!(hourly.next_run_at(NOW, 300), Some(NOW + 3900));
+        assert_eq!(hourly.next_run_at(NOW, 301), Some(NOW + 3600));
+        for random in [0, 7, 299, 300, u64::MAX] {
+            let at = hourly.next_run_at(NOW, random).unwrap();
+            assert!((NOW + 3600..=NOW + 3900).contains(&at), "{random}: {at}");
+        }
+        // The jitter never exceeds half the interval: a 1 s interval has none.
+        let fast = schedule(Cadence::Every(Duration::from_secs(1)), 300);
+        assert_eq!(fast.next_run_at(NOW, 12_345), Some(NOW + 1));
+        let ten = schedule(Cadence::Every(Duration::from_secs(10)), 300);
+        assert_eq!(ten.next_run_at(NOW, 5), Some(NOW + 15));
+        assert_eq!(ten.next_run_at(NOW, 6), Some(NOW + 10));
+    }
+
+    #[test]
+    fn cron_runs_fall_on_the_expression_plus_jitter() {
+        // 03:00 UTC tomorrow (today's has passed), then up to 10 minutes later.
+        let nightly = schedule(cron("0 3 * * *"), 600);
+        assert_eq!(nightly.next_run_at(NOW, 0), Some(1_796_180_400));
+        assert_eq!(nightly.next_run_at(NOW, 600), Some(1_796_181_000));
+        // Every minute with no jitter: the next whole minute.
+        let minutely = schedule(cron("* * * * *"), 0);
+        assert_eq!(minutely.next_run_at(NOW, 99), Some(NOW + 60));
+        assert_eq!(minutely.next_run_at(NOW + 59, 99), Some(NOW + 60));
+        // Jitter is capped at half the gap to the run after (30 s of a minute).
+        let capped = schedule(cron("* * * * *"), 600);
+        assert_eq!(capped.next_run_at(NOW, 30), Some(NOW + 90));
+        assert_eq!(capped.next_run_at(NOW, 31), Some(NOW + 60));
+        // Uneven gaps: 00:00 then 00:05 caps the first run's jitter at 150 s.
+        let uneven = schedule(cron("0,5 0 * * *"), 3600);
+        let midnight = 1_796_169_600;
+        assert_eq!(uneven.next_run_at(NOW, 150), Some(midnight + 150));
+        assert_eq!(uneven.next_run_at(NOW, 151), Some(midnight));
+    }
+
+    #[test]
+    fn a_due_run_is_followed_by_the_next_slot_not_the_same_one() {
+        // The scheduler asks again after the run at 03:00 (+ jitter) was taken: the next one
+        // is the following day's, however late in its jitter window it was taken.
+        let nightly = schedule(cron("0 3 * * *"), 600);
+        let first = nightly.next_run_at(NOW, 600).unwrap();
+        let second = nightly.next_run_at(first, 0).unwrap();
+        assert_eq!(second, 1_796_180_400 + 86_400);
+    }
 }

@@ -474,18 +474,46 @@ impl BlobClaim {
             .collect();
         crate::refs::add_refs(tx, &owner, &needs).await?;
         if let Some(tag) = &m.tag {
-            sqlx::query(
-                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(m.repo.as_str())
-            .bind(tag.as_str())
-            .bind(m.digest.to_string())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            point_tag(tx, &m.repo, tag, &m.digest, now).await?;
         }
         Ok(PutManifestOutcome::Stored)
     }
+
+    /// Points more tags of `repo` at the claimed manifest (the `?tag=` of a push
+    /// by digest), under the claim's transaction: they move when the claim
+    /// commits, all or none. Call after a `Stored` [`BlobClaim::put_manifest`].
+    pub async fn tag_manifest(&mut self, repo: &RepoName, tags: &[Tag]) -> Result<(), MetaError> {
+        let digest = self.digest().clone();
+        let now = unix_now();
+        // One global order, so two pushes moving the same tags cannot deadlock
+        // on PostgreSQL's row locks.
+        let mut tags: Vec<&Tag> = tags.iter().collect();
+        tags.sort();
+        tags.dedup();
+        for tag in tags {
+            point_tag(&mut self.tx, repo, tag, &digest, now).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn point_tag(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    repo: &RepoName,
+    tag: &Tag,
+    digest: &Digest,
+    now: i64,
+) -> Result<(), MetaError> {
+    sqlx::query(
+        "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(repo.as_str())
+    .bind(tag.as_str())
+    .bind(digest.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -189,6 +189,60 @@ async fn tags_sort_bytewise_and_paginate(db: Db) {
     );
 }
 
+/// The `?tag=` tags of a push by digest share the manifest's transaction: none
+/// without it, all with it, and a tag moved from another manifest moves alone.
+async fn extra_tags_commit_with_their_manifest(db: Db) {
+    let a = repo("a");
+    let tag = |t: &str| Tag::parse(t).unwrap();
+    let first = manifest(&a, b"tagged-1", vec![], None);
+    let tags = [tag("v1"), tag("latest"), tag("v1")];
+    {
+        let mut claim = db.meta.claim_blob(&first.digest, first.size).await.unwrap();
+        assert_eq!(
+            claim.put_manifest(&first).await.unwrap(),
+            PutManifestOutcome::Stored
+        );
+        claim.tag_manifest(&a, &tags).await.unwrap();
+        // Dropped uncommitted, as a push that fails after tagging is.
+    }
+    assert!(db.meta.tags(&a, None, 10).await.unwrap().is_empty());
+    assert!(db
+        .meta
+        .manifest_by_digest(&a, &first.digest)
+        .await
+        .unwrap()
+        .is_none());
+    let mut claim = db.meta.claim_blob(&first.digest, first.size).await.unwrap();
+    assert_eq!(
+        claim.put_manifest(&first).await.unwrap(),
+        PutManifestOutcome::Stored
+    );
+    claim.tag_manifest(&a, &tags).await.unwrap();
+    claim.commit().await.unwrap();
+    assert_eq!(db.meta.tags(&a, None, 10).await.unwrap(), ["latest", "v1"]);
+
+    let second = manifest(&a, b"tagged-2", vec![], None);
+    let mut claim = db
+        .meta
+        .claim_blob(&second.digest, second.size)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.put_manifest(&second).await.unwrap(),
+        PutManifestOutcome::Stored
+    );
+    claim.tag_manifest(&a, &[tag("latest")]).await.unwrap();
+    claim.commit().await.unwrap();
+    let at = |t: &str| {
+        let meta = db.meta.clone();
+        let a = a.clone();
+        let t = tag(t);
+        async move { meta.manifest_by_tag(&a, &t).await.unwrap().unwrap().digest }
+    };
+    assert_eq!(at("latest").await, second.digest);
+    assert_eq!(at("v1").await, first.digest);
+}
+
 async fn referrers_filter_by_artifact_type(db: Db) {
     let a = repo("a");
     let subject = Digest::sha256_of(b"subject");
@@ -944,6 +998,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn tags_sort_bytewise_and_paginate() {
                 super::tags_sort_bytewise_and_paginate(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn extra_tags_commit_with_their_manifest() {
+                super::extra_tags_commit_with_their_manifest(super::$backend().await).await
             }
             #[tokio::test]
             async fn referrers_filter_by_artifact_type() {

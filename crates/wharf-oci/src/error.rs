@@ -43,6 +43,17 @@ pub enum OciError {
     /// The manifest is malformed or of an unsupported type.
     #[error("invalid manifest: {0}")]
     ManifestInvalid(String),
+    /// A `?tag=` of a manifest push is not a valid tag, or not allowed there.
+    #[error("invalid tag parameter: {0}")]
+    TagInvalid(String),
+    /// A manifest push names more `?tag=` tags than one request may carry.
+    #[error("{count} tag parameters; at most {limit} are accepted per request")]
+    TooManyTags {
+        /// Tags asked for.
+        count: usize,
+        /// The most accepted.
+        limit: usize,
+    },
     /// The manifest references a blob or manifest the repository lacks.
     #[error("manifest references unknown {0}")]
     ManifestBlobUnknown(Digest),

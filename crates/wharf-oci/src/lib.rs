@@ -15,5 +15,5 @@ pub mod media;
 mod registry;
 
 pub use error::OciError;
-pub use manifest::{parse_manifest, ParsedManifest};
+pub use manifest::{parse_manifest, tag_params, ParsedManifest, MAX_TAG_PARAMS};
 pub use registry::{BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits};

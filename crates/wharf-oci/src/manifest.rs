@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wharf_core::Digest;
+use wharf_core::{Digest, Tag};
 use wharf_meta::ReferenceKind;
 
-use crate::media;
+use crate::{media, OciError};
 
 /// What the registry needs to know of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,9 +162,66 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<ParsedM
     })
 }
 
+/// The most `?tag=` tags one manifest push may carry. The spec asks for at
+/// least 10 and lets a registry answer 414 past its limit; a hundred keeps the
+/// request line and the one transaction that moves them all small.
+pub const MAX_TAG_PARAMS: usize = 100;
+
+/// Validates the `?tag=` values of a manifest push (spec: end-7b), in request
+/// order and without repeats. One bad value refuses the whole push, so a client
+/// never has a manifest that carries only some of the tags it asked for.
+pub fn tag_params<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Tag>, OciError> {
+    let mut tags: Vec<Tag> = Vec::new();
+    let mut count = 0;
+    for value in values {
+        count += 1;
+        let tag = Tag::parse(value).map_err(|_| {
+            OciError::TagInvalid(format!(
+                "{value:?} is not a tag (one of [a-zA-Z0-9_] then up to 127 of [a-zA-Z0-9._-])"
+            ))
+        })?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    if count > MAX_TAG_PARAMS {
+        return Err(OciError::TooManyTags {
+            count,
+            limit: MAX_TAG_PARAMS,
+        });
+    }
+    Ok(tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_params_keep_order_drop_repeats_and_refuse_bad_values() {
+        let tags = tag_params(["1.2.3", "1.2", "latest", "1.2"]).unwrap();
+        let names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        assert_eq!(names, ["1.2.3", "1.2", "latest"]);
+        assert!(tag_params([]).unwrap().is_empty());
+        let too_long = "a".repeat(129);
+        for bad in ["", ".dot", "-dash", "a/b", "a:b", "a b", too_long.as_str()] {
+            assert!(
+                matches!(tag_params(["ok", bad]), Err(OciError::TagInvalid(_))),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_TAG_PARAMS).map(|i| format!("t{i}")).collect();
+        assert!(matches!(
+            tag_params(many.iter().map(String::as_str)),
+            Err(OciError::TooManyTags { count, .. }) if count == MAX_TAG_PARAMS + 1
+        ));
+        assert_eq!(
+            tag_params(many[..MAX_TAG_PARAMS].iter().map(String::as_str))
+                .unwrap()
+                .len(),
+            MAX_TAG_PARAMS
+        );
+    }
 
     const CFG: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 

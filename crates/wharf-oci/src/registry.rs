@@ -38,6 +38,8 @@ pub struct PushedManifest {
     pub digest: Digest,
     /// The manifest's subject, echoed in `OCI-Subject`.
     pub subject: Option<Digest>,
+    /// The `?tag=` tags now pointing at it, echoed in `OCI-Tag`, in request order.
+    pub tagged: Vec<Tag>,
 }
 
 /// A blob being served.
@@ -504,14 +506,26 @@ impl Registry {
         })
     }
 
-    /// Stores a manifest and moves the tag (spec: PUT manifest, end-7).
+    /// Stores a manifest and moves the tag (spec: PUT manifest, end-7a), or,
+    /// for a push by digest, every tag of `tags` (end-7b, from [`tag_params`]):
+    /// the manifest and all its tags commit together, or nothing does.
+    ///
+    /// [`tag_params`]: crate::tag_params
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+        tags: &[Tag],
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PushedManifest, OciError> {
+        if !tags.is_empty() && matches!(reference, Reference::Tag(_)) {
+            // The spec defines `?tag=` for a push by digest only; a second way to
+            // name tags in one request would leave which one wins to guesswork.
+            return Err(OciError::TagInvalid(
+                "tag query parameters apply only to a push by digest".to_owned(),
+            ));
+        }
         let size = body.len() as u64;
         if size > self.limits.max_manifest_bytes {
             return Err(OciError::ManifestTooLarge {
@@ -560,6 +574,7 @@ impl Registry {
         }
         let outcome = claim.put_manifest(&record).await?;
         if outcome == PutManifestOutcome::Stored {
+            claim.tag_manifest(repo, tags).await?;
             claim.commit().await?;
         }
         match outcome {
@@ -583,6 +598,7 @@ impl Registry {
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
+            tagged: tags.to_vec(),
         })
     }
 

@@ -290,25 +290,57 @@ fn acme_settings(config: &Config) -> wharf_tls::acme::AcmeSettings {
 
 /// The scheduled jobs the configuration asks for.
 fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
+    use wharf_jobs::{JobKind, Schedule};
     let mut schedules = Vec::new();
-    if config.gc.interval_secs > 0 {
-        let interval = Duration::from_secs(config.gc.interval_secs);
-        schedules.push(wharf_jobs::Schedule {
-            name: "gc".into(),
-            job: wharf_jobs::JobKind::Gc { full: false },
-            interval,
-            jitter: interval / 10,
-        });
+    let mut add = |name: &str, job: JobKind, interval_secs: u64, cron: &str, jitter_secs: u64| {
+        if let Some(cadence) = cadence(interval_secs, cron) {
+            schedules.push(Schedule {
+                name: name.into(),
+                job,
+                cadence,
+                jitter: Duration::from_secs(jitter_secs),
+            });
+        }
+    };
+    let gc = &config.gc;
+    if gc.scheduled() {
+        add(
+            "gc",
+            JobKind::Gc { full: false },
+            gc.interval_secs,
+            &gc.schedule,
+            gc.jitter_secs,
+        );
         // Orphaned bytes (a crash between storing and recording) are found only
-        // by walking the whole store: once a day is enough.
-        schedules.push(wharf_jobs::Schedule {
-            name: "gc-full".into(),
-            job: wharf_jobs::JobKind::Gc { full: true },
-            interval: Duration::from_secs(24 * 3600).max(interval),
-            jitter: Duration::from_secs(600),
-        });
+        // by walking the whole store, which the full collection does.
+        add(
+            "gc-full",
+            JobKind::Gc { full: true },
+            gc.full_interval_secs,
+            &gc.full_schedule,
+            gc.full_jitter_secs,
+        );
     }
+    let check = &config.check;
+    add(
+        "check",
+        JobKind::Check,
+        check.interval_secs,
+        &check.schedule,
+        check.jitter_secs,
+    );
     schedules
+}
+
+/// A cron expression when one is set (validated with the configuration), else
+/// the interval, else nothing.
+fn cadence(interval_secs: u64, cron: &str) -> Option<wharf_jobs::Cadence> {
+    if !cron.is_empty() {
+        return wharf_core::CronExpr::parse(cron)
+            .ok()
+            .map(wharf_jobs::Cadence::Cron);
+    }
+    (interval_secs > 0).then(|| wharf_jobs::Cadence::Every(Duration::from_secs(interval_secs)))
 }
 
 /// A short random suffix that tells two processes with the same pid apart

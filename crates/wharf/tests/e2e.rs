@@ -58,5 +58,7 @@ mod signin;
 mod skopeo;
 #[path = "e2e/streaming.rs"]
 mod streaming;
+#[path = "e2e/tag_param.rs"]
+mod tag_param;
 #[path = "e2e/tls.rs"]
 mod tls;

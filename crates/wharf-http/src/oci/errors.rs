@@ -146,6 +146,15 @@ impl From<OciError> for ApiError {
             OciError::ManifestInvalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
             }
+            // The spec's code table has no tag code (TAG_INVALID is schema 1 legacy
+            // that clients "SHOULD NOT depend on"); a bad tag makes the push invalid.
+            OciError::TagInvalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
+            }
+            // The spec's answer for "too many tags are included in the request".
+            OciError::TooManyTags { .. } => {
+                ApiError::new(StatusCode::URI_TOO_LONG, "MANIFEST_INVALID", msg)
+            }
             OciError::ManifestBlobUnknown(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", msg)
             }

@@ -25,6 +25,10 @@ const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-conten
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+/// Bytes of tags per `OCI-Tag` line before another line starts: lines stay far
+/// below the header sizes clients accept, however many tags were pushed.
+const OCI_TAG_LINE_BYTES: usize = 1024;
 
 pub(crate) async fn handle(
     registry: &Registry,
@@ -294,13 +298,23 @@ async fn get_manifest(
         .into_response())
 }
 
-/// end-7: `PUT /v2/<name>/manifests/<reference>`.
+/// end-7a/7b: `PUT /v2/<name>/manifests/<reference>[?tag=<tag>...]`.
 async fn put_manifest(
     registry: &Registry,
     repo: &RepoName,
     r: &Reference,
     req: Request<Body>,
 ) -> Result<Response> {
+    // Repeated keys: the map the other handlers read keeps only one `tag`.
+    let pairs = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .map_err(|e| OciError::TagInvalid(format!("unreadable query string: {e}")))?;
+    let tags = wharf_oci::tag_params(
+        pairs
+            .iter()
+            .filter(|(k, _)| k == "tag")
+            .map(|(_, v)| v.as_str()),
+    )?;
     let limit = registry.limits().max_manifest_bytes;
     let too_large = |size| OciError::ManifestTooLarge { size, limit };
     let content_type = req
@@ -327,7 +341,7 @@ async fn put_manifest(
     }
     let body = body.freeze();
     let pushed = registry
-        .put_manifest(repo, r, content_type.as_deref(), body)
+        .put_manifest(repo, r, &tags, content_type.as_deref(), body)
         .await?;
     let location = format!("/v2/{repo}/manifests/{}", pushed.digest);
     let mut res = (
@@ -346,7 +360,26 @@ async fn put_manifest(
         res.headers_mut()
             .insert(OCI_SUBJECT, header_value(&subject.to_string()));
     }
+    for line in oci_tag_lines(&pushed.tagged) {
+        res.headers_mut().append(OCI_TAG, header_value(&line));
+    }
     Ok(res)
+}
+
+/// The `OCI-Tag` values for the applied tags: comma-separated lists (RFC 9110,
+/// section 5), split over several lines once one grows past a bound.
+fn oci_tag_lines(tags: &[Tag]) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for tag in tags {
+        match lines.last_mut() {
+            Some(line) if line.len() + 2 + tag.as_str().len() <= OCI_TAG_LINE_BYTES => {
+                line.push_str(", ");
+                line.push_str(tag.as_str());
+            }
+            _ => lines.push(tag.as_str().to_owned()),
+        }
+    }
+    lines
 }
 
 /// end-2/end-10 GET|HEAD `/v2/<name>/blobs/<digest>`, with `Range`.
@@ -515,4 +548,28 @@ async fn drain_modest(body: Body, declared: u64, limit: u64) {
     }
     let mut stream = body.into_data_stream();
     while let Some(Ok(_)) = stream.next().await {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_tag_lines_list_every_tag_once_and_stay_bounded() {
+        let tags: Vec<Tag> = ["1.2.3", "1.2", "latest"]
+            .iter()
+            .map(|t| Tag::parse(t).unwrap())
+            .collect();
+        assert_eq!(oci_tag_lines(&tags), ["1.2.3, 1.2, latest"]);
+        assert!(oci_tag_lines(&[]).is_empty());
+        let long: Vec<Tag> = (0..40)
+            .map(|i| Tag::parse(&format!("{i:0>100}")).unwrap())
+            .collect();
+        let lines = oci_tag_lines(&long);
+        assert!(lines.len() > 1);
+        assert!(lines.iter().all(|l| l.len() <= OCI_TAG_LINE_BYTES));
+        let listed: Vec<&str> = lines.iter().flat_map(|l| l.split(", ")).collect();
+        let expected: Vec<&str> = long.iter().map(Tag::as_str).collect();
+        assert_eq!(listed, expected);
+    }
 }
