@@ -19,32 +19,4 @@ mod store;
 pub use challenges::{AcmeChallenges, ACME_TLS_ALPN};
 pub use client_cert::ClientCertSubject;
 pub use server_config::server_config;
-pub use store::{CertStore, CertificateFiles};
-
-use std::path::{Path, PathBuf};
-
-/// Why TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A certificate or key file could not be read or parsed.
-    #[error("{path}: {message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong.
-        message: String,
-    },
-    /// No certificate was configured.
-    #[error("no certificate configured")]
-    NoCertificate,
-    /// The background reload itself failed (it panicked or was cancelled).
-    #[error("certificate reload failed: {0}")]
-    Reload(String),
-}
-
-fn file_error(path: &Path, message: impl ToString) -> TlsError {
-    TlsError::File {
-        path: path.to_owned(),
-        message: message.to_string(),
-    }
-}
+pub use store::{CertStore, CertificateFiles, TlsError};

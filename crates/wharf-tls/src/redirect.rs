@@ -162,4 +162,49 @@ mod tests {
             assert_eq!(to(refused, 443), None, "{refused}");
         }
     }
+
+    #[tokio::test]
+    async fn http01_is_answered_and_other_requests_redirected_or_refused() {
+        use tower::ServiceExt;
+        let challenges = Arc::new(AcmeChallenges::default());
+        challenges.offer_http01("tok".into(), "tok.thumbprint".into());
+        let app = app(8443, names(), Some(challenges));
+        let get = |path: &str, host: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .header(header::HOST, host)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+
+        let answer = app
+            .clone()
+            .oneshot(get("/.well-known/acme-challenge/tok", "registry.test"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(answer.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"tok.thumbprint");
+        let unknown = app
+            .clone()
+            .oneshot(get("/.well-known/acme-challenge/other", "registry.test"))
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+        let moved = app
+            .clone()
+            .oneshot(get("/v2/x?y=1", "registry.test:80"))
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            moved.headers()[header::LOCATION],
+            "https://registry.test:8443/v2/x?y=1"
+        );
+        let refused = app.oneshot(get("/v2/", "evil.example")).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+    }
 }

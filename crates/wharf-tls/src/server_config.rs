@@ -11,8 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use crate::challenges::ACME_TLS_ALPN;
-use crate::store::CertStore;
-use crate::{file_error, TlsError};
+use crate::store::{file_error, CertStore, TlsError};
 
 /// The rustls server configuration: TLS 1.3 and 1.2, AEAD suites, h2 and
 /// http/1.1, and, with `client_ca`, optional client certificates verified

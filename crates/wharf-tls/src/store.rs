@@ -3,7 +3,7 @@
 //! offers `acme-tls/1` — the pending TLS-ALPN-01 validation certificate.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +14,32 @@ use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::challenges::{AcmeChallenges, ACME_TLS_ALPN};
-use crate::{file_error, TlsError};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// No certificate was configured.
+    #[error("no certificate configured")]
+    NoCertificate,
+    /// The background reload itself failed (it panicked or was cancelled).
+    #[error("certificate reload failed: {0}")]
+    Reload(String),
+}
+
+pub(crate) fn file_error(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
 
 /// One certificate chain and key, and the host names it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,13 @@
-//! `wharf serve`: stores → registry → router → listener, plus the background
-//! scheduler, all stopped by one cancellation token on SIGTERM/SIGINT.
+//! `wharf serve`, in two halves. [`ServePlan::lower`] turns the configuration
+//! into typed settings — pure: no file, socket or database is touched, so each
+//! rule is unit-tested below. [`serve`] wires them: stores → registry → router
+//! → listeners, the certificate and ACME tasks, the job worker and scheduler,
+//! all stopped by one cancellation token on SIGTERM/SIGINT and shut down in
+//! order (listeners, then background work, then the database).
 
 use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,120 +16,142 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wharf_auth::{AuthService, AuthSettings};
 use wharf_config::Config;
+use wharf_http::listener::ConnectionLimits;
 use wharf_oci::{Registry, RegistryLimits};
+use wharf_tls::acme::{AcmeSettings, Challenge};
+use wharf_tls::{AcmeChallenges, CertStore, CertificateFiles};
+
+/// What `wharf serve` runs, lowered from the configuration.
+#[derive(Debug)]
+pub(crate) struct ServePlan {
+    /// The main listener's address (`server.listen`).
+    listen: String,
+    registry: RegistryLimits,
+    auth: AuthSettings,
+    /// `auth.realm`, if set.
+    realm: Option<String>,
+    /// `server.external_url` without its trailing `/`, if set.
+    external_url: Option<String>,
+    /// `server.trusted_proxies`, parsed.
+    trusted_proxies: Vec<(IpAddr, u8)>,
+    /// Limits of every listener, the redirect listener's too.
+    limits: ConnectionLimits,
+    /// How long in-flight requests may run on after shutdown is asked for.
+    shutdown_grace: Duration,
+    /// HTTPS on the main listener, or `None` for plain HTTP.
+    tls: Option<TlsPlan>,
+    /// The plain-HTTP redirect (and HTTP-01) listener, if one is configured.
+    redirect: Option<RedirectPlan>,
+    gc: wharf_jobs::GcPolicy,
+    schedules: Vec<wharf_jobs::Schedule>,
+}
+
+/// The HTTPS side of the main listener.
+#[derive(Debug, PartialEq, Eq)]
+struct TlsPlan {
+    /// Every certificate served: the configured ones first (the first is the
+    /// default for clients without SNI), then the ACME-managed one.
+    certificates: Vec<CertificateFiles>,
+    acme: Option<AcmeSettings>,
+    /// The bundle client certificates are verified against, if any.
+    client_ca: Option<PathBuf>,
+    /// How often certificate files are checked for changes.
+    reload_interval: Duration,
+}
+
+/// The plain-HTTP listener.
+#[derive(Debug, PartialEq, Eq)]
+struct RedirectPlan {
+    listen: String,
+    /// The only hosts it redirects to.
+    hostnames: Vec<String>,
+}
+
+impl ServePlan {
+    /// Lowers `config`; fails only on values the configuration's own
+    /// validation lets through unparsed.
+    pub(crate) fn lower(config: &Config) -> anyhow::Result<ServePlan> {
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|p| wharf_config::parse_network(p).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("server.trusted_proxies")?;
+        Ok(ServePlan {
+            listen: config.server.listen.clone(),
+            registry: RegistryLimits {
+                max_manifest_bytes: config.oci.max_manifest_bytes,
+                manifest_cache_bytes: config.oci.manifest_cache_bytes,
+            },
+            auth: auth_settings(config),
+            realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
+            external_url: (!config.server.external_url.is_empty())
+                .then(|| config.server.external_url.trim_end_matches('/').to_owned()),
+            trusted_proxies,
+            limits: connection_limits(config),
+            shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            tls: tls_plan(config),
+            redirect: (!config.tls.redirect_listen.is_empty()).then(|| RedirectPlan {
+                listen: config.tls.redirect_listen.clone(),
+                hostnames: redirect_hostnames(config),
+            }),
+            gc: wharf_jobs::GcPolicy {
+                full: false,
+                ..crate::gc_policy(config)
+            },
+            schedules: schedules(config),
+        })
+    }
+}
 
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
-    let registry = Registry::new(
-        blobs.clone(),
-        meta.clone(),
-        RegistryLimits {
-            max_manifest_bytes: config.oci.max_manifest_bytes,
-            manifest_cache_bytes: config.oci.manifest_cache_bytes,
-        },
-    );
+    let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
     warn_loose_modes(&config);
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
     let tracker = TaskTracker::new();
-    let auth = Arc::new(AuthService::new(
-        meta.clone(),
-        AuthSettings {
-            service: config.auth.service.clone(),
-            token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
-            refresh_token_ttl: Duration::from_secs(config.auth.refresh_token_ttl_secs),
-            max_failed_logins: config.auth.max_failed_logins,
-            max_failed_logins_per_address: config.auth.max_failed_logins_per_address,
-            failure_window: Duration::from_secs(config.auth.failed_login_window_secs),
-            max_concurrent_password_checks: config.auth.max_concurrent_password_checks as usize,
-            password_check_wait: Duration::from_secs(5),
-        },
-    ));
-    let trusted_proxies = config
-        .server
-        .trusted_proxies
-        .iter()
-        .map(|p| wharf_config::parse_network(p).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("server.trusted_proxies")?;
     let app = wharf_http::router(wharf_http::AppState {
         registry,
-        auth,
-        realm: (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone()),
-        tls: config.tls.enabled(),
+        auth: Arc::new(AuthService::new(meta.clone(), plan.auth.clone())),
+        realm: plan.realm.clone(),
+        tls: plan.tls.is_some(),
         health: wharf_http::Health {
             meta: meta.clone(),
             data_dir: config.storage.data_dir.clone(),
         },
         background: tracker.clone(),
-        external_url: (!config.server.external_url.is_empty())
-            .then(|| config.server.external_url.trim_end_matches('/').to_owned()),
-        listen: config.server.listen.clone(),
-        trusted_proxies: wharf_http::TrustedProxies::new(trusted_proxies),
+        external_url: plan.external_url.clone(),
+        listen: plan.listen.clone(),
+        trusted_proxies: wharf_http::TrustedProxies::new(plan.trusted_proxies.clone()),
     });
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+    let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        .with_context(|| format!("cannot listen on {}", plan.listen))?;
     let addr = listener.local_addr()?;
 
     let cancel = CancellationToken::new();
     // TLS is set up before the ready line so that a bad certificate fails the start.
-    let acme = (!config.tls.acme.directory_url.is_empty()).then(|| acme_settings(&config));
-    let challenges = acme
-        .as_ref()
-        .map(|_| Arc::new(wharf_tls::AcmeChallenges::default()));
-    let tls = if config.tls.enabled() {
-        let mut files: Vec<_> = config
-            .tls
-            .certificates
-            .iter()
-            .map(|c| wharf_tls::CertificateFiles {
-                hostnames: c.hostnames.clone(),
-                cert: c.cert.clone(),
-                key: c.key.clone(),
-            })
-            .collect();
-        if let Some(acme) = &acme {
-            wharf_tls::acme::ensure_placeholder(acme).context("tls.acme")?;
-            let (cert, key) = wharf_tls::acme::cert_paths(&acme.state_dir);
-            files.push(wharf_tls::CertificateFiles {
-                hostnames: acme.domains.clone(),
-                cert,
-                key,
-            });
+    let (tls, challenges) = match &plan.tls {
+        Some(tls) => {
+            let (config, challenges) = start_tls(tls, &tracker, &cancel)?;
+            (Some(config), challenges)
         }
-        let store =
-            wharf_tls::CertStore::load(files, challenges.clone()).context("tls.certificates")?;
-        tracker.spawn(store.clone().watch(
-            Duration::from_secs(config.tls.reload_interval_secs),
-            cancel.clone(),
-        ));
-        if let (Some(acme), Some(challenges)) = (acme.clone(), challenges.clone()) {
-            tracker.spawn(wharf_tls::acme::run(
-                acme,
-                challenges,
-                store.clone(),
-                cancel.clone(),
-            ));
-        }
-        let client_ca = (!config.tls.client_ca.as_os_str().is_empty())
-            .then_some(config.tls.client_ca.as_path());
-        Some(wharf_tls::server_config(store, client_ca).context("tls.client_ca")?)
-    } else {
-        None
+        None => (None, None),
     };
-    if !config.tls.redirect_listen.is_empty() {
-        let redirect = tokio::net::TcpListener::bind(&config.tls.redirect_listen)
+    if let Some(redirect) = &plan.redirect {
+        let listener = tokio::net::TcpListener::bind(&redirect.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.tls.redirect_listen))?;
-        tracing::info!(listen = %redirect.local_addr()?, "redirecting plain HTTP to HTTPS");
-        let app =
-            wharf_tls::redirect::app(addr.port(), redirect_hostnames(&config), challenges.clone());
+            .with_context(|| format!("cannot listen on {}", redirect.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
+        let app = wharf_tls::redirect::app(addr.port(), redirect.hostnames.clone(), challenges);
         tracker.spawn(wharf_http::listener::serve(
-            redirect,
+            listener,
             app,
             None,
-            connection_limits(&config),
+            plan.limits.clone(),
             cancel.clone(),
             Duration::from_secs(1),
         ));
@@ -142,17 +170,14 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         wharf_jobs::Worker {
             blobs,
             meta: meta.clone(),
-            gc: wharf_jobs::GcPolicy {
-                full: false,
-                ..crate::gc_policy(&config)
-            },
+            gc: plan.gc,
             id: process_id.clone(),
         }
         .run(cancel.clone()),
     );
     tracker.spawn(wharf_jobs::run_scheduler(
         meta.clone(),
-        schedules(&config),
+        plan.schedules.clone(),
         process_id,
         cancel.clone(),
     ));
@@ -169,14 +194,13 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested; finishing in-flight requests");
         shutdown.cancel();
     });
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     wharf_http::listener::serve(
         listener,
         app,
         tls,
-        connection_limits(&config),
+        plan.limits.clone(),
         cancel.clone(),
-        grace,
+        plan.shutdown_grace,
     )
     .await;
     tracker.close();
@@ -184,6 +208,37 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     meta.close().await;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// Loads the certificates (writing the ACME placeholder first, so there is
+/// one to load), starts their reload and the ACME task, and returns the
+/// rustls configuration with the challenges the redirect listener answers.
+fn start_tls(
+    plan: &TlsPlan,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<Arc<AcmeChallenges>>)> {
+    let challenges = plan
+        .acme
+        .as_ref()
+        .map(|_| Arc::new(AcmeChallenges::default()));
+    if let Some(acme) = &plan.acme {
+        wharf_tls::acme::ensure_placeholder(acme).context("tls.acme")?;
+    }
+    let store = CertStore::load(plan.certificates.clone(), challenges.clone())
+        .context("tls.certificates")?;
+    tracker.spawn(store.clone().watch(plan.reload_interval, cancel.clone()));
+    if let (Some(acme), Some(challenges)) = (&plan.acme, &challenges) {
+        tracker.spawn(wharf_tls::acme::run(
+            acme.clone(),
+            challenges.clone(),
+            store.clone(),
+            cancel.clone(),
+        ));
+    }
+    let config =
+        wharf_tls::server_config(store, plan.client_ca.as_deref()).context("tls.client_ca")?;
+    Ok((config, challenges))
 }
 
 /// Warns, one line per path, about secrets that other local users can read: the
@@ -258,9 +313,24 @@ async fn wait_for_signal() {
     }
 }
 
-fn connection_limits(config: &Config) -> wharf_http::listener::ConnectionLimits {
+fn auth_settings(config: &Config) -> AuthSettings {
+    let auth = &config.auth;
+    AuthSettings {
+        service: auth.service.clone(),
+        token_ttl: Duration::from_secs(auth.token_ttl_secs),
+        refresh_token_ttl: Duration::from_secs(auth.refresh_token_ttl_secs),
+        max_failed_logins: auth.max_failed_logins,
+        max_failed_logins_per_address: auth.max_failed_logins_per_address,
+        failure_window: Duration::from_secs(auth.failed_login_window_secs),
+        max_concurrent_password_checks: auth.max_concurrent_password_checks as usize,
+        password_check_wait: Duration::from_secs(5),
+    }
+}
+
+fn connection_limits(config: &Config) -> ConnectionLimits {
     let server = &config.server;
-    wharf_http::listener::ConnectionLimits {
+    ConnectionLimits {
+        // A limit beyond what this platform can count is no limit.
         max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
         header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(server.idle_timeout_secs),
@@ -269,17 +339,51 @@ fn connection_limits(config: &Config) -> wharf_http::listener::ConnectionLimits 
     }
 }
 
-fn acme_settings(config: &Config) -> wharf_tls::acme::AcmeSettings {
+/// `None` unless certificates or ACME are configured.
+fn tls_plan(config: &Config) -> Option<TlsPlan> {
+    if !config.tls.enabled() {
+        return None;
+    }
+    let acme = (!config.tls.acme.directory_url.is_empty()).then(|| acme_settings(config));
+    let mut certificates: Vec<_> = config
+        .tls
+        .certificates
+        .iter()
+        .map(|c| CertificateFiles {
+            hostnames: c.hostnames.clone(),
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        })
+        .collect();
+    if let Some(acme) = &acme {
+        let (cert, key) = wharf_tls::acme::cert_paths(&acme.state_dir);
+        certificates.push(CertificateFiles {
+            hostnames: acme.domains.clone(),
+            cert,
+            key,
+        });
+    }
+    Some(TlsPlan {
+        certificates,
+        acme,
+        client_ca: (!config.tls.client_ca.as_os_str().is_empty())
+            .then(|| config.tls.client_ca.clone()),
+        reload_interval: Duration::from_secs(config.tls.reload_interval_secs),
+    })
+}
+
+fn acme_settings(config: &Config) -> AcmeSettings {
     let acme = &config.tls.acme;
-    wharf_tls::acme::AcmeSettings {
+    AcmeSettings {
         directory_url: acme.directory_url.clone(),
         domains: acme.domains.clone(),
         contact: acme.contact.clone(),
         ca_bundle: (!acme.ca_bundle.as_os_str().is_empty()).then(|| acme.ca_bundle.clone()),
+        // The configuration's validation admits only these two names.
         challenge: if acme.challenge == "tls-alpn-01" {
-            wharf_tls::acme::Challenge::TlsAlpn01
+            Challenge::TlsAlpn01
         } else {
-            wharf_tls::acme::Challenge::Http01
+            Challenge::Http01
         },
         renew_before: (acme.renew_before_secs > 0)
             .then(|| Duration::from_secs(acme.renew_before_secs)),
@@ -367,4 +471,162 @@ fn redirect_hostnames(config: &Config) -> Vec<String> {
         names.push(host.to_owned());
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml_text: &str) -> Config {
+        let mut config = Config::parse(toml_text, "test").unwrap();
+        config.storage.data_dir = "/srv/wharf".into();
+        config
+    }
+
+    #[test]
+    fn connection_limits_are_lowered_and_an_uncountable_limit_is_none() {
+        let plan = ServePlan::lower(&config(
+            "[server]\nmax_connections = 10\nheader_read_timeout_secs = 3\nidle_timeout_secs = 7\n\
+             min_body_rate_bytes = 100\nmin_body_rate_window_secs = 9\nshutdown_grace_secs = 4\n",
+        ))
+        .unwrap();
+        assert_eq!(plan.limits.max_connections, 10);
+        assert_eq!(plan.limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(plan.limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(plan.limits.min_body_bytes, 100);
+        assert_eq!(plan.limits.min_body_window, Duration::from_secs(9));
+        assert_eq!(plan.shutdown_grace, Duration::from_secs(4));
+
+        let mut huge = Config::default();
+        huge.server.max_connections = u64::MAX;
+        let limits = connection_limits(&huge);
+        assert_eq!(
+            limits.max_connections,
+            usize::try_from(u64::MAX).unwrap_or(usize::MAX)
+        );
+    }
+
+    #[test]
+    fn acme_settings_are_lowered_and_serve_their_own_certificate_after_the_configured_ones() {
+        let plan = ServePlan::lower(&config(
+            r#"
+            [[tls.certificates]]
+            hostnames = ["static.test"]
+            cert = "/etc/wharf/static.crt"
+            key = "/etc/wharf/static.key"
+            [tls.acme]
+            directory_url = "https://ca.test/directory"
+            domains = ["registry.test"]
+            contact = ["mailto:ops@registry.test"]
+            challenge = "tls-alpn-01"
+            renew_before_secs = 86400
+            check_interval_secs = 600
+            "#,
+        ))
+        .unwrap();
+        let tls = plan.tls.unwrap();
+        let acme = tls.acme.clone().unwrap();
+        assert_eq!(
+            acme,
+            AcmeSettings {
+                directory_url: "https://ca.test/directory".into(),
+                domains: vec!["registry.test".into()],
+                contact: vec!["mailto:ops@registry.test".into()],
+                ca_bundle: None,
+                challenge: Challenge::TlsAlpn01,
+                renew_before: Some(Duration::from_secs(86400)),
+                check_interval: Duration::from_secs(600),
+                state_dir: "/srv/wharf/acme".into(),
+            }
+        );
+        let served: Vec<_> = tls.certificates.iter().map(|c| c.cert.clone()).collect();
+        assert_eq!(
+            served,
+            [
+                PathBuf::from("/etc/wharf/static.crt"),
+                PathBuf::from("/srv/wharf/acme/cert.pem")
+            ]
+        );
+        assert_eq!(tls.certificates[1].hostnames, ["registry.test"]);
+        assert_eq!(
+            tls.certificates[1].key,
+            PathBuf::from("/srv/wharf/acme/key.pem")
+        );
+
+        // The defaults: HTTP-01, a third of the lifetime, public roots.
+        let plan = ServePlan::lower(&config(
+            "[tls]\nredirect_listen = \"[::]:80\"\n[tls.acme]\ndirectory_url = \"https://ca.test/d\"\n\
+             domains = [\"registry.test\"]\n",
+        ))
+        .unwrap();
+        let acme = plan.tls.unwrap().acme.unwrap();
+        assert_eq!(acme.challenge, Challenge::Http01);
+        assert_eq!(acme.renew_before, None);
+        assert_eq!(acme.ca_bundle, None);
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_and_a_bad_one_names_the_key() {
+        let plan = ServePlan::lower(&config(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            plan.trusted_proxies,
+            [
+                ("10.0.0.0".parse().unwrap(), 8),
+                ("::1".parse().unwrap(), 128)
+            ]
+        );
+        let err = ServePlan::lower(&config("[server]\ntrusted_proxies = [\"10.0.0.0/99\"]\n"))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("server.trusted_proxies"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn listeners_are_plain_http_until_tls_is_configured_and_redirect_only_to_served_names() {
+        let plain = ServePlan::lower(&config("[server]\nlisten = \"127.0.0.1:5000\"\n")).unwrap();
+        assert_eq!(plain.listen, "127.0.0.1:5000");
+        assert_eq!(plain.tls, None);
+        assert_eq!(plain.redirect, None);
+        assert_eq!(plain.external_url, None);
+        assert_eq!(plain.realm, None);
+
+        let plan = ServePlan::lower(&config(
+            r#"
+            [server]
+            external_url = "https://[2001:db8::1]:8443/"
+            [auth]
+            realm = "https://auth.test/token"
+            [tls]
+            redirect_listen = "127.0.0.1:8080"
+            client_ca = "/etc/wharf/clients.pem"
+            reload_interval_secs = 30
+            [[tls.certificates]]
+            hostnames = ["a.test", "*.b.test"]
+            cert = "/etc/wharf/a.crt"
+            key = "/etc/wharf/a.key"
+            "#,
+        ))
+        .unwrap();
+        assert_eq!(
+            plan.external_url.as_deref(),
+            Some("https://[2001:db8::1]:8443")
+        );
+        assert_eq!(plan.realm.as_deref(), Some("https://auth.test/token"));
+        let tls = plan.tls.unwrap();
+        assert_eq!(tls.acme, None);
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/wharf/clients.pem")));
+        assert_eq!(tls.reload_interval, Duration::from_secs(30));
+        assert_eq!(
+            plan.redirect,
+            Some(RedirectPlan {
+                listen: "127.0.0.1:8080".into(),
+                hostnames: vec!["a.test".into(), "*.b.test".into(), "2001:db8::1".into()],
+            })
+        );
+    }
 }
