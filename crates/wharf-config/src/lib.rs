@@ -101,12 +101,23 @@ pub struct AcmeConfig {
     pub contact: Vec<String>,
     /// PEM bundle trusted for the directory's TLS (a private CA); empty: public roots.
     pub ca_bundle: PathBuf,
-    /// `http-01` (answered on `tls.redirect_listen`) or `tls-alpn-01` (on `server.listen`).
-    pub challenge: String,
+    /// How the CA checks that we hold the names.
+    pub challenge: AcmeChallenge,
     /// Renew when less than this many seconds remain; 0: when a third of the lifetime remains.
     pub renew_before_secs: u64,
     /// Seconds between certificate checks.
     pub check_interval_secs: u64,
+}
+
+/// The ACME challenge the CA uses to check that this server holds the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcmeChallenge {
+    /// Answered over plain HTTP on `tls.redirect_listen` (port 80 for a public CA).
+    #[serde(rename = "http-01")]
+    Http01,
+    /// Answered in the TLS handshake on `server.listen` (port 443) itself.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 impl Default for AcmeConfig {
@@ -116,7 +127,7 @@ impl Default for AcmeConfig {
             domains: Vec::new(),
             contact: Vec::new(),
             ca_bundle: PathBuf::new(),
-            challenge: "http-01".into(),
+            challenge: AcmeChallenge::Http01,
             renew_before_secs: 0,
             check_interval_secs: 3600,
         }
@@ -531,14 +542,11 @@ impl Config {
             if acme.domains.is_empty() {
                 problems.push("tls.acme.domains: at least one name is required".into());
             }
-            match acme.challenge.as_str() {
-                "http-01" if self.tls.redirect_listen.is_empty() => problems.push(
-                    "tls.acme.challenge: http-01 is answered on tls.redirect_listen, which is not set".into(),
-                ),
-                "http-01" | "tls-alpn-01" => {}
-                other => problems.push(format!(
-                    "tls.acme.challenge: {other:?} is neither http-01 nor tls-alpn-01"
-                )),
+            if acme.challenge == AcmeChallenge::Http01 && self.tls.redirect_listen.is_empty() {
+                problems.push(
+                    "tls.acme.challenge: http-01 is answered on tls.redirect_listen, which is not set"
+                        .into(),
+                );
             }
             if acme.check_interval_secs == 0 {
                 problems.push("tls.acme.check_interval_secs: must be at least 1".into());
@@ -620,6 +628,19 @@ mod tests {
         assert!(err.contains("listne"), "{err}");
         let err = Config::parse("[nope]\n", "x.toml").unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn acme_challenges_are_a_closed_set() {
+        let cfg = Config::parse("[tls.acme]\nchallenge = \"tls-alpn-01\"\n", "x.toml").unwrap();
+        assert_eq!(cfg.tls.acme.challenge, AcmeChallenge::TlsAlpn01);
+        let err = Config::parse("[tls.acme]\nchallenge = \"dns-01\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("challenge") && err.contains("http-01") && err.contains("tls-alpn-01"),
+            "{err}"
+        );
     }
 
     #[test]

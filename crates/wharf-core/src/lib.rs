@@ -4,11 +4,13 @@
 //! that exists is a value that is valid: a `Digest` always has a known algorithm
 //! and well-formed hex, a `RepoName` never contains `..` or an absolute path.
 
+mod authority;
 mod cron;
 mod digest;
 mod kind;
 mod name;
 
+pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};

@@ -318,75 +318,19 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<SocketAddr>().ok().map(|a| canonical(a.ip()))
 }
 
-/// Whether `s` is a `host[:port]` authority fit to echo into a challenge: a
-/// DNS name, an IPv4 address or a bracketed IPv6 address, and a port of
-/// digits. Anything else (quotes, spaces, user info, paths) is refused.
-pub(crate) fn valid_authority(s: &str) -> bool {
-    if s.is_empty() || s.len() > 261 {
-        return false;
-    }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            p => match p.strip_prefix(':') {
-                Some(port) => ("", port),
-                None => return false,
-            },
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h, p),
-            None => (s, ""),
-        }
-    };
-    let port_ok = (port.is_empty() && !s.ends_with(':'))
-        || (port.len() <= 5
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u32>().is_ok_and(|p| p <= 65535));
-    if !port_ok {
-        return false;
-    }
-    if s.starts_with('[') {
-        return true;
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// The authority a request was sent to — HTTP/2's `:authority` (in the URI) or
 /// HTTP/1.1's `Host` — if it is a plain, valid `host[:port]`; never raw header bytes.
-pub(crate) fn request_authority<B>(req: &Request<B>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .filter(|a| valid_authority(a))
+pub(crate) fn request_authority<B>(req: &Request<B>) -> Option<wharf_core::Authority> {
+    match req.uri().authority() {
+        Some(authority) => wharf_core::Authority::parse(authority.as_str()),
+        None => wharf_core::Authority::parse(req.headers().get(header::HOST)?.to_str().ok()?),
+    }
 }
 
 /// The account named by a verified client certificate, if the connection had one.
 pub(crate) fn client_cert(req: &Request<Body>) -> Option<String> {
     req.extensions()
-        .get::<crate::tls::ClientCertSubject>()
+        .get::<wharf_tls::ClientCertSubject>()
         .map(|s| s.0.clone())
 }
 
@@ -408,36 +352,6 @@ pub(crate) async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn authorities_fit_to_echo() {
-        for ok in [
-            "localhost",
-            "localhost:5000",
-            "registry.example.com:443",
-            "127.0.0.1:8443",
-            "[::1]",
-            "[::1]:5000",
-        ] {
-            assert!(valid_authority(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "evil\",error=\"x",
-            "a b",
-            "user@host",
-            "host:",
-            "host:99999",
-            "host:12a",
-            "host/path",
-            "-bad.example",
-            "[::1",
-            "[nothex]:1",
-            "[::1]x",
-        ] {
-            assert!(!valid_authority(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn trusted_proxy_networks() {

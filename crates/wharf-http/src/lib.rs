@@ -16,10 +16,6 @@ pub use api::job_json;
 mod auth;
 pub mod listener;
 mod oci;
-/// The TLS values requests carry, from `wharf-tls`.
-mod tls {
-    pub(crate) use wharf_tls::ClientCertSubject;
-}
 mod token;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request};
-use axum::http::{header, uri::Authority, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Router;
 
@@ -45,20 +45,15 @@ fn redirect(req: &Request, https_port: u16, hostnames: &[String]) -> Response {
 }
 
 /// The host a request names — HTTP/2's `:authority` (in the URI) or HTTP/1.1's
-/// `Host` — parsed as a URI authority (no path, query or fragment characters),
-/// lower-case, without user info or port; IPv6 addresses keep their brackets.
+/// `Host` — read by the one authority reader the realm uses too
+/// ([`wharf_core::Authority`]): lower-case, without port; IPv6 addresses keep
+/// their brackets; user info, paths and anything else is refused.
 fn requested_host<B>(req: &axum::http::Request<B>) -> Option<String> {
     let authority = match req.uri().authority() {
-        Some(authority) => authority.clone(),
-        None => req
-            .headers()
-            .get(header::HOST)?
-            .to_str()
-            .ok()?
-            .parse::<Authority>()
-            .ok()?,
+        Some(authority) => wharf_core::Authority::parse(authority.as_str())?,
+        None => wharf_core::Authority::parse(req.headers().get(header::HOST)?.to_str().ok()?)?,
     };
-    Some(authority.host().to_ascii_lowercase())
+    Some(authority.host().to_owned())
 }
 
 /// `https://host[:https_port]path` when `host` is one of `allowed`, else `None`.
@@ -119,11 +114,14 @@ mod tests {
         let host = |h: &str| requested_host(&with_host(h));
         assert_eq!(host("Registry.Test:8080").as_deref(), Some("registry.test"));
         assert_eq!(host("[::1]:80").as_deref(), Some("[::1]"));
-        assert_eq!(
-            host("someone@registry.test").as_deref(),
-            Some("registry.test")
-        );
-        for bad in ["evil.example/x.mirror.test", "a b", "registry.test#x", ""] {
+        // User info is no part of a host a client is redirected to.
+        for bad in [
+            "someone@registry.test",
+            "evil.example/x.mirror.test",
+            "a b",
+            "registry.test#x",
+            "",
+        ] {
             assert_eq!(host(bad), None, "{bad:?}");
         }
         let http2 = axum::http::Request::builder()

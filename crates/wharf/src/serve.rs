@@ -379,11 +379,9 @@ fn acme_settings(config: &Config) -> AcmeSettings {
         domains: acme.domains.clone(),
         contact: acme.contact.clone(),
         ca_bundle: (!acme.ca_bundle.as_os_str().is_empty()).then(|| acme.ca_bundle.clone()),
-        // The configuration's validation admits only these two names.
-        challenge: if acme.challenge == "tls-alpn-01" {
-            Challenge::TlsAlpn01
-        } else {
-            Challenge::Http01
+        challenge: match acme.challenge {
+            wharf_config::AcmeChallenge::Http01 => Challenge::Http01,
+            wharf_config::AcmeChallenge::TlsAlpn01 => Challenge::TlsAlpn01,
         },
         renew_before: (acme.renew_before_secs > 0)
             .then(|| Duration::from_secs(acme.renew_before_secs)),

@@ -39,7 +39,7 @@ pub(crate) fn realm(state: &AppState, req: &Request<Body>) -> String {
     if let Some(url) = &state.external_url {
         return format!("{}/token", url.trim_end_matches('/'));
     }
-    let authority = request_authority(req).unwrap_or_else(|| state.listen.clone());
+    let authority = request_authority(req).map_or_else(|| state.listen.clone(), |a| a.to_string());
     let forwarded = from_trusted_proxy(state, req)
         .then(|| {
             req.headers()
