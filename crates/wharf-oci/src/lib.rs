@@ -7,7 +7,8 @@
 //!
 //! Architecture invariant: a manifest is recorded only after its bytes are a
 //! verified blob and every blob or child manifest it references is present in
-//! the same repository; the tag (if any) moves in that same transaction.
+//! the same repository; the tag (if any), or every `?tag=` tag of a push by
+//! digest, moves in that same transaction.
 
 mod error;
 mod manifest;

@@ -51,7 +51,7 @@ pub(super) fn checks() -> Vec<Check> {
         ),
         check!(
             "manifests.tag-param.invalid",
-            "a ?tag= outside the tag grammar is refused with 4xx and no tag of that request applied",
+            "a ?tag= outside the tag grammar is never applied, and a push refused for it applies no tag",
             invalid
         ),
         check!(
