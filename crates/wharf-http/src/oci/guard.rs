@@ -164,6 +164,12 @@ pub(crate) async fn guard(
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The audit log names the request with its query: `?tag=` moves tags and
+    // `?mount=&from=` reads another repository.
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
     // Whether the path is an endpoint at all is decided before anything else:
     // a path that is not one gets its plain error (404 for an unknown
     // endpoint), never a challenge, a failed-login count or an audit row.
@@ -199,7 +205,7 @@ pub(crate) async fn guard(
                 caller.identity(),
                 caller.remote(),
                 *action,
-                &format!("{method} {path}"),
+                &format!("{method} {target}"),
                 AuditOutcome::Denied,
                 repo,
             );
@@ -235,7 +241,7 @@ pub(crate) async fn guard(
                 &identity,
                 remote,
                 action,
-                &format!("{method} {path}"),
+                &format!("{method} {target}"),
                 outcome,
                 &repo,
             );

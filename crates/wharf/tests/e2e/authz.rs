@@ -609,7 +609,30 @@ fn audit_log_records_pushes_and_denials() -> Result<()> {
     let s = &setup.server;
     cli(s, &["user", "add", "nobody", "--password-stdin"], "pw\n")?;
     let admin = basic("admin", s.admin_password());
-    assert_eq!(push_manifest(s, &admin, "audited/app", "v1", "x")?.0, 201);
+    let (status, digest) = push_manifest(s, &admin, "audited/app", "v1", "x")?;
+    assert_eq!(status, 201);
+    // Tags moved by `?tag=` on a push by digest are in the audit line too.
+    let manifest = request(
+        s.addr(),
+        "GET",
+        "/v2/audited/app/manifests/v1",
+        &[
+            ("Authorization", &admin),
+            ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+        ],
+        b"",
+    )?;
+    let res = request(
+        s.addr(),
+        "PUT",
+        &format!("/v2/audited/app/manifests/{digest}?tag=stable"),
+        &[
+            ("Authorization", &admin),
+            ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+        ],
+        &manifest.body,
+    )?;
+    assert_eq!(res.status, 201, "{}", res.text());
     let res = request(
         s.addr(),
         "DELETE",
@@ -624,6 +647,12 @@ fn audit_log_records_pushes_and_denials() -> Result<()> {
         log.lines().any(|l| l.contains("\"account\":\"admin\"")
             && l.contains("PUT /v2/audited/app/manifests/v1")
             && l.contains("\"ok\"")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(&format!(
+            "PUT /v2/audited/app/manifests/{digest}?tag=stable"
+        ))),
         "{log}"
     );
     assert!(
