@@ -138,7 +138,7 @@ impl JobKind {
 #[derive(Clone)]
 pub struct Worker {
     /// The blob store.
-    pub blobs: Arc<dyn BlobStore>,
+    pub blobs: Arc<BlobStore>,
     /// The metadata database (and the queue).
     pub meta: Meta,
     /// Garbage-collection settings; a job's `full` flag overrides `full`.
@@ -268,7 +268,7 @@ impl Worker {
         let result = match kind {
             JobKind::Gc { full } => {
                 let policy = GcPolicy { full, ..self.gc };
-                collect_garbage_with(&*self.blobs, &self.meta, policy, progress)
+                collect_garbage_with(&self.blobs, &self.meta, policy, progress)
                     .await
                     .map(|r| {
                         format!(
@@ -277,7 +277,7 @@ impl Worker {
                         )
                     })
             }
-            JobKind::Check => check_store_with(&*self.blobs, &self.meta, progress)
+            JobKind::Check => check_store_with(&self.blobs, &self.meta, progress)
                 .await
                 .and_then(|r| {
                     for problem in &r.problems {
