@@ -350,6 +350,10 @@ impl BlobStore {
                 if let Err(e) = self.backend.put_state(&id, saved).await {
                     // Only an optimisation: the next process re-hashes instead.
                     tracing::warn!(upload = id.as_str(), error = %e, "could not save the upload's hash state");
+                } else if self.backend.stat_staging(&id).await?.is_none() {
+                    // Aborted or expired (by any process) while this append ran:
+                    // the state must not outlive its staging area.
+                    self.backend.delete_state(&id).await?;
                 }
             }
         }

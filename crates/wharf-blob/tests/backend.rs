@@ -617,6 +617,39 @@ async fn publish_without_verify_checks_the_digest(store: &BlobStore) {
     assert_eq!(store.stat(&digest).await.unwrap(), None);
 }
 
+/// An upload aborted (by any process) while an append still runs leaves no
+/// hash state behind once that append ends.
+async fn abort_during_append_leaves_no_state(rig: &Rig) {
+    let store = Arc::new(rig.store().await);
+    store.create_upload("ab1").await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body: ByteStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, io::Error>(chunk), rx))
+    }));
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append("ab1", body).await })
+    };
+    tx.send(Bytes::from(pattern(300_000, 15))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    rig.store().await.abort_upload("ab1").await.unwrap();
+    drop(tx);
+    // Whether the append fails (its staging area is gone) or not, no state stays.
+    let _ = appending.await.unwrap();
+    let backend = rig.backend().await;
+    assert_eq!(
+        backend
+            .get_state(&UploadId::parse("ab1").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.upload_size("ab1").await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+}
+
 macro_rules! backend_suite {
     ($backend:ident, $rig:expr, store: [$($case:ident),* $(,)?], rig: [$($rig_case:ident),* $(,)?]) => {
         mod $backend {
@@ -666,6 +699,7 @@ macro_rules! every_backend {
                     two_stores_take_turns,
                     spoiled_states_fall_back_to_rehashing,
                     resumed_upload_with_wrong_digest_is_refused,
+                    abort_during_append_leaves_no_state,
                 ]
             );
         )*
