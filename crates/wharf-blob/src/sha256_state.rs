@@ -10,12 +10,9 @@
 //! the tail of fewer than 64 bytes that do not fill a block yet.
 
 use sha2::digest::generic_array::GenericArray;
-use sha2::digest::typenum::U64;
 use wharf_core::Digest;
 
 const BLOCK: usize = 64;
-/// Blocks copied and compressed per call (16 KiB).
-const BATCH_BLOCKS: usize = 256;
 /// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
 const INITIAL_STATE: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
@@ -71,18 +68,8 @@ impl ResumableSha256 {
             compress(&mut self.state, &block);
         }
         let mut blocks = data.chunks_exact(BLOCK);
-        // compress256 takes a slice of blocks; a batch per call spares the
-        // per-call setup (CPU feature check, state load) on every 64 bytes.
-        let mut batch: Vec<GenericArray<u8, U64>> = Vec::with_capacity(BATCH_BLOCKS);
         for block in &mut blocks {
-            batch.push(GenericArray::clone_from_slice(block));
-            if batch.len() == BATCH_BLOCKS {
-                sha2::compress256(&mut self.state, &batch);
-                batch.clear();
-            }
-        }
-        if !batch.is_empty() {
-            sha2::compress256(&mut self.state, &batch);
+            compress(&mut self.state, block);
         }
         let rest = blocks.remainder();
         self.tail[..rest.len()].copy_from_slice(rest);
