@@ -8,22 +8,70 @@
 //! collection, which is driven by the metadata layer (this crate knows nothing
 //! of repositories, manifests or references).
 //!
-//! [`BlobStore`] is the backend seam: the filesystem backend lives in [`fs`];
-//! an object-store backend plugs in behind the same trait and must pass the same
-//! suite (`tests/backend.rs`).
+//! [`BlobStore`] holds every invariant (hashing, verification, resumable
+//! hash state, id validation) once, over a thin [`Backend`]: the filesystem
+//! backend lives in [`fs`], an in-memory one in [`memory`]. An object-store
+//! backend plugs in behind the same trait and must pass the same suite
+//! (`tests/backend.rs`, which runs every case on every backend).
 
+pub mod backend;
 pub mod fs;
+pub mod memory;
+mod sha256_state;
+mod store;
+
+pub use backend::{Backend, ListStream, ObjectMeta, StagingWriter, UploadId};
+pub use store::{put_stream, stage_stream, BlobStore};
 
 use std::io;
 use std::pin::Pin;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use wharf_core::Digest;
 
 /// A stream of blob bytes, used for both directions.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A listing of the store, one entry at a time (a [`Stream`]; the inherent
+/// methods spare callers a `futures` import).
+pub struct Listing<'a, T> {
+    entries: Pin<Box<dyn Stream<Item = Result<T, BlobError>> + Send + 'a>>,
+}
+
+impl<'a, T> Listing<'a, T> {
+    fn new(entries: impl Stream<Item = Result<T, BlobError>> + Send + 'a) -> Listing<'a, T> {
+        Listing {
+            entries: Box::pin(entries),
+        }
+    }
+
+    /// The next entry, or `None` at the end.
+    pub async fn try_next(&mut self) -> Result<Option<T>, BlobError> {
+        self.entries.next().await.transpose()
+    }
+
+    /// Every remaining entry, for callers that need them all at once.
+    pub async fn try_collect(mut self) -> Result<Vec<T>, BlobError> {
+        let mut all = Vec::new();
+        while let Some(entry) = self.try_next().await? {
+            all.push(entry);
+        }
+        Ok(all)
+    }
+}
+
+impl<T> Stream for Listing<'_, T> {
+    type Item = Result<T, BlobError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.entries.as_mut().poll_next(cx)
+    }
+}
 
 /// What went wrong in the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +103,7 @@ pub enum BlobError {
     /// The body stream ended early or failed (e.g. the client disconnected).
     #[error("upload body interrupted: {0}")]
     BodyInterrupted(io::Error),
-    /// An upload id that could not name a file safely.
+    /// An upload id that could not name a file or object key safely.
     #[error("invalid upload id {0:?}")]
     InvalidUploadId(String),
     /// The storage itself failed.
@@ -116,104 +164,6 @@ pub enum Verification {
         /// What the bytes hash to now.
         actual: Digest,
     },
-}
-
-/// A backend of the blob store.
-///
-/// Implementations must guarantee: a digest is readable only after
-/// [`commit_upload`](BlobStore::commit_upload) verified it and made it durable;
-/// concurrent commits of the same digest are safe; reads stream, never buffering
-/// a whole blob.
-#[async_trait::async_trait]
-pub trait BlobStore: Send + Sync + 'static {
-    /// Size of a committed blob, or `None`.
-    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
-
-    /// Streams a committed blob, or the given range of it.
-    async fn read(
-        &self,
-        digest: &Digest,
-        range: Option<ByteRange>,
-    ) -> Result<ByteStream, BlobError>;
-
-    /// Creates an empty staging area for an upload session.
-    async fn create_upload(&self, id: &str) -> Result<(), BlobError>;
-
-    /// Appends a body to an upload and returns the new total size.
-    ///
-    /// Bytes that arrived before the stream failed stay appended and durable, so
-    /// the client can resume from the reported size.
-    async fn append(&self, id: &str, body: ByteStream) -> Result<u64, BlobError>;
-
-    /// Bytes received so far by an upload.
-    async fn upload_size(&self, id: &str) -> Result<u64, BlobError>;
-
-    /// Checks that the upload's bytes hash to `expected` and returns their size.
-    /// On a mismatch the staging area is discarded; on a match it stays, to be
-    /// made visible by [`publish_upload`](BlobStore::publish_upload).
-    async fn verify_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError>;
-
-    /// Makes a verified upload the committed blob `digest`, durably and
-    /// atomically; the staging area is gone afterwards. If the blob is already
-    /// stored the existing bytes stay (they are the same bytes).
-    ///
-    /// The caller must hold the blob's live claim in the metadata database
-    /// (`wharf_meta::Meta::claim_blob`): that is what stops garbage collection
-    /// from unlinking the bytes that this call places or keeps.
-    async fn publish_upload(&self, id: &str, digest: &Digest) -> Result<(), BlobError>;
-
-    /// [`verify_upload`](BlobStore::verify_upload) then
-    /// [`publish_upload`](BlobStore::publish_upload), for callers that need no
-    /// claim in between (tests, and stores no collector runs on).
-    async fn commit_upload(&self, id: &str, expected: &Digest) -> Result<u64, BlobError> {
-        let size = self.verify_upload(id, expected).await?;
-        self.publish_upload(id, expected).await?;
-        Ok(size)
-    }
-
-    /// Discards an upload's staging area. Unknown ids are not an error.
-    async fn abort_upload(&self, id: &str) -> Result<(), BlobError>;
-
-    /// Every upload staging area, for expiry.
-    async fn list_uploads(&self) -> Result<Vec<UploadEntry>, BlobError>;
-
-    /// Every committed blob, for verification and garbage collection.
-    async fn list(&self) -> Result<Vec<BlobEntry>, BlobError>;
-
-    /// Removes a committed blob. Only garbage collection calls this.
-    async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
-
-    /// Re-hashes a committed blob.
-    async fn verify(&self, digest: &Digest) -> Result<Verification, BlobError>;
-}
-
-/// Stages a whole stream as one verified upload, ready for
-/// [`BlobStore::publish_upload`]: the common monolithic path. Returns its size.
-pub async fn stage_stream(
-    store: &dyn BlobStore,
-    upload_id: &str,
-    expected: &Digest,
-    body: ByteStream,
-) -> Result<u64, BlobError> {
-    store.create_upload(upload_id).await?;
-    if let Err(err) = store.append(upload_id, body).await {
-        store.abort_upload(upload_id).await?;
-        return Err(err);
-    }
-    store.verify_upload(upload_id, expected).await
-}
-
-/// Stages, verifies and publishes a whole stream as one blob, for callers that
-/// need no metadata claim in between (tests, and stores no collector runs on).
-pub async fn put_stream(
-    store: &dyn BlobStore,
-    upload_id: &str,
-    expected: &Digest,
-    body: ByteStream,
-) -> Result<u64, BlobError> {
-    let size = stage_stream(store, upload_id, expected, body).await?;
-    store.publish_upload(upload_id, expected).await?;
-    Ok(size)
 }
 
 /// A byte stream of one in-memory buffer; handy for small blobs such as manifests.

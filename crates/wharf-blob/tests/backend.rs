@@ -1,18 +1,126 @@
 //! The blob-store conformance suite: every backend must pass every case here.
 //!
-//! Each case is a plain async function over `&dyn BlobStore`; a backend adds one
-//! `#[tokio::test]` per case through the `backend_suite!` macro.
+//! Each case is a plain async function over a [`Rig`] (one storage that stores
+//! can be opened on, again and again, as processes would); `backend_suite!`
+//! adds one `#[tokio::test]` per case for each backend.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use wharf_blob::backend::{ListedBlob, ListedStaging};
+use wharf_blob::fs::FsBackend;
+use wharf_blob::memory::MemoryBackend;
 use wharf_blob::{
-    bytes_stream, fs::FsBlobStore, put_stream, BlobError, BlobStore, ByteRange, ByteStream,
-    Verification,
+    bytes_stream, put_stream, Backend, BlobError, BlobStore, ByteRange, ByteStream, ListStream,
+    ObjectMeta, StagingWriter, UploadId, Verification,
 };
 use wharf_core::{Algorithm, Digest};
+
+/// One storage, and the way to open a fresh store on it (a restart, or another
+/// process).
+struct Rig {
+    dir: Option<tempfile::TempDir>,
+    memory: MemoryBackend,
+    /// Staged bytes read back by stores this rig opened with counting on.
+    staging_read: Arc<AtomicU64>,
+}
+
+impl Rig {
+    fn filesystem() -> Rig {
+        Rig {
+            dir: Some(tempfile::tempdir().unwrap()),
+            memory: MemoryBackend::new(),
+            staging_read: Arc::default(),
+        }
+    }
+
+    fn memory() -> Rig {
+        Rig {
+            dir: None,
+            memory: MemoryBackend::new(),
+            staging_read: Arc::default(),
+        }
+    }
+
+    async fn backend(&self) -> Arc<dyn Backend> {
+        match &self.dir {
+            Some(dir) => Arc::new(FsBackend::open(dir.path()).await.unwrap()),
+            None => Arc::new(self.memory.clone()),
+        }
+    }
+
+    /// A fresh store on this storage, as a new process would open it.
+    async fn store(&self) -> BlobStore {
+        BlobStore::new(Arc::new(Counting {
+            inner: self.backend().await,
+            staging_read: self.staging_read.clone(),
+        }))
+    }
+
+    fn staging_read(&self) -> u64 {
+        self.staging_read.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend wrapper that counts the staged bytes read back: reading them is
+/// what a resumable hash saves.
+struct Counting {
+    inner: Arc<dyn Backend>,
+    staging_read: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Counting {
+    async fn create_staging(&self, id: &UploadId) -> io::Result<()> {
+        self.inner.create_staging(id).await
+    }
+    async fn open_staging(&self, id: &UploadId) -> io::Result<Box<dyn StagingWriter>> {
+        self.inner.open_staging(id).await
+    }
+    async fn stat_staging(&self, id: &UploadId) -> io::Result<Option<ObjectMeta>> {
+        self.inner.stat_staging(id).await
+    }
+    async fn read_staging(&self, id: &UploadId, offset: u64) -> io::Result<ByteStream> {
+        let counter = self.staging_read.clone();
+        let stream = self.inner.read_staging(id, offset).await?;
+        Ok(Box::pin(stream.inspect_ok(move |chunk| {
+            counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        })))
+    }
+    async fn complete(&self, id: &UploadId, digest: &Digest) -> io::Result<()> {
+        self.inner.complete(id, digest).await
+    }
+    async fn delete_staging(&self, id: &UploadId) -> io::Result<()> {
+        self.inner.delete_staging(id).await
+    }
+    fn list_staging(&self) -> ListStream<'_, ListedStaging> {
+        self.inner.list_staging()
+    }
+    async fn put_state(&self, id: &UploadId, state: Bytes) -> io::Result<()> {
+        self.inner.put_state(id, state).await
+    }
+    async fn get_state(&self, id: &UploadId) -> io::Result<Option<Bytes>> {
+        self.inner.get_state(id).await
+    }
+    async fn delete_state(&self, id: &UploadId) -> io::Result<()> {
+        self.inner.delete_state(id).await
+    }
+    async fn stat(&self, digest: &Digest) -> io::Result<Option<ObjectMeta>> {
+        self.inner.stat(digest).await
+    }
+    async fn read(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<ByteStream> {
+        self.inner.read(digest, offset, len).await
+    }
+    async fn delete(&self, digest: &Digest) -> io::Result<()> {
+        self.inner.delete(digest).await
+    }
+    fn list(&self) -> ListStream<'_, ListedBlob> {
+        self.inner.list()
+    }
+}
 
 async fn collect(mut s: ByteStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -36,7 +144,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn commit_then_read(store: &dyn BlobStore) {
+async fn commit_then_read(store: &BlobStore) {
     let data = pattern(3 * 1024 * 1024 + 17, 1);
     let digest = Digest::sha256_of(&data);
     assert_eq!(store.stat(&digest).await.unwrap(), None);
@@ -50,13 +158,13 @@ async fn commit_then_read(store: &dyn BlobStore) {
         data
     );
     assert_eq!(store.verify(&digest).await.unwrap(), Verification::Intact);
-    let listed = store.list().await.unwrap();
+    let listed: Vec<_> = store.list().try_collect().await.unwrap();
     assert!(listed
         .iter()
         .any(|e| e.digest == digest && e.size == data.len() as u64));
 }
 
-async fn range_reads(store: &dyn BlobStore) {
+async fn range_reads(store: &BlobStore) {
     let data = pattern(10_000, 2);
     let digest = Digest::sha256_of(&data);
     put_stream(store, "u2", &digest, chunks(vec![data.clone()]))
@@ -101,7 +209,7 @@ async fn range_reads(store: &dyn BlobStore) {
     );
 }
 
-async fn wrong_digest_is_refused_and_invisible(store: &dyn BlobStore) {
+async fn wrong_digest_is_refused_and_invisible(store: &BlobStore) {
     let data = pattern(1000, 3);
     let claimed = Digest::sha256_of(b"something else");
     let err = put_stream(store, "u3", &claimed, chunks(vec![data]))
@@ -116,7 +224,7 @@ async fn wrong_digest_is_refused_and_invisible(store: &dyn BlobStore) {
     ));
 }
 
-async fn chunked_upload_many_appends(store: &dyn BlobStore) {
+async fn chunked_upload_many_appends(store: &BlobStore) {
     let data = pattern(700_001, 4);
     let digest = Digest::sha256_of(&data);
     store.create_upload("u4").await.unwrap();
@@ -136,7 +244,7 @@ async fn chunked_upload_many_appends(store: &dyn BlobStore) {
     );
 }
 
-async fn interrupted_body_keeps_received_bytes(store: &dyn BlobStore) {
+async fn interrupted_body_keeps_received_bytes(store: &BlobStore) {
     let data = pattern(300_000, 5);
     store.create_upload("u5").await.unwrap();
     let first = Bytes::from(data[..100_000].to_vec());
@@ -162,7 +270,7 @@ async fn interrupted_body_keeps_received_bytes(store: &dyn BlobStore) {
     );
 }
 
-async fn sha512_and_empty_blobs(store: &dyn BlobStore) {
+async fn sha512_and_empty_blobs(store: &BlobStore) {
     let data = pattern(5000, 6);
     let d512 = Digest::of(Algorithm::Sha512, &data);
     put_stream(store, "u6", &d512, chunks(vec![data.clone()]))
@@ -180,7 +288,7 @@ async fn sha512_and_empty_blobs(store: &dyn BlobStore) {
         .is_empty());
 }
 
-async fn concurrent_commits_of_same_digest(store: Arc<dyn BlobStore>) {
+async fn concurrent_commits_of_same_digest(store: Arc<BlobStore>) {
     let data = pattern(2_000_000, 7);
     let digest = Digest::sha256_of(&data);
     let mut tasks = Vec::new();
@@ -188,7 +296,7 @@ async fn concurrent_commits_of_same_digest(store: Arc<dyn BlobStore>) {
         let (store, data, digest) = (store.clone(), data.clone(), digest.clone());
         tasks.push(tokio::spawn(async move {
             let halves = vec![data[..1_000_000].to_vec(), data[1_000_000..].to_vec()];
-            put_stream(&*store, &format!("c{i}"), &digest, chunks(halves)).await
+            put_stream(&store, &format!("c{i}"), &digest, chunks(halves)).await
         }));
     }
     for t in tasks {
@@ -198,15 +306,11 @@ async fn concurrent_commits_of_same_digest(store: Arc<dyn BlobStore>) {
         collect(store.read(&digest, None).await.unwrap()).await,
         data
     );
-    assert!(store
-        .list_uploads()
-        .await
-        .unwrap()
-        .iter()
-        .all(|u| !u.id.starts_with('c')));
+    let uploads: Vec<_> = store.list_uploads().try_collect().await.unwrap();
+    assert!(uploads.iter().all(|u| !u.id.starts_with('c')));
 }
 
-async fn delete_and_hostile_ids(store: &dyn BlobStore) {
+async fn delete_and_hostile_ids(store: &BlobStore) {
     let data = pattern(10, 8);
     let digest = Digest::sha256_of(&data);
     put_stream(store, "u8", &digest, chunks(vec![data]))
@@ -232,11 +336,27 @@ async fn delete_and_hostile_ids(store: &dyn BlobStore) {
         store.append("nope", chunks(vec![])).await,
         Err(BlobError::UploadNotFound(_))
     ));
+    assert!(matches!(
+        store.append("../uploads/x", chunks(vec![])).await,
+        Err(BlobError::InvalidUploadId(_))
+    ));
+    assert!(matches!(
+        store.upload_size("a.b").await,
+        Err(BlobError::InvalidUploadId(_))
+    ));
+    assert!(matches!(
+        store.abort_upload("/etc/passwd").await,
+        Err(BlobError::InvalidUploadId(_))
+    ));
+    assert!(matches!(
+        store.publish_upload("..", &digest).await,
+        Err(BlobError::InvalidUploadId(_))
+    ));
 }
 
 /// A verified upload is not yet a blob: only publishing makes it visible, and a
 /// second publish of the same digest keeps the bytes.
-async fn verify_then_publish(store: &dyn BlobStore) {
+async fn verify_then_publish(store: &BlobStore) {
     let data = Bytes::from_static(b"two steps");
     let digest = Digest::sha256_of(&data);
     store.create_upload("vp").await.unwrap();
@@ -265,73 +385,337 @@ async fn verify_then_publish(store: &dyn BlobStore) {
     );
 }
 
+/// A restart before every chunk: each new store goes on from the saved hash
+/// state, reads none of the bytes staged before it, and the digest is right.
+async fn restart_between_chunks_rehashes_nothing(rig: &Rig) {
+    let data = pattern(3 * 1024 * 1024 + 77, 10);
+    let digest = Digest::sha256_of(&data);
+    let parts = [
+        &data[..1_000_003],
+        &data[1_000_003..2_500_000],
+        &data[2_500_000..],
+    ];
+    {
+        let store = rig.store().await;
+        store.create_upload("r1").await.unwrap();
+        store
+            .append("r1", chunks(vec![parts[0].to_vec()]))
+            .await
+            .unwrap();
+    }
+    for part in &parts[1..] {
+        let store = rig.store().await;
+        store
+            .append("r1", chunks(vec![part.to_vec()]))
+            .await
+            .unwrap();
+    }
+    let store = rig.store().await;
+    assert_eq!(
+        store.commit_upload("r1", &digest).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(
+        rig.staging_read(),
+        0,
+        "bytes staged before a restart were read back to re-hash them"
+    );
+    assert_eq!(
+        collect(store.read(&digest, None).await.unwrap()).await,
+        data
+    );
+}
+
+/// Two processes taking turns on one upload, as PATCHes behind a load
+/// balancer do: each goes on from the other's saved state, although its own
+/// memory of the upload is behind.
+async fn two_stores_take_turns(rig: &Rig) {
+    let (a, b) = (rig.store().await, rig.store().await);
+    let data = pattern(2 * 1024 * 1024 + 5, 13);
+    let digest = Digest::sha256_of(&data);
+    a.create_upload("t1").await.unwrap();
+    for (i, part) in data.chunks(300_001).enumerate() {
+        let store = if i % 2 == 0 { &a } else { &b };
+        store
+            .append("t1", chunks(vec![part.to_vec()]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.commit_upload("t1", &digest).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(rig.staging_read(), 0, "a turn re-read the other's bytes");
+    assert_eq!(collect(b.read(&digest, None).await.unwrap()).await, data);
+}
+
+/// How the saved state of an upload is spoiled between two appends.
+#[derive(Debug, Clone, Copy)]
+enum Spoil {
+    Keep,
+    Missing,
+    Torn,
+    Flipped,
+    /// The state of another upload of the same length.
+    Foreign,
+    /// A state saved by an earlier append of this upload.
+    Stale,
+}
+
+/// Stages `first` in two appends, spoils the saved state, then a fresh store
+/// appends `second` and commits. Returns the staged bytes read back.
+async fn resume_after(rig: &Rig, id: &str, spoil: Spoil) -> u64 {
+    let backend = rig.backend().await;
+    let uid = UploadId::parse(id).unwrap();
+    let first = pattern(700_000, 11);
+    let second = pattern(500_000, 12);
+    let mut data = first.clone();
+    data.extend_from_slice(&second);
+    let digest = Digest::sha256_of(&data);
+    {
+        let store = rig.store().await;
+        store.create_upload(id).await.unwrap();
+        store
+            .append(id, chunks(vec![first[..300_000].to_vec()]))
+            .await
+            .unwrap();
+        let early = backend.get_state(&uid).await.unwrap().unwrap();
+        store
+            .append(id, chunks(vec![first[300_000..].to_vec()]))
+            .await
+            .unwrap();
+        let good = backend.get_state(&uid).await.unwrap().unwrap();
+        let foreign = {
+            let other = format!("{id}-other");
+            store.create_upload(&other).await.unwrap();
+            store
+                .append(&other, chunks(vec![pattern(700_000, 99)]))
+                .await
+                .unwrap();
+            let state = backend
+                .get_state(&UploadId::parse(&other).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            store.abort_upload(&other).await.unwrap();
+            state
+        };
+        let spoiled = match spoil {
+            Spoil::Keep => Some(good.clone()),
+            Spoil::Missing => None,
+            Spoil::Torn => Some(good.slice(..good.len() / 2)),
+            Spoil::Flipped => {
+                let mut bytes = good.to_vec();
+                bytes[20] ^= 0x40;
+                Some(Bytes::from(bytes))
+            }
+            Spoil::Foreign => Some(foreign),
+            Spoil::Stale => Some(early),
+        };
+        match spoiled {
+            Some(state) => backend.put_state(&uid, state).await.unwrap(),
+            None => backend.delete_state(&uid).await.unwrap(),
+        }
+    }
+    let before = rig.staging_read();
+    let store = rig.store().await;
+    store.append(id, chunks(vec![second])).await.unwrap();
+    assert_eq!(
+        store.commit_upload(id, &digest).await.unwrap(),
+        data.len() as u64,
+        "{spoil:?}"
+    );
+    assert_eq!(
+        collect(store.read(&digest, None).await.unwrap()).await,
+        data,
+        "{spoil:?}"
+    );
+    store.delete(&digest).await.unwrap();
+    rig.staging_read() - before
+}
+
+/// A missing, torn, altered, foreign or stale hash state costs a re-hash of
+/// what it does not cover, never a wrong digest.
+async fn spoiled_states_fall_back_to_rehashing(rig: &Rig) {
+    assert_eq!(resume_after(rig, "s0", Spoil::Keep).await, 0);
+    for (i, spoil) in [Spoil::Missing, Spoil::Torn, Spoil::Flipped, Spoil::Foreign]
+        .into_iter()
+        .enumerate()
+    {
+        let read = resume_after(rig, &format!("s{}", i + 1), spoil).await;
+        assert_eq!(read, 700_000, "{spoil:?}: the whole prefix is re-hashed");
+    }
+    assert_eq!(
+        resume_after(rig, "s9", Spoil::Stale).await,
+        400_000,
+        "a stale state is caught up from where it stopped"
+    );
+}
+
+/// A wrong claimed digest is refused whatever state the hash resumed from.
+async fn resumed_upload_with_wrong_digest_is_refused(rig: &Rig) {
+    let data = pattern(200_000, 14);
+    {
+        let store = rig.store().await;
+        store.create_upload("w1").await.unwrap();
+        store
+            .append("w1", chunks(vec![data[..100_000].to_vec()]))
+            .await
+            .unwrap();
+    }
+    let store = rig.store().await;
+    store
+        .append("w1", chunks(vec![data[100_000..].to_vec()]))
+        .await
+        .unwrap();
+    let claimed = Digest::sha256_of(&data[1..]);
+    let err = store.commit_upload("w1", &claimed).await.err().unwrap();
+    assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
+    assert_eq!(store.stat(&claimed).await.unwrap(), None);
+    assert!(matches!(
+        store.upload_size("w1").await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+    let backend = rig.backend().await;
+    assert_eq!(
+        backend
+            .get_state(&UploadId::parse("w1").unwrap())
+            .await
+            .unwrap(),
+        None,
+        "a refused upload's hash state is left behind"
+    );
+}
+
+/// A publish that no verification preceded still checks the bytes.
+async fn publish_without_verify_checks_the_digest(store: &BlobStore) {
+    store.create_upload("p1").await.unwrap();
+    store
+        .append("p1", bytes_stream(Bytes::from_static(b"real bytes")))
+        .await
+        .unwrap();
+    let claimed = Digest::sha256_of(b"other bytes");
+    let err = store.publish_upload("p1", &claimed).await.err().unwrap();
+    assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
+    assert_eq!(store.stat(&claimed).await.unwrap(), None);
+    // Verified, then appended to: the verification no longer holds.
+    let digest = Digest::sha256_of(b"abc");
+    store.create_upload("p2").await.unwrap();
+    store
+        .append("p2", bytes_stream(Bytes::from_static(b"abc")))
+        .await
+        .unwrap();
+    store.verify_upload("p2", &digest).await.unwrap();
+    store
+        .append("p2", bytes_stream(Bytes::from_static(b"d")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.publish_upload("p2", &digest).await,
+        Err(BlobError::DigestMismatch { .. })
+    ));
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+}
+
+/// An upload aborted (by any process) while an append still runs leaves no
+/// hash state behind once that append ends.
+async fn abort_during_append_leaves_no_state(rig: &Rig) {
+    let store = Arc::new(rig.store().await);
+    store.create_upload("ab1").await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body: ByteStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, io::Error>(chunk), rx))
+    }));
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append("ab1", body).await })
+    };
+    tx.send(Bytes::from(pattern(300_000, 15))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    rig.store().await.abort_upload("ab1").await.unwrap();
+    drop(tx);
+    // Whether the append fails (its staging area is gone) or not, no state stays.
+    let _ = appending.await.unwrap();
+    let backend = rig.backend().await;
+    assert_eq!(
+        backend
+            .get_state(&UploadId::parse("ab1").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.upload_size("ab1").await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+}
+
 macro_rules! backend_suite {
-    ($backend:ident, $make:expr) => {
+    ($backend:ident, $rig:expr, store: [$($case:ident),* $(,)?], rig: [$($rig_case:ident),* $(,)?]) => {
         mod $backend {
             use super::*;
-            #[tokio::test]
-            async fn commit_then_read() {
-                let (s, _g) = $make;
-                super::commit_then_read(&*s).await
-            }
-            #[tokio::test]
-            async fn verify_then_publish() {
-                let (s, _g) = $make;
-                super::verify_then_publish(&*s).await
-            }
-            #[tokio::test]
-            async fn range_reads() {
-                let (s, _g) = $make;
-                super::range_reads(&*s).await
-            }
-            #[tokio::test]
-            async fn wrong_digest() {
-                let (s, _g) = $make;
-                super::wrong_digest_is_refused_and_invisible(&*s).await
-            }
-            #[tokio::test]
-            async fn chunked() {
-                let (s, _g) = $make;
-                super::chunked_upload_many_appends(&*s).await
-            }
-            #[tokio::test]
-            async fn interrupted() {
-                let (s, _g) = $make;
-                super::interrupted_body_keeps_received_bytes(&*s).await
-            }
-            #[tokio::test]
-            async fn sha512_empty() {
-                let (s, _g) = $make;
-                super::sha512_and_empty_blobs(&*s).await
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let rig = $rig;
+                    let store = rig.store().await;
+                    super::$case(&store).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rig_case() {
+                    super::$rig_case(&$rig).await
+                }
+            )*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent() {
-                let (s, _g) = $make;
-                super::concurrent_commits_of_same_digest(s).await
-            }
-            #[tokio::test]
-            async fn delete_hostile() {
-                let (s, _g) = $make;
-                super::delete_and_hostile_ids(&*s).await
+            async fn concurrent_commits_of_same_digest() {
+                let rig = $rig;
+                super::concurrent_commits_of_same_digest(Arc::new(rig.store().await)).await
             }
         }
     };
 }
 
-async fn fs_store() -> (Arc<dyn BlobStore>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsBlobStore::open(dir.path()).await.unwrap();
-    (Arc::new(store), dir)
+macro_rules! every_backend {
+    ($($backend:ident => $rig:expr),* $(,)?) => {
+        $(
+            backend_suite!(
+                $backend,
+                $rig,
+                store: [
+                    commit_then_read,
+                    verify_then_publish,
+                    range_reads,
+                    wrong_digest_is_refused_and_invisible,
+                    chunked_upload_many_appends,
+                    interrupted_body_keeps_received_bytes,
+                    sha512_and_empty_blobs,
+                    delete_and_hostile_ids,
+                    publish_without_verify_checks_the_digest,
+                ],
+                rig: [
+                    restart_between_chunks_rehashes_nothing,
+                    two_stores_take_turns,
+                    spoiled_states_fall_back_to_rehashing,
+                    resumed_upload_with_wrong_digest_is_refused,
+                    abort_during_append_leaves_no_state,
+                ]
+            );
+        )*
+    };
 }
 
-backend_suite!(filesystem, fs_store().await);
+every_backend!(filesystem => Rig::filesystem(), memory => Rig::memory());
 
 #[tokio::test]
 async fn filesystem_detects_corruption_and_refuses_unknown_layout() {
-    let (store, dir) = fs_store().await;
+    let rig = Rig::filesystem();
+    let store = rig.store().await;
+    let dir = rig.dir.as_ref().unwrap();
     let data = pattern(4096, 9);
     let digest = Digest::sha256_of(&data);
-    put_stream(&*store, "x", &digest, chunks(vec![data]))
+    put_stream(&store, "x", &digest, chunks(vec![data]))
         .await
         .unwrap();
     let path = dir
@@ -345,5 +729,5 @@ async fn filesystem_detects_corruption_and_refuses_unknown_layout() {
         Verification::Corrupt { .. }
     ));
     std::fs::write(dir.path().join("layout-version"), "wharf-blob-fs 99\n").unwrap();
-    assert!(FsBlobStore::open(dir.path()).await.is_err());
+    assert!(FsBackend::open(dir.path()).await.is_err());
 }

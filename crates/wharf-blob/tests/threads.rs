@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use wharf_blob::{bytes_stream, fs::FsBlobStore, put_stream, BlobStore, ByteStream};
+use wharf_blob::{bytes_stream, put_stream, BlobStore, ByteStream};
 use wharf_core::Digest;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -28,7 +28,7 @@ fn fed_body() -> (tokio::sync::mpsc::Sender<Bytes>, ByteStream) {
     (tx, Box::pin(body))
 }
 
-async fn read_all(store: &dyn BlobStore, digest: &Digest) -> Vec<u8> {
+async fn read_all(store: &BlobStore, digest: &Digest) -> Vec<u8> {
     let mut stream = store.read(digest, None).await.unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -47,11 +47,11 @@ fn idle_readers_and_stalled_uploads_hold_no_blocking_thread() {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(dir.path()).await.unwrap());
+        let store: Arc<BlobStore> = Arc::new(wharf_blob::fs::open(dir.path()).await.unwrap());
         let big = pattern(8 * 1024 * 1024, 1);
         let big_digest = Digest::sha256_of(&big);
         put_stream(
-            &*store,
+            &store,
             "big",
             &big_digest,
             bytes_stream(Bytes::from(big.clone())),
@@ -89,14 +89,14 @@ fn idle_readers_and_stalled_uploads_hold_no_blocking_thread() {
         let other_digest = Digest::sha256_of(&other);
         tokio::time::timeout(Duration::from_secs(10), async {
             put_stream(
-                &*store,
+                &store,
                 "other",
                 &other_digest,
                 bytes_stream(Bytes::from(other.clone())),
             )
             .await
             .unwrap();
-            assert_eq!(read_all(&*store, &other_digest).await, other);
+            assert_eq!(read_all(&store, &other_digest).await, other);
         })
         .await
         .expect("idle readers or stalled uploads starve the blocking pool");
@@ -114,7 +114,7 @@ fn idle_readers_and_stalled_uploads_hold_no_blocking_thread() {
                 .commit_upload(&format!("stalled{i}"), &digest)
                 .await
                 .unwrap();
-            assert_eq!(read_all(&*store, &digest).await, expected);
+            assert_eq!(read_all(&store, &digest).await, expected);
         }
         for (first, mut reader) in idle_readers {
             let mut len = first;
@@ -129,7 +129,7 @@ fn idle_readers_and_stalled_uploads_hold_no_blocking_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_in_flight_stay_within_a_shared_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FsBlobStore::open(dir.path()).await.unwrap();
+    let store = wharf_blob::fs::open(dir.path()).await.unwrap();
     let data = pattern(8 * 1024 * 1024, 5);
     let digest = Digest::sha256_of(&data);
     put_stream(

@@ -81,19 +81,20 @@ pub struct CheckReport {
 /// blob an owner references. Linear in the number of blobs and references: the
 /// listing is indexed once, and only suspected problems are re-checked (a
 /// concurrent collection may have removed a blob between listing and reading).
-pub async fn check_store(blobs: &dyn BlobStore, meta: &Meta) -> Result<CheckReport, JobError> {
+pub async fn check_store(blobs: &BlobStore, meta: &Meta) -> Result<CheckReport, JobError> {
     check_store_with(blobs, meta, &crate::NoProgress).await
 }
 
 /// [`check_store`], reporting each re-hashed blob to `progress` and stopping
 /// between blobs once it is cancelled.
 pub async fn check_store_with(
-    blobs: &dyn BlobStore,
+    blobs: &BlobStore,
     meta: &Meta,
     progress: &dyn Progress,
 ) -> Result<CheckReport, JobError> {
     let mut report = CheckReport::default();
-    let listed = blobs.list().await?;
+    // The totals come first, so the listing is collected.
+    let listed: Vec<_> = blobs.list().try_collect().await?;
     progress.set_totals(
         Some(listed.len() as u64),
         Some(listed.iter().map(|e| e.size).sum()),
@@ -151,11 +152,7 @@ pub async fn check_store_with(
 }
 
 /// Re-checks one blob that looked missing: true if it has no live row with bytes.
-async fn still_missing(
-    blobs: &dyn BlobStore,
-    meta: &Meta,
-    digest: &Digest,
-) -> Result<bool, JobError> {
+async fn still_missing(blobs: &BlobStore, meta: &Meta, digest: &Digest) -> Result<bool, JobError> {
     if !meta.blob_is_live(digest).await? {
         // Gone from the database too: collected meanwhile, unless something needs it.
         return Ok(meta.blob_is_needed(digest).await?);

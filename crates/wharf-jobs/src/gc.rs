@@ -35,7 +35,7 @@ pub struct GcReport {
 
 /// Runs one collection: expire idle uploads, then sweep unreferenced blobs.
 pub async fn collect_garbage(
-    blobs: &dyn BlobStore,
+    blobs: &BlobStore,
     meta: &Meta,
     policy: GcPolicy,
 ) -> Result<GcReport, JobError> {
@@ -45,7 +45,7 @@ pub async fn collect_garbage(
 /// [`collect_garbage`], reporting each swept blob to `progress` and stopping
 /// between blobs (a safe point: nothing is half-deleted) once it is cancelled.
 pub async fn collect_garbage_with(
-    blobs: &dyn BlobStore,
+    blobs: &BlobStore,
     meta: &Meta,
     policy: GcPolicy,
     progress: &dyn Progress,
@@ -59,7 +59,8 @@ pub async fn collect_garbage_with(
         report.uploads_expired += 1;
     }
     // Staging files without a session row: monolithic pushes interrupted by a crash.
-    for upload in blobs.list_uploads().await? {
+    let mut uploads = blobs.list_uploads();
+    while let Some(upload) = uploads.try_next().await? {
         if to_unix(upload.modified) < upload_cutoff && meta.upload_repo(&upload.id).await?.is_none()
         {
             blobs.abort_upload(&upload.id).await?;
@@ -96,7 +97,8 @@ pub async fn collect_garbage_with(
     if policy.full {
         // Bytes without a row are left by a crash between storing and recording
         // them; only a walk of the whole store finds them.
-        for entry in blobs.list().await? {
+        let mut listed = blobs.list();
+        while let Some(entry) = listed.try_next().await? {
             if progress.cancelled() {
                 return Err(JobError::Cancelled);
             }
@@ -121,7 +123,7 @@ pub async fn collect_garbage_with(
 const CANDIDATE_BATCH: u32 = 500;
 
 async fn sweep_one(
-    blobs: &dyn BlobStore,
+    blobs: &BlobStore,
     meta: &Meta,
     digest: &Digest,
     cutoff: i64,
@@ -151,7 +153,7 @@ async fn sweep_one(
 /// mark lapsed before the unlink (another collector took it over), in which case
 /// this collector leaves the blob alone.
 async fn delete_marked(
-    blobs: &dyn BlobStore,
+    blobs: &BlobStore,
     meta: &Meta,
     mark: &DeletionMark,
 ) -> Result<bool, JobError> {

@@ -139,7 +139,7 @@ impl JobKind {
 #[derive(Clone)]
 pub struct Worker {
     /// The blob store.
-    pub blobs: Arc<dyn BlobStore>,
+    pub blobs: Arc<BlobStore>,
     /// The metadata database (and the queue).
     pub meta: Meta,
     /// Garbage-collection settings; a job's `full` flag overrides `full`.
@@ -269,7 +269,7 @@ impl Worker {
         let result = match kind {
             JobKind::Gc { full } => {
                 let policy = GcPolicy { full, ..self.gc };
-                collect_garbage_with(&*self.blobs, &self.meta, policy, progress)
+                collect_garbage_with(&self.blobs, &self.meta, policy, progress)
                     .await
                     .map(|r| {
                         format!(
@@ -278,7 +278,7 @@ impl Worker {
                         )
                     })
             }
-            JobKind::Check => check_store_with(&*self.blobs, &self.meta, progress)
+            JobKind::Check => check_store_with(&self.blobs, &self.meta, progress)
                 .await
                 .and_then(|r| {
                     for problem in &r.problems {

@@ -5,26 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use wharf_blob::{bytes_stream, fs::FsBlobStore, put_stream, BlobStore};
+use wharf_blob::{bytes_stream, put_stream, BlobStore};
 use wharf_core::{Digest, RepoName, Tag};
 use wharf_jobs::{check_store, collect_garbage, GcPolicy, Problem};
 use wharf_meta::{Meta, NewManifest, ReferenceKind};
 
-async fn stores() -> (Arc<dyn BlobStore>, Meta, tempfile::TempDir) {
+async fn stores() -> (Arc<BlobStore>, Meta, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = FsBlobStore::open(dir.path().join("blobs")).await.unwrap();
+    let blobs = wharf_blob::fs::open(dir.path().join("blobs"))
+        .await
+        .unwrap();
     let meta = Meta::connect(&format!("sqlite:{}", dir.path().join("m.db").display()))
         .await
         .unwrap();
     (Arc::new(blobs), meta, dir)
 }
 
-async fn push_blob(
-    blobs: &dyn BlobStore,
-    meta: &Meta,
-    repo: &RepoName,
-    data: &'static [u8],
-) -> Digest {
+async fn push_blob(blobs: &BlobStore, meta: &Meta, repo: &RepoName, data: &'static [u8]) -> Digest {
     let d = Digest::sha256_of(data);
     put_stream(blobs, &uuid(), &d, bytes_stream(Bytes::from_static(data)))
         .await
@@ -58,10 +55,10 @@ const DAY: GcPolicy = GcPolicy {
 async fn gc_deletes_only_unreferenced_blobs_past_the_grace_period() {
     let (blobs, meta, _dir) = stores().await;
     let repo = RepoName::parse("team/app").unwrap();
-    let layer = push_blob(&*blobs, &meta, &repo, b"layer bytes").await;
-    let loose = push_blob(&*blobs, &meta, &repo, b"never referenced").await;
+    let layer = push_blob(&blobs, &meta, &repo, b"layer bytes").await;
+    let loose = push_blob(&blobs, &meta, &repo, b"never referenced").await;
     let manifest_bytes: &'static [u8] = b"{\"manifest\":1}";
-    let manifest = push_blob(&*blobs, &meta, &repo, manifest_bytes).await;
+    let manifest = push_blob(&blobs, &meta, &repo, manifest_bytes).await;
     meta.put_manifest(&NewManifest {
         repo: repo.clone(),
         digest: manifest.clone(),
@@ -79,11 +76,11 @@ async fn gc_deletes_only_unreferenced_blobs_past_the_grace_period() {
     meta.create_upload("idle", &repo).await.unwrap();
 
     // Within the grace period nothing goes, not even the loose blob or the idle upload.
-    let report = collect_garbage(&*blobs, &meta, DAY).await.unwrap();
+    let report = collect_garbage(&blobs, &meta, DAY).await.unwrap();
     assert_eq!((report.blobs_deleted, report.uploads_expired), (0, 0));
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = collect_garbage(&*blobs, &meta, NO_GRACE).await.unwrap();
+    let report = collect_garbage(&blobs, &meta, NO_GRACE).await.unwrap();
     assert_eq!(report.blobs_deleted, 1, "{report:?}");
     assert_eq!(report.bytes_freed, 16);
     assert_eq!(report.uploads_expired, 1);
@@ -94,7 +91,7 @@ async fn gc_deletes_only_unreferenced_blobs_past_the_grace_period() {
         blobs.upload_size("idle").await,
         Err(wharf_blob::BlobError::UploadNotFound(_))
     ));
-    assert!(check_store(&*blobs, &meta)
+    assert!(check_store(&blobs, &meta)
         .await
         .unwrap()
         .problems
@@ -103,9 +100,9 @@ async fn gc_deletes_only_unreferenced_blobs_past_the_grace_period() {
     // Once the manifest is deleted, its layer and its own bytes become garbage too.
     assert!(meta.delete_manifest(&repo, &manifest).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = collect_garbage(&*blobs, &meta, NO_GRACE).await.unwrap();
+    let report = collect_garbage(&blobs, &meta, NO_GRACE).await.unwrap();
     assert_eq!(report.blobs_deleted, 2, "{report:?}");
-    assert!(check_store(&*blobs, &meta)
+    assert!(check_store(&blobs, &meta)
         .await
         .unwrap()
         .problems
@@ -126,22 +123,22 @@ async fn gc_removes_orphaned_bytes_and_check_reports_corruption() {
     )
     .await
     .unwrap();
-    let kept = push_blob(&*blobs, &meta, &repo, b"kept").await;
+    let kept = push_blob(&blobs, &meta, &repo, b"kept").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = collect_garbage(&*blobs, &meta, DAY).await.unwrap();
+    let report = collect_garbage(&blobs, &meta, DAY).await.unwrap();
     assert_eq!(report.blobs_deleted, 0);
-    let report = collect_garbage(&*blobs, &meta, NO_GRACE).await.unwrap();
+    let report = collect_garbage(&blobs, &meta, NO_GRACE).await.unwrap();
     assert_eq!(report.blobs_deleted, 2); // the orphan, and `kept`, which nothing references
     assert_eq!(blobs.stat(&orphan).await.unwrap(), None);
 
-    let d = push_blob(&*blobs, &meta, &repo, b"precious").await;
+    let d = push_blob(&blobs, &meta, &repo, b"precious").await;
     let path = dir
         .path()
         .join("blobs/blobs/sha256")
         .join(&d.hex()[..2])
         .join(d.hex());
     std::fs::write(&path, b"tampered!").unwrap();
-    let report = check_store(&*blobs, &meta).await.unwrap();
+    let report = check_store(&blobs, &meta).await.unwrap();
     assert!(
         matches!(
             report.problems.as_slice(),
@@ -151,7 +148,7 @@ async fn gc_removes_orphaned_bytes_and_check_reports_corruption() {
         report.problems
     );
     std::fs::remove_file(&path).unwrap();
-    let report = check_store(&*blobs, &meta).await.unwrap();
+    let report = check_store(&blobs, &meta).await.unwrap();
     assert_eq!(report.problems, vec![Problem::Missing { digest: d }]);
     let _ = kept;
 }
@@ -162,9 +159,9 @@ async fn gc_removes_orphaned_bytes_and_check_reports_corruption() {
 async fn check_reports_a_manifest_whose_blob_is_missing() {
     let (blobs, meta, _dir) = stores().await;
     let repo = RepoName::parse("team/app").unwrap();
-    let layer = push_blob(&*blobs, &meta, &repo, b"layer bytes").await;
+    let layer = push_blob(&blobs, &meta, &repo, b"layer bytes").await;
     let manifest_bytes: &'static [u8] = b"{\"manifest\":2}";
-    let manifest = push_blob(&*blobs, &meta, &repo, manifest_bytes).await;
+    let manifest = push_blob(&blobs, &meta, &repo, manifest_bytes).await;
     meta.put_manifest(&NewManifest {
         repo: repo.clone(),
         digest: manifest.clone(),
@@ -178,7 +175,7 @@ async fn check_reports_a_manifest_whose_blob_is_missing() {
     })
     .await
     .unwrap();
-    assert!(check_store(&*blobs, &meta)
+    assert!(check_store(&blobs, &meta)
         .await
         .unwrap()
         .problems
@@ -188,7 +185,7 @@ async fn check_reports_a_manifest_whose_blob_is_missing() {
     meta.execute_admin(&format!("DELETE FROM blobs WHERE digest = '{layer}'"))
         .await
         .unwrap();
-    let report = check_store(&*blobs, &meta).await.unwrap();
+    let report = check_store(&blobs, &meta).await.unwrap();
     assert_eq!(
         report.problems,
         vec![Problem::ReferencedBlobMissing {

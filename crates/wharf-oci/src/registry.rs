@@ -64,7 +64,7 @@ pub struct Page {
 /// The OCI registry service; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    blobs: Arc<dyn BlobStore>,
+    blobs: Arc<BlobStore>,
     meta: Meta,
     limits: RegistryLimits,
     cache: Arc<ManifestCache>,
@@ -223,7 +223,7 @@ fn new_id() -> String {
 
 impl Registry {
     /// A registry over `blobs` and `meta`.
-    pub fn new(blobs: Arc<dyn BlobStore>, meta: Meta, limits: RegistryLimits) -> Registry {
+    pub fn new(blobs: Arc<BlobStore>, meta: Meta, limits: RegistryLimits) -> Registry {
         let cache = Arc::new(ManifestCache {
             budget: limits.manifest_cache_bytes,
             inner: Mutex::new((0, HashMap::new())),

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use wharf_blob::{fs::FsBlobStore, BlobStore};
+use wharf_blob::BlobStore;
 use wharf_config::Config;
 use wharf_meta::Meta;
 
@@ -234,10 +234,10 @@ fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Opens the stores named by the configuration, creating them if they do not
 /// exist (only `wharf serve` does that).
-pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn BlobStore>, Meta)> {
+pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<BlobStore>, Meta)> {
     let dir = &config.storage.data_dir;
     create_data_dir(dir)?;
-    let blobs = FsBlobStore::open(dir.join("blobs"))
+    let blobs = wharf_blob::fs::open(dir.join("blobs"))
         .await
         .with_context(|| format!("cannot open the blob store in {}", dir.display()))?;
     let meta = Meta::connect(&config.database_url())
@@ -247,7 +247,7 @@ pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Blob
 }
 
 /// Opens existing stores (for `gc` and `check`); never creates one.
-async fn open_existing_stores(loaded: &Loaded) -> anyhow::Result<(Arc<dyn BlobStore>, Meta)> {
+async fn open_existing_stores(loaded: &Loaded) -> anyhow::Result<(Arc<BlobStore>, Meta)> {
     let dir = &loaded.config.storage.data_dir;
     let marker = dir.join("blobs").join("layout-version");
     if !marker.is_file() {
@@ -257,7 +257,7 @@ async fn open_existing_stores(loaded: &Loaded) -> anyhow::Result<(Arc<dyn BlobSt
         ));
     }
     let meta = open_existing_meta(loaded).await?;
-    let blobs = FsBlobStore::open(dir.join("blobs"))
+    let blobs = wharf_blob::fs::open(dir.join("blobs"))
         .await
         .with_context(|| format!("cannot open the blob store in {}", dir.display()))?;
     Ok((Arc::new(blobs), meta))
@@ -323,7 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(g) = grace_period_secs {
                 policy.grace_period = Duration::from_secs(g);
             }
-            let report = wharf_jobs::collect_garbage(&*blobs, &meta, policy).await?;
+            let report = wharf_jobs::collect_garbage(&blobs, &meta, policy).await?;
             println!(
                 "deleted {} blobs ({} bytes), kept {}, expired {} uploads",
                 report.blobs_deleted, report.bytes_freed, report.blobs_kept, report.uploads_expired
@@ -396,7 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = common.load_with_origin()?;
             init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
-            let report = wharf_jobs::check_store(&*blobs, &meta).await?;
+            let report = wharf_jobs::check_store(&blobs, &meta).await?;
             meta.close().await;
             for problem in &report.problems {
                 println!("{problem}");

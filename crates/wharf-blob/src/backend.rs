@@ -1,0 +1,149 @@
+//! The thin storage seam under [`BlobStore`](crate::BlobStore).
+//!
+//! A backend only moves bytes: it never hashes, never checks a digest and never
+//! sees an unvalidated upload id. Every invariant of the store (a digest is
+//! checked before it becomes visible, failed bodies keep what they delivered,
+//! hostile ids are refused, the running hash survives a restart) lives once in
+//! the generic layer, so an object-store backend is a thin adapter that
+//! inherits them all. Errors are `io::Error`s; a missing object is
+//! `io::ErrorKind::NotFound`, which the generic layer turns into the store's
+//! own "not found" errors.
+
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use wharf_core::Digest;
+
+use crate::{BlobError, ByteStream};
+
+/// A stream of listing entries: an object store lists millions of keys, so
+/// listings are never collected into one `Vec` by the store itself.
+pub type ListStream<'a, T> = Pin<Box<dyn Stream<Item = io::Result<T>> + Send + 'a>>;
+
+/// An upload id that is safe to use as a file name or an object key: 1 to 128
+/// ASCII letters, digits, `-` or `_`. Backends only ever receive these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// Validates `id`.
+    pub fn parse(id: &str) -> Result<UploadId, BlobError> {
+        let safe = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if safe {
+            Ok(UploadId(id.to_owned()))
+        } else {
+            Err(BlobError::InvalidUploadId(id.to_owned()))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Size and age of a stored object (a committed blob or a staging area).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last write: for a blob, when it was completed.
+    pub modified: SystemTime,
+}
+
+/// A committed blob as a backend lists it.
+#[derive(Debug, Clone)]
+pub struct ListedBlob {
+    /// The digest its key names.
+    pub digest: Digest,
+    /// Its size and age.
+    pub meta: ObjectMeta,
+}
+
+/// A staging area as a backend lists it.
+#[derive(Debug, Clone)]
+pub struct ListedStaging {
+    /// The upload it belongs to.
+    pub id: UploadId,
+    /// Its size and age.
+    pub meta: ObjectMeta,
+}
+
+/// Appends parts to one staging area; obtained from [`Backend::open_staging`].
+#[async_trait::async_trait]
+pub trait StagingWriter: Send + 'static {
+    /// Appends one part at the end of the staging area. After an error nothing
+    /// more is written through this writer.
+    async fn write_part(&mut self, part: Bytes) -> io::Result<()>;
+
+    /// Makes every part written so far durable: after this returns they
+    /// survive a crash. Called even when the body failed, so that what did
+    /// arrive stays.
+    async fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// Where staged uploads, their hash states and committed blobs are kept.
+///
+/// Contract, beyond moving bytes: [`complete`](Backend::complete) is atomic
+/// and durable (a reader sees no blob or the whole one), and completing a
+/// digest that already exists keeps a whole blob (the bytes are the same).
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Creates an empty staging area; an existing one is an error.
+    async fn create_staging(&self, id: &UploadId) -> io::Result<()>;
+
+    /// Opens a staging area for appending (`NotFound` if there is none).
+    async fn open_staging(&self, id: &UploadId) -> io::Result<Box<dyn StagingWriter>>;
+
+    /// Size and age of a staging area, `None` if there is none.
+    async fn stat_staging(&self, id: &UploadId) -> io::Result<Option<ObjectMeta>>;
+
+    /// Streams a staging area from `offset` to its end, to re-hash it.
+    async fn read_staging(&self, id: &UploadId, offset: u64) -> io::Result<ByteStream>;
+
+    /// Turns a staging area into the blob `digest`, atomically and durably,
+    /// with a fresh modification time (garbage collection's grace period starts
+    /// now). The staging area is gone afterwards; its hash state is not
+    /// touched (the generic layer removes it).
+    async fn complete(&self, id: &UploadId, digest: &Digest) -> io::Result<()>;
+
+    /// Removes a staging area; a missing one is not an error.
+    async fn delete_staging(&self, id: &UploadId) -> io::Result<()>;
+
+    /// Every staging area.
+    fn list_staging(&self) -> ListStream<'_, ListedStaging>;
+
+    /// Replaces the small opaque hash state kept beside a staging area. It need
+    /// not be durable (a lost or torn state only costs a re-hash), but a reader
+    /// must never see a mix of two writes (or must see it as torn).
+    async fn put_state(&self, id: &UploadId, state: Bytes) -> io::Result<()>;
+
+    /// The hash state kept beside a staging area, `None` if there is none.
+    async fn get_state(&self, id: &UploadId) -> io::Result<Option<Bytes>>;
+
+    /// Removes the hash state of a staging area; a missing one is not an error.
+    async fn delete_state(&self, id: &UploadId) -> io::Result<()>;
+
+    /// Size and age of a committed blob, `None` if there is none.
+    async fn stat(&self, digest: &Digest) -> io::Result<Option<ObjectMeta>>;
+
+    /// Streams `len` bytes of a committed blob from `offset` (the generic layer
+    /// checked the range against [`stat`](Backend::stat)). A stream must hold
+    /// no thread and no more than a chunk or so of memory while its consumer
+    /// does not read.
+    async fn read(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<ByteStream>;
+
+    /// Removes a committed blob; a missing one is not an error.
+    async fn delete(&self, digest: &Digest) -> io::Result<()>;
+
+    /// Every committed blob. Objects that vanish during the walk are skipped,
+    /// and keys that do not name a digest are ignored.
+    fn list(&self) -> ListStream<'_, ListedBlob>;
+}
