@@ -5,10 +5,10 @@
 //! every append (see `sha256_state`), so an append or a commit that lands on
 //! another process, or after a restart, hashes only the bytes it has not seen.
 //! A state that is missing, torn, of another upload or behind the staging area
-//! is never trusted further than it goes: the store re-hashes what the state
-//! does not cover, and a digest computed from a saved state that does not
-//! match is re-checked against the bytes themselves before the upload is
-//! refused.
+//! is not trusted at all: the store re-hashes the staged bytes from the start
+//! (see `running_hash` for why a stale state is not caught up). A digest
+//! computed from a saved state that does not match is re-checked against the
+//! bytes themselves before the upload is refused.
 
 use std::collections::HashMap;
 use std::io;
@@ -363,19 +363,29 @@ impl BlobStore {
         Ok(new_size)
     }
 
-    /// A SHA-256 of exactly the first `size` staged bytes of `id`, from the
-    /// best state at hand (this process's, else the saved one), hashing only
-    /// the staged bytes that state has not seen. Also returns how many bytes
-    /// were taken from a state rather than hashed now.
+    /// A SHA-256 of exactly the first `size` staged bytes of `id`: this
+    /// process's running hash or the saved state when one covers exactly those
+    /// bytes, else a re-hash of all of them. Also returns how many bytes were
+    /// taken from a state rather than hashed now.
+    ///
+    /// A state that covers fewer bytes is not caught up from where it stopped:
+    /// the bytes after it need not be the continuation of the bytes it hashed.
+    /// Two processes appending to one upload at once (a client sending two
+    /// PATCHes to two replicas) each hash their own bytes from the same start,
+    /// while the staging area gets both, in some order; each state then covers
+    /// less than the staging area, and catching either up would combine the
+    /// hash of one writer's bytes with the other writer's bytes, letting a
+    /// digest through that is not the hash of what is stored. A state of exactly
+    /// the staged length is safe: staging areas only grow by appends, and every
+    /// writer saves after its own bytes, so such a state saw every byte there.
     async fn running_hash(
         &self,
         id: &UploadId,
         size: u64,
         cached: Option<ResumableSha256>,
     ) -> Result<(ResumableSha256, u64), BlobError> {
-        let cached = cached.filter(|h| h.len() <= size);
-        if let Some(hasher) = cached.as_ref().filter(|h| h.len() == size) {
-            return Ok((hasher.clone(), size));
+        if let Some(hasher) = cached.filter(|h| h.len() == size) {
+            return Ok((hasher, size));
         }
         let saved = match self.backend.get_state(id).await {
             Ok(Some(bytes)) => ResumableSha256::restore(id.as_str(), &bytes),
@@ -385,21 +395,19 @@ impl BlobStore {
                 None
             }
         };
-        // A state ahead of the staging area describes other bytes.
-        let saved = saved.filter(|h| h.len() <= size);
-        let best = match (cached, saved) {
-            (Some(c), Some(s)) => Some(if s.len() > c.len() { s } else { c }),
-            (c, s) => c.or(s),
-        };
-        let hasher = best.unwrap_or_default();
-        let from = hasher.len();
-        if from == size {
-            return Ok((hasher, from));
+        if let Some(hasher) = saved.filter(|h| h.len() == size) {
+            return Ok((hasher, size));
         }
-        let rest = not_found_as(self.backend.read_staging(id, from).await, || {
+        if size == 0 {
+            return Ok((ResumableSha256::default(), 0));
+        }
+        let bytes = not_found_as(self.backend.read_staging(id, 0).await, || {
             BlobError::UploadNotFound(id.as_str().to_owned())
         })?;
-        Ok((hash_stream(hasher, rest, size - from).await?, from))
+        Ok((
+            hash_stream(ResumableSha256::default(), bytes, size).await?,
+            0,
+        ))
     }
 
     /// Hashes the first `size` staged bytes of `id` from the start.

@@ -535,7 +535,8 @@ async fn resume_after(rig: &Rig, id: &str, spoil: Spoil) -> u64 {
 }
 
 /// A missing, torn, altered, foreign or stale hash state costs a re-hash of
-/// what it does not cover, never a wrong digest.
+/// the whole prefix, never a wrong digest: a state behind the staging area is
+/// not caught up (see `concurrent_appends_never_let_a_wrong_digest_through`).
 async fn spoiled_states_fall_back_to_rehashing(rig: &Rig) {
     assert_eq!(resume_after(rig, "s0", Spoil::Keep).await, 0);
     for (i, spoil) in [Spoil::Missing, Spoil::Torn, Spoil::Flipped, Spoil::Foreign]
@@ -547,9 +548,67 @@ async fn spoiled_states_fall_back_to_rehashing(rig: &Rig) {
     }
     assert_eq!(
         resume_after(rig, "s9", Spoil::Stale).await,
-        400_000,
-        "a stale state is caught up from where it stopped"
+        700_000,
+        "a stale state is not caught up: the whole prefix is re-hashed"
     );
+}
+
+/// Stages `staged` for `id` as if two processes had appended at once from the
+/// start: one hashed and saved the state of `own` alone (it saved last), while
+/// the staging area holds both writers' parts interleaved.
+async fn stage_interleaved(rig: &Rig, id: &str, own: &[u8], staged: &[&[u8]]) {
+    let backend = rig.backend().await;
+    let uid = UploadId::parse(id).unwrap();
+    let store = rig.store().await;
+    store.create_upload(id).await.unwrap();
+    store.append(id, chunks(vec![own.to_vec()])).await.unwrap();
+    let own_state = backend.get_state(&uid).await.unwrap().unwrap();
+    backend.delete_staging(&uid).await.unwrap();
+    backend.create_staging(&uid).await.unwrap();
+    let mut writer = backend.open_staging(&uid).await.unwrap();
+    for part in staged {
+        writer
+            .write_part(Bytes::copy_from_slice(part))
+            .await
+            .unwrap();
+    }
+    writer.finish().await.unwrap();
+    backend.put_state(&uid, own_state).await.unwrap();
+}
+
+/// Two PATCHes of one upload at once on two processes: each hashes its own
+/// bytes from the same start, the staging area gets both, interleaved. No
+/// digest but the hash of what is staged may then be accepted — in particular
+/// not the one a state "caught up" with the other writer's bytes would give.
+async fn concurrent_appends_never_let_a_wrong_digest_through(rig: &Rig) {
+    let own = pattern(300_000, 21);
+    let (other_a, other_b) = (pattern(200_000, 22), pattern(100_000, 23));
+    let staged: Vec<&[u8]> = vec![&other_a, &own, &other_b];
+    let all: Vec<u8> = staged.concat();
+    // What catching the saved state up would hash: `own`, then the staged
+    // bytes past its length.
+    let mut caught_up = own.clone();
+    caught_up.extend_from_slice(&all[own.len()..]);
+    let (caught_up, truth) = (Digest::sha256_of(&caught_up), Digest::sha256_of(&all));
+    assert_ne!(caught_up, truth);
+
+    stage_interleaved(rig, "race1", &own, &staged).await;
+    let err = rig
+        .store()
+        .await
+        .commit_upload("race1", &caught_up)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
+    assert_eq!(rig.store().await.stat(&caught_up).await.unwrap(), None);
+
+    stage_interleaved(rig, "race2", &own, &staged).await;
+    let store = rig.store().await;
+    assert_eq!(
+        store.commit_upload("race2", &truth).await.unwrap(),
+        all.len() as u64
+    );
+    assert_eq!(collect(store.read(&truth, None).await.unwrap()).await, all);
 }
 
 /// A wrong claimed digest is refused whatever state the hash resumed from.
@@ -698,6 +757,7 @@ macro_rules! every_backend {
                     restart_between_chunks_rehashes_nothing,
                     two_stores_take_turns,
                     spoiled_states_fall_back_to_rehashing,
+                    concurrent_appends_never_let_a_wrong_digest_through,
                     resumed_upload_with_wrong_digest_is_refused,
                     abort_during_append_leaves_no_state,
                 ]
