@@ -91,7 +91,12 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
     let small = ImageSpec::new(2, 32 * 1024);
     for tag in ["v1", "v2", "v3-rc1", "latest"] {
         src.add_image(tag, &small)?;
-        push_upstream(&upstream, &src.reference(tag), &format!("team/app:{tag}"), false)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("team/app:{tag}"),
+            false,
+        )?;
     }
     src.add_two_arch_index("1.0", 2, 32 * 1024)?;
     push_upstream(&upstream, &src.reference("1.0"), "base/os:1.0", true)?;
@@ -127,7 +132,9 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
             "{repo_tag}: mirrored digest differs from the upstream's"
         );
         ensure!(
-            first.stdout.contains(&format!("copied {prefix}/{repo_tag} {mirrored}")),
+            first
+                .stdout
+                .contains(&format!("copied {prefix}/{repo_tag} {mirrored}")),
             "{first}"
         );
     }
@@ -182,7 +189,8 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
     )?;
     ensure!(out.status.code() == Some(1), "{out}");
     ensure!(
-        out.stdout.contains("refused the credentials of user \"mirror\"")
+        out.stdout
+            .contains("refused the credentials of user \"mirror\"")
             && out.stderr.contains("failed"),
         "{out}"
     );
@@ -208,5 +216,57 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
     let check = server.check()?;
     ensure!(check.status.success(), "{check}");
     drop(upstream);
+    Ok(())
+}
+
+#[test]
+fn sync_from_a_token_authenticated_wharf() -> Result<()> {
+    // The upstream answers /v2/ with a Bearer challenge: the client gets a token per repository
+    // from its /token with the Basic credentials.
+    let tmp = scratch()?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let upstream = WharfServer::start(bin)?;
+    let mut src = layout(tmp.path(), "src")?;
+    let image = src.add_image("v1", &ImageSpec::new(2, 32 * 1024))?;
+    src.add_two_arch_index("multi", 1, 16 * 1024)?;
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(src.reference("v1"))
+        .arg(format!("docker://{}/team/app:v1", upstream.host())))?;
+    run(skopeo()
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(src.reference("multi"))
+        .arg(format!("docker://{}/team/app:multi", upstream.host())))?;
+
+    let (user, password) = upstream.credentials();
+    let password_file = tmp.path().join("upstream-password");
+    write_secret(&password_file, &password)?;
+    let config = tmp.path().join("wharf.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[mirror.remotes]]\nname = \"up\"\nurl = \"{}\"\ninsecure_http = true\n\
+             username = \"{user}\"\npassword_file = \"{}\"\nprefix = \"mirrors/up\"\n\
+             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/app\"]\n",
+            upstream.url(),
+            password_file.display()
+        ),
+    )?;
+    let server = WharfServer::start_with_config(bin, Some(&config))?;
+    let out = run(&mut wharf_cli(&server, &["sync", "up"]))?;
+    ensure!(
+        summary(&out)?.contains("2 tags copied, 0 tags unchanged"),
+        "{out}"
+    );
+    let local = |tag: &str| format!("docker://{}/mirrors/up/team/app:{tag}", server.host());
+    ensure!(
+        list_tags(&format!("docker://{}/mirrors/up/team/app", server.host()))? == ["multi", "v1"]
+    );
+    ensure!(sha256_digest(&inspect_raw(&local("v1"))?) == image.manifest.digest);
+    let upstream_multi = sha256_digest(&inspect_raw(&format!(
+        "docker://{}/team/app:multi",
+        upstream.host()
+    ))?);
+    ensure!(sha256_digest(&inspect_raw(&local("multi"))?) == upstream_multi);
     Ok(())
 }
