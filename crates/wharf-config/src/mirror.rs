@@ -132,7 +132,8 @@ impl MirrorConfig {
             if s.repositories.is_empty() {
                 problems.push(format!("{at}.repositories: name at least one"));
             }
-            if !s.tags.is_empty() && !(s.include.is_empty() && s.exclude.is_empty()) {
+            let filtered = !s.include.is_empty() || !s.exclude.is_empty();
+            if !s.tags.is_empty() && filtered {
                 problems.push(format!(
                     "{at}: tags (an explicit list) and include/exclude (filters of the upstream's list) exclude each other"
                 ));

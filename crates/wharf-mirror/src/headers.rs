@@ -34,9 +34,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
         if rest.is_empty() {
             break;
         }
-        let token_end = rest
-            .find(|c: char| c == ' ' || c == '\t' || c == ',' || c == '=')
-            .unwrap_or(rest.len());
+        let token_end = rest.find([' ', '\t', ',', '=']).unwrap_or(rest.len());
         let token = &rest[..token_end];
         let after = rest[token_end..].trim_start_matches([' ', '\t']);
         if after.starts_with('=') && !out.is_empty() {
