@@ -147,11 +147,13 @@ pub(crate) async fn sync(
         format!(", {} failed", failures.len())
     };
     println!(
-        "synced {}: {} manifests, {} blobs, {} fetched, {copied} tags copied, {unchanged} tags unchanged{failed}, in {:.1} s",
+        "synced {}: {}, {}, {} fetched, {} copied, {} unchanged{failed}, in {:.1} s",
         names.join(", "),
-        fetched.0,
-        fetched.1,
+        plural(fetched.0 as usize, "manifest"),
+        plural(fetched.1 as usize, "blob"),
         human_bytes(fetched.2),
+        plural(copied as usize, "tag"),
+        plural(unchanged as usize, "tag"),
         started.elapsed().as_secs_f64()
     );
     if failures.is_empty() {
@@ -274,6 +276,12 @@ fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plural() {
+        assert_eq!(super::plural(1, "tag"), "1 tag");
+        assert_eq!(super::plural(0, "blob"), "0 blobs");
+    }
+
     #[test]
     fn human_bytes() {
         assert_eq!(super::human_bytes(0), "0 B");

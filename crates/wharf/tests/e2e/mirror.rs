@@ -166,7 +166,7 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
     let third = run(&mut wharf_cli(&server, &["sync", "up"]))?;
     let line = summary(&third)?;
     ensure!(
-        line.contains("1 manifests, 3 blobs") && line.contains("1 tags copied, 2 tags unchanged"),
+        line.contains("1 manifest, 3 blobs") && line.contains("1 tag copied, 2 tags unchanged"),
         "{third}"
     );
     ensure!(sha256_digest(&inspect_raw(&local("team/app:v2"))?) == moved);
