@@ -75,6 +75,12 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits out the server's one-second tag lookup cache: `wharf sync` is another process, whose
+/// writes the server sees within that second (as it sees another replica's).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+}
+
 fn summary(out: &CmdOutput) -> Result<&str> {
     out.stdout
         .lines()
@@ -169,6 +175,7 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
         line.contains("1 manifest, 3 blobs") && line.contains("1 tag copied, 2 tags unchanged"),
         "{third}"
     );
+    settle();
     ensure!(sha256_digest(&inspect_raw(&local("team/app:v2"))?) == moved);
 
     // Move v1 upstream, then sync with a wrong password and with an unreachable upstream: both
@@ -194,6 +201,7 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
             && out.stderr.contains("failed"),
         "{out}"
     );
+    settle();
     ensure!(sha256_digest(&inspect_raw(&local("team/app:v1"))?) == before);
 
     let closed = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -211,6 +219,7 @@ fn sync_copies_selected_tags_with_their_digests_and_only_what_changed() -> Resul
     )?;
     ensure!(out.status.code() == Some(1), "{out}");
     ensure!(out.stdout.contains("cannot reach"), "{out}");
+    settle();
     ensure!(sha256_digest(&inspect_raw(&local("team/app:v1"))?) == before);
 
     let check = server.check()?;
@@ -233,6 +242,11 @@ fn sync_from_a_token_authenticated_wharf() -> Result<()> {
         .args(["copy", "--dest-tls-verify=false"])
         .arg(src.reference("v1"))
         .arg(format!("docker://{}/team/app:v1", upstream.host())))?;
+    // The same image in a second repository: its blobs are mounted from the first, not fetched.
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(src.reference("v1"))
+        .arg(format!("docker://{}/team/copy:v1", upstream.host())))?;
     run(skopeo()
         .args(["copy", "--all", "--dest-tls-verify=false"])
         .arg(src.reference("multi"))
@@ -247,16 +261,26 @@ fn sync_from_a_token_authenticated_wharf() -> Result<()> {
         format!(
             "[[mirror.remotes]]\nname = \"up\"\nurl = \"{}\"\ninsecure_http = true\n\
              username = \"{user}\"\npassword_file = \"{}\"\nprefix = \"mirrors/up\"\n\
-             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/app\"]\n",
+             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/app\"]\n\
+             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/copy\"]\ntags = [\"v1\"]\n",
             upstream.url(),
             password_file.display()
         ),
     )?;
     let server = WharfServer::start_with_config(bin, Some(&config))?;
     let out = run(&mut wharf_cli(&server, &["sync", "up"]))?;
+    // v1 (config + 2 layers), the index and its two images (config + 1 layer each), and
+    // team/copy:v1's manifest alone.
     ensure!(
-        summary(&out)?.contains("2 tags copied, 0 tags unchanged"),
+        summary(&out)?.contains("5 manifests, 7 blobs")
+            && summary(&out)?.contains("3 tags copied, 0 tags unchanged"),
         "{out}"
+    );
+    ensure!(
+        sha256_digest(&inspect_raw(&format!(
+            "docker://{}/mirrors/up/team/copy:v1",
+            server.host()
+        ))?) == image.manifest.digest
     );
     let local = |tag: &str| format!("docker://{}/mirrors/up/team/app:{tag}", server.host());
     ensure!(
