@@ -8,6 +8,7 @@
 //! [`REFERENCE`] documents every key; `docs/configuration.md` is generated from
 //! it and a test keeps the two, and the defaults below, in agreement.
 
+mod mirror;
 mod reference;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use mirror::{remote_authority, MirrorConfig, RemoteConfig, SyncConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 
 /// Why a configuration was refused.
@@ -63,6 +65,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTPS.
     pub tls: TlsConfig,
+    /// Upstream registries and what to copy from them.
+    pub mirror: MirrorConfig,
 }
 
 /// `[tls]`
@@ -594,6 +598,7 @@ impl Config {
                 problems.push(format!("server.trusted_proxies[{i}]: {e}"));
             }
         }
+        self.mirror.validate(&mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! [`DockerRegistry`] runs Debian's `docker-registry` (distribution 2.8) on a free loopback port.
 //! It validates the harness (a test that fails against the reference is a harness bug, not a
-//! Wharf bug), and later tests use it as an upstream to mirror from.
+//! Wharf bug), and later tests use it as an upstream to mirror from, optionally behind htpasswd
+//! (Basic) authentication like a private upstream.
 
 use std::fs::{self, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
@@ -71,18 +72,35 @@ pub struct DockerRegistry {
     dir: TempDir,
     child: Option<Child>,
     addr: SocketAddr,
+    /// The one htpasswd account, when it asks for credentials.
+    account: Option<(String, String)>,
 }
 
 impl DockerRegistry {
     /// Starts it on a free loopback port; panics like [`Tool::find`] when it is not installed.
     pub fn start() -> Result<DockerRegistry> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`DockerRegistry::start`], asking every request for the Basic credentials of
+    /// `user` with `password` (distribution's htpasswd authentication, bcrypt hashes).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Result<DockerRegistry> {
+        Self::start_inner(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_inner(account: Option<(String, String)>) -> Result<DockerRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("wharf-e2e-docker-registry-")
             .tempdir()?;
+        if let Some((user, password)) = &account {
+            let hash = bcrypt::hash(password, 5).context("cannot hash the htpasswd password")?;
+            fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n"))?;
+        }
         let mut registry = DockerRegistry {
             dir,
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            account,
         };
         registry.spawn()?;
         Ok(registry)
@@ -95,13 +113,20 @@ impl DockerRegistry {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let root = self.dir.path();
         let config = root.join("config.yml");
+        let auth = match &self.account {
+            Some(_) => format!(
+                "auth:\n  htpasswd:\n    realm: wharf-e2e\n    path: {}\n",
+                root.join("htpasswd").display()
+            ),
+            None => String::new(),
+        };
         fs::write(
             &config,
             format!(
                 "version: 0.1\n\
                  log:\n  level: info\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
+                 http:\n  addr: {addr}\n{auth}",
                 root.join("data").display()
             ),
         )?;
@@ -134,7 +159,8 @@ impl DockerRegistry {
                 bail!("docker-registry exited with {status}\n{}", self.log_tail());
             }
             if let Ok(response) = http::request(self.addr, "GET", "/v2/", &[], b"") {
-                if response.status == 200 {
+                // Behind htpasswd, the challenge is the sign of life.
+                if response.status == 200 || (self.account.is_some() && response.status == 401) {
                     return Ok(());
                 }
             }
@@ -163,6 +189,12 @@ impl DockerRegistry {
 impl Registry for DockerRegistry {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn authorization(&self) -> Option<String> {
+        self.account
+            .as_ref()
+            .map(|(user, password)| http::basic_auth(user, password))
     }
 
     fn restart(&mut self) -> Result<()> {

@@ -9,6 +9,7 @@ mod admin;
 mod jobs;
 mod repo;
 mod serve;
+mod sync;
 #[cfg(test)]
 mod tidy;
 
@@ -49,6 +50,14 @@ enum Command {
         /// Grace period in seconds (overrides gc.grace_period_secs).
         #[arg(long)]
         grace_period_secs: Option<u64>,
+    },
+    /// Copy the configured [[mirror.sync]] tags from their upstreams now
+    /// (all remotes, or REMOTE); exits 1 when any tag failed.
+    Sync {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The [[mirror.remotes]] name; default: every remote with a [[mirror.sync]].
+        remote: Option<String>,
     },
     /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
     Check {
@@ -330,6 +339,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             meta.close().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { common, remote } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            init_logging(&loaded.config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let res = sync::sync(&loaded.config, blobs, meta.clone(), remote.as_deref()).await;
+            meta.close().await;
+            res
         }
         Command::User { common, cmd } => {
             let meta = open_meta(&common).await?;

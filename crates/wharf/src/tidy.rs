@@ -67,6 +67,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("wharf-auth", &["wharf-core", "wharf-meta"]),
     ("wharf-oci", &["wharf-core", "wharf-meta", "wharf-blob"]),
     ("wharf-jobs", &["wharf-core", "wharf-meta", "wharf-blob"]),
+    // Beside the formats: mirrored OCI content enters through wharf-oci's Registry.
+    (
+        "wharf-mirror",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-oci"],
+    ),
     (
         "wharf-http",
         &[

@@ -40,6 +40,8 @@ mod jobs;
 mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/mirror.rs"]
+mod mirror;
 #[path = "e2e/operator.rs"]
 mod operator;
 #[path = "e2e/oras.rs"]
