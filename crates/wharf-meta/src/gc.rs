@@ -22,7 +22,7 @@
 //! unlink that follows it, a window of one system call.
 
 use sqlx::Row;
-use wharf_core::{Digest, RepoName};
+use wharf_core::Digest;
 
 use crate::{unix_now, Backend, Meta, MetaError};
 
@@ -62,7 +62,7 @@ pub struct DeletionMark {
 /// placed become an orphan that garbage collection removes after the grace period.
 pub struct BlobClaim {
     pub(crate) tx: sqlx::Transaction<'static, sqlx::Any>,
-    digest: Digest,
+    pub(crate) digest: Digest,
 }
 
 impl std::fmt::Debug for BlobClaim {
@@ -77,13 +77,6 @@ impl BlobClaim {
     /// The claimed blob.
     pub fn digest(&self) -> &Digest {
         &self.digest
-    }
-
-    /// Links the blob into `repo` (an upload or mount into that repository).
-    pub async fn link(&mut self, repo: &RepoName) -> Result<(), MetaError> {
-        crate::repos::ensure_repository(&mut self.tx, repo, wharf_core::RepositoryKind::Oci)
-            .await?;
-        crate::oci::link_blob(&mut self.tx, repo, &self.digest).await
     }
 
     /// Commits the claim and everything recorded under it.

@@ -395,6 +395,15 @@ fn manifest_record(r: &sqlx::any::AnyRow) -> Result<ManifestRecord, MetaError> {
 }
 
 impl BlobClaim {
+    /// Links the blob into the OCI repository `repo` (an upload or mount into
+    /// that repository). Other formats record their own references under the
+    /// same claim; the claim itself (in `gc`) knows no format.
+    pub async fn link(&mut self, repo: &RepoName) -> Result<(), MetaError> {
+        crate::repos::ensure_repository(&mut self.tx, repo, wharf_core::RepositoryKind::Oci)
+            .await?;
+        link_blob(&mut self.tx, repo, &self.digest).await
+    }
+
     /// Records the claimed blob as manifest `m` (its digest must be the claim's),
     /// with its references and optionally a tag, under the claim's transaction.
     /// Nothing is recorded unless the outcome is `Stored` and the claim is committed.
