@@ -33,7 +33,6 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::tls::ClientCertSubject;
 
@@ -221,18 +220,25 @@ impl Connection {
                 if let Some(subject) = &client_subject {
                     req.extensions_mut().insert(subject.clone());
                 }
-                let req = req.map(|body| Body::new(MinRateBody::new(body, body_rate)));
-                let app = app.clone();
+                let req = req.map(|body| {
+                    if body.is_end_stream() {
+                        // Nothing to watch (a GET): no wrapper, and no allocation.
+                        Body::empty()
+                    } else {
+                        Body::new(MinRateBody::new(body, body_rate))
+                    }
+                });
+                // The router is an `Arc`; its `call` starts the request at once.
+                let response = tower::Service::call(&mut app.clone(), req);
                 let requests = requests.clone();
                 async move {
-                    let res = app.oneshot(req).await?;
+                    let res = response.await?;
                     let responding = requests.begin_response();
                     drop(in_service);
-                    Ok::<_, std::convert::Infallible>(res.map(|body| {
-                        Body::new(TrackedBody {
-                            inner: body,
-                            _responding: responding,
-                        })
+                    // Handed to hyper as it is: the router's body is boxed already.
+                    Ok::<_, std::convert::Infallible>(res.map(|body| TrackedBody {
+                        inner: body,
+                        _responding: responding,
                     }))
                 }
             });
@@ -241,6 +247,7 @@ impl Connection {
         tokio::pin!(conn);
         let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut watchdog = Watchdog::new(&activity);
         loop {
             tokio::select! {
                 res = &mut conn => {
@@ -250,7 +257,7 @@ impl Connection {
                     return;
                 }
                 _ = tokio::time::sleep(tick) => {
-                    if let Some(reason) = activity.stalled(&limits) {
+                    if let Some(reason) = watchdog.stalled(&activity, &limits) {
                         tracing::debug!(client.addr = %remote, reason, "closing a stalled connection");
                         // Dropping the connection closes the socket.
                         return;
@@ -262,12 +269,19 @@ impl Connection {
 }
 
 /// What one connection is doing, as seen from its socket and its requests.
+///
+/// The socket only raises flags (a plain store, no clock read, on every read
+/// and write); the watchdog turns them into times once per tick. Times are so
+/// at most one tick late, which only ever makes a limit fire later, never
+/// earlier.
 struct Activity {
+    /// When the connection was accepted (the TLS handshake counts against the
+    /// first request head's time).
     opened: Instant,
-    /// Milliseconds after `opened` when a byte last moved either way.
-    last_io_ms: AtomicU64,
-    /// Milliseconds after `opened` when a byte was last written.
-    last_write_ms: AtomicU64,
+    /// A byte moved either way since the watchdog last looked.
+    moved: AtomicBool,
+    /// A byte was written since the watchdog last looked.
+    wrote: AtomicBool,
     /// A write is waiting for the client to drain its socket.
     write_blocked: AtomicBool,
     requests_seen: AtomicU64,
@@ -281,8 +295,8 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             opened: Instant::now(),
-            last_io_ms: AtomicU64::new(0),
-            last_write_ms: AtomicU64::new(0),
+            moved: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
             requests_seen: AtomicU64::new(0),
             in_service: AtomicUsize::new(0),
@@ -290,15 +304,10 @@ impl Activity {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.opened.elapsed().as_millis() as u64
-    }
-
     fn moved(&self, wrote: bool) {
-        let now = self.now_ms();
-        self.last_io_ms.store(now, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
         if wrote {
-            self.last_write_ms.store(now, Ordering::Relaxed);
+            self.wrote.store(true, Ordering::Relaxed);
             self.write_blocked.store(false, Ordering::Relaxed);
         }
     }
@@ -311,25 +320,49 @@ impl Activity {
     fn begin_response(self: &Arc<Self>) -> Counted {
         Counted::new(self.clone(), |a| &a.responding)
     }
+}
+
+/// The connection's clock, read once per tick by its watchdog.
+struct Watchdog {
+    opened: Instant,
+    /// When a byte was last seen moving either way, as time since `opened`.
+    last_io: Duration,
+    /// When a byte was last seen written.
+    last_write: Duration,
+}
+
+impl Watchdog {
+    fn new(activity: &Activity) -> Watchdog {
+        Watchdog {
+            opened: activity.opened,
+            last_io: Duration::ZERO,
+            last_write: Duration::ZERO,
+        }
+    }
 
     /// Why the connection should be closed now, if it should.
-    fn stalled(&self, limits: &ConnectionLimits) -> Option<&'static str> {
-        let now = self.now_ms();
-        let over = |since: &AtomicU64, limit: Duration| {
-            now.saturating_sub(since.load(Ordering::Relaxed)) >= limit.as_millis() as u64
-        };
-        if self.requests_seen.load(Ordering::Relaxed) == 0
-            && now >= limits.header_read_timeout.as_millis() as u64
+    fn stalled(&mut self, activity: &Activity, limits: &ConnectionLimits) -> Option<&'static str> {
+        let now = self.opened.elapsed();
+        if activity.moved.swap(false, Ordering::Relaxed) {
+            self.last_io = now;
+        }
+        if activity.wrote.swap(false, Ordering::Relaxed) {
+            self.last_write = now;
+        }
+        if activity.requests_seen.load(Ordering::Relaxed) == 0 && now >= limits.header_read_timeout
         {
             return Some("no complete request head within the header read timeout");
         }
-        let in_service = self.in_service.load(Ordering::Relaxed);
-        let responding = self.responding.load(Ordering::Relaxed);
-        if in_service == 0 && responding == 0 && over(&self.last_io_ms, limits.idle_timeout) {
+        let in_service = activity.in_service.load(Ordering::Relaxed);
+        let responding = activity.responding.load(Ordering::Relaxed);
+        if in_service == 0
+            && responding == 0
+            && now.saturating_sub(self.last_io) >= limits.idle_timeout
+        {
             return Some("idle");
         }
-        let not_reading = responding > 0 || self.write_blocked.load(Ordering::Relaxed);
-        if not_reading && over(&self.last_write_ms, limits.idle_timeout) {
+        let not_reading = responding > 0 || activity.write_blocked.load(Ordering::Relaxed);
+        if not_reading && now.saturating_sub(self.last_write) >= limits.idle_timeout {
             return Some("the client stopped reading its response");
         }
         None
@@ -504,14 +537,17 @@ where
 }
 
 /// A response body that counts as "responding" until it is done or dropped.
-struct TrackedBody {
-    inner: Body,
+struct TrackedBody<B> {
+    inner: B,
     _responding: Counted,
 }
 
-impl HttpBody for TrackedBody {
+impl<B> HttpBody for TrackedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
