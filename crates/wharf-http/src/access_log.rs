@@ -208,9 +208,10 @@ impl<B> Drop for CountingBody<B> {
 pub(crate) struct ProcessRequestId;
 
 impl ProcessRequestId {
-    fn prefix() -> u64 {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
-        *PREFIX.get_or_init(|| {
+    /// The id's first 19 characters (`xxxxxxxx-xxxx-xxxx-`), made once.
+    fn prefix() -> &'static [u8; 19] {
+        static PREFIX: OnceLock<[u8; 19]> = OnceLock::new();
+        PREFIX.get_or_init(|| {
             use std::hash::{BuildHasher, Hasher};
             // std seeds every RandomState from the OS's random source.
             let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -218,24 +219,31 @@ impl ProcessRequestId {
             if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
                 hasher.write_u128(since.as_nanos());
             }
-            hasher.finish()
+            let full = Self::format(hasher.finish(), 0);
+            let mut prefix = [0u8; 19];
+            prefix.copy_from_slice(&full[..19]);
+            prefix
         })
     }
 
-    /// The id with `sequence` as its low 64 bits.
+    /// `prefix` and `sequence` as 8-4-4-4-12 hex digits.
     fn format(prefix: u64, sequence: u64) -> [u8; 36] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let value = (u128::from(prefix) << 64) | u128::from(sequence);
         let mut out = [b'-'; 36];
-        let mut digit = 0;
-        for (i, byte) in out.iter_mut().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                continue;
-            }
-            *byte = HEX[((value >> (124 - 4 * digit)) & 0xf) as usize];
-            digit += 1;
-        }
+        hex_into(&mut out[0..8], prefix >> 32);
+        hex_into(&mut out[9..13], prefix >> 16);
+        hex_into(&mut out[14..18], prefix);
+        hex_into(&mut out[19..23], sequence >> 48);
+        hex_into(&mut out[24..36], sequence);
         out
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out`.
+fn hex_into(out: &mut [u8], mut value: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = HEX[(value & 0xf) as usize];
+        value >>= 4;
     }
 }
 
@@ -243,7 +251,10 @@ impl MakeRequestId for ProcessRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let id = Self::format(Self::prefix(), sequence);
+        let mut id = [b'-'; 36];
+        id[..19].copy_from_slice(Self::prefix());
+        hex_into(&mut id[19..23], sequence >> 48);
+        hex_into(&mut id[24..36], sequence);
         HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
@@ -262,5 +273,9 @@ mod tests {
         let b = maker.make_request_id(&req).unwrap();
         assert_ne!(a.header_value(), b.header_value());
         assert_eq!(a.header_value().len(), 36);
+        assert_eq!(
+            a.header_value().as_bytes()[..19],
+            b.header_value().as_bytes()[..19]
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! - at most `max_connections` at once; further clients wait in the kernel's
 //!   accept queue instead of costing a task, buffers and a descriptor each;
 //! - a connection must deliver its first request head within
-//!   `header_read_timeout` (HTTP/1.1 also applies it to every later head:
-//!   hyper starts that clock when it starts waiting for the next request);
+//!   `header_read_timeout` (HTTP/1.1 also applies it to every later head,
+//!   timed from the end of the previous response);
 //! - a connection on which nothing moves for `idle_timeout` while the server
 //!   waits on the client — for a next request, or for the client to read a
 //!   response — is closed;
@@ -125,10 +125,23 @@ pub async fn serve(
             remote,
         };
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            connection.run(tcp, watcher).await;
-            drop(slot);
+        let activity = Arc::new(Activity::new());
+        let served = tokio::spawn({
+            let activity = activity.clone();
+            async move {
+                connection.run(tcp, activity, watcher).await;
+                drop(slot);
+            }
         });
+        // A task of its own, so that the connection's task is not woken by,
+        // nor polls, a timer on every request; it aborts the connection (which
+        // drops it and so closes the socket) when it stalls.
+        tokio::spawn(watch(
+            activity,
+            limits.clone(),
+            remote,
+            served.abort_handle(),
+        ));
     }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -143,7 +156,10 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The watchdog applies the header read timeout to every head (see
+        // `Watchdog::stalled`); hyper's own would register and cancel a timer
+        // on every request.
+        .header_read_timeout(None)
         .max_buf_size(H1_MAX_BUF);
     builder
         .http2()
@@ -166,8 +182,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, tcp: tokio::net::TcpStream, watcher: hyper_util::server::graceful::Watcher) {
-        let activity = Arc::new(Activity::new());
+    async fn run(
+        self,
+        tcp: tokio::net::TcpStream,
+        activity: Arc<Activity>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
         let io = Watched {
             inner: tcp,
             activity: activity.clone(),
@@ -216,6 +236,9 @@ impl Connection {
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let in_service = requests.begin_request();
+                if req.version() == hyper::Version::HTTP_2 {
+                    requests.http2.store(true, Ordering::Relaxed);
+                }
                 req.extensions_mut().insert(ConnectInfo(remote));
                 if let Some(subject) = &client_subject {
                     req.extensions_mut().insert(subject.clone());
@@ -243,27 +266,34 @@ impl Connection {
                 }
             });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        let conn = watcher.watch(conn.into_owned());
-        tokio::pin!(conn);
-        let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
-        let mut watchdog = Watchdog::new(&activity);
-        loop {
-            tokio::select! {
-                res = &mut conn => {
-                    if let Err(e) = res {
-                        tracing::debug!(client.addr = %remote, error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = tokio::time::sleep(tick) => {
-                    if let Some(reason) = watchdog.stalled(&activity, &limits) {
-                        tracing::debug!(client.addr = %remote, reason, "closing a stalled connection");
-                        // Dropping the connection closes the socket.
-                        return;
-                    }
-                }
-            }
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(client.addr = %remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Checks `activity` every tick until the connection's task ends, and aborts
+/// that task when the connection has stalled.
+async fn watch(
+    activity: Arc<Activity>,
+    limits: Arc<ConnectionLimits>,
+    remote: SocketAddr,
+    served: tokio::task::AbortHandle,
+) {
+    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut watchdog = Watchdog::new(&activity);
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if served.is_finished() {
+            return;
+        }
+        if let Some(reason) = watchdog.stalled(&activity, &limits) {
+            tracing::debug!(client.addr = %remote, reason, "closing a stalled connection");
+            served.abort();
+            return;
         }
     }
 }
@@ -284,6 +314,10 @@ struct Activity {
     wrote: AtomicBool,
     /// A write is waiting for the client to drain its socket.
     write_blocked: AtomicBool,
+    /// A request or its response ended since the watchdog last looked.
+    finished: AtomicBool,
+    /// The connection speaks HTTP/2, which has no wait for a next head.
+    http2: AtomicBool,
     requests_seen: AtomicU64,
     /// Requests being handled (head received, response head not yet out).
     in_service: AtomicUsize,
@@ -298,6 +332,8 @@ impl Activity {
             moved: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             requests_seen: AtomicU64::new(0),
             in_service: AtomicUsize::new(0),
             responding: AtomicUsize::new(0),
@@ -329,6 +365,8 @@ struct Watchdog {
     last_io: Duration,
     /// When a byte was last seen written.
     last_write: Duration,
+    /// When a request or response was last seen ending.
+    last_finished: Duration,
 }
 
 impl Watchdog {
@@ -337,6 +375,7 @@ impl Watchdog {
             opened: activity.opened,
             last_io: Duration::ZERO,
             last_write: Duration::ZERO,
+            last_finished: Duration::ZERO,
         }
     }
 
@@ -349,17 +388,27 @@ impl Watchdog {
         if activity.wrote.swap(false, Ordering::Relaxed) {
             self.last_write = now;
         }
+        if activity.finished.swap(false, Ordering::Relaxed) {
+            self.last_finished = now;
+        }
         if activity.requests_seen.load(Ordering::Relaxed) == 0 && now >= limits.header_read_timeout
         {
             return Some("no complete request head within the header read timeout");
         }
         let in_service = activity.in_service.load(Ordering::Relaxed);
         let responding = activity.responding.load(Ordering::Relaxed);
-        if in_service == 0
-            && responding == 0
-            && now.saturating_sub(self.last_io) >= limits.idle_timeout
-        {
+        let between_requests = in_service == 0 && responding == 0;
+        if between_requests && now.saturating_sub(self.last_io) >= limits.idle_timeout {
             return Some("idle");
+        }
+        // HTTP/1.1 waits for its next head from the end of the last response
+        // (the last byte written, if the client was still draining it).
+        if between_requests
+            && !activity.http2.load(Ordering::Relaxed)
+            && now.saturating_sub(self.last_finished.max(self.last_write))
+                >= limits.header_read_timeout
+        {
+            return Some("no complete request head within the header read timeout");
         }
         let not_reading = responding > 0 || activity.write_blocked.load(Ordering::Relaxed);
         if not_reading && now.saturating_sub(self.last_write) >= limits.idle_timeout {
@@ -385,6 +434,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         (self.counter)(&self.activity).fetch_sub(1, Ordering::Relaxed);
+        self.activity.finished.store(true, Ordering::Relaxed);
     }
 }
 
