@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two wharf binaries on manifest GET, one after the other on this machine:
 #   bench/ab-manifest.sh BINARY LABEL [EXTRA_TOML]   (prints req/s and server CPU ticks over 8 s of wrk -t2 -c64)
-# Needs wrk and curl. Run each binary at least twice, interleaved; set RUST_LOG=warn to take per-request logging out.
+# Needs wrk and curl. Run each binary at least twice, interleaved (bench/ab-rounds.sh does that and prints
+# medians); set RUST_LOG=warn to take per-request logging out.
 set -euo pipefail
 BIN=$1; LABEL=$2; EXTRA=${3:-}
 D=$(mktemp -d ${TMPDIR:-/tmp}/wharf-ab.XXXXXX)

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::{any, get};
 use axum::Router;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use wharf_auth::AuthService;
 use wharf_oci::Registry;
@@ -170,17 +170,23 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             oci::guard::guard,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
         .merge(api::routes(state.clone()))
-        .with_state(state)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // Inside the request-id layer, so every access line carries the id.
-        .layer(axum::middleware::from_fn(access_log::access_log))
+        .with_state(state);
+    // The request-wide layers wrap the whole router once, as one service, rather
+    // than through `Router::layer`, which wraps every route and so boxes the
+    // service, its future and its response body again for each layer on every
+    // request.
+    let layered = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            access_log::ProcessRequestId,
+        ))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            TraceLayer::new_for_http().make_span_with(|req: &Request<axum::body::Body>| {
                 let id = req
                     .headers()
                     .get(REQUEST_ID)
@@ -189,7 +195,11 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("request", request.id = %id, method = %req.method(), uri = %req.uri())
             }),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Inside the request-id layer, so every access line carries the id.
+        .layer(access_log::AccessLogLayer)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .service(routes);
+    Router::new().fallback_service(layered)
 }
 
 /// `Docker-Distribution-API-Version: registry/2.0`, sent on every `/v2` response.

@@ -5,8 +5,8 @@
 //! - at most `max_connections` at once; further clients wait in the kernel's
 //!   accept queue instead of costing a task, buffers and a descriptor each;
 //! - a connection must deliver its first request head within
-//!   `header_read_timeout` (HTTP/1.1 also applies it to every later head:
-//!   hyper starts that clock when it starts waiting for the next request);
+//!   `header_read_timeout` (HTTP/1.1 also applies it to every later head,
+//!   timed from the end of the previous response);
 //! - a connection on which nothing moves for `idle_timeout` while the server
 //!   waits on the client — for a next request, or for the client to read a
 //!   response — is closed;
@@ -33,7 +33,6 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use wharf_tls::{ClientCertSubject, ACME_TLS_ALPN};
 
@@ -126,10 +125,23 @@ pub async fn serve(
             remote,
         };
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            connection.run(tcp, watcher).await;
-            drop(slot);
+        let activity = Arc::new(Activity::new());
+        let served = tokio::spawn({
+            let activity = activity.clone();
+            async move {
+                connection.run(tcp, activity, watcher).await;
+                drop(slot);
+            }
         });
+        // A task of its own, so that the connection's task is not woken by,
+        // nor polls, a timer on every request; it aborts the connection (which
+        // drops it and so closes the socket) when it stalls.
+        tokio::spawn(watch(
+            activity,
+            limits.clone(),
+            remote,
+            served.abort_handle(),
+        ));
     }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -144,7 +156,10 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The watchdog applies the header read timeout to every head (see
+        // `Watchdog::stalled`); hyper's own would register and cancel a timer
+        // on every request.
+        .header_read_timeout(None)
         .max_buf_size(H1_MAX_BUF);
     builder
         .http2()
@@ -167,8 +182,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, tcp: tokio::net::TcpStream, watcher: hyper_util::server::graceful::Watcher) {
-        let activity = Arc::new(Activity::new());
+    async fn run(
+        self,
+        tcp: tokio::net::TcpStream,
+        activity: Arc<Activity>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
         let io = Watched {
             inner: tcp,
             activity: activity.clone(),
@@ -217,59 +236,88 @@ impl Connection {
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let in_service = requests.begin_request();
+                if req.version() == hyper::Version::HTTP_2 {
+                    requests.http2.store(true, Ordering::Relaxed);
+                }
                 req.extensions_mut().insert(ConnectInfo(remote));
                 if let Some(subject) = &client_subject {
                     req.extensions_mut().insert(subject.clone());
                 }
-                let req = req.map(|body| Body::new(MinRateBody::new(body, body_rate)));
-                let app = app.clone();
+                let req = req.map(|body| {
+                    if body.is_end_stream() {
+                        // Nothing to watch (a GET): no wrapper, and no allocation.
+                        Body::empty()
+                    } else {
+                        Body::new(MinRateBody::new(body, body_rate))
+                    }
+                });
+                // The router is an `Arc`; its `call` starts the request at once.
+                let response = tower::Service::call(&mut app.clone(), req);
                 let requests = requests.clone();
                 async move {
-                    let res = app.oneshot(req).await?;
+                    let res = response.await?;
                     let responding = requests.begin_response();
                     drop(in_service);
-                    Ok::<_, std::convert::Infallible>(res.map(|body| {
-                        Body::new(TrackedBody {
-                            inner: body,
-                            _responding: responding,
-                        })
+                    // Handed to hyper as it is: the router's body is boxed already.
+                    Ok::<_, std::convert::Infallible>(res.map(|body| TrackedBody {
+                        inner: body,
+                        _responding: responding,
                     }))
                 }
             });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        let conn = watcher.watch(conn.into_owned());
-        tokio::pin!(conn);
-        let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                res = &mut conn => {
-                    if let Err(e) = res {
-                        tracing::debug!(client.addr = %remote, error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = tokio::time::sleep(tick) => {
-                    if let Some(reason) = activity.stalled(&limits) {
-                        tracing::debug!(client.addr = %remote, reason, "closing a stalled connection");
-                        // Dropping the connection closes the socket.
-                        return;
-                    }
-                }
-            }
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(client.addr = %remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Checks `activity` every tick until the connection's task ends, and aborts
+/// that task when the connection has stalled.
+async fn watch(
+    activity: Arc<Activity>,
+    limits: Arc<ConnectionLimits>,
+    remote: SocketAddr,
+    served: tokio::task::AbortHandle,
+) {
+    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut watchdog = Watchdog::new(&activity);
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if served.is_finished() {
+            return;
+        }
+        if let Some(reason) = watchdog.stalled(&activity, &limits) {
+            tracing::debug!(client.addr = %remote, reason, "closing a stalled connection");
+            served.abort();
+            return;
         }
     }
 }
 
 /// What one connection is doing, as seen from its socket and its requests.
+///
+/// The socket only raises flags (a plain store, no clock read, on every read
+/// and write); the watchdog turns them into times once per tick. Times are so
+/// at most one tick late, which only ever makes a limit fire later, never
+/// earlier.
 struct Activity {
+    /// When the connection was accepted (the TLS handshake counts against the
+    /// first request head's time).
     opened: Instant,
-    /// Milliseconds after `opened` when a byte last moved either way.
-    last_io_ms: AtomicU64,
-    /// Milliseconds after `opened` when a byte was last written.
-    last_write_ms: AtomicU64,
+    /// A byte moved either way since the watchdog last looked.
+    moved: AtomicBool,
+    /// A byte was written since the watchdog last looked.
+    wrote: AtomicBool,
     /// A write is waiting for the client to drain its socket.
     write_blocked: AtomicBool,
+    /// A request or its response ended since the watchdog last looked.
+    finished: AtomicBool,
+    /// The connection speaks HTTP/2, which has no wait for a next head.
+    http2: AtomicBool,
     requests_seen: AtomicU64,
     /// Requests being handled (head received, response head not yet out).
     in_service: AtomicUsize,
@@ -281,24 +329,21 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             opened: Instant::now(),
-            last_io_ms: AtomicU64::new(0),
-            last_write_ms: AtomicU64::new(0),
+            moved: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             requests_seen: AtomicU64::new(0),
             in_service: AtomicUsize::new(0),
             responding: AtomicUsize::new(0),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.opened.elapsed().as_millis() as u64
-    }
-
     fn moved(&self, wrote: bool) {
-        let now = self.now_ms();
-        self.last_io_ms.store(now, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
         if wrote {
-            self.last_write_ms.store(now, Ordering::Relaxed);
+            self.wrote.store(true, Ordering::Relaxed);
             self.write_blocked.store(false, Ordering::Relaxed);
         }
     }
@@ -311,25 +356,62 @@ impl Activity {
     fn begin_response(self: &Arc<Self>) -> Counted {
         Counted::new(self.clone(), |a| &a.responding)
     }
+}
+
+/// The connection's clock, read once per tick by its watchdog.
+struct Watchdog {
+    opened: Instant,
+    /// When a byte was last seen moving either way, as time since `opened`.
+    last_io: Duration,
+    /// When a byte was last seen written.
+    last_write: Duration,
+    /// When a request or response was last seen ending.
+    last_finished: Duration,
+}
+
+impl Watchdog {
+    fn new(activity: &Activity) -> Watchdog {
+        Watchdog {
+            opened: activity.opened,
+            last_io: Duration::ZERO,
+            last_write: Duration::ZERO,
+            last_finished: Duration::ZERO,
+        }
+    }
 
     /// Why the connection should be closed now, if it should.
-    fn stalled(&self, limits: &ConnectionLimits) -> Option<&'static str> {
-        let now = self.now_ms();
-        let over = |since: &AtomicU64, limit: Duration| {
-            now.saturating_sub(since.load(Ordering::Relaxed)) >= limit.as_millis() as u64
-        };
-        if self.requests_seen.load(Ordering::Relaxed) == 0
-            && now >= limits.header_read_timeout.as_millis() as u64
+    fn stalled(&mut self, activity: &Activity, limits: &ConnectionLimits) -> Option<&'static str> {
+        let now = self.opened.elapsed();
+        if activity.moved.swap(false, Ordering::Relaxed) {
+            self.last_io = now;
+        }
+        if activity.wrote.swap(false, Ordering::Relaxed) {
+            self.last_write = now;
+        }
+        if activity.finished.swap(false, Ordering::Relaxed) {
+            self.last_finished = now;
+        }
+        if activity.requests_seen.load(Ordering::Relaxed) == 0 && now >= limits.header_read_timeout
         {
             return Some("no complete request head within the header read timeout");
         }
-        let in_service = self.in_service.load(Ordering::Relaxed);
-        let responding = self.responding.load(Ordering::Relaxed);
-        if in_service == 0 && responding == 0 && over(&self.last_io_ms, limits.idle_timeout) {
+        let in_service = activity.in_service.load(Ordering::Relaxed);
+        let responding = activity.responding.load(Ordering::Relaxed);
+        let between_requests = in_service == 0 && responding == 0;
+        if between_requests && now.saturating_sub(self.last_io) >= limits.idle_timeout {
             return Some("idle");
         }
-        let not_reading = responding > 0 || self.write_blocked.load(Ordering::Relaxed);
-        if not_reading && over(&self.last_write_ms, limits.idle_timeout) {
+        // HTTP/1.1 waits for its next head from the end of the last response
+        // (the last byte written, if the client was still draining it).
+        if between_requests
+            && !activity.http2.load(Ordering::Relaxed)
+            && now.saturating_sub(self.last_finished.max(self.last_write))
+                >= limits.header_read_timeout
+        {
+            return Some("no complete request head within the header read timeout");
+        }
+        let not_reading = responding > 0 || activity.write_blocked.load(Ordering::Relaxed);
+        if not_reading && now.saturating_sub(self.last_write) >= limits.idle_timeout {
             return Some("the client stopped reading its response");
         }
         None
@@ -352,6 +434,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         (self.counter)(&self.activity).fetch_sub(1, Ordering::Relaxed);
+        self.activity.finished.store(true, Ordering::Relaxed);
     }
 }
 
@@ -504,14 +587,17 @@ where
 }
 
 /// A response body that counts as "responding" until it is done or dropped.
-struct TrackedBody {
-    inner: Body,
+struct TrackedBody<B> {
+    inner: B,
     _responding: Counted,
 }
 
-impl HttpBody for TrackedBody {
+impl<B> HttpBody for TrackedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

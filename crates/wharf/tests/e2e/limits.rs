@@ -221,6 +221,53 @@ fn trickled_request_heads_are_cut_while_others_are_served() -> Result<()> {
 }
 
 #[test]
+fn a_trickled_second_head_on_a_kept_alive_connection_is_cut() -> Result<()> {
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    let (server, _config) = start_with("[server]\nheader_read_timeout_secs = 2\n")?;
+    let addr = server.addr();
+    let result = (|| -> Result<()> {
+        let mut stream = http::connect(addr)?;
+        write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        stream.flush()?;
+        // The first response arrives and the connection stays open for a next request.
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut first = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !first.ends_with(b"ok\n") {
+            let n = stream.read(&mut buf)?;
+            ensure!(n > 0, "closed before the first response was complete");
+            first.extend_from_slice(&buf[..n]);
+        }
+        ensure!(status_of(&first) == Some(200), "first request: {first:?}");
+        // The second head never completes: one byte every 250 ms, for up to 20 s.
+        let opened = Instant::now();
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+        let mut bytes = head.into_bytes().into_iter().chain(std::iter::repeat(b'a'));
+        let closed_after = loop {
+            ensure!(
+                opened.elapsed() < Duration::from_secs(20),
+                "a trickled second head kept its connection open for 20 s"
+            );
+            if stream.write_all(&[bytes.next().unwrap_or(b'a')]).is_err() {
+                break opened.elapsed();
+            }
+            let (_, closed) = read_until_closed(&mut stream, Duration::from_millis(250))?;
+            if closed {
+                break opened.elapsed();
+            }
+        };
+        eprintln!("the trickled second head was cut after {closed_after:?}");
+        ensure!(
+            closed_after >= HEADER_TIMEOUT - Duration::from_millis(300)
+                && closed_after < HEADER_TIMEOUT + Duration::from_secs(4),
+            "the trickled second head was cut after {closed_after:?}"
+        );
+        Ok(())
+    })();
+    result.map_err(|e| anyhow::anyhow!("{e:?}\n\n{}", server.log_tail()))
+}
+
+#[test]
 fn connections_beyond_the_cap_wait_for_a_free_slot() -> Result<()> {
     const CAP: usize = 16;
     let (server, _config) =
