@@ -191,7 +191,15 @@ impl CommonArgs {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Keeps the log writer's thread alive; dropping it flushes every line still queued.
+type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Logs go to standard error through a writer thread, so a request never waits
+/// on a `write(2)` for its access line (measured: most of the line's cost). The
+/// queue blocks when full rather than dropping lines: an access log with gaps
+/// is worse than a slower request under a flood. The returned guard must live
+/// until the command ends; dropping it writes out what is queued.
+fn init_logging(config: &Config) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // PostgreSQL's own notices ("relation already exists, skipping") are not ours to report.
         .unwrap_or_else(|_| {
@@ -200,9 +208,12 @@ fn init_logging(config: &Config) {
                 config.log.level
             ))
         });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if config.log.format == "json" {
         // One object per line, fields at the top level, for log collectors.
         builder
@@ -217,6 +228,7 @@ fn init_logging(config: &Config) {
         let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         builder.with_ansi(colour).init();
     }
+    guard
 }
 
 /// Creates the data directory owner-only (0700): it holds the database, whose
@@ -312,7 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.server.listen = listen;
             }
             config.validate()?;
-            init_logging(&config);
+            let _log = init_logging(&config);
             serve::serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -325,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 loaded.config.gc.grace_period_secs = g;
             }
             let config = &loaded.config;
-            init_logging(config);
+            let _log = init_logging(config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let mut policy = gc_policy(config);
             // The command line may ask for a shorter grace period than the file allows.
@@ -343,7 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { common, remote } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
-            init_logging(&loaded.config);
+            let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let res = sync::sync(&loaded.config, blobs, meta.clone(), remote.as_deref()).await;
             meta.close().await;
@@ -412,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { common } => {
             let loaded = common.load_with_origin()?;
-            init_logging(&loaded.config);
+            let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let report = wharf_jobs::check_store(&blobs, &meta).await?;
             meta.close().await;

@@ -344,7 +344,15 @@ fn unreadable_scopes_and_database_errors_fail_closed() -> Result<()> {
     )?;
     // Unreadable scopes mean no rights at all, not the account's (administrator's) rights.
     assert_eq!(pull("/v2/other/tags/list", &bearer)?, 403);
-    assert!(s.log().contains("stored token scopes are unreadable"));
+    // Log lines are written by a writer thread: give it a moment.
+    let logged = (0..50).any(|_| {
+        let found = s.log().contains("stored token scopes are unreadable");
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(logged, "{}", s.log());
 
     // A database failure while authorizing is the server's fault: 500 UNKNOWN,
     // not a 401/403 that sends the client after other credentials.
