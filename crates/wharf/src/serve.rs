@@ -275,8 +275,9 @@ fn warn_loose_modes(config: &Config) {
     }
 }
 
-/// The permission bits of `path` if group or others may access it.
-fn loose_mode(path: &std::path::Path) -> Option<u32> {
+/// The permission bits of `path` if group or others may access it (secrets
+/// `serve` and `sync` warn about).
+pub(crate) fn loose_mode(path: &std::path::Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

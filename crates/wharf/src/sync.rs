@@ -204,7 +204,7 @@ async fn connect(
         None
     } else {
         let path = &remote.password_file;
-        if let Some(mode) = loose_mode(path) {
+        if let Some(mode) = crate::serve::loose_mode(path) {
             eprintln!(
                 "warning: mirror.remotes {:?}: password_file {} has mode {mode:o}; \
                  group and others should not read it (chmod 600)",
@@ -240,22 +240,6 @@ async fn connect(
         Arc::new(client),
         remote.concurrency as usize,
     ))
-}
-
-/// The permission bits of `path` if group or others may read it (as `wharf
-/// serve` warns of its own secrets).
-fn loose_mode(path: &std::path::Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then_some(mode)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
 }
 
 /// `48.2 MiB`.
