@@ -23,6 +23,8 @@ use axum::http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
+use crate::access_line::{AccessFields, AccessLogOutput};
+
 /// Where the guard records the signed-in account for the access line.
 #[derive(Clone, Default)]
 pub(crate) struct PrincipalSlot(Arc<OnceLock<String>>);
@@ -34,15 +36,29 @@ impl PrincipalSlot {
     }
 }
 
-/// Wraps a service so that each of its responses ends with an access line.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct AccessLogLayer;
+/// Wraps a service so that each of its responses ends with an access line,
+/// written to `output` (or, without one, as a `tracing` event).
+#[derive(Clone, Default)]
+pub(crate) struct AccessLogLayer {
+    output: Option<Arc<AccessLogOutput>>,
+}
+
+impl AccessLogLayer {
+    pub(crate) fn new(output: Option<AccessLogOutput>) -> AccessLogLayer {
+        AccessLogLayer {
+            output: output.map(Arc::new),
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            output: self.output.clone(),
+        }
     }
 }
 
@@ -50,6 +66,7 @@ impl<S> tower::Layer<S> for AccessLogLayer {
 #[derive(Clone)]
 pub(crate) struct AccessLog<S> {
     inner: S,
+    output: Option<Arc<AccessLogOutput>>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for AccessLog<S>
@@ -78,6 +95,7 @@ where
                 request_id: req.headers().get(crate::REQUEST_ID).cloned(),
                 status: 0,
                 principal,
+                output: self.output.clone(),
             }
         });
         AccessLogFuture {
@@ -120,6 +138,7 @@ struct Entry {
     request_id: Option<HeaderValue>,
     status: u16,
     principal: PrincipalSlot,
+    output: Option<Arc<AccessLogOutput>>,
 }
 
 impl Entry {
@@ -130,6 +149,18 @@ impl Entry {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
+        if let Some(output) = &self.output {
+            output.write(&AccessFields {
+                method: self.method.as_str(),
+                path: self.uri.path(),
+                status: self.status,
+                bytes,
+                duration: self.start.elapsed(),
+                principal,
+                request_id,
+            });
+            return;
+        }
         tracing::info!(
             target: "wharf::access",
             method = %self.method,

@@ -191,8 +191,35 @@ impl CommonArgs {
     }
 }
 
-/// Keeps the log writer's thread alive; dropping it flushes every line still queued.
-type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+/// Keeps the log writer's thread alive; dropping it flushes every line still
+/// queued. Also hands `wharf serve` the same writer for its access lines.
+pub(crate) struct LogGuard {
+    _flush: tracing_appender::non_blocking::WorkerGuard,
+    writer: tracing_appender::non_blocking::NonBlocking,
+    format: wharf_http::LineFormat,
+}
+
+impl LogGuard {
+    /// Access lines in the log's format, into the log's writer thread, so they
+    /// interleave whole with every other line.
+    pub(crate) fn access_log(&self) -> wharf_http::AccessLogOutput {
+        wharf_http::AccessLogOutput {
+            format: self.format,
+            sink: Arc::new(LogSink(self.writer.clone())),
+        }
+    }
+}
+
+/// The log's writer thread as the HTTP layer's sink for whole lines.
+struct LogSink(tracing_appender::non_blocking::NonBlocking);
+
+impl wharf_http::LineSink for LogSink {
+    fn write_line(&self, line: &[u8]) {
+        use std::io::Write;
+        // A clone is what tracing takes per event too: two reference counts.
+        let _ = self.0.clone().write_all(line);
+    }
+}
 
 /// Logs go to standard error through a writer thread, so a request never waits
 /// on a `write(2)` for its access line (measured: most of the line's cost). The
@@ -208,13 +235,13 @@ fn init_logging(config: &Config) -> LogGuard {
                 config.log.level
             ))
         });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
-    if config.log.format == "json" {
+        .with_writer(writer.clone());
+    let format = if config.log.format == "json" {
         // One object per line, fields at the top level, for log collectors.
         builder
             .json()
@@ -222,13 +249,19 @@ fn init_logging(config: &Config) -> LogGuard {
             .with_current_span(false)
             .with_span_list(false)
             .init();
+        wharf_http::LineFormat::Json
     } else {
         // Colour codes only for a person at a terminal: in a file or a journal they are noise.
         use std::io::IsTerminal;
         let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         builder.with_ansi(colour).init();
+        wharf_http::LineFormat::Text
+    };
+    LogGuard {
+        _flush: flush,
+        writer,
+        format,
     }
-    guard
 }
 
 /// Creates the data directory owner-only (0700): it holds the database, whose
@@ -324,8 +357,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.server.listen = listen;
             }
             config.validate()?;
-            let _log = init_logging(&config);
-            serve::serve(config).await?;
+            let log = init_logging(&config);
+            serve::serve(config, Some(log.access_log())).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc {

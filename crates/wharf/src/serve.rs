@@ -105,7 +105,10 @@ impl ServePlan {
     }
 }
 
-pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn serve(
+    config: Config,
+    access_log: Option<wharf_http::AccessLogOutput>,
+) -> anyhow::Result<()> {
     let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
     let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
@@ -126,6 +129,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         external_url: plan.external_url.clone(),
         listen: plan.listen.clone(),
         trusted_proxies: wharf_http::TrustedProxies::new(plan.trusted_proxies.clone()),
+        access_log,
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await
