@@ -99,6 +99,14 @@ fn add_state(tokens: &[Token], set: &mut [bool], mut state: usize) {
 
 /// Whether `name` matches `pattern`.
 pub fn matches(pattern: &str, name: &str) -> bool {
+    // Most grants are an exact name or a literal prefix and a trailing `**`
+    // (`**`, `team/**`): answered without building the automaton, since every
+    // request asks this of every grant.
+    match pattern.find('*') {
+        None => return pattern == name,
+        Some(at) if &pattern[at..] == "**" => return name.starts_with(&pattern[..at]),
+        Some(_) => {}
+    }
     let tokens = tokens(pattern.as_bytes());
     let mut current = vec![false; tokens.len() + 1];
     let mut next = vec![false; tokens.len() + 1];
@@ -149,6 +157,12 @@ mod tests {
         assert!(matches("team/**/x", "team/a/b/x"));
         assert!(matches("*/*", "a/b"));
         assert!(!matches("*/*", "a"));
+        assert!(matches("team/**", "team/app"));
+        assert!(!matches("team/**", "teams/app"));
+        assert!(!matches("team/**", "team"));
+        assert!(matches("**", ""));
+        assert!(matches("team/**/*", "team/a/b"));
+        assert!(!matches("team/**/*", "team/"));
     }
 
     #[test]

@@ -90,6 +90,23 @@ pub(crate) fn refusal_response(
     }
 }
 
+/// The response to a refusal, with the realm and the scopes the request
+/// needs (plus pull on a mount's source, when that is what is missing).
+fn refuse(
+    state: &AppState,
+    req: &Request<Body>,
+    refusal: Refusal,
+    need: &Need,
+    mount_source: Option<&RepoName>,
+) -> Response {
+    let realm = realm(state, req);
+    let mut scopes: Vec<String> = scope_for(need).into_iter().collect();
+    if let Some(from) = mount_source {
+        scopes.push(format!("repository:{from}:pull"));
+    }
+    refusal_response(state, &realm, refusal, &scopes)
+}
+
 fn repository(name: &RepoName) -> Resource {
     Resource::repository(RepositoryKind::Oci, name.as_str())
 }
@@ -163,20 +180,14 @@ pub(crate) async fn guard(
     next: Next,
 ) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    // The audit log names the request with its query: `?tag=` moves tags and
-    // `?mount=&from=` reads another repository.
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
     // Whether the path is an endpoint at all is decided before anything else:
     // a path that is not one gets its plain error (404 for an unknown
     // endpoint), never a challenge, a failed-login count or an audit row.
+    let path = req.uri().path();
     let route = if path == "/v2" || path == "/v2/" {
         None
     } else {
-        match Route::parse(&path) {
+        match Route::parse(path) {
             Ok(route) => Some(route),
             Err(e) => {
                 let mut res = e.into_response();
@@ -186,37 +197,43 @@ pub(crate) async fn guard(
             }
         }
     };
-    let realm = realm(&state, &req);
     let need = need(&method, route.as_ref());
-    let scopes: Vec<String> = scope_for(&need).into_iter().collect();
-    let caller = match authenticate_request(&state, &mut req).await {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal_response(&state, &realm, refusal, &scopes),
-    };
     let audited = match &need {
         Need::Action(action @ (Action::Push | Action::Delete), resource) => {
             resource.repository_name().map(|r| (r.to_owned(), *action))
         }
         _ => None,
     };
+    // The audit log names the request with its query: `?tag=` moves tags and
+    // `?mount=&from=` reads another repository. Pulls are not audited, so the
+    // hot path builds no strings here (nor a realm or scopes, until a refusal).
+    let target = audited.as_ref().map(|_| {
+        let uri = req.uri();
+        let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        format!("{method} {target}")
+    });
+    let caller = match authenticate_request(&state, &mut req).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refuse(&state, &req, refusal, &need, None),
+    };
     if let Err(refusal) = caller.check(&need).await {
-        if let (Some((repo, action)), true) = (&audited, refusal != Refusal::Internal) {
+        if let (Some((repo, action)), Some(target), true) =
+            (&audited, &target, refusal != Refusal::Internal)
+        {
             state.audit(
                 caller.identity(),
                 caller.remote(),
                 *action,
-                &format!("{method} {target}"),
+                target,
                 AuditOutcome::Denied,
                 repo,
             );
         }
-        return refusal_response(&state, &realm, refusal, &scopes);
+        return refuse(&state, &req, refusal, &need, None);
     }
     if let Some(from) = mount_source(route.as_ref(), &req) {
         if mount_needs_wider_token(&caller, &from).await {
-            let mut wider = scopes.clone();
-            wider.push(format!("repository:{from}:pull"));
-            return refusal_response(&state, &realm, Refusal::InsufficientScope, &wider);
+            return refuse(&state, &req, Refusal::InsufficientScope, &need, Some(&from));
         }
     }
     let identity = caller.identity().clone();
@@ -226,7 +243,7 @@ pub(crate) async fn guard(
         req.extensions_mut().insert(route);
     }
     let res = next.run(req).await;
-    if let Some((repo, action)) = audited {
+    if let (Some((repo, action)), Some(target)) = (audited, target) {
         // Only state changes are audited; upload chunks are noise, so record
         // manifests (tags move), deletions and completed blob pushes.
         let significant =
@@ -237,14 +254,7 @@ pub(crate) async fn guard(
             } else {
                 AuditOutcome::Failed
             };
-            state.audit(
-                &identity,
-                remote,
-                action,
-                &format!("{method} {target}"),
-                outcome,
-                &repo,
-            );
+            state.audit(&identity, remote, action, &target, outcome, &repo);
         }
     }
     res

@@ -286,12 +286,13 @@ async fn get_manifest(
             .into_response());
     }
     let m = registry.get_manifest(repo, r).await?;
+    let digest = m.digest.to_string();
     Ok((
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, header_value(&m.media_type)),
-            (DOCKER_CONTENT_DIGEST, header_value(&m.digest.to_string())),
-            (header::ETAG, header_value(&format!("\"{}\"", m.digest))),
+            (header::ETAG, header_value(&format!("\"{digest}\""))),
+            (DOCKER_CONTENT_DIGEST, header_value(&digest)),
         ],
         m.bytes,
     )
