@@ -235,9 +235,15 @@ fn init_logging(config: &Config) -> LogGuard {
                 config.log.level
             ))
         });
+    // Buffered: the writer thread drains every queued line into the buffer and
+    // flushes when the queue is empty, so under load one write(2) carries many
+    // lines, and an idle server's line still goes out at once.
     let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer.clone());
