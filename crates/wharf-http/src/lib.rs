@@ -53,6 +53,8 @@ pub struct AppState {
     pub listen: String,
     /// Reverse proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// The jobs `POST /api/v1/jobs` may queue (`gc`, `check`, `sync:<remote>`, …).
+    pub jobs: wharf_jobs::JobCatalog,
 }
 
 /// What `/healthz` checks: that the server could take a write now.
