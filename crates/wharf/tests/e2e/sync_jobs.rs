@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use wharf_testkit::fixture::{sha256_digest, ImageSpec};
-use wharf_testkit::{run, run_expect_failure, DockerRegistry, WharfServer};
+use wharf_testkit::{run, run_expect_failure, DockerRegistry, Registry, WharfServer};
 
 use crate::mirror::{push_upstream, upstream_digest, write_secret, PASSWORD, USER};
 use crate::support::{inspect_raw, layout, list_tags, scratch, wharf_cli};
