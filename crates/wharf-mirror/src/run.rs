@@ -247,10 +247,10 @@ async fn copy_all(
     observer: &dyn SyncObserver,
     summary: &mut SyncSummary,
 ) {
-    // Listing first, then the tags of every repository `concurrency` at a time: a run of many
-    // small images is bound by round trips, not bandwidth, and tags are independent (each
-    // moves only when its own content is stored).
-    let mut work = Vec::new();
+    // The tags of each repository `concurrency` at a time: a run of many small images is
+    // bound by round trips, not bandwidth, and tags are independent (each moves only when its
+    // own content is stored). Repositories one after another, so a blob that two repositories
+    // share is fetched once and mounted for the second.
     for def in &plan.definitions {
         let selection = match selection(def) {
             Ok(s) => s,
@@ -293,13 +293,26 @@ async fn copy_all(
                 selection.select(&[])
             };
             observer.tags_selected(tags.len() as u64);
-            work.extend(tags.into_iter().map(|tag| Work {
+            let work = tags.into_iter().map(|tag| Work {
                 upstream: upstream.clone(),
                 local: local.clone(),
                 tag,
-            }));
+            });
+            copy_tags(mirror, plan, observer, summary, work).await;
+            if summary.cancelled {
+                return;
+            }
         }
     }
+}
+
+async fn copy_tags(
+    mirror: &Mirror,
+    plan: &SyncPlan,
+    observer: &dyn SyncObserver,
+    summary: &mut SyncSummary,
+    work: impl Iterator<Item = Work>,
+) {
     let mut results = stream::iter(work)
         .map(|w| async move {
             // The safe point: a tag not started is left for the next run.
