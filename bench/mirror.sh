@@ -9,7 +9,7 @@
 #      `skopeo copy` (PARALLEL at a time) into Debian's docker-registry, the upstream;
 #   2. ROUNDS rounds, each timing, in turn, both mirrors of every image into an empty destination:
 #      - `skopeo sync --src yaml` (a YAML source naming the REPOS repositories, all tags) into a
-#        fresh docker-registry;
+#        fresh docker-registry (it names them `mirror/appN`, the last path component);
 #      - `wharf sync` (one `[[mirror.sync]]` with the same repositories, all tags) into a fresh
 #        wharf store, beside a running `wharf serve` on it;
 #      wall time and peak RSS from /usr/bin/time; each destination's tag count is checked;
@@ -185,13 +185,13 @@ DEST_PORT=$(free_port)
 for ((round = 1; round <= ROUNDS; round++)); do
     start_registry dest "$DEST_PORT"
     log "round $round: skopeo sync"
-    /usr/bin/time -f '%e %M' -o "$W/t" skopeo sync -q --src yaml --dest docker \
+    /usr/bin/time -f '%e %M' -o "$W/t" skopeo sync --src yaml --dest docker \
         --dest-tls-verify=false "$W/skopeo-sync.yml" "127.0.0.1:$DEST_PORT/mirror" >"$W/skopeo.out" 2>&1 ||
         { cat "$W/skopeo.out" >&2; die "skopeo sync failed"; }
     read -r secs rss <"$W/t"
     tags=0
     for ((r = 0; r < REPOS; r++)); do
-        n=$(curl -s "http://127.0.0.1:$DEST_PORT/v2/mirror/bench/app$r/tags/list" | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("tags") or []))')
+        n=$(curl -s "http://127.0.0.1:$DEST_PORT/v2/mirror/app$r/tags/list" | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("tags") or []))')
         tags=$((tags + n))
     done
     [[ $tags == "$IMAGES" ]] || die "skopeo sync mirrored $tags tags, not $IMAGES"
