@@ -38,16 +38,39 @@ pub struct RemoteConfig {
     /// PEM bundle of CAs trusted for the upstream instead of the system roots.
     #[serde(default)]
     pub ca_bundle: PathBuf,
-    /// Blob transfers at once.
+    /// Tags copied at once by a sync run, and blob transfers at once within each.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
     /// Local name prefix; `None`: the upstream's host (`host_port` with a port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Seconds between the server's scheduled syncs of this remote; 0: none (unless `schedule`).
+    #[serde(default)]
+    pub interval_secs: u64,
+    /// A cron expression (UTC) for scheduled syncs instead of `interval_secs`; empty: none.
+    #[serde(default)]
+    pub schedule: String,
+    /// Up to this many seconds of random delay added to each scheduled sync.
+    #[serde(default = "default_sync_jitter")]
+    pub jitter_secs: u64,
+    /// Requests per second sent to the upstream at most; 0: no budget.
+    #[serde(default)]
+    pub requests_per_second: f64,
 }
 
 fn default_concurrency() -> u32 {
     4
+}
+
+fn default_sync_jitter() -> u64 {
+    60
+}
+
+impl RemoteConfig {
+    /// Whether the server syncs this remote on its own.
+    pub fn scheduled(&self) -> bool {
+        self.interval_secs > 0 || !self.schedule.is_empty()
+    }
 }
 
 /// One `[[mirror.sync]]` entry.
@@ -113,6 +136,15 @@ impl MirrorConfig {
             if r.concurrency == 0 || r.concurrency > 64 {
                 problems.push(format!("{at}.concurrency: must be between 1 and 64"));
             }
+            problems.extend(super::schedule_problem(
+                &format!("{at}.schedule"),
+                &r.schedule,
+            ));
+            if !r.requests_per_second.is_finite() || r.requests_per_second < 0.0 {
+                problems.push(format!(
+                    "{at}.requests_per_second: must be a number of at least 0 (0: no budget)"
+                ));
+            }
             if let Some(prefix) = &r.prefix {
                 if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
                     problems.push(format!(
@@ -175,6 +207,8 @@ name = "up"
 url = "http://127.0.0.1:5000"
 concurrency = 0
 username = "u"
+schedule = "0 25 * * *"
+requests_per_second = -1
 
 [[mirror.sync]]
 remote = "nope"
@@ -189,6 +223,8 @@ include = "("
             "mirror.remotes[0].url",
             "mirror.remotes[0].concurrency",
             "mirror.remotes[0]: username and password_file",
+            "mirror.remotes[0].schedule: \"0 25 * * *\" is not a cron expression",
+            "mirror.remotes[0].requests_per_second",
             "mirror.sync[0].remote",
             "mirror.sync[0].repositories",
             "mirror.sync[0].include",
@@ -197,11 +233,15 @@ include = "("
         }
         let ok = Config::parse(
             "[[mirror.remotes]]\nname = \"quay\"\nurl = \"https://quay.io\"\n\
+             interval_secs = 3600\nrequests_per_second = 5\n\
              [[mirror.sync]]\nremote = \"quay\"\nrepositories = [\"coreos/etcd\"]\ninclude = \"^v3\"\n",
             "x.toml",
         )
         .unwrap();
         ok.validate().unwrap();
         assert_eq!(ok.mirror.remotes[0].concurrency, 4);
+        assert_eq!(ok.mirror.remotes[0].requests_per_second, 5.0);
+        assert_eq!(ok.mirror.remotes[0].jitter_secs, 60);
+        assert!(ok.mirror.remotes[0].scheduled());
     }
 }

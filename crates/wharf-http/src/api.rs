@@ -389,16 +389,10 @@ struct RunJob {
 
 async fn run_job(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     let r: RunJob = parse(&body)?;
-    let Some(kind) = wharf_jobs::JobKind::parse(&r.kind) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID",
-            format!(
-                "unknown job kind {:?}: expected gc, gc-full or check",
-                r.kind
-            ),
-        ));
-    };
+    let kind = state
+        .jobs
+        .parse(&r.kind)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "INVALID", why))?;
     let (id, new) = state.auth.meta().enqueue_job(&kind.to_job()).await?;
     let status = if new {
         StatusCode::CREATED

@@ -57,6 +57,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     /// Where access lines go; `None`: through `tracing` (slower, any subscriber).
     pub access_log: Option<AccessLogOutput>,
+    /// The jobs `POST /api/v1/jobs` may queue (`gc`, `check`, `sync:<remote>`, …).
+    pub jobs: wharf_jobs::JobCatalog,
 }
 
 /// What `/healthz` checks: that the server could take a write now.

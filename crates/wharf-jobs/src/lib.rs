@@ -1,7 +1,8 @@
 //! Background work over the blob store and the metadata database: the handlers
 //! (garbage collection, upload expiry, verification), shared by the server's
 //! job worker and the `wharf gc` / `wharf check` commands, and the worker and
-//! scheduler that run them from the persisted queue (`runner`).
+//! scheduler that run them from the persisted queue (`runner`), and the seam
+//! (`handler`) through which the binary adds kinds this crate does not know.
 //!
 //! Everything here is safe to run while the server is serving: garbage
 //! collection marks one blob at a time for deletion inside a database
@@ -11,10 +12,12 @@
 
 mod check;
 mod gc;
+mod handler;
 mod runner;
 
 pub use check::{check_store, check_store_with, CheckReport, Problem};
 pub use gc::{collect_garbage, collect_garbage_with, GcPolicy, GcReport};
+pub use handler::{HandlerFuture, Handlers, JobCatalog, JobHandler};
 pub use runner::{
     run_scheduler, Cadence, JobKind, NoProgress, Progress, Schedule, Worker, JOB_LEASE_SECS,
 };
@@ -34,4 +37,7 @@ pub enum JobError {
     /// A verification found problems (its summary line).
     #[error("{0}")]
     Problems(String),
+    /// A handled job failed (its summary line and the first failure).
+    #[error("{0}")]
+    Failed(String),
 }

@@ -16,7 +16,7 @@ use wharf_blob::BlobStore;
 use wharf_core::CronExpr;
 use wharf_meta::{unix_now, ClaimedJob, JobProgress, LeaseStatus, Meta, NewJob};
 
-use crate::{check_store_with, collect_garbage_with, GcPolicy, JobError};
+use crate::{check_store_with, collect_garbage_with, GcPolicy, Handlers, JobError};
 
 /// Where a running job reports its progress and learns that it should stop.
 pub trait Progress: Send + Sync {
@@ -83,7 +83,19 @@ pub enum JobKind {
     },
     /// Re-hash every blob and cross-check the database.
     Check,
+    /// A kind this crate does not know, run by the [`JobHandler`](crate::JobHandler)
+    /// registered for it (`sync:quay`): one run at a time per target.
+    Handled {
+        /// The kind (`sync`).
+        kind: String,
+        /// What it runs on (a remote's name).
+        target: String,
+    },
 }
+
+/// Attempts of a handled job: a run that failed (an upstream down) is retried after the
+/// queue's backoff, twice.
+const HANDLED_ATTEMPTS: u32 = 3;
 
 impl JobKind {
     /// The job to enqueue for this kind; each kind runs one at a time.
@@ -103,6 +115,12 @@ impl JobKind {
                 params: "{}".into(),
                 max_attempts: 1,
             },
+            JobKind::Handled { kind, target } => NewJob {
+                kind: kind.clone(),
+                key: format!("{kind}:{target}"),
+                params: serde_json::json!({ "target": target }).to_string(),
+                max_attempts: HANDLED_ATTEMPTS,
+            },
         }
     }
 
@@ -120,7 +138,18 @@ impl JobKind {
                 })
             }
             "check" => Ok(JobKind::Check),
-            other => Err(format!("no handler for job kind {other:?} in this build")),
+            other => {
+                let params: serde_json::Value = serde_json::from_str(&job.params)
+                    .map_err(|e| format!("{other} parameters {:?}: {e}", job.params))?;
+                let target = params
+                    .get("target")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| format!("{other} parameters {:?}: no target", job.params))?;
+                Ok(JobKind::Handled {
+                    kind: other.to_owned(),
+                    target: target.to_owned(),
+                })
+            }
         }
     }
 
@@ -146,6 +175,8 @@ pub struct Worker {
     pub gc: GcPolicy,
     /// This process's identity as a lease owner.
     pub id: String,
+    /// The kinds beyond gc and check that this process runs.
+    pub handlers: Handlers,
 }
 
 /// How long a claim lasts between renewals; a dead worker's job is taken over after this.
@@ -296,6 +327,12 @@ impl Worker {
                         Err(JobError::Problems(line))
                     }
                 }),
+            JobKind::Handled { kind, target } => match self.handlers.get(&kind) {
+                Some(handler) => handler.run(&target, progress).await,
+                None => Err(JobError::Failed(format!(
+                    "no handler for job kind {kind:?} in this build"
+                ))),
+            },
         };
         match result {
             Ok(summary) => Ok(summary),

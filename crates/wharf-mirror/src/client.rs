@@ -6,7 +6,11 @@
 //! service; a token per `repository:NAME:pull` scope is fetched with the Basic
 //! credentials, cached until it expires, and fetched again on a 401). 429 and
 //! 503 answers are retried after their `Retry-After`, a bounded number of
-//! times. Manifests are verified here (sha256 of the exact bytes); blobs are
+//! times; other 5xx answers and transport failures (a refused or reset
+//! connection, a time-out) are retried with exponential backoff. Every request,
+//! the token service's too, first takes a slot of the remote's request budget
+//! ([`RequestBudget`]), so a run never exceeds the rate the operator allows.
+//! Manifests are verified here (sha256 of the exact bytes); blobs are
 //! streamed and verified by the store's upload as they are written.
 
 use std::collections::HashMap;
@@ -31,6 +35,9 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 /// Attempts of one request when the upstream rate-limits or is unavailable.
 const MAX_ATTEMPTS: u32 = 5;
 
+/// First wait before retrying a transport failure or a 5xx; doubled each attempt.
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
+
 /// Longest single wait for a `Retry-After`; a longer ask fails the request
 /// rather than stalling the whole run.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
@@ -52,6 +59,42 @@ pub struct UpstreamSettings {
     pub ca_bundle: Option<Vec<u8>>,
     /// Largest manifest accepted.
     pub max_manifest_bytes: u64,
+    /// Most requests per second sent to the upstream; `None`: no budget.
+    pub requests_per_second: Option<f64>,
+}
+
+/// A request-rate budget: requests are spaced at least `1 / rate` apart (a token
+/// bucket holding one token), so `n` requests take at least `(n - 1) / rate`.
+/// A bucket of one, not of a second's worth, because upstream limits such as
+/// Docker Hub's are counted over short windows and a burst is what trips them.
+#[derive(Debug)]
+pub struct RequestBudget {
+    spacing: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RequestBudget {
+    /// A budget of `per_second` requests; `None` for a rate that is not positive.
+    pub fn new(per_second: f64) -> Option<RequestBudget> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return None;
+        }
+        Some(RequestBudget {
+            spacing: Duration::from_secs_f64(1.0 / per_second),
+            next: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Waits for the next slot.
+    pub async fn take(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(Instant::now());
+            *next = at + self.spacing;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
 }
 
 /// What the upstream's `/v2/` asked for.
@@ -87,6 +130,7 @@ pub struct UpstreamClient {
     settings: UpstreamSettings,
     auth: tokio::sync::OnceCell<AuthScheme>,
     tokens: Mutex<HashMap<String, CachedToken>>,
+    budget: Option<RequestBudget>,
 }
 
 impl UpstreamClient {
@@ -115,6 +159,7 @@ impl UpstreamClient {
             .map_err(|e| MirrorError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(UpstreamClient {
             http,
+            budget: settings.requests_per_second.and_then(RequestBudget::new),
             settings,
             auth: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
@@ -169,12 +214,7 @@ impl UpstreamClient {
         self.auth
             .get_or_try_init(|| async {
                 let url = format!("{}/v2/", self.settings.base_url);
-                let resp = self
-                    .http
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| self.transport(&url, e))?;
+                let resp = self.request(&url, || self.http.get(&url)).await?;
                 if resp.status().is_success() {
                     return Ok(AuthScheme::Anonymous);
                 }
@@ -222,20 +262,15 @@ impl UpstreamClient {
         if !scope.is_empty() {
             query.push(("scope", scope));
         }
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let mut req = self.http.get(realm.as_str()).query(&query);
-            if let Some((user, password)) = &self.settings.credentials {
-                req = req.basic_auth(user, Some(password));
-            }
-            let resp = req.send().await.map_err(|e| self.transport(realm, e))?;
-            if let Some(wait) = self.retry_wait(&resp, attempt, realm)? {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            break resp;
-        };
+        let resp = self
+            .request(realm, || {
+                let req = self.http.get(realm.as_str()).query(&query);
+                match &self.settings.credentials {
+                    Some((user, password)) => req.basic_auth(user, Some(password)),
+                    None => req,
+                }
+            })
+            .await?;
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(self.unauthorized()),
@@ -289,8 +324,40 @@ impl UpstreamClient {
             .map(|t| t.token.clone())
     }
 
-    /// How long to wait before retrying a 429 or 503, or `None` to use this
-    /// response; an error when the attempts are spent.
+    /// Sends the request `build` makes within the budget, retrying transport
+    /// failures and 5xx answers with backoff and waiting out 429/503; the
+    /// answer is any other response, or the last one once the attempts are spent.
+    async fn request(
+        &self,
+        url: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Response, MirrorError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(budget) = &self.budget {
+                budget.take().await;
+            }
+            let resp = match build().send().await {
+                Ok(resp) => resp,
+                Err(e) if attempt < MAX_ATTEMPTS && transient(&e) => {
+                    let wait = transient_backoff(attempt);
+                    tracing::info!(%url, error = %error_chain(&e), wait_ms = wait.as_millis() as u64, "upstream request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(self.transport(url, e)),
+            };
+            if let Some(wait) = self.retry_wait(&resp, attempt, url)? {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// How long to wait before retrying a 429, a 503 or another 5xx, or `None`
+    /// to use this response; an error when a 429/503's attempts are spent.
     fn retry_wait(
         &self,
         resp: &Response,
@@ -298,6 +365,19 @@ impl UpstreamClient {
         url: &str,
     ) -> Result<Option<Duration>, MirrorError> {
         let status = resp.status();
+        if matches!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::GATEWAY_TIMEOUT
+        ) {
+            if attempt >= MAX_ATTEMPTS {
+                return Ok(None);
+            }
+            let wait = transient_backoff(attempt);
+            tracing::info!(%url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "upstream failed; retrying");
+            return Ok(Some(wait));
+        }
         if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
             return Ok(None);
         }
@@ -330,25 +410,27 @@ impl UpstreamClient {
     ) -> Result<Response, MirrorError> {
         let scheme = self.auth_scheme().await?.clone();
         let mut renewed = false;
-        let mut attempt = 0;
         loop {
-            attempt += 1;
-            let mut req = self.http.request(method.clone(), url);
-            if let Some(accept) = accept {
-                req = req.header(header::ACCEPT, accept);
-            }
-            match &scheme {
-                AuthScheme::Anonymous => {}
-                AuthScheme::Basic => {
-                    if let Some((user, password)) = &self.settings.credentials {
-                        req = req.basic_auth(user, Some(password));
+            let bearer = match &scheme {
+                AuthScheme::Bearer { .. } => Some(self.token(scope.unwrap_or("")).await?),
+                _ => None,
+            };
+            let resp = self
+                .request(url, || {
+                    let mut req = self.http.request(method.clone(), url);
+                    if let Some(accept) = accept {
+                        req = req.header(header::ACCEPT, accept);
                     }
-                }
-                AuthScheme::Bearer { .. } => {
-                    req = req.bearer_auth(self.token(scope.unwrap_or("")).await?);
-                }
-            }
-            let resp = req.send().await.map_err(|e| self.transport(url, e))?;
+                    match (&scheme, &bearer) {
+                        (AuthScheme::Basic, _) => match &self.settings.credentials {
+                            Some((user, password)) => req.basic_auth(user, Some(password)),
+                            None => req,
+                        },
+                        (_, Some(token)) => req.bearer_auth(token),
+                        _ => req,
+                    }
+                })
+                .await?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if matches!(scheme, AuthScheme::Bearer { .. }) && !renewed {
                     renewed = true;
@@ -356,10 +438,6 @@ impl UpstreamClient {
                     continue;
                 }
                 return Err(self.unauthorized());
-            }
-            if let Some(wait) = self.retry_wait(&resp, attempt, url)? {
-                tokio::time::sleep(wait).await;
-                continue;
             }
             return Ok(resp);
         }
@@ -542,6 +620,32 @@ impl UpstreamClient {
                 .map_err(|e| std::io::Error::other(error_chain(&e))),
         ))
     }
+}
+
+/// Whether a transport failure may pass if tried again: a refused, reset or
+/// timed-out connection, not a TLS or URL problem.
+fn transient(err: &reqwest::Error) -> bool {
+    if err.is_connect() || err.is_timeout() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    err.is_request()
+}
+
+fn transient_backoff(attempt: u32) -> Duration {
+    TRANSIENT_BACKOFF * 2u32.pow(attempt.saturating_sub(1).min(6))
 }
 
 fn pull_scope(repo: &str) -> String {

@@ -4,7 +4,9 @@
 //! (ping, token or Basic authentication, tag listing, manifests, blobs);
 //! [`copy::Mirror`] copies chosen tags into the store through the public
 //! `wharf_oci::Registry` API; [`names`] maps upstream names to local ones
-//! (Docker Hub's `library/`, the host prefix); [`select`] picks tags.
+//! (Docker Hub's `library/`, the host prefix); [`select`] picks tags;
+//! [`run`] is one sync run of one remote, shared by `wharf sync` and the
+//! `sync:<remote>` job.
 //! No configuration is read here: the `wharf` binary lowers `[mirror]` into
 //! these types.
 
@@ -14,6 +16,7 @@ pub mod client;
 pub mod copy;
 pub mod headers;
 pub mod names;
+pub mod run;
 pub mod select;
 
 use wharf_core::Digest;
@@ -21,6 +24,7 @@ use wharf_oci::OciError;
 
 pub use client::{UpstreamClient, UpstreamSettings};
 pub use copy::{Mirror, TagOutcome, Transferred};
+pub use run::{run_sync, SyncDefinition, SyncLine, SyncObserver, SyncPlan, SyncSummary};
 pub use select::TagSelection;
 
 /// Why a mirroring step failed.

@@ -1,6 +1,7 @@
 //! The upstream client against a scripted registry on loopback: the Bearer token flow (token
 //! fetched with Basic credentials, cached per scope, fetched again after a 401), `Link`
-//! pagination, 429 `Retry-After`, and manifest bytes that do not match their digest.
+//! pagination, 429 `Retry-After`, 5xx answers and dropped connections retried with backoff, the
+//! request-rate budget, and manifest bytes that do not match their digest.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +57,10 @@ async fn serve(script: Script) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 let earlier = log.lock().unwrap().clone();
                 let (status, headers, body) = script(&seen, &earlier);
                 log.lock().unwrap().push(seen);
+                if status == 0 {
+                    // Status 0 in a script: drop the connection without an answer.
+                    return;
+                }
                 let mut response = format!(
                     "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
                     body.len()
@@ -82,6 +87,7 @@ fn client(base: &str) -> UpstreamClient {
         credentials: Some(("bot".into(), "pw".into())),
         ca_bundle: None,
         max_manifest_bytes: 1 << 20,
+        requests_per_second: None,
     })
     .unwrap()
 }
@@ -215,6 +221,7 @@ async fn manifest_bytes_must_match_their_digest_and_bad_credentials_are_named() 
         credentials: Some(("bot".into(), "nope".into())),
         ca_bundle: None,
         max_manifest_bytes: 1 << 20,
+        requests_per_second: None,
     })
     .unwrap();
     let err = wrong.ping().await.unwrap_err();
@@ -224,4 +231,98 @@ async fn manifest_bytes_must_match_their_digest_and_bad_credentials_are_named() 
             .contains("refused the credentials of user \"bot\""),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn server_errors_and_dropped_connections_are_retried_with_backoff() {
+    let body = br#"{"schemaVersion":2}"#.to_vec();
+    let digest = Digest::sha256_of(&body);
+    let script: Script = Arc::new(move |req: &Seen, earlier: &[Seen]| {
+        let tries = earlier.iter().filter(|s| s.target == req.target).count();
+        match (req.target.as_str(), tries) {
+            ("/v2/", _) => (200, vec![], vec![]),
+            // A 502, then a connection dropped without an answer, then the manifest.
+            (_, 0) => (502, vec![], vec![]),
+            (_, 1) => (0, vec![], vec![]),
+            _ => (
+                200,
+                vec![h(
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json",
+                )],
+                body.clone(),
+            ),
+        }
+    });
+    let (base, log) = serve(script).await;
+    let c = client(&base);
+    c.ping().await.unwrap();
+    let fetched = c
+        .get_manifest("team/app", &digest.to_string(), Some(&digest))
+        .await
+        .unwrap();
+    assert_eq!(fetched.digest, digest);
+    let asked = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.target.contains("manifests"))
+        .count();
+    assert_eq!(asked, 3);
+
+    // A 500 that persists ends as the status, after every attempt.
+    let script: Script = Arc::new(|req: &Seen, _| match req.target.as_str() {
+        "/v2/" => (200, vec![], vec![]),
+        _ => (500, vec![], b"boom".to_vec()),
+    });
+    let (base, log) = serve(script).await;
+    let c = client(&base);
+    let err = c.head_manifest("team/app", "v1").await.unwrap_err();
+    assert!(
+        matches!(err, MirrorError::Status { status: 500, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1 + 5,
+        "the ping and five attempts"
+    );
+}
+
+#[tokio::test]
+async fn the_request_budget_spaces_requests() {
+    let script: Script = Arc::new(|_, _| {
+        (
+            200,
+            vec![h(
+                "Docker-Content-Digest",
+                &Digest::sha256_of(b"m").to_string(),
+            )],
+            vec![],
+        )
+    });
+    let (base, log) = serve(script).await;
+    let rate = 10.0;
+    let c = UpstreamClient::new(UpstreamSettings {
+        base_url: base.clone(),
+        credentials: None,
+        ca_bundle: None,
+        max_manifest_bytes: 1 << 20,
+        requests_per_second: Some(rate),
+    })
+    .unwrap();
+    let started = Instant::now();
+    // The ping's probe, then ten HEADs at once: eleven requests in all.
+    futures_util::future::join_all((0..10).map(|i| {
+        let c = &c;
+        async move { c.head_manifest("team/app", &format!("v{i}")).await.unwrap() }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(log.lock().unwrap().len(), 11);
+    assert!(
+        elapsed >= Duration::from_secs_f64(10.0 / rate),
+        "11 requests at {rate}/s took only {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }

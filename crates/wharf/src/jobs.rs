@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
-use wharf_jobs::JobKind;
+use wharf_jobs::JobCatalog;
 use wharf_meta::{JobRecord, JobState, Meta};
 
 #[derive(Subcommand)]
@@ -30,9 +30,9 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Queue a job now (gc, gc-full, check); a running server picks it up.
+    /// Queue a job now (gc, gc-full, check, sync:REMOTE); a running server picks it up.
     Run {
-        /// What to run: gc, gc-full or check.
+        /// What to run: gc, gc-full, check, or sync:REMOTE (a `[[mirror.remotes]]` with a `[[mirror.sync]]`).
         kind: String,
         /// Follow the job until it ends; exit 1 unless it succeeded.
         #[arg(long)]
@@ -45,7 +45,11 @@ pub(crate) enum JobsCommand {
     },
 }
 
-pub(crate) async fn jobs(meta: &Meta, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn jobs(
+    meta: &Meta,
+    catalog: &JobCatalog,
+    cmd: JobsCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         JobsCommand::List { limit, json } => {
             for job in meta.jobs(limit).await? {
@@ -79,9 +83,7 @@ pub(crate) async fn jobs(meta: &Meta, cmd: JobsCommand) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Run { kind, wait } => {
-            let Some(kind) = JobKind::parse(&kind) else {
-                bail!("unknown job kind {kind:?}: expected gc, gc-full or check");
-            };
+            let kind = catalog.parse(&kind).map_err(anyhow::Error::msg)?;
             let (id, new) = meta.enqueue_job(&kind.to_job()).await?;
             if new {
                 println!("queued job {id}");

@@ -425,8 +425,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             res
         }
         Command::Jobs { common, cmd } => {
-            let meta = open_meta(&common).await?;
-            let res = jobs::jobs(&meta, cmd).await;
+            let loaded = common.load_with_origin()?;
+            let meta = open_existing_meta(&loaded).await?;
+            let res = jobs::jobs(&meta, &sync::job_catalog(&loaded.config), cmd).await;
             meta.close().await;
             res
         }

@@ -112,6 +112,13 @@ pub(crate) async fn serve(
     let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
     let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
+    let handlers = wharf_jobs::Handlers::new().with(
+        "sync",
+        Arc::new(crate::sync::SyncJobHandler {
+            config: Arc::new(config.clone()),
+            registry: registry.clone(),
+        }),
+    );
     warn_loose_modes(&config);
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
@@ -130,6 +137,7 @@ pub(crate) async fn serve(
         listen: plan.listen.clone(),
         trusted_proxies: wharf_http::TrustedProxies::new(plan.trusted_proxies.clone()),
         access_log,
+        jobs: crate::sync::job_catalog(&config),
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await
@@ -176,6 +184,7 @@ pub(crate) async fn serve(
             meta: meta.clone(),
             gc: plan.gc,
             id: process_id.clone(),
+            handlers,
         }
         .run(cancel.clone()),
     );
@@ -436,12 +445,13 @@ fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
         &check.schedule,
         check.jitter_secs,
     );
+    schedules.extend(crate::sync::schedules(config));
     schedules
 }
 
 /// A cron expression when one is set (validated with the configuration), else
 /// the interval, else nothing.
-fn cadence(interval_secs: u64, cron: &str) -> Option<wharf_jobs::Cadence> {
+pub(crate) fn cadence(interval_secs: u64, cron: &str) -> Option<wharf_jobs::Cadence> {
     if !cron.is_empty() {
         return wharf_core::CronExpr::parse(cron)
             .ok()

@@ -1,203 +1,79 @@
-//! `wharf sync [REMOTE]`: copies the configured `[[mirror.sync]]` selections
-//! from their upstreams into the store, in the foreground, safely beside
-//! running servers (it writes through the same `Registry` operations a push
-//! uses). One line per tag, then one summary line; exit 1 when any tag failed,
-//! after trying every other.
+//! Mirroring from the binary's side: lowering `[[mirror.remotes]]` and their
+//! `[[mirror.sync]]` definitions into a `wharf_mirror::SyncPlan`, the
+//! `sync:<remote>` job handler the server's worker runs (scheduled per remote or
+//! queued with `wharf jobs run sync:REMOTE`), and `wharf sync [REMOTE]`.
 //!
-//! Running it as a job on the shared queue (`sync:<remote>`, scheduled per
-//! remote) is the next step.
+//! `wharf sync` runs in the foreground, in this process, rather than queueing a
+//! job and following it: it then works with no server running (a first fill,
+//! an air-gapped site) and its output is live. It is safe beside servers and
+//! beside a `sync:<remote>` job of the same remote (both write through the same
+//! `Registry` operations a push uses; the second to arrive finds the blobs
+//! stored). Both print the same lines through `wharf_mirror::run_sync`: on a
+//! terminal, progress bars (tags, manifests and blobs, bytes and rate) with the
+//! tag lines above them; otherwise one plain line per tag; then one summary
+//! line per remote. Exit 1 when any tag failed, after trying every other.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use wharf_blob::BlobStore;
 use wharf_config::{remote_authority, Config, RemoteConfig};
-use wharf_core::{RepoName, Tag};
+use wharf_jobs::{HandlerFuture, JobCatalog, JobError, JobHandler, Progress};
 use wharf_meta::Meta;
-use wharf_mirror::{names, Mirror, TagOutcome, TagSelection, UpstreamClient, UpstreamSettings};
+use wharf_mirror::{
+    names, run_sync, SyncDefinition, SyncLine, SyncObserver, SyncPlan, SyncSummary,
+    UpstreamSettings,
+};
 use wharf_oci::{Registry, RegistryLimits};
 
-/// Runs every sync definition of `remote` (or of every remote).
-pub(crate) async fn sync(
-    config: &Config,
-    blobs: Arc<BlobStore>,
-    meta: Meta,
-    remote: Option<&str>,
-) -> anyhow::Result<ExitCode> {
-    let remotes: Vec<&RemoteConfig> = match remote {
-        Some(name) => match config.mirror.remotes.iter().find(|r| r.name == name) {
-            Some(r) => vec![r],
-            None => bail!(
-                "no [[mirror.remotes]] is named {name:?} (configured: {})",
-                names_of(config)
-            ),
-        },
-        None => config
-            .mirror
-            .remotes
-            .iter()
-            .filter(|r| config.mirror.sync.iter().any(|s| s.remote == r.name))
-            .collect(),
-    };
-    if remotes.is_empty() || !remotes.iter().any(|r| has_sync(config, r)) {
-        bail!(
-            "nothing to sync: no [[mirror.sync]] names {}",
-            match remote {
-                Some(name) => format!("the remote {name:?}"),
-                None => "any [[mirror.remotes]]".to_owned(),
-            }
-        );
-    }
-    let registry = Registry::new(
-        blobs,
-        meta,
-        RegistryLimits {
-            max_manifest_bytes: config.oci.max_manifest_bytes,
-            manifest_cache_bytes: config.oci.manifest_cache_bytes,
-        },
-    );
-    let started = Instant::now();
-    let mut failures: Vec<String> = Vec::new();
-    let mut unchanged = 0u64;
-    let mut copied = 0u64;
-    let mut fetched = (0u64, 0u64, 0u64);
-    for remote in &remotes {
-        let mirror = match connect(config, remote, &registry).await {
-            Ok(m) => m,
-            Err(e) => {
-                let line = format!("{}: {e:#}", remote.name);
-                println!("failed {line}");
-                failures.push(line);
-                continue;
-            }
-        };
-        let authority = remote_authority(&remote.url).map(|(_, a)| a).unwrap_or("");
-        let prefix = remote
-            .prefix
-            .clone()
-            .unwrap_or_else(|| names::default_prefix(authority));
-        for def in config
-            .mirror
-            .sync
-            .iter()
-            .filter(|s| s.remote == remote.name)
-        {
-            let selection = TagSelection::new(&def.tags, &def.include, &def.exclude)
-                .context("mirror.sync: invalid regex")?;
-            for repository in &def.repositories {
-                let upstream = names::upstream_repository(authority, repository);
-                let local_name = names::local_repository(&prefix, &upstream);
-                let local = match RepoName::parse(&local_name) {
-                    Ok(name) => name,
-                    Err(e) => {
-                        let line = format!("{local_name}: not a repository name: {e}");
-                        println!("failed {line}");
-                        failures.push(line);
-                        continue;
-                    }
-                };
-                let tags = if selection.needs_listing() {
-                    match mirror.client().list_tags(&upstream).await {
-                        Ok(listed) => selection.select(&listed),
-                        Err(e) => {
-                            let line = format!("{local}: listing tags of {upstream}: {e}");
-                            println!("failed {line}");
-                            failures.push(line);
-                            continue;
-                        }
-                    }
-                } else {
-                    selection.select(&[])
-                };
-                for tag in tags {
-                    let result = match Tag::parse(&tag) {
-                        Ok(t) => mirror
-                            .copy_tag(&upstream, &local, &t)
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(format!("not a tag: {e}")),
-                    };
-                    match result {
-                        Ok(TagOutcome::Copied { digest }) => {
-                            copied += 1;
-                            println!("copied {local}:{tag} {digest}");
-                        }
-                        Ok(TagOutcome::Unchanged { digest }) => {
-                            unchanged += 1;
-                            println!("unchanged {local}:{tag} {digest}");
-                        }
-                        Err(e) => {
-                            let line = format!("{local}:{tag}: {e}");
-                            println!("failed {line}");
-                            failures.push(line);
-                        }
-                    }
-                }
-            }
-        }
-        let (m, b, bytes) = mirror.transferred().snapshot();
-        fetched = (fetched.0 + m, fetched.1 + b, fetched.2 + bytes);
-    }
-    let names: Vec<&str> = remotes.iter().map(|r| r.name.as_str()).collect();
-    let failed = if failures.is_empty() {
-        String::new()
-    } else {
-        format!(", {} failed", failures.len())
-    };
-    println!(
-        "synced {}: {}, {}, {} fetched, {} copied, {} unchanged{failed}, in {:.1} s",
-        names.join(", "),
-        plural(fetched.0 as usize, "manifest"),
-        plural(fetched.1 as usize, "blob"),
-        human_bytes(fetched.2),
-        plural(copied as usize, "tag"),
-        plural(unchanged as usize, "tag"),
-        started.elapsed().as_secs_f64()
-    );
-    if failures.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("wharf: {} failed:", plural(failures.len(), "sync"));
-        for f in &failures {
-            eprintln!("  {f}");
-        }
-        Ok(ExitCode::FAILURE)
-    }
-}
-
-fn has_sync(config: &Config, remote: &RemoteConfig) -> bool {
-    config.mirror.sync.iter().any(|s| s.remote == remote.name)
-}
-
-fn names_of(config: &Config) -> String {
-    if config.mirror.remotes.is_empty() {
-        return "none".to_owned();
-    }
+/// The remotes that have something to sync, in configuration order.
+fn remotes_with_sync(config: &Config) -> Vec<&RemoteConfig> {
     config
         .mirror
         .remotes
         .iter()
-        .map(|r| r.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+        .filter(|r| config.mirror.sync.iter().any(|s| s.remote == r.name))
+        .collect()
 }
 
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+/// The jobs `wharf jobs run` and the API accept: the built-in ones and `sync:<remote>`.
+pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
+    JobCatalog::new().with(
+        "sync",
+        remotes_with_sync(config)
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
+    )
 }
 
-/// Builds the remote's client and checks that it answers and takes the credentials.
-async fn connect(
-    config: &Config,
-    remote: &RemoteConfig,
-    registry: &Registry,
-) -> anyhow::Result<Mirror> {
+/// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition.
+pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
+    remotes_with_sync(config)
+        .into_iter()
+        .filter_map(|r| {
+            let cadence = crate::serve::cadence(r.interval_secs, &r.schedule)?;
+            Some(wharf_jobs::Schedule {
+                name: format!("sync:{}", r.name),
+                job: wharf_jobs::JobKind::Handled {
+                    kind: "sync".into(),
+                    target: r.name.clone(),
+                },
+                cadence,
+                jitter: Duration::from_secs(r.jitter_secs),
+            })
+        })
+        .collect()
+}
+
+/// Lowers one remote and its definitions; reads the password file and CA bundle now,
+/// so a job picks up a rotated password at its next run.
+pub(crate) fn plan(config: &Config, remote: &RemoteConfig) -> anyhow::Result<SyncPlan> {
     let (scheme, authority) = remote_authority(&remote.url)
         .with_context(|| format!("url {:?} is not http(s)://HOST[:PORT]", remote.url))?;
     let credentials = if remote.username.is_empty() {
@@ -228,51 +104,326 @@ async fn connect(
                 format!("ca_bundle: cannot read {}", remote.ca_bundle.display())
             })?)
         };
-    let client = UpstreamClient::new(UpstreamSettings {
-        base_url: names::endpoint(scheme, authority),
-        credentials,
-        ca_bundle,
-        max_manifest_bytes: config.oci.max_manifest_bytes,
-    })?;
-    client.ping().await?;
-    Ok(Mirror::new(
-        registry.clone(),
-        Arc::new(client),
-        remote.concurrency as usize,
-    ))
+    Ok(SyncPlan {
+        remote: remote.name.clone(),
+        settings: UpstreamSettings {
+            base_url: names::endpoint(scheme, authority),
+            credentials,
+            ca_bundle,
+            max_manifest_bytes: config.oci.max_manifest_bytes,
+            requests_per_second: (remote.requests_per_second > 0.0)
+                .then_some(remote.requests_per_second),
+        },
+        authority: authority.to_owned(),
+        prefix: remote
+            .prefix
+            .clone()
+            .unwrap_or_else(|| names::default_prefix(authority)),
+        concurrency: remote.concurrency as usize,
+        definitions: config
+            .mirror
+            .sync
+            .iter()
+            .filter(|s| s.remote == remote.name)
+            .map(|s| SyncDefinition {
+                repositories: s.repositories.clone(),
+                tags: s.tags.clone(),
+                include: s.include.clone(),
+                exclude: s.exclude.clone(),
+            })
+            .collect(),
+    })
 }
 
-/// `48.2 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
+/// A run that could not start (its plan did not lower): one failure, nothing fetched.
+fn not_started(remote: &str, error: &anyhow::Error) -> SyncSummary {
+    SyncSummary {
+        remote: remote.to_owned(),
+        failures: vec![format!("{remote}: {error:#}")],
+        ..SyncSummary::default()
     }
-    if unit == 0 {
-        format!("{n} B")
+}
+
+/// The `sync` job kind: runs one remote's plan on the server's worker.
+pub(crate) struct SyncJobHandler {
+    pub(crate) config: Arc<Config>,
+    pub(crate) registry: Registry,
+}
+
+impl JobHandler for SyncJobHandler {
+    fn run<'a>(&'a self, target: &'a str, progress: &'a dyn Progress) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let Some(remote) = self.config.mirror.remotes.iter().find(|r| r.name == target) else {
+                return Err(JobError::Failed(format!(
+                    "no [[mirror.remotes]] is named {target:?} in this server's configuration"
+                )));
+            };
+            let observer = JobObserver {
+                progress,
+                selected: AtomicU64::new(0),
+            };
+            let summary = match plan(&self.config, remote) {
+                Ok(plan) => run_sync(&self.registry, &plan, &observer).await,
+                Err(e) => not_started(target, &e),
+            };
+            let line = summary.line();
+            if summary.cancelled {
+                tracing::info!(remote = target, "{line}");
+                Err(JobError::Cancelled)
+            } else if let Some(first) = summary.failures.first() {
+                Err(JobError::Failed(format!("{line}; first failure: {first}")))
+            } else {
+                Ok(line)
+            }
+        })
+    }
+}
+
+/// Job progress: items are tags done (of those selected so far), bytes are bytes fetched.
+struct JobObserver<'a> {
+    progress: &'a dyn Progress,
+    selected: AtomicU64,
+}
+
+impl SyncObserver for JobObserver<'_> {
+    fn tags_selected(&self, n: u64) {
+        let total = self.selected.fetch_add(n, Ordering::Relaxed) + n;
+        self.progress.set_totals(Some(total), None);
+    }
+    fn fetched(&self, _manifests: u64, _blobs: u64, bytes: u64) {
+        self.progress.advance(0, bytes);
+    }
+    fn line(&self, line: &SyncLine) {
+        self.progress.advance(1, 0);
+        match line {
+            SyncLine::Failed(_) => tracing::warn!("{line}"),
+            _ => tracing::debug!("{line}"),
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.progress.cancelled()
+    }
+}
+
+/// `wharf sync [REMOTE]`: runs every sync definition of `remote` (or of every remote).
+pub(crate) async fn sync(
+    config: &Config,
+    blobs: Arc<BlobStore>,
+    meta: Meta,
+    remote: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let remotes: Vec<&RemoteConfig> = match remote {
+        Some(name) => match config.mirror.remotes.iter().find(|r| r.name == name) {
+            Some(r) => vec![r],
+            None => bail!(
+                "no [[mirror.remotes]] is named {name:?} (configured: {})",
+                names_of(config)
+            ),
+        },
+        None => remotes_with_sync(config),
+    };
+    if !remotes
+        .iter()
+        .any(|r| config.mirror.sync.iter().any(|s| s.remote == r.name))
+    {
+        bail!(
+            "nothing to sync: no [[mirror.sync]] names {}",
+            match remote {
+                Some(name) => format!("the remote {name:?}"),
+                None => "any [[mirror.remotes]]".to_owned(),
+            }
+        );
+    }
+    let registry = Registry::new(
+        blobs,
+        meta,
+        RegistryLimits {
+            max_manifest_bytes: config.oci.max_manifest_bytes,
+            manifest_cache_bytes: config.oci.manifest_cache_bytes,
+        },
+    );
+    // Ctrl-C stops the run between tags, as a cancelled job does; a second one kills.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("wharf: stopping after the tags in flight (Ctrl-C again to kill)");
+                interrupted.store(true, Ordering::Relaxed);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut failures: Vec<String> = Vec::new();
+    for remote in remotes {
+        let summary = match plan(config, remote) {
+            Ok(plan) => {
+                if terminal {
+                    let bars = Bars::new(&remote.name, interrupted.clone());
+                    let summary = run_sync(&registry, &plan, &bars).await;
+                    bars.finish();
+                    summary
+                } else {
+                    let plain = Plain {
+                        interrupted: interrupted.clone(),
+                    };
+                    run_sync(&registry, &plan, &plain).await
+                }
+            }
+            Err(e) => {
+                let summary = not_started(&remote.name, &e);
+                for f in &summary.failures {
+                    println!("{}", SyncLine::Failed(f.clone()));
+                }
+                summary
+            }
+        };
+        println!("{}", summary.line());
+        failures.extend(summary.failures);
+        if summary.cancelled {
+            break;
+        }
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
     } else {
-        format!("{value:.1} {}", UNITS[unit])
+        eprintln!(
+            "wharf: {} failed:",
+            wharf_mirror::run::plural(failures.len() as u64, "sync")
+        );
+        for f in &failures {
+            eprintln!("  {f}");
+        }
+        Ok(ExitCode::FAILURE)
     }
+}
+
+/// Plain lines, for logs and pipes.
+struct Plain {
+    interrupted: Arc<AtomicBool>,
+}
+
+impl SyncObserver for Plain {
+    fn tags_selected(&self, _n: u64) {}
+    fn fetched(&self, _manifests: u64, _blobs: u64, _bytes: u64) {}
+    fn line(&self, line: &SyncLine) {
+        println!("{line}");
+    }
+    fn cancelled(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
+    }
+}
+
+/// Progress bars on a terminal: tags done of those selected, and the transfer
+/// (manifests, blobs, bytes and rate); tag lines scroll above them.
+struct Bars {
+    multi: MultiProgress,
+    tags: ProgressBar,
+    transfer: ProgressBar,
+    manifests: AtomicU64,
+    blobs: AtomicU64,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Bars {
+    fn new(remote: &str, interrupted: Arc<AtomicBool>) -> Bars {
+        let multi = MultiProgress::new();
+        let tags = multi.add(ProgressBar::new(0));
+        tags.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} tags  {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        tags.set_prefix(remote.to_owned());
+        let transfer = multi.add(ProgressBar::new_spinner());
+        transfer.set_style(
+            ProgressStyle::with_template(
+                "{spinner:>12} {msg}, {bytes} fetched at {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        transfer.set_message("0 manifests, 0 blobs");
+        transfer.enable_steady_tick(Duration::from_millis(120));
+        Bars {
+            multi,
+            tags,
+            transfer,
+            manifests: AtomicU64::new(0),
+            blobs: AtomicU64::new(0),
+            interrupted,
+        }
+    }
+
+    fn finish(&self) {
+        self.tags.finish_and_clear();
+        self.transfer.finish_and_clear();
+    }
+}
+
+impl SyncObserver for Bars {
+    fn tags_selected(&self, n: u64) {
+        self.tags.inc_length(n);
+    }
+    fn fetched(&self, manifests: u64, blobs: u64, bytes: u64) {
+        let m = self.manifests.fetch_add(manifests, Ordering::Relaxed) + manifests;
+        let b = self.blobs.fetch_add(blobs, Ordering::Relaxed) + blobs;
+        self.transfer.set_message(format!(
+            "{}, {}",
+            wharf_mirror::run::plural(m, "manifest"),
+            wharf_mirror::run::plural(b, "blob")
+        ));
+        self.transfer.inc(bytes);
+    }
+    fn line(&self, line: &SyncLine) {
+        self.tags.inc(1);
+        let _ = self.multi.println(line.to_string());
+    }
+    fn cancelled(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
+    }
+}
+
+fn names_of(config: &Config) -> String {
+    if config.mirror.remotes.is_empty() {
+        return "none".to_owned();
+    }
+    config
+        .mirror
+        .remotes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn plural() {
-        assert_eq!(super::plural(1, "tag"), "1 tag");
-        assert_eq!(super::plural(0, "blob"), "0 blobs");
-    }
+    use wharf_config::Config;
 
     #[test]
-    fn human_bytes() {
-        assert_eq!(super::human_bytes(0), "0 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(
-            super::human_bytes(48 * 1024 * 1024 + 200 * 1024),
-            "48.2 MiB"
-        );
+    fn remotes_lower_into_plans_schedules_and_job_names() {
+        let config = Config::parse(
+            "[[mirror.remotes]]\nname = \"up\"\nurl = \"https://up.example:5000\"\n\
+             interval_secs = 600\njitter_secs = 5\nrequests_per_second = 2.5\n\
+             [[mirror.remotes]]\nname = \"idle\"\nurl = \"https://idle.example\"\ninterval_secs = 60\n\
+             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/app\"]\ntags = [\"v1\"]\n",
+            "x.toml",
+        )
+        .unwrap();
+        let plan = super::plan(&config, &config.mirror.remotes[0]).unwrap();
+        assert_eq!(plan.prefix, "up.example_5000");
+        assert_eq!(plan.settings.requests_per_second, Some(2.5));
+        assert_eq!(plan.definitions.len(), 1);
+        // A remote with nothing to sync gets no schedule and no job name.
+        let schedules = super::schedules(&config);
+        assert_eq!(schedules.len(), 1);
+        assert_eq!(schedules[0].name, "sync:up");
+        assert_eq!(schedules[0].job.to_job().key, "sync:up");
+        let catalog = super::job_catalog(&config);
+        assert!(catalog.parse("sync:up").is_ok());
+        assert!(catalog.parse("sync:idle").is_err());
     }
 }

@@ -62,6 +62,8 @@ mod signin;
 mod skopeo;
 #[path = "e2e/streaming.rs"]
 mod streaming;
+#[path = "e2e/sync_jobs.rs"]
+mod sync_jobs;
 #[path = "e2e/tag_param.rs"]
 mod tag_param;
 #[path = "e2e/tls.rs"]

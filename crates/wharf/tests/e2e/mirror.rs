@@ -13,11 +13,16 @@ use wharf_testkit::{run, run_expect_failure, CmdOutput, DockerRegistry, Registry
 
 use crate::support::{inspect_raw, layout, list_tags, scratch, skopeo, wharf_cli};
 
-const USER: &str = "mirror";
-const PASSWORD: &str = "upstream-secret-7";
+pub(crate) const USER: &str = "mirror";
+pub(crate) const PASSWORD: &str = "upstream-secret-7";
 
 /// `skopeo copy` from a layout into the upstream, with its credentials.
-fn push_upstream(upstream: &DockerRegistry, src: &str, repo_tag: &str, all: bool) -> Result<()> {
+pub(crate) fn push_upstream(
+    upstream: &DockerRegistry,
+    src: &str,
+    repo_tag: &str,
+    all: bool,
+) -> Result<()> {
     let mut cmd = skopeo();
     cmd.args(["copy", "--dest-tls-verify=false", "--dest-creds"])
         .arg(format!("{USER}:{PASSWORD}"));
@@ -31,7 +36,7 @@ fn push_upstream(upstream: &DockerRegistry, src: &str, repo_tag: &str, all: bool
 }
 
 /// The digest of the manifest bytes the upstream serves for `repo_ref`.
-fn upstream_digest(upstream: &DockerRegistry, repo_ref: &str) -> Result<String> {
+pub(crate) fn upstream_digest(upstream: &DockerRegistry, repo_ref: &str) -> Result<String> {
     let out = run(skopeo()
         .args(["inspect", "--raw", "--tls-verify=false", "--creds"])
         .arg(format!("{USER}:{PASSWORD}"))
@@ -65,7 +70,7 @@ tags = ["1.0"]
     )
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<()> {
     fs::write(path, format!("{text}\n"))?;
     #[cfg(unix)]
     {
