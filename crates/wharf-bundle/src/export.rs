@@ -131,7 +131,7 @@ pub async fn export(
             files.push(place(dir, digest, size, body, &mut summary, progress).await?);
         }
         for (digest, media_type, bytes) in &repo.manifests {
-            let parsed = parse_manifest(bytes, Some(media_type)).map_err(|reason| {
+            let parsed = parse_manifest(bytes, Some(media_type.as_str())).map_err(|reason| {
                 BundleError::InvalidManifest {
                     digest: digest.clone(),
                     reason,
@@ -415,7 +415,7 @@ async fn walk(
     if !seen.insert(content.digest.clone()) {
         return Ok(());
     }
-    let parsed = parse_manifest(&content.bytes, Some(&content.media_type)).map_err(|reason| {
+    let parsed = parse_manifest(&content.bytes, Some(content.media_type.as_str())).map_err(|reason| {
         BundleError::InvalidManifest {
             digest: content.digest.clone(),
             reason,
