@@ -163,7 +163,10 @@ pub async fn export(
         if let Some(kept) = files::existing_blob(&path, digest, *size).await? {
             summary.files_kept += 1;
             summary.bundle_bytes += kept.size;
-            progress(Progress::Kept { digest, size: kept.size });
+            progress(Progress::Kept {
+                digest,
+                size: kept.size,
+            });
             files.push(FileEntry {
                 path: blob_path(digest),
                 size: kept.size,
@@ -320,8 +323,9 @@ fn prepare_dir(dir: &Path) -> Result<(), BundleError> {
     if !is_export && entries.next().is_some() {
         return Err(BundleError::NotABundle {
             path: dir.to_owned(),
-            reason: "not empty and not an earlier wharf export; export into a new or empty directory"
-                .to_owned(),
+            reason:
+                "not empty and not an earlier wharf export; export into a new or empty directory"
+                    .to_owned(),
         });
     }
     for f in [INDEX_CHECKSUM_FILE, INDEX_FILE] {
@@ -415,12 +419,13 @@ async fn walk(
     if !seen.insert(content.digest.clone()) {
         return Ok(());
     }
-    let parsed = parse_manifest(&content.bytes, Some(content.media_type.as_str())).map_err(|reason| {
-        BundleError::InvalidManifest {
-            digest: content.digest.clone(),
-            reason,
-        }
-    })?;
+    let parsed =
+        parse_manifest(&content.bytes, Some(content.media_type.as_str())).map_err(|reason| {
+            BundleError::InvalidManifest {
+                digest: content.digest.clone(),
+                reason,
+            }
+        })?;
     for (child, kind, _) in &parsed.references {
         if *kind != ReferenceKind::Manifest {
             continue;

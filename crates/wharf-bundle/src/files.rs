@@ -67,11 +67,7 @@ fn finish(size: u64, sha256: Sha256, other: Option<wharf_core::Hasher>) -> Hashe
 }
 
 /// Checks `path` against a size and SHA-256; a mismatch is the error import reports.
-pub(crate) async fn verify_file(
-    path: &Path,
-    size: u64,
-    sha256: &str,
-) -> Result<(), BundleError> {
+pub(crate) async fn verify_file(path: &Path, size: u64, sha256: &str) -> Result<(), BundleError> {
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(BundleError::io(path))?;
@@ -110,7 +106,12 @@ pub(crate) async fn existing_blob(
         Ok(meta) if meta.is_file() && meta.len() == size => {}
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(BundleError::Io { path: path.to_owned(), source: e }),
+        Err(e) => {
+            return Err(BundleError::Io {
+                path: path.to_owned(),
+                source: e,
+            })
+        }
     }
     let hashed = hash_file(path, digest.algorithm()).await?;
     Ok((&hashed.digest == digest).then_some(hashed))
@@ -160,7 +161,11 @@ pub(crate) async fn write_blob(
 }
 
 /// Writes a small file (an index) through a temporary name; its SHA-256 and size.
-pub(crate) fn write_small(dir: &Path, relative: &str, bytes: &[u8]) -> Result<FileSum, BundleError> {
+pub(crate) fn write_small(
+    dir: &Path,
+    relative: &str,
+    bytes: &[u8],
+) -> Result<FileSum, BundleError> {
     let temp = partial_path(dir, relative);
     let target = format::join(dir, relative);
     let mut file = std::fs::File::create(&temp).map_err(BundleError::io(&temp))?;

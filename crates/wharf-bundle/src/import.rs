@@ -179,7 +179,9 @@ impl Source {
             // Everything a bundle has was checked up front.
             SourceKind::Bundle => return Ok(None),
             SourceKind::OciLayout => format::join(&self.dir, &format::blob_path(digest)),
-            SourceKind::SkopeoDir if manifest => self.dir.join(format!("{}.manifest.json", digest.hex())),
+            SourceKind::SkopeoDir if manifest => {
+                self.dir.join(format!("{}.manifest.json", digest.hex()))
+            }
             SourceKind::SkopeoDir => self.dir.join(digest.hex()),
         };
         if !path.is_file() {
@@ -267,7 +269,9 @@ pub async fn import(
                     tags.push(want.tag.clone());
                 }
             }
-            None => plan.tags.push((want.digest.clone(), vec![want.tag.clone()])),
+            None => plan
+                .tags
+                .push((want.digest.clone(), vec![want.tag.clone()])),
         }
     }
     if source.kind != SourceKind::Bundle {
@@ -407,7 +411,11 @@ async fn plan_manifest(
         });
     }
     let bytes = match source.file(digest, true).await? {
-        Some(path) => Bytes::from(tokio::fs::read(&path).await.map_err(BundleError::io(&path))?),
+        Some(path) => Bytes::from(
+            tokio::fs::read(&path)
+                .await
+                .map_err(BundleError::io(&path))?,
+        ),
         None if store.stat(digest).await?.is_some() => {
             let mut stream = store.read(digest, None).await?;
             let mut buf = BytesMut::new();
@@ -418,12 +426,11 @@ async fn plan_manifest(
         }
         None => return Err(source.missing("manifest", digest)),
     };
-    let parsed = parse_manifest(&bytes, media_type).map_err(|reason| {
-        BundleError::InvalidManifest {
+    let parsed =
+        parse_manifest(&bytes, media_type).map_err(|reason| BundleError::InvalidManifest {
             digest: digest.clone(),
             reason,
-        }
-    })?;
+        })?;
     for (child, kind, size) in &parsed.references {
         match kind {
             ReferenceKind::Manifest => {
@@ -433,8 +440,7 @@ async fn plan_manifest(
                 if plan.blobs.iter().any(|(d, _)| d == child) {
                     continue;
                 }
-                if source.file(child, false).await?.is_none()
-                    && store.stat(child).await?.is_none()
+                if source.file(child, false).await?.is_none() && store.stat(child).await?.is_none()
                 {
                     return Err(source.missing("blob", child));
                 }
@@ -493,7 +499,9 @@ async fn open_source(
             ));
         };
         let path = dir.join(DIR_MANIFEST);
-        let bytes = tokio::fs::read(&path).await.map_err(BundleError::io(&path))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(BundleError::io(&path))?;
         let digest = Digest::sha256_of(&bytes);
         source.files_verified += 1;
         source.bytes_verified += bytes.len() as u64;
@@ -511,7 +519,9 @@ async fn open_source(
     if dir.join(OCI_LAYOUT_FILE).is_file() && dir.join(OCI_INDEX_FILE).is_file() {
         source.kind = SourceKind::OciLayout;
         let path = dir.join(OCI_INDEX_FILE);
-        let bytes = tokio::fs::read(&path).await.map_err(BundleError::io(&path))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(BundleError::io(&path))?;
         let layout: LayoutIndex =
             serde_json::from_slice(&bytes).map_err(|e| BundleError::InvalidIndex {
                 path: path.clone(),
@@ -538,7 +548,10 @@ async fn open_bundle(
     for file in &index.files {
         let digest = format::digest_of_blob_path(&file.path);
         if digest.is_none() && file.path != OCI_INDEX_FILE && file.path != OCI_LAYOUT_FILE {
-            return Err(invalid(format!("file {:?} is not a bundle file", file.path)));
+            return Err(invalid(format!(
+                "file {:?} is not a bundle file",
+                file.path
+            )));
         }
         let path = format::join(&source.dir, &file.path);
         files::verify_file(&path, file.size, &file.sha256).await?;
@@ -567,7 +580,8 @@ async fn open_bundle(
         let name = RepoName::parse(&repo.name)
             .map_err(|e| invalid(format!("repository {:?}: {e}", repo.name)))?;
         for (tag, digest) in &repo.tags {
-            let t = Tag::parse(tag).map_err(|e| invalid(format!("{}: tag {tag:?}: {e}", repo.name)))?;
+            let t =
+                Tag::parse(tag).map_err(|e| invalid(format!("{}: tag {tag:?}: {e}", repo.name)))?;
             let d = Digest::parse(digest)
                 .map_err(|e| invalid(format!("{}:{tag}: digest {digest:?}: {e}", repo.name)))?;
             let media_type = repo

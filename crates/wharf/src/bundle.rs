@@ -37,18 +37,32 @@ fn short(digest: &wharf_core::Digest) -> String {
 
 fn print_progress(event: Progress<'_>) {
     match event {
-        Progress::Wrote { digest, size } => println!("wrote {} ({})", short(digest), human_bytes(size)),
+        Progress::Wrote { digest, size } => {
+            println!("wrote {} ({})", short(digest), human_bytes(size))
+        }
         Progress::Kept { digest, size } => {
-            println!("kept {} ({}, complete from an earlier run)", short(digest), human_bytes(size))
+            println!(
+                "kept {} ({}, complete from an earlier run)",
+                short(digest),
+                human_bytes(size)
+            )
         }
         Progress::Verified { files, bytes } => {
-            println!("verified {} ({})", plural(files, "file"), human_bytes(bytes))
+            println!(
+                "verified {} ({})",
+                plural(files, "file"),
+                human_bytes(bytes)
+            )
         }
         Progress::StoredBlob {
             repository,
             digest,
             size,
-        } => println!("stored blob {repository}@{} ({})", short(digest), human_bytes(size)),
+        } => println!(
+            "stored blob {repository}@{} ({})",
+            short(digest),
+            human_bytes(size)
+        ),
         Progress::StoredManifest { repository, digest } => {
             println!("stored manifest {repository}@{digest}")
         }
@@ -138,11 +152,13 @@ fn repository_arg(arg: &str) -> anyhow::Result<(RepoName, Option<Tag>)> {
         Some((n, t)) if !t.contains('/') => (n, Some(t)),
         _ => (arg, None),
     };
-    let repo = RepoName::parse(name)
-        .map_err(|e| anyhow::anyhow!("--repository {arg:?}: {name:?} is not a repository name: {e}"))?;
+    let repo = RepoName::parse(name).map_err(|e| {
+        anyhow::anyhow!("--repository {arg:?}: {name:?} is not a repository name: {e}")
+    })?;
     let tag = match tag {
         Some(t) => Some(
-            Tag::parse(t).map_err(|e| anyhow::anyhow!("--repository {arg:?}: {t:?} is not a tag: {e}"))?,
+            Tag::parse(t)
+                .map_err(|e| anyhow::anyhow!("--repository {arg:?}: {t:?} is not a tag: {e}"))?,
         ),
         None => None,
     };

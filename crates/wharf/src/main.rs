@@ -397,8 +397,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             loaded.config.validate()?;
             let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
-            let res = bundle::export(&loaded.config, blobs, meta.clone(), &dir, &repositories, since)
-                .await;
+            let res = bundle::export(
+                &loaded.config,
+                blobs,
+                meta.clone(),
+                &dir,
+                &repositories,
+                since,
+            )
+            .await;
             meta.close().await;
             res
         }
@@ -411,8 +418,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             loaded.config.validate()?;
             let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
-            let res = bundle::import(&loaded.config, blobs, meta.clone(), &dir, repository.as_deref())
-                .await;
+            let res = bundle::import(
+                &loaded.config,
+                blobs,
+                meta.clone(),
+                &dir,
+                repository.as_deref(),
+            )
+            .await;
             meta.close().await;
             res
         }

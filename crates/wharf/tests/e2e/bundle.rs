@@ -124,10 +124,17 @@ fn export_then_import_into_a_fresh_wharf_keeps_every_digest() -> Result<()> {
         last_line(&out).starts_with("exported 2 repositories, 3 tags, 5 manifests, 12 blobs"),
         "{out}"
     );
-    ensure!(out.stdout.contains("wrote sha256:"), "no progress lines:\n{out}");
+    ensure!(
+        out.stdout.contains("wrote sha256:"),
+        "no progress lines:\n{out}"
+    );
     ensure!(bundle.join("wharf-bundle.json.sha256").is_file());
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(bundle.join("wharf-bundle.json"))?)?;
-    ensure!(index["format"] == "wharf-bundle" && index["version"] == 1, "{index}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("wharf-bundle.json"))?)?;
+    ensure!(
+        index["format"] == "wharf-bundle" && index["version"] == 1,
+        "{index}"
+    );
     ensure!(
         !fs::read_to_string(bundle.join("index.json"))?.contains("other/skipped"),
         "the pattern did not filter"
@@ -164,10 +171,16 @@ fn export_then_import_into_a_fresh_wharf_keeps_every_digest() -> Result<()> {
     refused(&b, &corrupt, "truncated")?;
     fs::write(&layer, &bytes)?;
     let index_text = fs::read_to_string(corrupt.join("wharf-bundle.json"))?;
-    fs::write(corrupt.join("wharf-bundle.json"), index_text.replace("\"v1\"", "\"v9\""))?;
+    fs::write(
+        corrupt.join("wharf-bundle.json"),
+        index_text.replace("\"v1\"", "\"v9\""),
+    )?;
     refused(&b, &corrupt, "wharf-bundle.json.sha256")?;
 
-    let out = run(&mut wharf_cli(&b, &["import", bundle.to_str().context("path")?]))?;
+    let out = run(&mut wharf_cli(
+        &b,
+        &["import", bundle.to_str().context("path")?],
+    ))?;
     ensure!(out.stdout.contains("verified "), "{out}");
     ensure!(
         last_line(&out).starts_with("imported bundle ")
@@ -185,8 +198,14 @@ fn export_then_import_into_a_fresh_wharf_keeps_every_digest() -> Result<()> {
         );
     }
     ensure!(list_tags(&format!("docker://{}/team/app", b.host()))? == ["v1", "v2"]);
-    let again = run(&mut wharf_cli(&b, &["import", bundle.to_str().context("path")?]))?;
-    ensure!(last_line(&again).starts_with("nothing to import"), "{again}");
+    let again = run(&mut wharf_cli(
+        &b,
+        &["import", bundle.to_str().context("path")?],
+    ))?;
+    ensure!(
+        last_line(&again).starts_with("nothing to import"),
+        "{again}"
+    );
 
     // --since: only the new tag's manifest and blobs; it imports on top of its parent, and is
     // refused (naming the parent) where the parent was never imported.
@@ -210,14 +229,23 @@ fn export_then_import_into_a_fresh_wharf_keeps_every_digest() -> Result<()> {
             && last_line(&out).contains("8 left to"),
         "{out}"
     );
-    ensure!(du(&delta)? < du(&bundle)? / 2, "the --since bundle is not smaller");
+    ensure!(
+        du(&delta)? < du(&bundle)? / 2,
+        "the --since bundle is not smaller"
+    );
     let c = WharfServer::start(bin())?;
-    let out = run_expect_failure(&mut wharf_cli(&c, &["import", delta.to_str().context("path")?]))?;
+    let out = run_expect_failure(&mut wharf_cli(
+        &c,
+        &["import", delta.to_str().context("path")?],
+    ))?;
     ensure!(
         out.status.code() == Some(2) && out.stderr.contains("import that bundle first"),
         "{out}"
     );
-    let out = run(&mut wharf_cli(&b, &["import", delta.to_str().context("path")?]))?;
+    let out = run(&mut wharf_cli(
+        &b,
+        &["import", delta.to_str().context("path")?],
+    ))?;
     ensure!(last_line(&out).contains("3 blobs stored"), "{out}");
     settle();
     ensure!(digest_at(&b, "team/app:v3")? == digest_at(&a, "team/app:v3")?);
@@ -232,11 +260,21 @@ fn export_then_import_into_a_fresh_wharf_keeps_every_digest() -> Result<()> {
     fs::create_dir_all(&partial)?;
     fs::write(partial.join("half"), &fs::read(&gone)?[..100])?;
     fs::remove_file(&gone)?;
-    let out = run_expect_failure(&mut wharf_cli(&c, &["import", resumed.to_str().context("path")?]))?;
+    let out = run_expect_failure(&mut wharf_cli(
+        &c,
+        &["import", resumed.to_str().context("path")?],
+    ))?;
     ensure!(out.stderr.contains("unfinished export"), "{out}");
     let out = run(&mut wharf_cli(
         &a,
-        &["export", resumed.to_str().context("path")?, "--repository", "team/*", "--repository", "base/os"],
+        &[
+            "export",
+            resumed.to_str().context("path")?,
+            "--repository",
+            "team/*",
+            "--repository",
+            "base/os",
+        ],
     ))?;
     // v3 is new since the first bundle: its manifest and 3 blobs, and the missing layer.
     ensure!(
@@ -244,7 +282,10 @@ fn export_then_import_into_a_fresh_wharf_keeps_every_digest() -> Result<()> {
         "{out}"
     );
     ensure!(!partial.exists(), "the temporary directory stayed");
-    let out = run(&mut wharf_cli(&c, &["import", resumed.to_str().context("path")?]))?;
+    let out = run(&mut wharf_cli(
+        &c,
+        &["import", resumed.to_str().context("path")?],
+    ))?;
     ensure!(last_line(&out).contains("4 tags set"), "{out}");
     settle();
     ensure!(digest_at(&c, "base/os:1.0")? == digest_at(&a, "base/os:1.0")?);
@@ -266,23 +307,39 @@ fn imports_skopeo_dir_trees_and_plain_oci_layouts() -> Result<()> {
 
     // seed 001's USB flow: `skopeo copy … dir:` on one side, `wharf import` on the other.
     let single = tmp.path().join("single");
-    run(skopeo().arg("copy").arg(src.reference("v1")).arg(format!("dir:{}", single.display())))?;
+    run(skopeo()
+        .arg("copy")
+        .arg(src.reference("v1"))
+        .arg(format!("dir:{}", single.display())))?;
     let all = tmp.path().join("all");
     run(skopeo()
         .args(["copy", "--all"])
         .arg(src.reference("1.0"))
         .arg(format!("dir:{}", all.display())))?;
 
-    let out = run_expect_failure(&mut wharf_cli(&server, &["import", single.to_str().context("path")?]))?;
+    let out = run_expect_failure(&mut wharf_cli(
+        &server,
+        &["import", single.to_str().context("path")?],
+    ))?;
     ensure!(out.stderr.contains("--repository NAME:TAG"), "{out}");
     let out = run(&mut wharf_cli(
         &server,
-        &["import", single.to_str().context("path")?, "--repository", "usb/app:v1"],
+        &[
+            "import",
+            single.to_str().context("path")?,
+            "--repository",
+            "usb/app:v1",
+        ],
     ))?;
     ensure!(last_line(&out).starts_with("imported skopeo dir "), "{out}");
     run(&mut wharf_cli(
         &server,
-        &["import", all.to_str().context("path")?, "--repository", "usb/os:1.0"],
+        &[
+            "import",
+            all.to_str().context("path")?,
+            "--repository",
+            "usb/os:1.0",
+        ],
     ))?;
     settle();
     ensure!(digest_at(&server, "usb/app:v1")? == dir_manifest_digest(&single)?);
@@ -297,16 +354,29 @@ fn imports_skopeo_dir_trees_and_plain_oci_layouts() -> Result<()> {
     fs::write(&path, &bytes)?;
     let out = run_expect_failure(&mut wharf_cli(
         &server,
-        &["import", single.to_str().context("path")?, "--repository", "usb/broken:v1"],
+        &[
+            "import",
+            single.to_str().context("path")?,
+            "--repository",
+            "usb/broken:v1",
+        ],
     ))?;
     ensure!(out.stderr.contains("corrupted"), "{out}");
 
     // A plain OCI layout whose references are bare tags goes under --repository.
-    let out = run_expect_failure(&mut wharf_cli(&server, &["import", src.path().to_str().context("path")?]))?;
+    let out = run_expect_failure(&mut wharf_cli(
+        &server,
+        &["import", src.path().to_str().context("path")?],
+    ))?;
     ensure!(out.stderr.contains("--repository NAME"), "{out}");
     let out = run(&mut wharf_cli(
         &server,
-        &["import", src.path().to_str().context("path")?, "--repository", "plain/app"],
+        &[
+            "import",
+            src.path().to_str().context("path")?,
+            "--repository",
+            "plain/app",
+        ],
     ))?;
     ensure!(last_line(&out).starts_with("imported OCI layout "), "{out}");
     settle();
