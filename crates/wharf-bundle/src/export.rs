@@ -81,6 +81,18 @@ pub async fn export(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<ExportSummary, BundleError> {
     let dir = &options.dir;
+    if let Some(old) = &options.since {
+        let same = std::fs::canonicalize(old)
+            .ok()
+            .is_some_and(|o| std::fs::canonicalize(dir).is_ok_and(|d| d == o));
+        if same {
+            return Err(BundleError::NotABundle {
+                path: dir.to_owned(),
+                reason: "--since names the directory being written; export into a new one"
+                    .to_owned(),
+            });
+        }
+    }
     prepare_dir(dir)?;
     let parent = match &options.since {
         Some(old) => Some(read_bundle_index(old).await?),
