@@ -6,6 +6,7 @@
 //! and exit codes live here and nowhere else.
 
 mod admin;
+mod bundle;
 mod jobs;
 mod repo;
 mod serve;
@@ -58,6 +59,31 @@ enum Command {
         common: CommonArgs,
         /// The [[mirror.remotes]] name; default: every remote with a [[mirror.sync]].
         remote: Option<String>,
+    },
+    /// Write the store's images (or those of the matching repositories) to a
+    /// bundle directory for an air-gapped site; run again to resume.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The bundle directory (new, empty, or an earlier, interrupted export).
+        dir: PathBuf,
+        /// Only repositories matching PATTERN (grant syntax: `team/*`, `quay.io/**`); repeatable.
+        #[arg(long = "repository", value_name = "PATTERN")]
+        repositories: Vec<String>,
+        /// Write only what the bundle OLD_BUNDLE_DIR lacks (its index still lists everything).
+        #[arg(long, value_name = "OLD_BUNDLE_DIR")]
+        since: Option<PathBuf>,
+    },
+    /// Import a bundle, a skopeo dir: tree or an OCI image layout; every file is
+    /// verified before anything becomes visible, and a second import changes nothing.
+    Import {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The directory to import.
+        dir: PathBuf,
+        /// NAME:TAG for a skopeo dir: tree; NAME (or NAME:TAG for just one) for an OCI layout.
+        #[arg(long, value_name = "NAME[:TAG]")]
+        repository: Option<String>,
     },
     /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
     Check {
@@ -397,6 +423,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let res = sync::sync(&loaded.config, blobs, meta.clone(), remote.as_deref()).await;
+            meta.close().await;
+            res
+        }
+        Command::Export {
+            common,
+            dir,
+            repositories,
+            since,
+        } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            let _log = init_logging(&loaded.config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let res = bundle::export(
+                &loaded.config,
+                blobs,
+                meta.clone(),
+                &dir,
+                &repositories,
+                since,
+            )
+            .await;
+            meta.close().await;
+            res
+        }
+        Command::Import {
+            common,
+            dir,
+            repository,
+        } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            let _log = init_logging(&loaded.config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let res = bundle::import(
+                &loaded.config,
+                blobs,
+                meta.clone(),
+                &dir,
+                repository.as_deref(),
+            )
+            .await;
             meta.close().await;
             res
         }

@@ -72,6 +72,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-mirror",
         &["wharf-core", "wharf-meta", "wharf-blob", "wharf-oci"],
     ),
+    // Beside the formats too: imported content enters through wharf-oci's Registry.
+    (
+        "wharf-bundle",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-oci"],
+    ),
     (
         "wharf-http",
         &[

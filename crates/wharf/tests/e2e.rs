@@ -22,6 +22,8 @@ mod authz;
 mod bad_input;
 #[path = "e2e/buildah.rs"]
 mod buildah;
+#[path = "e2e/bundle.rs"]
+mod bundle;
 #[path = "e2e/chunked_uploads.rs"]
 mod chunked_uploads;
 #[path = "e2e/cosign.rs"]
