@@ -11,6 +11,7 @@
 //! `mon`), weekday 7 for Sunday, and the `@hourly` … `@yearly` shorthands. As in crontab(5),
 //! when both day fields are restricted (neither starts with `*`), a day matching either runs.
 
+use crate::time::civil_from_days;
 use std::fmt;
 
 /// One of the five fields, for messages.
@@ -331,21 +332,6 @@ fn value(field: CronField, text: &str) -> Result<u32, CronError> {
         });
     }
     Ok(v)
-}
-
-/// (year, month, day) of a day counted from 1970-01-01, in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ mod digest;
 mod kind;
 mod name;
 
+pub mod time;
+
 pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};

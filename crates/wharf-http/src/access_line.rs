@@ -171,20 +171,10 @@ fn push_padded(buf: &mut Vec<u8>, mut value: u64, width: usize) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of a Unix time, by the days-to-civil algorithm of
-/// H. Hinnant's `chrono`-compatible date library (proleptic Gregorian, UTC).
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time, UTC.
 fn civil_time(unix_secs: u64) -> [u8; 19] {
-    let days = (unix_secs / 86_400) as i64;
+    let (year, month, day) = wharf_core::time::civil_from_days((unix_secs / 86_400) as i64);
     let rem = unix_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     let mut out = *b"0000-00-00T00:00:00";
     let mut put = |at: usize, width: usize, mut value: u64| {
         for slot in out[at..at + width].iter_mut().rev() {
