@@ -53,6 +53,9 @@ pub struct AppState {
     pub listen: String,
     /// Reverse proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// The configured upstreams: the `?ns=` namespaces and the pull-through
+    /// cache a `/v2` pull falls back to; `None`: no `[[mirror.remotes]]`.
+    pub pull_through: Option<Arc<wharf_mirror::PullThrough>>,
 }
 
 /// What `/healthz` checks: that the server could take a write now.

@@ -4,7 +4,8 @@
 //! (ping, token or Basic authentication, tag listing, manifests, blobs);
 //! [`copy::Mirror`] copies chosen tags into the store through the public
 //! `wharf_oci::Registry` API; [`names`] maps upstream names to local ones
-//! (Docker Hub's `library/`, the host prefix); [`select`] picks tags.
+//! (Docker Hub's `library/`, the host prefix); [`select`] picks tags;
+//! [`proxy`] is the pull-through cache the `/v2` surface falls back to.
 //! No configuration is read here: the `wharf` binary lowers `[mirror]` into
 //! these types.
 
@@ -14,6 +15,7 @@ pub mod client;
 pub mod copy;
 pub mod headers;
 pub mod names;
+pub mod proxy;
 pub mod select;
 
 use wharf_core::Digest;
@@ -21,6 +23,7 @@ use wharf_oci::OciError;
 
 pub use client::{UpstreamClient, UpstreamSettings};
 pub use copy::{Mirror, TagOutcome, Transferred};
+pub use proxy::{ProxyRemote, PullThrough, PullThroughPolicy};
 pub use select::TagSelection;
 
 /// Why a mirroring step failed.

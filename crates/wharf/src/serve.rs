@@ -113,6 +113,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
     let tracker = TaskTracker::new();
+    let pull_through = crate::pull_through::build(&config, &registry)?;
     let app = wharf_http::router(wharf_http::AppState {
         registry,
         auth: Arc::new(AuthService::new(meta.clone(), plan.auth.clone())),
@@ -126,6 +127,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         external_url: plan.external_url.clone(),
         listen: plan.listen.clone(),
         trusted_proxies: wharf_http::TrustedProxies::new(plan.trusted_proxies.clone()),
+        pull_through,
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await

@@ -198,6 +198,21 @@ async fn connect(
     remote: &RemoteConfig,
     registry: &Registry,
 ) -> anyhow::Result<Mirror> {
+    let client = upstream_client(config, remote)?;
+    client.ping().await?;
+    Ok(Mirror::new(
+        registry.clone(),
+        Arc::new(client),
+        remote.concurrency as usize,
+    ))
+}
+
+/// The remote's client (credentials read, CA bundle loaded), not yet used;
+/// `serve` builds the pull-through cache's clients with it too.
+pub(crate) fn upstream_client(
+    config: &Config,
+    remote: &RemoteConfig,
+) -> anyhow::Result<UpstreamClient> {
     let (scheme, authority) = remote_authority(&remote.url)
         .with_context(|| format!("url {:?} is not http(s)://HOST[:PORT]", remote.url))?;
     let credentials = if remote.username.is_empty() {
@@ -234,12 +249,7 @@ async fn connect(
         ca_bundle,
         max_manifest_bytes: config.oci.max_manifest_bytes,
     })?;
-    client.ping().await?;
-    Ok(Mirror::new(
-        registry.clone(),
-        Arc::new(client),
-        remote.concurrency as usize,
-    ))
+    Ok(client)
 }
 
 /// `48.2 MiB`.

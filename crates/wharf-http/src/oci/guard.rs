@@ -156,6 +156,45 @@ async fn mount_needs_wider_token(caller: &Caller, from: &RepoName) -> bool {
             .await
 }
 
+/// A pull with `?ns=HOST` (what containerd's `hosts.toml` and
+/// containers-registries.conf mirrors send) names HOST's mirrored repository,
+/// never a local one that shares the name: the route is rewritten to it before
+/// anything else, so authorization, the handler and the audit log all see the
+/// repository actually served. A host that is no configured remote is
+/// `NAME_UNKNOWN`. Other requests ignore `ns`.
+fn mirror_namespace(
+    state: &AppState,
+    method: &Method,
+    route: Route,
+    req: &Request<Body>,
+) -> Result<Route, ApiError> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return Ok(route);
+    }
+    let Some(ns) = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|q| q.0.get("ns").cloned())
+    else {
+        return Ok(route);
+    };
+    let resolve = |name: &RepoName| -> Result<RepoName, ApiError> {
+        let unknown = || {
+            ApiError::name_unknown(format!("no configured upstream is named by ns={ns:?}"))
+        };
+        let cache = state.pull_through.as_ref().ok_or_else(unknown)?;
+        cache.namespace(&ns, name).map_err(|e| match e {
+            wharf_mirror::proxy::NamespaceError::UnknownHost(_) => unknown(),
+            wharf_mirror::proxy::NamespaceError::InvalidName(m) => ApiError::name_invalid(m),
+        })
+    };
+    Ok(match route {
+        Route::Manifest(name, r) => Route::Manifest(resolve(&name)?, r),
+        Route::Blob(name, d) => Route::Blob(resolve(&name)?, d),
+        Route::Tags(name) => Route::Tags(resolve(&name)?),
+        other => other,
+    })
+}
+
 /// Middleware in front of every `/v2` route.
 pub(crate) async fn guard(
     State(state): State<Arc<AppState>>,
@@ -176,7 +215,8 @@ pub(crate) async fn guard(
     let route = if path == "/v2" || path == "/v2/" {
         None
     } else {
-        match Route::parse(&path) {
+        match Route::parse(&path).and_then(|route| mirror_namespace(&state, &method, route, &req))
+        {
             Ok(route) => Some(route),
             Err(e) => {
                 let mut res = e.into_response();
