@@ -611,9 +611,7 @@ impl Store<'_> {
         let Some((_, policy, _)) = self.cache.remote_for(self.local) else {
             return Err("no pull-through remote".into());
         };
-        let flight = self
-            .cache
-            .flight(policy, self.upstream, self.local, digest);
+        let flight = self.cache.flight(policy, self.upstream, self.local, digest);
         let mut phase = flight.phase.subscribe();
         loop {
             match &*phase.borrow_and_update() {
@@ -639,11 +637,12 @@ async fn fetch_into_store(
     digest: &Digest,
     flight: &Flight,
 ) -> Result<(), String> {
-    let (size, mut body) = match tokio::time::timeout(timeout, client.get_blob_sized(upstream, digest)).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no answer within {timeout:?}")),
-    };
+    let (size, mut body) =
+        match tokio::time::timeout(timeout, client.get_blob_sized(upstream, digest)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer within {timeout:?}")),
+        };
     flight.phase.send_replace(Phase::Streaming { size });
     let (to_store, from_pump) = mpsc::channel::<std::io::Result<Bytes>>(16);
     let store_body: ByteStream = Box::pin(stream::unfold(from_pump, |mut rx| async move {
@@ -710,7 +709,8 @@ async fn follow(
                 return None;
             }
             loop {
-                if let Some(chunk) = lock(&flight.chunks).get(next).cloned() {
+                let chunk = lock(&flight.chunks).get(next).cloned();
+                if let Some(chunk) = chunk {
                     return Some((Ok(chunk), (flight, phase, next + 1, false)));
                 }
                 let current = phase.borrow_and_update().clone();
@@ -768,7 +768,8 @@ fn components_match(pattern: &[&str], name: &[&str]) -> bool {
         Some((&"**", rest)) => (1..=name.len()).any(|k| components_match(rest, &name[k..])),
         Some((first, rest)) => match name.split_first() {
             Some((n, name_rest)) => {
-                component_matches(first.as_bytes(), n.as_bytes()) && components_match(rest, name_rest)
+                component_matches(first.as_bytes(), n.as_bytes())
+                    && components_match(rest, name_rest)
             }
             None => false,
         },

@@ -57,7 +57,11 @@ fn server_address(config: &Config) -> anyhow::Result<(String, String)> {
              set server.external_url to the URL they use (e.g. https://wharf.example:{port})"
         );
     }
-    let scheme = if config.tls.enabled() { "https" } else { "http" };
+    let scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
     Ok((scheme.to_owned(), listen.clone()))
 }
 
@@ -160,9 +164,11 @@ impl ClientFiles {
         if self.files.iter().any(|(p, _)| p == "daemon.json") {
             return None;
         }
-        let hub = config.mirror.remotes.iter().find(|r| {
-            remote_authority(&r.url).is_some_and(|(_, a)| names::is_docker_hub(a))
-        });
+        let hub = config
+            .mirror
+            .remotes
+            .iter()
+            .find(|r| remote_authority(&r.url).is_some_and(|(_, a)| names::is_docker_hub(a)));
         Some(match hub {
             None => "docker: no daemon.json: docker's registry-mirrors mirror Docker Hub only, \
                      and no [[mirror.remotes]] is Docker Hub"
@@ -240,7 +246,9 @@ mod tests {
         assert_eq!(f[2].0, "certs.d/docker.io/hosts.toml");
         assert!(f[2].1.contains("server = \"https://registry-1.docker.io\""));
         assert_eq!(f[3].0, "daemon.json");
-        assert!(f[3].1.contains("\"registry-mirrors\": [\"https://wharf.example\"]"));
+        assert!(f[3]
+            .1
+            .contains("\"registry-mirrors\": [\"https://wharf.example\"]"));
     }
 
     #[test]

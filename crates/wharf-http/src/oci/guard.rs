@@ -167,20 +167,19 @@ fn mirror_namespace(
     method: &Method,
     route: Route,
     req: &Request<Body>,
-) -> Result<Route, ApiError> {
+) -> Result<(Route, Option<RepoName>), ApiError> {
     if !matches!(*method, Method::GET | Method::HEAD) {
-        return Ok(route);
+        return Ok((route, None));
     }
     let Some(ns) = Query::<HashMap<String, String>>::try_from_uri(req.uri())
         .ok()
         .and_then(|q| q.0.get("ns").cloned())
     else {
-        return Ok(route);
+        return Ok((route, None));
     };
     let resolve = |name: &RepoName| -> Result<RepoName, ApiError> {
-        let unknown = || {
-            ApiError::name_unknown(format!("no configured upstream is named by ns={ns:?}"))
-        };
+        let unknown =
+            || ApiError::name_unknown(format!("no configured upstream is named by ns={ns:?}"));
         let cache = state.pull_through.as_ref().ok_or_else(unknown)?;
         cache.namespace(&ns, name).map_err(|e| match e {
             wharf_mirror::proxy::NamespaceError::UnknownHost(_) => unknown(),
@@ -188,10 +187,10 @@ fn mirror_namespace(
         })
     };
     Ok(match route {
-        Route::Manifest(name, r) => Route::Manifest(resolve(&name)?, r),
-        Route::Blob(name, d) => Route::Blob(resolve(&name)?, d),
-        Route::Tags(name) => Route::Tags(resolve(&name)?),
-        other => other,
+        Route::Manifest(name, r) => (Route::Manifest(resolve(&name)?, r), Some(name)),
+        Route::Blob(name, d) => (Route::Blob(resolve(&name)?, d), Some(name)),
+        Route::Tags(name) => (Route::Tags(resolve(&name)?), Some(name)),
+        other => (other, None),
     })
 }
 
@@ -212,12 +211,16 @@ pub(crate) async fn guard(
     // Whether the path is an endpoint at all is decided before anything else:
     // a path that is not one gets its plain error (404 for an unknown
     // endpoint), never a challenge, a failed-login count or an audit row.
+    // The name a `?ns=` request used, before it named the mirrored repository.
+    let mut ns_asked = None;
     let route = if path == "/v2" || path == "/v2/" {
         None
     } else {
-        match Route::parse(&path).and_then(|route| mirror_namespace(&state, &method, route, &req))
-        {
-            Ok(route) => Some(route),
+        match Route::parse(&path).and_then(|route| mirror_namespace(&state, &method, route, &req)) {
+            Ok((route, asked)) => {
+                ns_asked = asked;
+                Some(route)
+            }
             Err(e) => {
                 let mut res = e.into_response();
                 let (name, value) = crate::api_version_header();
@@ -239,7 +242,20 @@ pub(crate) async fn guard(
         }
         _ => None,
     };
-    if let Err(refusal) = caller.check(&need).await {
+    let mut checked = caller.check(&need).await;
+    if let (Err(Refusal::InsufficientScope), Some(asked), Need::Action(action, served)) =
+        (&checked, &ns_asked, &need)
+    {
+        // containerd asks for a token scoped to the name it sent (`x/y`), not to the
+        // mirrored name `?ns=` makes of it; such a token reads the mirror when the account
+        // behind it may pull there itself.
+        if caller.may_or_no(*action, &repository(asked)).await
+            && caller.behind_token().await.may_or_no(*action, served).await
+        {
+            checked = Ok(());
+        }
+    }
+    if let Err(refusal) = checked {
         if let (Some((repo, action)), true) = (&audited, refusal != Refusal::Internal) {
             state.audit(
                 caller.identity(),

@@ -110,7 +110,11 @@ fn wait_stored(server: &WharfServer, path: &str) -> Result<()> {
             }
         }
         if Instant::now() > deadline {
-            bail!("{path} never listed a tag: {} {}", res.status, String::from_utf8_lossy(&res.body));
+            bail!(
+                "{path} never listed a tag: {} {}",
+                res.status,
+                String::from_utf8_lossy(&res.body)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -154,7 +158,12 @@ fn ns_answers_only_from_the_mirror_allow_list_holds_and_cold_blobs_are_fetched_o
     ensure!(ns.header("docker-content-digest") == Some(want.as_str()));
     // The same content under its host-prefixed name, stored as a sync stores it.
     wait_stored(&server, &format!("/v2/{prefix}/x/y/tags/list"))?;
-    ensure!(sha256_digest(&inspect_raw(&format!("docker://{}/{prefix}/x/y:v1", server.host()))?) == want);
+    ensure!(
+        sha256_digest(&inspect_raw(&format!(
+            "docker://{}/{prefix}/x/y:v1",
+            server.host()
+        ))?) == want
+    );
     // The local repository is untouched.
     let plain = get(&server, "/v2/x/y/manifests/v1")?;
     ensure!(sha256_digest(&plain.body) == pushed.manifest.digest);
@@ -191,7 +200,12 @@ fn ns_answers_only_from_the_mirror_allow_list_holds_and_cold_blobs_are_fetched_o
         .collect();
     for client in clients {
         let res = client.join().expect("client thread")?;
-        ensure!(res.status == 200, "{} {}", res.status, String::from_utf8_lossy(&res.body));
+        ensure!(
+            res.status == 200,
+            "{} {}",
+            res.status,
+            String::from_utf8_lossy(&res.body)
+        );
         ensure!(res.body.len() as u64 == layer.size && sha256_digest(&res.body) == layer.digest);
     }
     let fetched = upstream_gets(&upstream, &format!("/v2/x/big/blobs/{}", layer.digest))?;
@@ -339,13 +353,17 @@ fn podman_and_containerd_pull_through_the_printed_configuration_and_after_the_up
         let mut cmd = podman.cmd();
         cmd.env("CONTAINERS_REGISTRIES_CONF", &registries_conf);
         run_with_timeout(cmd.args(["pull", reference]), Duration::from_secs(120))?;
-        let digest = run(podman
-            .cmd()
-            .args(["image", "inspect", "--format", "{{.Digest}}", reference]))?;
+        let digest =
+            run(podman
+                .cmd()
+                .args(["image", "inspect", "--format", "{{.Digest}}", reference]))?;
         Ok(digest.stdout.trim().to_owned())
     };
     let reference = format!("{up_host}/x/y:v1");
-    ensure!(podman_pull(&reference)? == want, "podman pulled another digest");
+    ensure!(
+        podman_pull(&reference)? == want,
+        "podman pulled another digest"
+    );
     // It came through Wharf: the image is in Wharf's store now.
     let prefix = up_host.replace(':', "_");
     wait_stored(&server, &format!("/v2/{prefix}/x/y/tags/list"))?;
@@ -362,14 +380,22 @@ fn podman_and_containerd_pull_through_the_printed_configuration_and_after_the_up
     // The upstream goes away; past the tag TTL, Wharf serves what it has.
     drop(upstream);
     std::thread::sleep(Duration::from_millis(1500));
-    ensure!(podman_pull(&reference)? == want, "podman after the upstream stopped");
+    ensure!(
+        podman_pull(&reference)? == want,
+        "podman after the upstream stopped"
+    );
     let containerd = Containerd::start(&tmp.path().join("containerd-2"))?;
     ensure!(containerd.pull(&hosts_dir, &reference)? == want);
     ensure!(containerd.pull(&hosts_dir, &multi)? == want_multi);
 
     // A name never cached, with the upstream down: the protocol's error, not a 500.
     let never = get(&server, &format!("/v2/{prefix}/x/never/manifests/v1"))?;
-    ensure!(never.status == 503, "{} {}", never.status, String::from_utf8_lossy(&never.body));
+    ensure!(
+        never.status == 503,
+        "{} {}",
+        never.status,
+        String::from_utf8_lossy(&never.body)
+    );
     ensure!(String::from_utf8_lossy(&never.body).contains("UNAVAILABLE"));
     Ok(())
 }
