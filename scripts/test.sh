@@ -41,6 +41,8 @@ PACKAGES=(
     skopeo podman buildah umoci docker-registry golang-github-containers-common
     # podman's runtime pieces: it runs as root here with vfs storage and no systemd.
     crun uidmap fuse-overlayfs containernetworking-plugins slirp4netns
+    # containerd 1.6 and ctr: the pull-through e2e test starts its own daemon (native snapshotter).
+    containerd
     # Services and load tools for database tests and benchmarks.
     postgresql nginx-light wrk hyperfine
     # The script's own needs: JSON, HTTP, process control, the Debian archive key for trixie.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use mirror::{remote_authority, MirrorConfig, RemoteConfig, SyncConfig};
+pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 
 /// Why a configuration was refused.

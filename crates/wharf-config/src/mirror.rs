@@ -56,6 +56,35 @@ pub struct RemoteConfig {
     /// Requests per second sent to the upstream at most; 0: no budget.
     #[serde(default)]
     pub requests_per_second: f64,
+    /// `[mirror.remotes.pull_through]`: fetch on demand; `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_through: Option<PullThroughConfig>,
+}
+
+/// `[mirror.remotes.pull_through]`: the pull-through cache of one remote.
+/// Present means on; `repositories` is the allow-list, so the operator, not
+/// whoever pulls, decides what enters the store.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullThroughConfig {
+    /// Upstream repository patterns that may be fetched (`*` within a
+    /// component, `**` across); nothing else ever is.
+    pub repositories: Vec<String>,
+    /// Seconds a cached tag is served before it is revalidated with a HEAD.
+    #[serde(default = "default_tag_ttl_secs")]
+    pub tag_ttl_secs: u64,
+    /// Seconds to wait for the upstream's answer before serving what is
+    /// cached (serve-stale) or failing a never-cached pull.
+    #[serde(default = "default_upstream_timeout_secs")]
+    pub upstream_timeout_secs: u64,
+}
+
+fn default_tag_ttl_secs() -> u64 {
+    300
+}
+
+fn default_upstream_timeout_secs() -> u64 {
+    10
 }
 
 fn default_concurrency() -> u32 {
@@ -152,6 +181,9 @@ impl MirrorConfig {
                     ));
                 }
             }
+            if let Some(pt) = &r.pull_through {
+                validate_pull_through(pt, &format!("{at}.pull_through"), problems);
+            }
         }
         for (i, s) in self.sync.iter().enumerate() {
             let at = format!("mirror.sync[{i}]");
@@ -176,6 +208,35 @@ impl MirrorConfig {
                 }
             }
         }
+    }
+}
+
+fn validate_pull_through(pt: &PullThroughConfig, at: &str, problems: &mut Vec<String>) {
+    if pt.repositories.is_empty() {
+        problems.push(format!(
+            "{at}.repositories: name at least one upstream repository pattern (e.g. \"coreos/*\"); \
+             nothing outside the list is ever fetched"
+        ));
+    }
+    for pattern in &pt.repositories {
+        let bad_component = pattern.split('/').any(|c| {
+            c.is_empty()
+                || (c != "**" && c.contains("**"))
+                || !c
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-*".contains(ch))
+        });
+        if bad_component {
+            problems.push(format!(
+                "{at}.repositories: {pattern:?} is not a repository pattern (lower-case name \
+                 components, `*` within one, `**` as a whole component)"
+            ));
+        }
+    }
+    if pt.upstream_timeout_secs == 0 || pt.upstream_timeout_secs > 300 {
+        problems.push(format!(
+            "{at}.upstream_timeout_secs: must be between 1 and 300"
+        ));
     }
 }
 
@@ -210,6 +271,11 @@ username = "u"
 schedule = "0 25 * * *"
 requests_per_second = -1
 
+[[mirror.remotes]]
+name = "pt"
+url = "https://quay.io"
+pull_through = { repositories = ["Coreos/*", "a//b"], upstream_timeout_secs = 0 }
+
 [[mirror.sync]]
 remote = "nope"
 repositories = []
@@ -228,6 +294,8 @@ include = "("
             "mirror.sync[0].remote",
             "mirror.sync[0].repositories",
             "mirror.sync[0].include",
+            "mirror.remotes[1].pull_through.repositories",
+            "mirror.remotes[1].pull_through.upstream_timeout_secs",
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
@@ -243,5 +311,15 @@ include = "("
         assert_eq!(ok.mirror.remotes[0].requests_per_second, 5.0);
         assert_eq!(ok.mirror.remotes[0].jitter_secs, 60);
         assert!(ok.mirror.remotes[0].scheduled());
+        assert_eq!(ok.mirror.remotes[0].pull_through, None);
+        let pt = Config::parse(
+            "[[mirror.remotes]]\nname = \"quay\"\nurl = \"https://quay.io\"\n\
+             [mirror.remotes.pull_through]\nrepositories = [\"coreos/*\", \"library/**\"]\n",
+            "x.toml",
+        )
+        .unwrap();
+        pt.validate().unwrap();
+        let pt = pt.mirror.remotes[0].pull_through.as_ref().unwrap();
+        assert_eq!((pt.tag_ttl_secs, pt.upstream_timeout_secs), (300, 10));
     }
 }

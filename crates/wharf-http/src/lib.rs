@@ -59,6 +59,9 @@ pub struct AppState {
     pub access_log: Option<AccessLogOutput>,
     /// The jobs `POST /api/v1/jobs` may queue (`gc`, `check`, `sync:<remote>`, …).
     pub jobs: wharf_jobs::JobCatalog,
+    /// The configured upstreams: the `?ns=` namespaces and the pull-through
+    /// cache a `/v2` pull falls back to; `None`: no `[[mirror.remotes]]`.
+    pub pull_through: Option<Arc<wharf_mirror::PullThrough>>,
 }
 
 /// What `/healthz` checks: that the server could take a write now.

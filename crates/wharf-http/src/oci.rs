@@ -47,7 +47,9 @@ pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request<Bo
         None => Route::parse(req.uri().path()),
     };
     let mut res = match parsed {
-        Ok(route) => handlers::handle(&state.registry, route, req).await,
+        Ok(route) => {
+            handlers::handle(&state.registry, state.pull_through.as_ref(), route, req).await
+        }
         Err(e) => Err(e),
     }
     .unwrap_or_else(IntoResponse::into_response);

@@ -604,6 +604,16 @@ impl UpstreamClient {
 
     /// Streams a blob; the caller verifies it (the store's upload does).
     pub async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<ByteStream, MirrorError> {
+        Ok(self.get_blob_sized(repo, digest).await?.1)
+    }
+
+    /// Streams a blob with its announced `Content-Length` (the pull-through
+    /// cache passes it on to clients before the blob is complete).
+    pub async fn get_blob_sized(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(Option<u64>, ByteStream), MirrorError> {
         let url = self.repo_url(repo, &format!("blobs/{digest}"));
         let resp = self
             .send(Method::GET, &url, Some(&pull_scope(repo)), None)
@@ -615,9 +625,13 @@ impl UpstreamClient {
             }
             s => return Err(self.status_error(&url, s, resp).await),
         }
-        Ok(Box::pin(
-            resp.bytes_stream()
-                .map_err(|e| std::io::Error::other(error_chain(&e))),
+        let size = resp.content_length();
+        Ok((
+            size,
+            Box::pin(
+                resp.bytes_stream()
+                    .map_err(|e| std::io::Error::other(error_chain(&e))),
+            ),
         ))
     }
 }

@@ -7,6 +7,7 @@
 //! (Docker Hub's `library/`, the host prefix); [`select`] picks tags;
 //! [`run`] is one sync run of one remote, shared by `wharf sync` and the
 //! `sync:<remote>` job.
+//! [`proxy`] is the pull-through cache the `/v2` surface falls back to.
 //! No configuration is read here: the `wharf` binary lowers `[mirror]` into
 //! these types.
 
@@ -16,6 +17,7 @@ pub mod client;
 pub mod copy;
 pub mod headers;
 pub mod names;
+pub mod proxy;
 pub mod run;
 pub mod select;
 
@@ -24,6 +26,7 @@ use wharf_oci::OciError;
 
 pub use client::{UpstreamClient, UpstreamSettings};
 pub use copy::{Mirror, TagOutcome, Transferred};
+pub use proxy::{ProxyRemote, PullThrough, PullThroughPolicy};
 pub use run::{run_sync, SyncDefinition, SyncLine, SyncObserver, SyncPlan, SyncSummary};
 pub use select::TagSelection;
 

@@ -7,7 +7,9 @@
 
 mod admin;
 mod bundle;
+mod client_config;
 mod jobs;
+mod pull_through;
 mod repo;
 mod serve;
 mod sync;
@@ -84,6 +86,17 @@ enum Command {
         /// NAME:TAG for a skopeo dir: tree; NAME (or NAME:TAG for just one) for an OCI layout.
         #[arg(long, value_name = "NAME[:TAG]")]
         repository: Option<String>,
+    },
+    /// Print the client configuration that pulls the configured upstreams
+    /// through this server: containers-registries.conf, containerd hosts.toml
+    /// files and a docker daemon.json.
+    ClientConfig {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Write the files into DIR (registries.conf, certs.d/<host>/hosts.toml
+        /// for `--hosts-dir`, daemon.json) instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
     Check {
@@ -467,6 +480,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await;
             meta.close().await;
             res
+        }
+        Command::ClientConfig { common, out } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            let files = client_config::ClientFiles::build(&loaded.config)?;
+            match out {
+                Some(dir) => files.write(&loaded.config, &dir)?,
+                None => files.print(&loaded.config),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::User { common, cmd } => {
             let meta = open_meta(&common).await?;

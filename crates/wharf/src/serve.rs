@@ -123,6 +123,7 @@ pub(crate) async fn serve(
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
     let tracker = TaskTracker::new();
+    let pull_through = crate::pull_through::build(&config, &registry)?;
     let app = wharf_http::router(wharf_http::AppState {
         registry,
         auth: Arc::new(AuthService::new(meta.clone(), plan.auth.clone())),
@@ -138,6 +139,7 @@ pub(crate) async fn serve(
         trusted_proxies: wharf_http::TrustedProxies::new(plan.trusted_proxies.clone()),
         access_log,
         jobs: crate::sync::job_catalog(&config),
+        pull_through,
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await

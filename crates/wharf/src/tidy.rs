@@ -87,6 +87,8 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-oci",
             "wharf-jobs",
             "wharf-tls",
+            // The pull-through cache a /v2 miss falls back to.
+            "wharf-mirror",
         ],
     ),
     ("wharf-testkit", &[]),

@@ -52,6 +52,8 @@ mod oras;
 mod persistence;
 #[path = "e2e/podman.rs"]
 mod podman;
+#[path = "e2e/pull_through.rs"]
+mod pull_through;
 #[path = "e2e/raw_server.rs"]
 mod raw_server;
 #[path = "e2e/repos.rs"]

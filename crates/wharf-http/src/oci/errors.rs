@@ -43,6 +43,29 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", msg)
     }
 
+    pub(crate) fn name_unknown(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg)
+    }
+
+    /// The pull-through cache's failures. An upstream that is down, slow or
+    /// refusing is no fault of the client's and none of this server's code:
+    /// `503 UNAVAILABLE`, which sends containerd on to its next host.
+    pub(crate) fn from_proxy(err: wharf_mirror::proxy::ProxyError, blob: bool) -> ApiError {
+        use wharf_mirror::proxy::ProxyError;
+        let msg = err.to_string();
+        match err {
+            ProxyError::NotFound(_) if blob => {
+                ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", msg)
+            }
+            ProxyError::NotFound(_) => ApiError::manifest_unknown(msg),
+            ProxyError::NotAllowed(_) => ApiError::name_unknown(msg),
+            ProxyError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
+            }
+            ProxyError::Store(e) => e.into(),
+        }
+    }
+
     pub(crate) fn upload_invalid(msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", msg)
     }

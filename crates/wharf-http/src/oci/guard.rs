@@ -173,6 +173,44 @@ async fn mount_needs_wider_token(caller: &Caller, from: &RepoName) -> bool {
             .await
 }
 
+/// A pull with `?ns=HOST` (what containerd's `hosts.toml` and
+/// containers-registries.conf mirrors send) names HOST's mirrored repository,
+/// never a local one that shares the name: the route is rewritten to it before
+/// anything else, so authorization, the handler and the audit log all see the
+/// repository actually served. A host that is no configured remote is
+/// `NAME_UNKNOWN`. Other requests ignore `ns`.
+fn mirror_namespace(
+    state: &AppState,
+    method: &Method,
+    route: Route,
+    req: &Request<Body>,
+) -> Result<(Route, Option<RepoName>), ApiError> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return Ok((route, None));
+    }
+    let Some(ns) = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|q| q.0.get("ns").cloned())
+    else {
+        return Ok((route, None));
+    };
+    let resolve = |name: &RepoName| -> Result<RepoName, ApiError> {
+        let unknown =
+            || ApiError::name_unknown(format!("no configured upstream is named by ns={ns:?}"));
+        let cache = state.pull_through.as_ref().ok_or_else(unknown)?;
+        cache.namespace(&ns, name).map_err(|e| match e {
+            wharf_mirror::proxy::NamespaceError::UnknownHost(_) => unknown(),
+            wharf_mirror::proxy::NamespaceError::InvalidName(m) => ApiError::name_invalid(m),
+        })
+    };
+    Ok(match route {
+        Route::Manifest(name, r) => (Route::Manifest(resolve(&name)?, r), Some(name)),
+        Route::Blob(name, d) => (Route::Blob(resolve(&name)?, d), Some(name)),
+        Route::Tags(name) => (Route::Tags(resolve(&name)?), Some(name)),
+        other => (other, None),
+    })
+}
+
 /// Middleware in front of every `/v2` route.
 pub(crate) async fn guard(
     State(state): State<Arc<AppState>>,
@@ -184,11 +222,16 @@ pub(crate) async fn guard(
     // a path that is not one gets its plain error (404 for an unknown
     // endpoint), never a challenge, a failed-login count or an audit row.
     let path = req.uri().path();
+    // The name a `?ns=` request used, before it named the mirrored repository.
+    let mut ns_asked = None;
     let route = if path == "/v2" || path == "/v2/" {
         None
     } else {
-        match Route::parse(path) {
-            Ok(route) => Some(route),
+        match Route::parse(path).and_then(|route| mirror_namespace(&state, &method, route, &req)) {
+            Ok((route, asked)) => {
+                ns_asked = asked;
+                Some(route)
+            }
             Err(e) => {
                 let mut res = e.into_response();
                 let (name, value) = crate::api_version_header();
@@ -216,7 +259,20 @@ pub(crate) async fn guard(
         Ok(caller) => caller,
         Err(refusal) => return refuse(&state, &req, refusal, &need, None),
     };
-    if let Err(refusal) = caller.check(&need).await {
+    let mut checked = caller.check(&need).await;
+    if let (Err(Refusal::InsufficientScope), Some(asked), Need::Action(action, served)) =
+        (&checked, &ns_asked, &need)
+    {
+        // containerd asks for a token scoped to the name it sent (`x/y`), not to the
+        // mirrored name `?ns=` makes of it; such a token reads the mirror when the account
+        // behind it may pull there itself.
+        if caller.may_or_no(*action, &repository(asked)).await
+            && caller.behind_token().await.may_or_no(*action, served).await
+        {
+            checked = Ok(());
+        }
+    }
+    if let Err(refusal) = checked {
         if let (Some((repo, action)), Some(target), true) =
             (&audited, &target, refusal != Refusal::Internal)
         {

@@ -13,6 +13,10 @@ use wharf_blob::ByteStream;
 use wharf_core::{Digest, Reference, RepoName, Tag};
 use wharf_oci::{OciError, Page, Registry};
 
+use std::sync::Arc;
+
+use wharf_mirror::PullThrough;
+
 use super::route::Route;
 use super::ApiError;
 use crate::auth::Caller;
@@ -32,6 +36,7 @@ const OCI_TAG_LINE_BYTES: usize = 1024;
 
 pub(crate) async fn handle(
     registry: &Registry,
+    cache: Option<&Arc<PullThrough>>,
     route: Route,
     req: Request<Body>,
 ) -> Result<Response> {
@@ -46,18 +51,22 @@ pub(crate) async fn handle(
     match (route, method) {
         (Route::Catalog, Method::GET) => catalog(registry, &caller, &query).await,
         (Route::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
-        (Route::Manifest(repo, r), Method::GET) => get_manifest(registry, &repo, &r, false).await,
-        (Route::Manifest(repo, r), Method::HEAD) => get_manifest(registry, &repo, &r, true).await,
+        (Route::Manifest(repo, r), Method::GET) => {
+            get_manifest(registry, cache, &repo, &r, false).await
+        }
+        (Route::Manifest(repo, r), Method::HEAD) => {
+            get_manifest(registry, cache, &repo, &r, true).await
+        }
         (Route::Manifest(repo, r), Method::PUT) => put_manifest(registry, &repo, &r, req).await,
         (Route::Manifest(repo, r), Method::DELETE) => {
             registry.delete_manifest(&repo, &r).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Route::Blob(repo, d), Method::GET) => {
-            get_blob(registry, &repo, &d, req.headers(), false).await
+            get_blob(registry, cache, &repo, &d, req.headers(), false).await
         }
         (Route::Blob(repo, d), Method::HEAD) => {
-            get_blob(registry, &repo, &d, req.headers(), true).await
+            get_blob(registry, cache, &repo, &d, req.headers(), true).await
         }
         (Route::Blob(repo, d), Method::DELETE) => {
             registry.delete_blob(&repo, &d).await?;
@@ -263,10 +272,17 @@ fn url_escape(s: &str) -> String {
 /// end-2/end-3: `GET|HEAD /v2/<name>/manifests/<reference>`.
 async fn get_manifest(
     registry: &Registry,
+    cache: Option<&Arc<PullThrough>>,
     repo: &RepoName,
     r: &Reference,
     head: bool,
 ) -> Result<Response> {
+    if let Some(cache) = cache {
+        if let Some(answer) = cache.manifest(repo, r).await {
+            let m = answer.map_err(|e| ApiError::from_proxy(e, false))?;
+            return Ok(manifest_response(m, head));
+        }
+    }
     if head {
         let record = registry.manifest_record(repo, r).await?;
         return Ok((
@@ -286,17 +302,25 @@ async fn get_manifest(
             .into_response());
     }
     let m = registry.get_manifest(repo, r).await?;
+    Ok(manifest_response(m, false))
+}
+
+fn manifest_response(m: wharf_oci::ManifestContent, head: bool) -> Response {
     let digest = m.digest.to_string();
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, header_value(&m.media_type)),
-            (header::ETAG, header_value(&format!("\"{digest}\""))),
-            (DOCKER_CONTENT_DIGEST, header_value(&digest)),
-        ],
-        m.bytes,
-    )
-        .into_response())
+    let headers = [
+        (header::CONTENT_TYPE, header_value(&m.media_type)),
+        (header::ETAG, header_value(&format!("\"{digest}\""))),
+        (DOCKER_CONTENT_DIGEST, header_value(&digest)),
+    ];
+    if head {
+        let mut res = (StatusCode::OK, headers).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            header_value(&m.bytes.len().to_string()),
+        );
+        return res;
+    }
+    (StatusCode::OK, headers, m.bytes).into_response()
 }
 
 /// end-7a/7b: `PUT /v2/<name>/manifests/<reference>[?tag=<tag>...]`.
@@ -386,11 +410,48 @@ fn oci_tag_lines(tags: &[Tag]) -> Vec<String> {
 /// end-2/end-10 GET|HEAD `/v2/<name>/blobs/<digest>`, with `Range`.
 async fn get_blob(
     registry: &Registry,
+    cache: Option<&Arc<PullThrough>>,
     repo: &RepoName,
     d: &Digest,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
+    match get_local_blob(registry, repo, d, headers, head).await {
+        Err(OciError::BlobUnknown(_) | OciError::NameUnknown(_)) if cache.is_some() => {}
+        other => return other.map_err(ApiError::from),
+    }
+    let Some(answer) = cache.map(|c| c.blob(repo, d)) else {
+        return Err(OciError::BlobUnknown(d.clone()).into());
+    };
+    let Some(answer) = answer.await else {
+        return Err(OciError::BlobUnknown(d.clone()).into());
+    };
+    let blob = answer.map_err(|e| ApiError::from_proxy(e, true))?;
+    let mut res = if head {
+        StatusCode::OK.into_response()
+    } else {
+        Body::from_stream(blob.body).into_response()
+    };
+    let h = res.headers_mut();
+    if let Some(size) = blob.size {
+        h.insert(header::CONTENT_LENGTH, header_value(&size.to_string()));
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(DOCKER_CONTENT_DIGEST, header_value(&d.to_string()));
+    Ok(res)
+}
+
+/// A blob the store holds for `repo`.
+async fn get_local_blob(
+    registry: &Registry,
+    repo: &RepoName,
+    d: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> std::result::Result<Response, OciError> {
     let digest_header = (DOCKER_CONTENT_DIGEST, header_value(&d.to_string()));
     if head {
         let size = registry.stat_blob(repo, d).await?;

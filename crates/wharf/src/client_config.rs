@@ -1,0 +1,270 @@
+//! `wharf client-config`: what container engines need to pull through this
+//! server unchanged, printed from the same configuration `serve` reads, so the
+//! names they use and the names Wharf serves cannot drift apart.
+//!
+//! - containers-registries.conf(5) (podman, buildah, skopeo, CRI-O): one
+//!   `[[registry]]` per upstream host with a mirror at `WHARF/PREFIX`, the
+//!   host-prefixed name the pull-through cache answers.
+//! - containerd `hosts.toml`, one per upstream host (`--hosts-dir` layout:
+//!   `DIR/<host>/hosts.toml`): Wharf as a pull/resolve host in front of the
+//!   upstream's `server`; containerd adds `?ns=<host>`, which Wharf resolves.
+//! - docker `daemon.json` `registry-mirrors`: docker mirrors Docker Hub only,
+//!   and sends no namespace, so it works only for a Docker Hub remote with
+//!   `prefix = ""`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use wharf_config::{remote_authority, Config};
+use wharf_mirror::names;
+
+/// One upstream as the clients see it.
+struct Upstream {
+    /// The remote's name.
+    name: String,
+    /// How image references name it (`docker.io`, `quay.io`, `host:port`).
+    host: String,
+    /// Where its registry API answers (`https://registry-1.docker.io`).
+    endpoint: String,
+    /// Plain HTTP upstream.
+    insecure: bool,
+    /// Local prefix of its mirrored repositories.
+    prefix: String,
+}
+
+/// The files, by relative path, in the order printed.
+pub(crate) struct ClientFiles {
+    files: Vec<(String, String)>,
+}
+
+/// `scheme`, `host[:port]` clients reach this server at: `server.external_url`,
+/// else `server.listen` with the listener's scheme.
+fn server_address(config: &Config) -> anyhow::Result<(String, String)> {
+    if !config.server.external_url.is_empty() {
+        let url = config.server.external_url.trim_end_matches('/');
+        let (scheme, authority) = url
+            .split_once("://")
+            .with_context(|| format!("server.external_url {url:?} has no scheme"))?;
+        return Ok((scheme.to_owned(), authority.to_owned()));
+    }
+    let listen = &config.server.listen;
+    let port = listen.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+    let host = listen.rsplit_once(':').map_or(listen.as_str(), |(h, _)| h);
+    if matches!(host, "0.0.0.0" | "[::]" | "::") {
+        bail!(
+            "server.listen is {listen}, which clients cannot reach by that address; \
+             set server.external_url to the URL they use (e.g. https://wharf.example:{port})"
+        );
+    }
+    let scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok((scheme.to_owned(), listen.clone()))
+}
+
+fn upstreams(config: &Config) -> anyhow::Result<Vec<Upstream>> {
+    let mut out = Vec::new();
+    for remote in &config.mirror.remotes {
+        let (scheme, authority) = remote_authority(&remote.url)
+            .with_context(|| format!("mirror.remotes {:?}: url", remote.name))?;
+        let host = if names::is_docker_hub(authority) {
+            "docker.io".to_owned()
+        } else {
+            authority.to_ascii_lowercase()
+        };
+        out.push(Upstream {
+            name: remote.name.clone(),
+            host,
+            endpoint: names::endpoint(scheme, authority),
+            insecure: scheme == "http",
+            prefix: remote
+                .prefix
+                .clone()
+                .unwrap_or_else(|| names::default_prefix(authority)),
+        });
+    }
+    Ok(out)
+}
+
+impl ClientFiles {
+    /// Every file for `config`'s remotes.
+    pub(crate) fn build(config: &Config) -> anyhow::Result<ClientFiles> {
+        let (scheme, server) = server_address(config)?;
+        let upstreams = upstreams(config)?;
+        if upstreams.is_empty() {
+            bail!("no [[mirror.remotes]] configured: there is nothing to pull through");
+        }
+        let plain = scheme == "http";
+        let mut files = Vec::new();
+
+        let mut conf = String::from(
+            "# containers-registries.conf(5), written by `wharf client-config`.\n\
+             # Put it in /etc/containers/registries.conf.d/ (or point CONTAINERS_REGISTRIES_CONF\n\
+             # at it): pulls of these hosts try Wharf first, then the upstream itself.\n",
+        );
+        for u in &upstreams {
+            let location = if u.prefix.is_empty() {
+                server.clone()
+            } else {
+                format!("{server}/{}", u.prefix)
+            };
+            let _ = write!(
+                conf,
+                "\n# {}\n[[registry]]\nprefix = \"{}\"\nlocation = \"{}\"\n",
+                u.name, u.host, u.host
+            );
+            if u.insecure {
+                conf.push_str("insecure = true\n");
+            }
+            let _ = write!(conf, "\n[[registry.mirror]]\nlocation = \"{location}\"\n");
+            if plain {
+                conf.push_str("insecure = true\n");
+            }
+        }
+        files.push(("registries.conf".to_owned(), conf));
+
+        for u in &upstreams {
+            let mut hosts = format!(
+                "# containerd hosts.toml for {host}, written by `wharf client-config`.\n\
+                 # Install as <hosts dir>/{host}/hosts.toml (config_path of the CRI plugin's\n\
+                 # registry, e.g. /etc/containerd/certs.d, or `ctr images pull --hosts-dir`).\n\
+                 server = \"{}\"\n\n[host.\"{scheme}://{server}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                u.endpoint,
+                host = u.host,
+            );
+            if plain {
+                hosts.push_str("  # Wharf speaks plain HTTP here: the scheme above says so.\n");
+            }
+            files.push((format!("certs.d/{}/hosts.toml", u.host), hosts));
+        }
+
+        let hub = upstreams.iter().find(|u| u.host == "docker.io");
+        let daemon = match hub {
+            Some(u) if u.prefix.is_empty() => format!(
+                "{{\n  \"registry-mirrors\": [\"{scheme}://{server}\"]{}\n}}\n",
+                if plain {
+                    format!(",\n  \"insecure-registries\": [\"{server}\"]")
+                } else {
+                    String::new()
+                }
+            ),
+            _ => String::new(),
+        };
+        if !daemon.is_empty() {
+            files.push(("daemon.json".to_owned(), daemon));
+        }
+        Ok(ClientFiles { files })
+    }
+
+    /// What docker users should know, when no daemon.json could be written.
+    fn docker_note(&self, config: &Config) -> Option<String> {
+        if self.files.iter().any(|(p, _)| p == "daemon.json") {
+            return None;
+        }
+        let hub = config
+            .mirror
+            .remotes
+            .iter()
+            .find(|r| remote_authority(&r.url).is_some_and(|(_, a)| names::is_docker_hub(a)));
+        Some(match hub {
+            None => "docker: no daemon.json: docker's registry-mirrors mirror Docker Hub only, \
+                     and no [[mirror.remotes]] is Docker Hub"
+                .to_owned(),
+            Some(r) => format!(
+                "docker: no daemon.json: docker's registry-mirrors send no namespace, so Wharf \
+                 can serve Docker Hub to docker only from unprefixed names; set prefix = \"\" \
+                 on [[mirror.remotes]] {:?} (podman and containerd need no such change)",
+                r.name
+            ),
+        })
+    }
+
+    /// Prints every file under a heading naming where it goes.
+    pub(crate) fn print(&self, config: &Config) {
+        for (path, text) in &self.files {
+            println!("### {path}");
+            print!("{text}");
+            println!();
+        }
+        if let Some(note) = self.docker_note(config) {
+            println!("# {note}");
+        }
+    }
+
+    /// Writes every file under `dir` (`registries.conf`, `certs.d/<host>/hosts.toml`
+    /// — a `--hosts-dir` — and `daemon.json`), and says what went where.
+    pub(crate) fn write(&self, config: &Config, dir: &Path) -> anyhow::Result<()> {
+        for (path, text) in &self.files {
+            let target = dir.join(path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&target, text)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+            println!("wrote {}", target.display());
+        }
+        println!(
+            "containerd: ctr images pull --hosts-dir {} …, or set the CRI plugin's \
+             registry config_path to it",
+            dir.join("certs.d").display()
+        );
+        if let Some(note) = self.docker_note(config) {
+            println!("{note}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(toml: &str) -> Vec<(String, String)> {
+        let config = Config::parse(toml, "x.toml").unwrap();
+        ClientFiles::build(&config).unwrap().files
+    }
+
+    #[test]
+    fn prefixes_mirrors_and_hosts() {
+        let f = files(
+            "[server]\nexternal_url = \"https://wharf.example\"\n\
+             [[mirror.remotes]]\nname = \"quay\"\nurl = \"https://quay.io\"\n\
+             [[mirror.remotes]]\nname = \"hub\"\nurl = \"https://registry-1.docker.io\"\nprefix = \"\"\n",
+        );
+        let conf = &f[0].1;
+        assert!(conf.contains("prefix = \"quay.io\"\nlocation = \"quay.io\""));
+        assert!(conf.contains("[[registry.mirror]]\nlocation = \"wharf.example/quay.io\""));
+        assert!(conf.contains("[[registry.mirror]]\nlocation = \"wharf.example\"\n"));
+        assert!(!conf.contains("insecure"));
+        assert_eq!(f[1].0, "certs.d/quay.io/hosts.toml");
+        assert!(f[1].1.contains("server = \"https://quay.io\""));
+        assert!(f[1].1.contains("[host.\"https://wharf.example\"]"));
+        assert_eq!(f[2].0, "certs.d/docker.io/hosts.toml");
+        assert!(f[2].1.contains("server = \"https://registry-1.docker.io\""));
+        assert_eq!(f[3].0, "daemon.json");
+        assert!(f[3]
+            .1
+            .contains("\"registry-mirrors\": [\"https://wharf.example\"]"));
+    }
+
+    #[test]
+    fn plain_http_listener_and_upstream() {
+        let f = files(
+            "[server]\nlisten = \"127.0.0.1:5999\"\n\
+             [[mirror.remotes]]\nname = \"up\"\nurl = \"http://127.0.0.1:5000\"\ninsecure_http = true\n",
+        );
+        let conf = &f[0].1;
+        assert!(conf.contains(
+            "location = \"127.0.0.1:5000\"\ninsecure = true\n\n[[registry.mirror]]\n\
+             location = \"127.0.0.1:5999/127.0.0.1_5000\"\ninsecure = true\n"
+        ));
+        assert_eq!(f[1].0, "certs.d/127.0.0.1:5000/hosts.toml");
+        assert!(f[1].1.contains("[host.\"http://127.0.0.1:5999\"]"));
+        // No Docker Hub remote: no daemon.json.
+        assert_eq!(f.len(), 2);
+    }
+}
