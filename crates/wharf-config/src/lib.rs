@@ -9,6 +9,7 @@
 //! it and a test keeps the two, and the defaults below, in agreement.
 
 mod mirror;
+mod skopeo;
 mod reference;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use mirror::{remote_authority, MirrorConfig, RemoteConfig, SyncConfig};
+pub use skopeo::skopeo_remote_name;
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 
 /// Why a configuration was refused.
@@ -445,7 +447,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        // skopeo sync files become remotes and sync definitions here, so every
+        // later step (validation, `wharf sync`) sees one configuration.
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.mirror.lower_skopeo_files(base)?;
+        Ok(config)
     }
 
     /// Checks values; reports every problem with its TOML path.

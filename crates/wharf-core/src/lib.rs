@@ -9,9 +9,11 @@ mod cron;
 mod digest;
 mod kind;
 mod name;
+mod selection;
 
 pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};

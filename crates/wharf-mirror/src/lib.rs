@@ -20,8 +20,8 @@ use wharf_core::Digest;
 use wharf_oci::OciError;
 
 pub use client::{UpstreamClient, UpstreamSettings};
-pub use copy::{Mirror, TagOutcome, Transferred};
-pub use select::TagSelection;
+pub use copy::{CopyOptions, Mirror, TagOutcome, Transferred};
+pub use select::{Platform, SelectionError, SemverRange, TagSelection};
 
 /// Why a mirroring step failed.
 #[derive(Debug, thiserror::Error)]

@@ -13,10 +13,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use wharf_blob::BlobStore;
-use wharf_config::{remote_authority, Config, RemoteConfig};
+use wharf_config::{remote_authority, Config, RemoteConfig, SyncConfig};
 use wharf_core::{RepoName, Tag};
 use wharf_meta::Meta;
-use wharf_mirror::{names, Mirror, TagOutcome, TagSelection, UpstreamClient, UpstreamSettings};
+use wharf_mirror::{
+    names, CopyOptions, Mirror, Platform, TagOutcome, TagSelection, UpstreamClient,
+    UpstreamSettings,
+};
 use wharf_oci::{Registry, RegistryLimits};
 
 /// Runs every sync definition of `remote` (or of every remote).
@@ -84,8 +87,7 @@ pub(crate) async fn sync(
             .iter()
             .filter(|s| s.remote == remote.name)
         {
-            let selection = TagSelection::new(&def.tags, &def.include, &def.exclude)
-                .context("mirror.sync: invalid regex")?;
+            let (selection, options) = lower_definition(def)?;
             for repository in &def.repositories {
                 let upstream = names::upstream_repository(authority, repository);
                 let local_name = names::local_repository(&prefix, &upstream);
@@ -114,7 +116,7 @@ pub(crate) async fn sync(
                 for tag in tags {
                     let result = match Tag::parse(&tag) {
                         Ok(t) => mirror
-                            .copy_tag(&upstream, &local, &t)
+                            .copy_tag_with(&upstream, &local, &t, &options)
                             .await
                             .map_err(|e| e.to_string()),
                         Err(e) => Err(format!("not a tag: {e}")),
@@ -167,6 +169,26 @@ pub(crate) async fn sync(
     }
 }
 
+/// One `[[mirror.sync]]` definition as the copy takes it: which tags, and
+/// which platforms and extras of each (validated at load; this only converts).
+pub(crate) fn lower_definition(def: &SyncConfig) -> anyhow::Result<(TagSelection, CopyOptions)> {
+    let selection = TagSelection::new(&def.tags, &def.include, &def.exclude, &def.semver)
+        .context("mirror.sync")?;
+    let platforms = def
+        .platforms
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .context("mirror.sync.platforms")?;
+    Ok((
+        selection,
+        CopyOptions {
+            platforms,
+            signatures: def.signatures,
+        },
+    ))
+}
+
 fn has_sync(config: &Config, remote: &RemoteConfig) -> bool {
     config.mirror.sync.iter().any(|s| s.remote == remote.name)
 }
@@ -202,6 +224,9 @@ async fn connect(
         .with_context(|| format!("url {:?} is not http(s)://HOST[:PORT]", remote.url))?;
     let credentials = if remote.username.is_empty() {
         None
+    } else if let Some(password) = &remote.password {
+        // Given inline by a skopeo sync file.
+        Some((remote.username.clone(), password.clone()))
     } else {
         let path = &remote.password_file;
         if let Some(mode) = crate::serve::loose_mode(path) {
