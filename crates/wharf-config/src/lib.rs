@@ -9,8 +9,8 @@
 //! it and a test keeps the two, and the defaults below, in agreement.
 
 mod mirror;
-mod skopeo;
 mod reference;
+mod skopeo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use mirror::{remote_authority, MirrorConfig, RemoteConfig, SyncConfig};
-pub use skopeo::skopeo_remote_name;
 pub use reference::{render_reference, ConfigKey, REFERENCE};
+pub use skopeo::skopeo_remote_name;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

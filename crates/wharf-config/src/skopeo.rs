@@ -86,8 +86,8 @@ impl MirrorConfig {
         let top: BTreeMap<String, serde_norway::Value> =
             serde_norway::from_str(text).map_err(|e| fail("", e.to_string()))?;
         for (registry, value) in top {
-            let entry: SkopeoRegistry = serde_norway::from_value(value)
-                .map_err(|e| fail(&registry, e.to_string()))?;
+            let entry: SkopeoRegistry =
+                serde_norway::from_value(value).map_err(|e| fail(&registry, e.to_string()))?;
             let authority_ok = !registry.is_empty()
                 && registry
                     .chars()
@@ -120,8 +120,7 @@ impl MirrorConfig {
                     } else {
                         base.join(dir)
                     };
-                    cert_dir_bundle(&dir)
-                        .map_err(|m| fail(&format!("{registry}.cert-dir"), m))?
+                    cert_dir_bundle(&dir).map_err(|m| fail(&format!("{registry}.cert-dir"), m))?
                 }
             };
             let (username, password) = match entry.credentials {
@@ -287,10 +286,28 @@ docker.io:
         assert_eq!(
             defs,
             [
-                ("127.0.0.1_5000", "coreos/etcd", vec!["latest".to_owned()], "", ""),
+                (
+                    "127.0.0.1_5000",
+                    "coreos/etcd",
+                    vec!["latest".to_owned()],
+                    "",
+                    ""
+                ),
                 ("docker.io", "busybox", vec![], "", ""),
-                ("docker.io", "redis", vec!["1.0".to_owned(), "2.0".to_owned()], "", ""),
-                ("docker.io", "nginx", vec![], r"^1\.13\.[12]-alpine-perl$", ""),
+                (
+                    "docker.io",
+                    "redis",
+                    vec!["1.0".to_owned(), "2.0".to_owned()],
+                    "",
+                    ""
+                ),
+                (
+                    "docker.io",
+                    "nginx",
+                    vec![],
+                    r"^1\.13\.[12]-alpine-perl$",
+                    ""
+                ),
                 ("docker.io", "alpine", vec![], "", ">= 3.12.0"),
             ]
         );
@@ -302,12 +319,30 @@ docker.io:
     #[test]
     fn errors_name_the_file_and_the_key() {
         for (text, needles) in [
-            ("quay.io:\n  imgs: {}\n", &["sync.yml", "quay.io", "unknown field `imgs`"][..]),
-            ("quay.io:\n  images-by-semver:\n    etcd: \">= x\"\n", &["sync.yml", "quay.io.images-by-semver.etcd"]),
-            ("quay.io:\n  images-by-tag-regex:\n    etcd: \"(\"\n", &["quay.io.images-by-tag-regex.etcd", "not a regex"]),
-            ("quay.io:\n  tls-verify: false\n", &["quay.io", "names no images"]),
-            ("quay.io:\n  images: {a: []}\n  credentials: {username: u}\n", &["quay.io", "password"]),
-            ("quay.io:\n  images: {a: []}\n  cert-dir: /nonexistent/certs\n", &["quay.io.cert-dir", "/nonexistent/certs"]),
+            (
+                "quay.io:\n  imgs: {}\n",
+                &["sync.yml", "quay.io", "unknown field `imgs`"][..],
+            ),
+            (
+                "quay.io:\n  images-by-semver:\n    etcd: \">= x\"\n",
+                &["sync.yml", "quay.io.images-by-semver.etcd"],
+            ),
+            (
+                "quay.io:\n  images-by-tag-regex:\n    etcd: \"(\"\n",
+                &["quay.io.images-by-tag-regex.etcd", "not a regex"],
+            ),
+            (
+                "quay.io:\n  tls-verify: false\n",
+                &["quay.io", "names no images"],
+            ),
+            (
+                "quay.io:\n  images: {a: []}\n  credentials: {username: u}\n",
+                &["quay.io", "password"],
+            ),
+            (
+                "quay.io:\n  images: {a: []}\n  cert-dir: /nonexistent/certs\n",
+                &["quay.io.cert-dir", "/nonexistent/certs"],
+            ),
             ("https://quay.io:\n  images: {a: []}\n", &["HOST[:PORT]"]),
             ("- not\n- a mapping\n", &["sync.yml"]),
         ] {
@@ -321,7 +356,10 @@ docker.io:
             .lower_skopeo_text("quay.io:\n  images: {b: []}\n", "two.yml", Path::new("/"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("two.yml") && err.contains("already defined"), "{err}");
+        assert!(
+            err.contains("two.yml") && err.contains("already defined"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -76,9 +76,11 @@ pub fn lenient_version(tag: &str) -> Option<semver::Version> {
     let parts: Vec<&str> = core.split('.').collect();
     if parts.is_empty()
         || parts.len() > 3
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')))
+        || parts.iter().any(|p| {
+            p.is_empty()
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+        })
     {
         return None;
     }
@@ -166,7 +168,17 @@ mod tests {
         assert_eq!(v("V3").as_deref(), Some("3.0.0"));
         assert_eq!(v("1.2.3-alpine").as_deref(), Some("1.2.3-alpine"));
         assert_eq!(v("3.12-rc.1+b5").as_deref(), Some("3.12.0-rc.1+b5"));
-        for not in ["latest", "1.2.3.4", "", "v", "1..2", "01.2", "1.x", "sha256-abc.sig", "-1"] {
+        for not in [
+            "latest",
+            "1.2.3.4",
+            "",
+            "v",
+            "1..2",
+            "01.2",
+            "1.x",
+            "sha256-abc.sig",
+            "-1",
+        ] {
             assert_eq!(v(not), None, "{not:?}");
         }
     }
@@ -190,7 +202,9 @@ mod tests {
         assert!(arm.matches("linux", "arm64", Some("v8")));
         assert!(arm.matches("linux", "arm64", None));
         assert!(!arm.matches("linux", "arm64", Some("v9")));
-        assert!(!Platform::parse("linux/arm/v7").unwrap().matches("linux", "arm", Some("v6")));
+        assert!(!Platform::parse("linux/arm/v7")
+            .unwrap()
+            .matches("linux", "arm", Some("v6")));
         assert_eq!(arm.to_string(), "linux/arm64/v8");
         for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
             assert!(Platform::parse(bad).is_err(), "{bad:?}");

@@ -448,9 +448,8 @@ impl BlobClaim {
                         let sparse_allowed = match mirrored {
                             Some(known) => known,
                             None => {
-                                let known = repository_origin_on(&mut **tx, &m.repo)
-                                    .await?
-                                    .is_some();
+                                let known =
+                                    repository_origin_on(&mut **tx, &m.repo).await?.is_some();
                                 mirrored = Some(known);
                                 known
                             }

@@ -176,7 +176,11 @@ async fn sparse_indexes_only_in_mirrored_repositories(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        db.meta.repository_origin(&mirrored).await.unwrap().as_deref(),
+        db.meta
+            .repository_origin(&mirrored)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("https://up.example/team/app")
     );
     // A mirrored one takes the index with a child it does not hold, but never

@@ -557,10 +557,7 @@ impl UpstreamClient {
             #[serde(default)]
             manifests: Vec<Descriptor>,
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport(&url, e))?;
+        let body = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
         if body.len() as u64 > self.settings.max_manifest_bytes {
             return Err(MirrorError::Protocol(format!(
                 "{url}: referrers index larger than oci.max_manifest_bytes"

@@ -131,10 +131,7 @@ impl Mirror {
     ) -> Result<TagOutcome, MirrorError> {
         // Before anything is stored, so the store takes a sparse index here.
         self.registry
-            .mark_mirrored(
-                local,
-                &format!("{}/{upstream}", self.client.base_url()),
-            )
+            .mark_mirrored(local, &format!("{}/{upstream}", self.client.base_url()))
             .await?;
         let mut copied = Vec::new();
         let outcome = self
@@ -502,7 +499,8 @@ mod tests {
             d('f')
         );
         let pick = |list: &[&str]| {
-            let platforms: Vec<Platform> = list.iter().map(|p| Platform::parse(p).unwrap()).collect();
+            let platforms: Vec<Platform> =
+                list.iter().map(|p| Platform::parse(p).unwrap()).collect();
             chosen_children(index.as_bytes(), &platforms)
                 .unwrap()
                 .iter()
@@ -510,7 +508,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(pick(&["linux/amd64"]), [d('a'), d('e')]);
-        assert_eq!(pick(&["linux/arm64/v8", "linux/amd64"]), [d('a'), d('b'), d('e')]);
+        assert_eq!(
+            pick(&["linux/arm64/v8", "linux/amd64"]),
+            [d('a'), d('b'), d('e')]
+        );
         assert_eq!(pick(&["linux/s390x"]), [d('e')]);
         assert!(chosen_children(b"{}", &[]).is_err());
     }

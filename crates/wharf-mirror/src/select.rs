@@ -131,7 +131,15 @@ mod tests {
     #[test]
     fn semver_ranges_select_versions_only() {
         let listed = tags(&[
-            "1.1.9", "1.2", "v1.2.5", "1.9.0", "2.0.0", "2", "1.3.0-rc1", "latest", "1.4-alpine",
+            "1.1.9",
+            "1.2",
+            "v1.2.5",
+            "1.9.0",
+            "2.0.0",
+            "2",
+            "1.3.0-rc1",
+            "latest",
+            "1.4-alpine",
         ]);
         let s = TagSelection::new(&[], "", "", ">=1.2, <2").unwrap();
         assert_eq!(s.select(&listed), tags(&["1.2", "v1.2.5", "1.9.0"]));
@@ -148,5 +156,4 @@ mod tests {
         assert_eq!(s.select(&listed), tags(&["1.3.0-rc1"]));
         assert!(TagSelection::new(&[], "", "", ">=1.2 ||").is_err());
     }
-
 }

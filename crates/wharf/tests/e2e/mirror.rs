@@ -325,16 +325,29 @@ fn filtered_sync_takes_semver_ranges_one_platform_and_signatures() -> Result<()>
         "dev",
     ] {
         src.add_image(tag, &tiny)?;
-        push_upstream(&upstream, &src.reference(tag), &format!("team/app:{tag}"), false)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("team/app:{tag}"),
+            false,
+        )?;
     }
     for tag in ["v1", "v2.1", "v3", "2.5"] {
         src.add_image(tag, &tiny)?;
-        push_upstream(&upstream, &src.reference(tag), &format!("team/tools:{tag}"), false)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("team/tools:{tag}"),
+            false,
+        )?;
     }
     let multi = src.add_two_arch_index("multi", 1, 4 * 1024)?;
     push_upstream(&upstream, &src.reference("multi"), "base/os:multi", true)?;
     let upstream_index = upstream_digest(&upstream, "base/os:multi")?;
-    let (amd64, arm64) = (&multi.images[0].manifest.digest, &multi.images[1].manifest.digest);
+    let (amd64, arm64) = (
+        &multi.images[0].manifest.digest,
+        &multi.images[1].manifest.digest,
+    );
 
     // Sign v1.2 in the upstream: cosign stores `sha256-HEX.sig` beside it.
     let signed = upstream_digest(&upstream, "team/app:v1.2")?;
@@ -410,7 +423,12 @@ platforms = ["linux/arm64/v8"]
         list_tags(&local("team/app"))?
     );
     ensure!(list_tags(&local("team/tools"))? == ["v2.1", "v3"]);
-    for repo_tag in ["team/app:v1.2", "team/app:1.5.3", "team/tools:v2.1", "team/tools:v3"] {
+    for repo_tag in [
+        "team/app:v1.2",
+        "team/app:1.5.3",
+        "team/tools:v2.1",
+        "team/tools:v3",
+    ] {
         ensure!(
             sha256_digest(&inspect_raw(&local(repo_tag))?) == upstream_digest(&upstream, repo_tag)?,
             "{repo_tag}: mirrored digest differs from the upstream's"
@@ -500,9 +518,19 @@ fn a_skopeo_sync_file_is_a_source() -> Result<()> {
         ("coreos/etcd", "latest"),
     ] {
         src.add_image(tag, &tiny)?;
-        push_upstream(&upstream, &src.reference(tag), &format!("{repo}:{tag}"), false)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("{repo}:{tag}"),
+            false,
+        )?;
     }
-    let port = upstream.host().rsplit_once(':').context("no port")?.1.to_owned();
+    let port = upstream
+        .host()
+        .rsplit_once(':')
+        .context("no port")?
+        .1
+        .to_owned();
     let sync_file = tmp.path().join("sync.yml");
     fs::write(
         &sync_file,
@@ -541,18 +569,27 @@ localhost:{port}:
         list_tags(&local(&format!("localhost_{port}/coreos/etcd")))? == ["latest", "v3.1", "v3.3"]
     );
     ensure!(
-        sha256_digest(&inspect_raw(&local(&format!("localhost_{port}/coreos/etcd:v3.1")))?)
+        sha256_digest(&inspect_raw(&local(&format!(
+            "localhost_{port}/coreos/etcd:v3.1"
+        )))?)
             == upstream_digest(&upstream, "coreos/etcd:v3.1")?
     );
     // `wharf sync NAME` takes the remote the file's registry key became.
-    let one = run(&mut wharf_cli(&server, &["sync", &format!("127.0.0.1_{port}")]))?;
+    let one = run(&mut wharf_cli(
+        &server,
+        &["sync", &format!("127.0.0.1_{port}")],
+    ))?;
     ensure!(one.stdout.contains("1 tag unchanged"), "{one}");
 
     // A mistake names the file and the key.
-    fs::write(&sync_file, "quay.io:\n    images-by-semver:\n        coreos/etcd: \">= x\"\n")?;
+    fs::write(
+        &sync_file,
+        "quay.io:\n    images-by-semver:\n        coreos/etcd: \">= x\"\n",
+    )?;
     let bad = run_expect_failure(&mut wharf_cli(&server, &["sync"]))?;
     ensure!(
-        bad.stderr.contains("sync.yml") && bad.stderr.contains("quay.io.images-by-semver.coreos/etcd"),
+        bad.stderr.contains("sync.yml")
+            && bad.stderr.contains("quay.io.images-by-semver.coreos/etcd"),
         "{bad}"
     );
     Ok(())
