@@ -311,8 +311,10 @@ docker.io:
                 ("docker.io", "alpine", vec![], "", ">= 3.12.0"),
             ]
         );
-        let mut cfg = crate::Config::default();
-        cfg.mirror = m;
+        let cfg = crate::Config {
+            mirror: m,
+            ..Default::default()
+        };
         cfg.validate().unwrap();
     }
 
