@@ -10,6 +10,7 @@
 
 mod mirror;
 mod reference;
+mod skopeo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
+pub use skopeo::skopeo_remote_name;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -445,7 +447,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        // skopeo sync files become remotes and sync definitions here, so every
+        // later step (validation, `wharf sync`) sees one configuration.
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.mirror.lower_skopeo_files(base)?;
+        Ok(config)
     }
 
     /// Checks values; reports every problem with its TOML path.

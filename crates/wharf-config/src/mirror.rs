@@ -16,6 +16,8 @@ pub struct MirrorConfig {
     pub remotes: Vec<RemoteConfig>,
     /// What to copy from them.
     pub sync: Vec<SyncConfig>,
+    /// skopeo sync YAML files lowered into remotes and sync definitions at load.
+    pub skopeo_files: Vec<PathBuf>,
 }
 
 /// One `[[mirror.remotes]]` entry.
@@ -35,6 +37,10 @@ pub struct RemoteConfig {
     /// File holding the upstream password (or token).
     #[serde(default)]
     pub password_file: PathBuf,
+    /// A password written inline, which only a skopeo sync file (`credentials`)
+    /// can give; the TOML takes `password_file` alone.
+    #[serde(skip)]
+    pub password: Option<String>,
     /// PEM bundle of CAs trusted for the upstream instead of the system roots.
     #[serde(default)]
     pub ca_bundle: PathBuf,
@@ -119,6 +125,19 @@ pub struct SyncConfig {
     /// Regex a listed tag must not match.
     #[serde(default)]
     pub exclude: String,
+    /// Semver range a listed tag, read as a version, must fall in; empty: any tag.
+    #[serde(default)]
+    pub semver: String,
+    /// Platforms (`OS/ARCH[/VARIANT]`) of an index to copy; empty: all.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Copy cosign signatures, attestations, SBOMs and OCI referrers too.
+    #[serde(default = "default_signatures")]
+    pub signatures: bool,
+}
+
+fn default_signatures() -> bool {
+    true
 }
 
 impl MirrorConfig {
@@ -157,7 +176,8 @@ impl MirrorConfig {
                     r.url
                 )),
             }
-            if r.username.is_empty() != r.password_file.as_os_str().is_empty() {
+            let has_password = !r.password_file.as_os_str().is_empty() || r.password.is_some();
+            if r.username.is_empty() == has_password {
                 problems.push(format!(
                     "{at}: username and password_file go together (both or neither)"
                 ));
@@ -196,11 +216,23 @@ impl MirrorConfig {
             if s.repositories.is_empty() {
                 problems.push(format!("{at}.repositories: name at least one"));
             }
-            let filtered = !s.include.is_empty() || !s.exclude.is_empty();
+            let filtered = !s.include.is_empty() || !s.exclude.is_empty() || !s.semver.is_empty();
             if !s.tags.is_empty() && filtered {
                 problems.push(format!(
-                    "{at}: tags (an explicit list) and include/exclude (filters of the upstream's list) exclude each other"
+                    "{at}: tags (an explicit list) and include/exclude/semver (filters of the upstream's list) exclude each other"
                 ));
+            }
+            if !s.semver.is_empty() {
+                if let Err(e) = wharf_core::SemverRange::parse(&s.semver) {
+                    problems.push(format!(
+                        "{at}.semver: {e} (write comparators such as \">=1.2, <2\", alternatives joined by ||)"
+                    ));
+                }
+            }
+            for (j, p) in s.platforms.iter().enumerate() {
+                if let Err(e) = wharf_core::Platform::parse(p) {
+                    problems.push(format!("{at}.platforms[{j}]: {e}"));
+                }
             }
             for (key, pattern) in [("include", &s.include), ("exclude", &s.exclude)] {
                 if let Err(e) = regex::Regex::new(pattern) {
@@ -280,6 +312,8 @@ pull_through = { repositories = ["Coreos/*", "a//b"], upstream_timeout_secs = 0 
 remote = "nope"
 repositories = []
 include = "("
+semver = ">= nope"
+platforms = ["linux/amd64", "linux"]
 "#,
             "x.toml",
         )
@@ -296,6 +330,8 @@ include = "("
             "mirror.sync[0].include",
             "mirror.remotes[1].pull_through.repositories",
             "mirror.remotes[1].pull_through.upstream_timeout_secs",
+            "mirror.sync[0].semver",
+            "mirror.sync[0].platforms[1]",
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
@@ -321,5 +357,23 @@ include = "("
         pt.validate().unwrap();
         let pt = pt.mirror.remotes[0].pull_through.as_ref().unwrap();
         assert_eq!((pt.tag_ttl_secs, pt.upstream_timeout_secs), (300, 10));
+        assert!(ok.mirror.sync[0].signatures);
+        let ranged = Config::parse(
+            "[[mirror.remotes]]\nname = \"quay\"\nurl = \"https://quay.io\"\n\
+             [[mirror.sync]]\nremote = \"quay\"\nrepositories = [\"coreos/etcd\"]\n\
+             semver = \">=3.1, <4\"\ninclude = \"^v\"\nplatforms = [\"linux/arm64/v8\"]\n\
+             signatures = false\n",
+            "x.toml",
+        )
+        .unwrap();
+        ranged.validate().unwrap();
+        let both = Config::parse(
+            "[[mirror.remotes]]\nname = \"quay\"\nurl = \"https://quay.io\"\n\
+             [[mirror.sync]]\nremote = \"quay\"\nrepositories = [\"x\"]\ntags = [\"a\"]\nsemver = \"1\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("include/exclude/semver"), "{err}");
     }
 }

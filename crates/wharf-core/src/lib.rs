@@ -9,6 +9,7 @@ mod cron;
 mod digest;
 mod kind;
 mod name;
+mod selection;
 
 pub mod time;
 
@@ -17,3 +18,4 @@ pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};

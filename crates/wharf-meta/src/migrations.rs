@@ -229,6 +229,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX auth_unlocks_at ON auth_unlocks (at)",
         ],
     ),
+    (
+        8,
+        &[
+            // Where a mirrored repository's content comes from (`upstream/name`),
+            // set by the mirror's copy; NULL for an ordinary repository. Only a
+            // repository with an origin takes a sparse index (see oci.rs).
+            "ALTER TABLE repositories ADD COLUMN origin TEXT",
+        ],
+    ),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).

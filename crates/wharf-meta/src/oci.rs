@@ -10,7 +10,7 @@ use wharf_core::{Digest, RepoName, RepositoryKind, Tag};
 
 use crate::gc::BlobClaim;
 use crate::refs::RefOwner;
-use crate::repos::ensure_repository;
+use crate::repos::{ensure_repository, repository_origin_on};
 use crate::{unix_now, Meta, MetaError};
 
 /// What a manifest points at.
@@ -415,6 +415,10 @@ impl BlobClaim {
         // layers cannot deadlock on PostgreSQL.
         let mut references: Vec<_> = m.references.iter().collect();
         references.sort_by(|a, b| a.0.cmp(&b.0));
+        // Children of a sparse index (a mirror that copied some platforms)
+        // that are not stored: neither referenced nor required.
+        let mut absent: Vec<&Digest> = Vec::new();
+        let mut mirrored: Option<bool> = None;
         for (digest, kind, claimed) in references {
             match kind {
                 ReferenceKind::Blob => {
@@ -441,7 +445,19 @@ impl BlobClaim {
                             .fetch_optional(&mut **tx)
                             .await?;
                     if row.is_none() {
-                        return Ok(PutManifestOutcome::MissingManifest(digest.clone()));
+                        let sparse_allowed = match mirrored {
+                            Some(known) => known,
+                            None => {
+                                let known =
+                                    repository_origin_on(&mut **tx, &m.repo).await?.is_some();
+                                mirrored = Some(known);
+                                known
+                            }
+                        };
+                        if !sparse_allowed {
+                            return Ok(PutManifestOutcome::MissingManifest(digest.clone()));
+                        }
+                        absent.push(digest);
                     }
                 }
             }
@@ -462,7 +478,7 @@ impl BlobClaim {
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        for (digest, kind, _) in &m.references {
+        for (digest, kind, _) in m.references.iter().filter(|r| !absent.contains(&&r.0)) {
             sqlx::query(
                 "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (repo, manifest, child) DO NOTHING",
@@ -480,6 +496,7 @@ impl BlobClaim {
         };
         let needs: Vec<&Digest> = std::iter::once(&m.digest)
             .chain(m.references.iter().map(|(d, _, _)| d))
+            .filter(|d| !absent.contains(d))
             .collect();
         crate::refs::add_refs(tx, &owner, &needs).await?;
         if let Some(tag) = &m.tag {

@@ -73,6 +73,21 @@ async fn repository_kind_on<'e>(
         .transpose()
 }
 
+/// The origin of `repo` (set by a mirror's copy), if it has one.
+pub(crate) async fn repository_origin_on<'e>(
+    conn: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    repo: &RepoName,
+) -> Result<Option<String>, MetaError> {
+    let row = sqlx::query("SELECT origin FROM repositories WHERE name = $1")
+        .bind(repo.as_str())
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<Option<String>, _>(0)?,
+        None => None,
+    })
+}
+
 fn parse_kind(s: &str) -> Result<RepositoryKind, MetaError> {
     s.parse()
         .map_err(|e| MetaError::Corrupt(format!("stored repository kind: {e}")))
@@ -91,6 +106,32 @@ impl Meta {
         ensure_repository(&mut tx, repo, kind).await?;
         tx.commit().await?;
         Ok(!existed)
+    }
+
+    /// Marks `repo` (created as an OCI repository if absent) as mirrored from
+    /// `origin`, which lets it hold sparse indexes. Refuses a name another kind holds.
+    pub async fn set_repository_origin(
+        &self,
+        repo: &RepoName,
+        origin: &str,
+    ) -> Result<(), MetaError> {
+        if repository_origin_on(&self.pool, repo).await?.as_deref() == Some(origin) {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        ensure_repository(&mut tx, repo, RepositoryKind::Oci).await?;
+        sqlx::query("UPDATE repositories SET origin = $1 WHERE name = $2")
+            .bind(origin)
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Where `repo`'s content is mirrored from; `None` for an ordinary repository.
+    pub async fn repository_origin(&self, repo: &RepoName) -> Result<Option<String>, MetaError> {
+        repository_origin_on(&self.pool, repo).await
     }
 
     /// The kind of the repository named `repo`, if there is one.

@@ -146,6 +146,86 @@ async fn manifest_requires_linked_blobs(db: Db) {
     ));
 }
 
+async fn sparse_indexes_only_in_mirrored_repositories(db: Db) {
+    let (pushed, mirrored) = (repo("team/app"), repo("up/team/app"));
+    let kept = manifest(&mirrored, b"amd64", vec![], None);
+    let left_out = Digest::sha256_of(b"arm64");
+    let index = |r: &RepoName| {
+        manifest(
+            r,
+            b"index",
+            vec![
+                (kept.digest.clone(), ReferenceKind::Manifest, 5),
+                (left_out.clone(), ReferenceKind::Manifest, 5),
+            ],
+            Some("1.0"),
+        )
+    };
+    // An ordinary repository keeps requiring every child.
+    db.meta
+        .put_manifest(&manifest(&pushed, b"amd64", vec![], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.meta.put_manifest(&index(&pushed)).await.unwrap(),
+        PutManifestOutcome::MissingManifest(left_out.clone())
+    );
+    assert_eq!(db.meta.repository_origin(&pushed).await.unwrap(), None);
+    db.meta
+        .set_repository_origin(&mirrored, "https://up.example/team/app")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.meta
+            .repository_origin(&mirrored)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("https://up.example/team/app")
+    );
+    // A mirrored one takes the index with a child it does not hold, but never
+    // a blob it does not hold.
+    db.meta.put_manifest(&kept).await.unwrap();
+    let sparse = index(&mirrored);
+    assert_eq!(
+        db.meta.put_manifest(&sparse).await.unwrap(),
+        PutManifestOutcome::Stored
+    );
+    let missing_blob = manifest(
+        &mirrored,
+        b"m",
+        vec![(Digest::sha256_of(b"nope"), ReferenceKind::Blob, 4)],
+        None,
+    );
+    assert!(matches!(
+        db.meta.put_manifest(&missing_blob).await.unwrap(),
+        PutManifestOutcome::MissingBlob(_)
+    ));
+    assert_eq!(
+        db.meta
+            .manifest_by_tag(&mirrored, &Tag::parse("1.0").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        sparse.digest
+    );
+    assert!(db
+        .meta
+        .manifest_by_digest(&mirrored, &left_out)
+        .await
+        .unwrap()
+        .is_none());
+    // The child left out is no reference (a check finds nothing missing); the
+    // child kept is one (a collection keeps it).
+    let refs = db.meta.blob_references().await.unwrap();
+    assert!(!refs.iter().any(|(_, b)| b == &left_out), "{refs:?}");
+    assert!(refs
+        .iter()
+        .any(|(o, b)| b == &kept.digest && o.contains(&sparse.digest.to_string())));
+    assert!(db.meta.blob_is_needed(&kept.digest).await.unwrap());
+}
+
 async fn tags_sort_bytewise_and_paginate(db: Db) {
     let a = repo("a");
     for t in ["b", "B", "a", "a0", "_z", "Z9"] {
@@ -1026,6 +1106,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn upgrade_from_previous_release() {
                 super::upgrade_from_previous_release(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn sparse_indexes_only_in_mirrored_repositories() {
+                super::sparse_indexes_only_in_mirrored_repositories(super::$backend().await).await
             }
             #[tokio::test]
             async fn repository_kinds_share_one_namespace() {

@@ -602,6 +602,59 @@ impl UpstreamClient {
         })
     }
 
+    /// The manifests whose `subject` is `digest`, from the OCI 1.1 referrers
+    /// API; `None` when the upstream has no such API (404, 400 or 405: the
+    /// caller then reads the `sha256-HEX` tag of the referrers tag schema).
+    pub async fn list_referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Digest>>, MirrorError> {
+        let url = self.repo_url(repo, &format!("referrers/{digest}"));
+        let resp = self
+            .send(
+                Method::GET,
+                &url,
+                Some(&pull_scope(repo)),
+                Some("application/vnd.oci.image.index.v1+json"),
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => {
+                return Ok(None)
+            }
+            s => return Err(self.status_error(&url, s, resp).await),
+        }
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            digest: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        let body = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
+        if body.len() as u64 > self.settings.max_manifest_bytes {
+            return Err(MirrorError::Protocol(format!(
+                "{url}: referrers index larger than oci.max_manifest_bytes"
+            )));
+        }
+        let index: Index = serde_json::from_slice(&body)
+            .map_err(|e| MirrorError::Protocol(format!("{url}: referrers index: {e}")))?;
+        index
+            .manifests
+            .iter()
+            .map(|d| {
+                Digest::parse(&d.digest).map_err(|e| {
+                    MirrorError::Protocol(format!("{url}: referrer digest {:?}: {e}", d.digest))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     /// Streams a blob; the caller verifies it (the store's upload does).
     pub async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<ByteStream, MirrorError> {
         Ok(self.get_blob_sized(repo, digest).await?.1)

@@ -6,6 +6,11 @@
 //! upload, or mounted when the store already holds it, or skipped when the
 //! repository does), then each child manifest by digest, then the top
 //! manifest under the tag — last, so a tag never names something incomplete.
+//!
+//! With a platform filter only the chosen children of an index are copied and
+//! the index is stored unchanged under the upstream's digest (a sparse index,
+//! which the store takes because the copy marks the repository as mirrored).
+//! With signatures on, each copied manifest's cosign tags and referrers follow.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +21,21 @@ use wharf_meta::ReferenceKind;
 use wharf_oci::{parse_manifest, OciError, Registry};
 
 use crate::client::{FetchedManifest, UpstreamClient};
+use crate::select::Platform;
 use crate::MirrorError;
+
+/// The tag suffixes cosign stores beside an image, keyed by its digest.
+const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
+/// What a copy takes besides the tag.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Platforms of an index to copy; empty: every one.
+    pub platforms: Vec<Platform>,
+    /// Also copy each copied manifest's cosign `.sig`/`.att`/`.sbom` tags and
+    /// its referrers.
+    pub signatures: bool,
+}
 
 /// How deep indexes may nest (an index of indexes of manifests is 2).
 const MAX_DEPTH: u32 = 4;
@@ -89,12 +108,112 @@ impl Mirror {
     }
 
     /// Copies `upstream:tag` to `local:tag`, unless the local tag already
-    /// names the upstream's digest.
+    /// names the upstream's digest; every platform, no signatures.
     pub async fn copy_tag(
         &self,
         upstream: &str,
         local: &RepoName,
         tag: &Tag,
+    ) -> Result<TagOutcome, MirrorError> {
+        self.copy_tag_with(upstream, local, tag, &CopyOptions::default())
+            .await
+    }
+
+    /// [`Mirror::copy_tag`] with a platform filter and, when asked, the
+    /// signatures, attestations and referrers of what it copied (looked for
+    /// even when the tag is unchanged: a signature may come after its image).
+    pub async fn copy_tag_with(
+        &self,
+        upstream: &str,
+        local: &RepoName,
+        tag: &Tag,
+        options: &CopyOptions,
+    ) -> Result<TagOutcome, MirrorError> {
+        // Before anything is stored, so the store takes a sparse index here.
+        self.registry
+            .mark_mirrored(local, &format!("{}/{upstream}", self.client.base_url()))
+            .await?;
+        let mut copied = Vec::new();
+        let outcome = self
+            .copy_one(upstream, local, tag, &options.platforms, &mut copied)
+            .await?;
+        if options.signatures {
+            let digest = match &outcome {
+                TagOutcome::Copied { digest } | TagOutcome::Unchanged { digest } => digest.clone(),
+            };
+            copied.insert(0, digest);
+            for digest in &copied {
+                self.copy_signatures(upstream, local, digest)
+                    .await
+                    .map_err(|e| match e {
+                        MirrorError::Protocol(m) => {
+                            MirrorError::Protocol(format!("signatures of {digest}: {m}"))
+                        }
+                        other => other,
+                    })?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The cosign tags and the referrers of `digest`, each copied when the
+    /// upstream has it.
+    async fn copy_signatures(
+        &self,
+        upstream: &str,
+        local: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), MirrorError> {
+        let schema_tag = digest.to_string().replace(':', "-");
+        let mut ignored = Vec::new();
+        for suffix in COSIGN_SUFFIXES {
+            let Ok(tag) = Tag::parse(&format!("{schema_tag}.{suffix}")) else {
+                continue;
+            };
+            if self.upstream_has(upstream, &tag).await? {
+                self.copy_one(upstream, local, &tag, &[], &mut ignored)
+                    .await?;
+            }
+        }
+        match self.client.list_referrers(upstream, digest).await? {
+            Some(referrers) => {
+                for referrer in referrers {
+                    self.store_child_manifest(upstream, local, &referrer, 1, &[], &mut ignored)
+                        .await?;
+                }
+            }
+            // No referrers API upstream: its clients keep referrers in an
+            // index under the `sha256-HEX` tag (OCI 1.1's tag schema).
+            None => {
+                if let Ok(tag) = Tag::parse(&schema_tag) {
+                    if self.upstream_has(upstream, &tag).await? {
+                        self.copy_one(upstream, local, &tag, &[], &mut ignored)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the upstream has `tag` (a HEAD, so absence costs no GET).
+    async fn upstream_has(&self, upstream: &str, tag: &Tag) -> Result<bool, MirrorError> {
+        match self.client.head_manifest(upstream, tag.as_str()).await {
+            Ok(_) => Ok(true),
+            Err(MirrorError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One tag, its children filtered by `platforms`; the child manifests it
+    /// stored are pushed onto `copied`.
+    async fn copy_one(
+        &self,
+        upstream: &str,
+        local: &RepoName,
+        tag: &Tag,
+        platforms: &[Platform],
+        copied: &mut Vec<Digest>,
     ) -> Result<TagOutcome, MirrorError> {
         let announced = self.client.head_manifest(upstream, tag.as_str()).await?;
         let current = match self
@@ -122,7 +241,8 @@ impl Mirror {
                 digest: manifest.digest,
             });
         }
-        self.store_children(upstream, local, &manifest, 0).await?;
+        self.store_children(upstream, local, &manifest, 0, platforms, copied)
+            .await?;
         // By the upstream's digest, with the tag in the same transaction: the
         // registry checks the bytes against that digest (whatever its
         // algorithm) before the tag moves, so a tag never names other bytes.
@@ -191,6 +311,8 @@ impl Mirror {
         local: &RepoName,
         manifest: &FetchedManifest,
         depth: u32,
+        platforms: &[Platform],
+        copied: &mut Vec<Digest>,
     ) -> Result<(), MirrorError> {
         if depth > MAX_DEPTH {
             return Err(MirrorError::Protocol(format!(
@@ -199,11 +321,37 @@ impl Mirror {
         }
         let parsed = parse_manifest(&manifest.bytes, manifest.media_type.as_deref())
             .map_err(|reason| MirrorError::Store(OciError::ManifestInvalid(reason)))?;
+        let chosen = if platforms.is_empty() || !wharf_oci::media::is_index(&parsed.media_type) {
+            None
+        } else {
+            let chosen = chosen_children(&manifest.bytes, platforms)
+                .map_err(|reason| MirrorError::Store(OciError::ManifestInvalid(reason)))?;
+            if chosen.is_empty() {
+                let wanted: Vec<String> = platforms.iter().map(Platform::to_string).collect();
+                return Err(MirrorError::NotFound(format!(
+                    "platform {} in index {}",
+                    wanted.join(" or "),
+                    manifest.digest
+                )));
+            }
+            Some(chosen)
+        };
         let mut blobs = Vec::new();
         for (digest, kind, _size) in &parsed.references {
             match kind {
                 ReferenceKind::Manifest => {
-                    Box::pin(self.store_child_manifest(upstream, local, digest, depth + 1)).await?;
+                    if chosen.as_ref().is_some_and(|c| !c.contains(digest)) {
+                        continue;
+                    }
+                    Box::pin(self.store_child_manifest(
+                        upstream,
+                        local,
+                        digest,
+                        depth + 1,
+                        platforms,
+                        copied,
+                    ))
+                    .await?;
                 }
                 ReferenceKind::Blob => {
                     if !blobs.contains(digest) {
@@ -225,6 +373,8 @@ impl Mirror {
         local: &RepoName,
         digest: &Digest,
         depth: u32,
+        platforms: &[Platform],
+        copied: &mut Vec<Digest>,
     ) -> Result<(), MirrorError> {
         match self
             .registry
@@ -232,15 +382,19 @@ impl Mirror {
             .await
         {
             // Recorded means complete: a manifest is recorded only after
-            // everything it references is.
-            Ok(_) => return Ok(()),
+            // everything it references is (a sparse index: what was chosen).
+            Ok(_) => {
+                copied.push(digest.clone());
+                return Ok(());
+            }
             Err(OciError::ManifestUnknown(_) | OciError::NameUnknown(_)) => {}
             Err(e) => return Err(e.into()),
         }
         let child = self
             .fetch(upstream, &digest.to_string(), Some(digest))
             .await?;
-        self.store_children(upstream, local, &child, depth).await?;
+        self.store_children(upstream, local, &child, depth, platforms, copied)
+            .await?;
         self.registry
             .put_manifest(
                 local,
@@ -250,6 +404,7 @@ impl Mirror {
                 child.bytes,
             )
             .await?;
+        copied.push(digest.clone());
         Ok(())
     }
 
@@ -279,5 +434,85 @@ impl Mirror {
         self.registry.put_blob(local, digest, counted).await?;
         self.transferred.blobs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The children of an index to copy for `platforms`: entries whose platform
+/// matches one, and nested indexes (filtered in turn). Entries without a
+/// platform (buildx's attestation manifests) are left out with the platforms
+/// they describe.
+fn chosen_children(index: &[u8], platforms: &[Platform]) -> Result<Vec<Digest>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry {
+        media_type: Option<String>,
+        digest: String,
+        platform: Option<EntryPlatform>,
+    }
+    #[derive(serde::Deserialize)]
+    struct EntryPlatform {
+        os: String,
+        architecture: String,
+        variant: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Index {
+        manifests: Vec<Entry>,
+    }
+    let index: Index = serde_json::from_slice(index).map_err(|e| format!("index: {e}"))?;
+    let mut chosen = Vec::new();
+    for entry in index.manifests {
+        let keep = match &entry.platform {
+            Some(p) => platforms
+                .iter()
+                .any(|want| want.matches(&p.os, &p.architecture, p.variant.as_deref())),
+            None => entry
+                .media_type
+                .as_deref()
+                .is_some_and(wharf_oci::media::is_index),
+        };
+        if keep {
+            chosen.push(Digest::parse(&entry.digest).map_err(|e| format!("index: {e}"))?);
+        }
+    }
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_choose_children_of_an_index() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"platform":{{"os":"unknown","architecture":"unknown"}}}},
+            {{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":1}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1}}]}}"#,
+            d('a'),
+            d('b'),
+            d('c'),
+            d('e'),
+            d('f')
+        );
+        let pick = |list: &[&str]| {
+            let platforms: Vec<Platform> =
+                list.iter().map(|p| Platform::parse(p).unwrap()).collect();
+            chosen_children(index.as_bytes(), &platforms)
+                .unwrap()
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick(&["linux/amd64"]), [d('a'), d('e')]);
+        assert_eq!(
+            pick(&["linux/arm64/v8", "linux/amd64"]),
+            [d('a'), d('b'), d('e')]
+        );
+        assert_eq!(pick(&["linux/s390x"]), [d('e')]);
+        assert!(chosen_children(b"{}", &[]).is_err());
     }
 }

@@ -25,10 +25,10 @@ use wharf_core::Digest;
 use wharf_oci::OciError;
 
 pub use client::{UpstreamClient, UpstreamSettings};
-pub use copy::{Mirror, TagOutcome, Transferred};
+pub use copy::{CopyOptions, Mirror, TagOutcome, Transferred};
 pub use proxy::{ProxyRemote, PullThrough, PullThroughPolicy};
 pub use run::{run_sync, SyncDefinition, SyncLine, SyncObserver, SyncPlan, SyncSummary};
-pub use select::TagSelection;
+pub use select::{Platform, SelectionError, SemverRange, TagSelection};
 
 /// Why a mirroring step failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,8 @@ use wharf_core::{Digest, RepoName, Tag};
 use wharf_oci::Registry;
 
 use crate::{
-    names, Mirror, MirrorError, TagOutcome, TagSelection, UpstreamClient, UpstreamSettings,
+    names, CopyOptions, Mirror, MirrorError, Platform, TagOutcome, TagSelection, UpstreamClient,
+    UpstreamSettings,
 };
 
 /// Everything one run of one remote needs, lowered from the configuration.
@@ -53,12 +54,31 @@ pub struct SyncDefinition {
     pub include: String,
     /// Regex a listed tag must not match.
     pub exclude: String,
+    /// Semver range a listed tag must fall in (`>=1.2, <2`); empty: any.
+    pub semver: String,
+    /// Platforms of an index to copy (`linux/arm64/v8`); empty: every one.
+    pub platforms: Vec<String>,
+    /// Also copy cosign signature/attestation tags and referrers.
+    pub signatures: bool,
 }
 
-/// The one place a definition becomes a tag selection.
-fn selection(def: &SyncDefinition) -> Result<TagSelection, String> {
-    TagSelection::new(&def.tags, &def.include, &def.exclude)
-        .map_err(|e| format!("invalid regex: {e}"))
+/// The one place a definition becomes a tag selection and copy options.
+fn selection(def: &SyncDefinition) -> Result<(TagSelection, CopyOptions), String> {
+    let selection = TagSelection::new(&def.tags, &def.include, &def.exclude, &def.semver)
+        .map_err(|e| e.to_string())?;
+    let platforms = def
+        .platforms
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("platforms: {e}"))?;
+    Ok((
+        selection,
+        CopyOptions {
+            platforms,
+            signatures: def.signatures,
+        },
+    ))
 }
 
 /// What happened to one tag (or one step before any tag), as printed.
@@ -252,7 +272,7 @@ async fn copy_all(
     // own content is stored). Repositories one after another, so a blob that two repositories
     // share is fetched once and mounted for the second.
     for def in &plan.definitions {
-        let selection = match selection(def) {
+        let (selection, options) = match selection(def) {
             Ok(s) => s,
             Err(e) => {
                 fail(summary, observer, format!("{}: {e}", plan.remote));
@@ -298,7 +318,7 @@ async fn copy_all(
                 local: local.clone(),
                 tag,
             });
-            copy_tags(mirror, plan, observer, summary, work).await;
+            copy_tags(mirror, plan, &options, observer, summary, work).await;
             if summary.cancelled {
                 return;
             }
@@ -309,6 +329,7 @@ async fn copy_all(
 async fn copy_tags(
     mirror: &Mirror,
     plan: &SyncPlan,
+    options: &CopyOptions,
     observer: &dyn SyncObserver,
     summary: &mut SyncSummary,
     work: impl Iterator<Item = Work>,
@@ -321,7 +342,7 @@ async fn copy_tags(
             }
             let result = match Tag::parse(&w.tag) {
                 Ok(t) => mirror
-                    .copy_tag(&w.upstream, &w.local, &t)
+                    .copy_tag_with(&w.upstream, &w.local, &t, options)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("not a tag: {e}")),

@@ -305,6 +305,16 @@ impl Registry {
         }
     }
 
+    /// Marks `repo` as mirrored from `origin` (an upstream's URL and name),
+    /// creating it if needed. A mirrored repository takes sparse indexes:
+    /// children a platform filter left out need not be stored, and pulling
+    /// one answers `MANIFEST_UNKNOWN`. An ordinary repository keeps requiring
+    /// every child of an index.
+    pub async fn mark_mirrored(&self, repo: &RepoName, origin: &str) -> Result<(), OciError> {
+        self.refuse_other_kinds(repo).await?;
+        Ok(self.meta.set_repository_origin(repo, origin).await?)
+    }
+
     /// Uploads a whole blob in one request (spec: POST `?digest=`, end-4b).
     pub async fn put_blob(
         &self,

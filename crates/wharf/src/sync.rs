@@ -78,6 +78,9 @@ pub(crate) fn plan(config: &Config, remote: &RemoteConfig) -> anyhow::Result<Syn
         .with_context(|| format!("url {:?} is not http(s)://HOST[:PORT]", remote.url))?;
     let credentials = if remote.username.is_empty() {
         None
+    } else if let Some(password) = &remote.password {
+        // Given inline by a skopeo sync file.
+        Some((remote.username.clone(), password.clone()))
     } else {
         let path = &remote.password_file;
         if let Some(mode) = crate::serve::loose_mode(path) {
@@ -130,6 +133,9 @@ pub(crate) fn plan(config: &Config, remote: &RemoteConfig) -> anyhow::Result<Syn
                 tags: s.tags.clone(),
                 include: s.include.clone(),
                 exclude: s.exclude.clone(),
+                semver: s.semver.clone(),
+                platforms: s.platforms.clone(),
+                signatures: s.signatures,
             })
             .collect(),
     })

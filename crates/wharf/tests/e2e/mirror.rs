@@ -299,3 +299,303 @@ fn sync_from_a_token_authenticated_wharf() -> Result<()> {
     ensure!(sha256_digest(&inspect_raw(&local("multi"))?) == upstream_multi);
     Ok(())
 }
+
+/// The key password cosign reads from the environment instead of prompting.
+const COSIGN_PASSWORD: &str = "wharf-e2e";
+
+/// cosign inside `dir`, with a private HOME and TUF cache and no transparency log in reach.
+fn cosign(dir: &Path) -> std::process::Command {
+    let mut cmd = wharf_testkit::Tool::find("cosign").cmd();
+    cmd.current_dir(dir)
+        .env("HOME", dir)
+        .env("TUF_ROOT", dir.join("tuf"))
+        .env("COSIGN_PASSWORD", COSIGN_PASSWORD)
+        .env("COSIGN_YES", "true");
+    cmd
+}
+
+#[test]
+fn filtered_sync_takes_semver_ranges_one_platform_and_signatures() -> Result<()> {
+    let tmp = scratch()?;
+    let upstream = DockerRegistry::start_with_htpasswd(USER, PASSWORD)?;
+    let mut src = layout(tmp.path(), "src")?;
+    let tiny = ImageSpec::new(1, 4 * 1024);
+    for tag in [
+        "1.0.0",
+        "v1.2",
+        "1.5.3",
+        "2.0.0",
+        "1.3.0-rc1",
+        "latest",
+        "dev",
+    ] {
+        src.add_image(tag, &tiny)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("team/app:{tag}"),
+            false,
+        )?;
+    }
+    for tag in ["v1", "v2.1", "v3", "2.5"] {
+        src.add_image(tag, &tiny)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("team/tools:{tag}"),
+            false,
+        )?;
+    }
+    let multi = src.add_two_arch_index("multi", 1, 4 * 1024)?;
+    push_upstream(&upstream, &src.reference("multi"), "base/os:multi", true)?;
+    let upstream_index = upstream_digest(&upstream, "base/os:multi")?;
+    let (amd64, arm64) = (
+        &multi.images[0].manifest.digest,
+        &multi.images[1].manifest.digest,
+    );
+
+    // Sign v1.2 in the upstream: cosign stores `sha256-HEX.sig` beside it.
+    let signed = upstream_digest(&upstream, "team/app:v1.2")?;
+    let keys = tmp.path().join("keys");
+    fs::create_dir_all(&keys)?;
+    run(cosign(&keys).arg("generate-key-pair"))?;
+    run(cosign(&keys).args([
+        "sign",
+        "--key",
+        "cosign.key",
+        "--tlog-upload=false",
+        "--allow-insecure-registry",
+        "--allow-http-registry",
+        "--registry-username",
+        USER,
+        "--registry-password",
+        PASSWORD,
+        &format!("{}/team/app@{signed}", upstream.host()),
+    ]))?;
+    let sig_tag = format!("{}.sig", signed.replace(':', "-"));
+
+    let password_file = tmp.path().join("upstream-password");
+    write_secret(&password_file, PASSWORD)?;
+    let config = tmp.path().join("wharf.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"
+[[mirror.remotes]]
+name = "up"
+url = "{}"
+insecure_http = true
+username = "{USER}"
+password_file = "{}"
+
+[[mirror.sync]]
+remote = "up"
+repositories = ["team/app"]
+semver = ">=1.2, <2"
+
+[[mirror.sync]]
+remote = "up"
+repositories = ["team/tools"]
+include = '^v\d'
+semver = ">= 2"
+signatures = false
+
+[[mirror.sync]]
+remote = "up"
+repositories = ["base/os"]
+tags = ["multi"]
+platforms = ["linux/arm64/v8"]
+"#,
+            upstream.url(),
+            password_file.display()
+        ),
+    )?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let server = WharfServer::start_with_config(bin, Some(&config))?;
+    let prefix = upstream.host().replace(':', "_");
+    let local = |repo: &str| format!("docker://{}/{prefix}/{repo}", server.host());
+
+    let out = run(&mut wharf_cli(&server, &["sync", "up"]))?;
+    // v1.2, 1.5.3, the signature; v2.1, v3; the index and its arm64 image.
+    ensure!(
+        summary(&out)?.contains("5 tags copied, 0 tags unchanged"),
+        "{out}"
+    );
+    // Exactly the range (no pre-release, no non-version tag), plus the signature that travelled.
+    ensure!(
+        list_tags(&local("team/app"))? == ["1.5.3", sig_tag.as_str(), "v1.2"],
+        "team/app: {:?}\n{out}",
+        list_tags(&local("team/app"))?
+    );
+    ensure!(list_tags(&local("team/tools"))? == ["v2.1", "v3"]);
+    for repo_tag in [
+        "team/app:v1.2",
+        "team/app:1.5.3",
+        "team/tools:v2.1",
+        "team/tools:v3",
+    ] {
+        ensure!(
+            sha256_digest(&inspect_raw(&local(repo_tag))?) == upstream_digest(&upstream, repo_tag)?,
+            "{repo_tag}: mirrored digest differs from the upstream's"
+        );
+    }
+
+    // The sparse index keeps the upstream's digest; its arm64 image pulls, amd64 is unknown.
+    ensure!(sha256_digest(&inspect_raw(&local("base/os:multi"))?) == upstream_index);
+    ensure!(list_tags(&local("base/os"))? == ["multi"]);
+    let pulled = tmp.path().join("pulled");
+    run(skopeo()
+        .args(["--override-arch", "arm64", "--override-variant", "v8"])
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(local("base/os:multi"))
+        .arg(format!("oci:{}:arm64", pulled.display())))?;
+    let pulled_index: serde_json::Value =
+        serde_json::from_slice(&fs::read(pulled.join("index.json"))?)?;
+    ensure!(
+        pulled_index["manifests"][0]["digest"] == arm64.as_str(),
+        "pulled {pulled_index}, wanted {arm64}"
+    );
+    let left_out = run_expect_failure(skopeo().args([
+        "--override-arch",
+        "amd64",
+        "copy",
+        "--src-tls-verify=false",
+        &local("base/os:multi"),
+        &format!("oci:{}:amd64", pulled.display()),
+    ]))?;
+    ensure!(left_out.stderr.contains("manifest unknown"), "{left_out}");
+    let child = run_expect_failure(skopeo().args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("{}@{amd64}", local("base/os")),
+    ]))?;
+    ensure!(child.stderr.contains("manifest unknown"), "{child}");
+
+    // cosign verifies against the mirror with the key that signed upstream.
+    let verified = run(cosign(&keys).args([
+        "verify",
+        "--key",
+        "cosign.pub",
+        "--insecure-ignore-tlog",
+        "--allow-insecure-registry",
+        "--allow-http-registry",
+        &format!("{}/{prefix}/team/app@{signed}", server.host()),
+    ]))?;
+    ensure!(
+        verified.json()?[0]["critical"]["image"]["docker-manifest-digest"] == signed.as_str(),
+        "{verified}"
+    );
+
+    // A second run fetches nothing; check and a collection find nothing wrong with the
+    // children the index names but the store never had, and lose nothing.
+    let again = run(&mut wharf_cli(&server, &["sync", "up"]))?;
+    ensure!(
+        summary(&again)?.contains("0 manifests, 0 blobs, 0 B fetched, 0 tags copied"),
+        "{again}"
+    );
+    let check = server.check()?;
+    ensure!(check.status.success(), "{check}");
+    server.gc()?;
+    let check = server.check()?;
+    ensure!(check.status.success(), "{check}");
+    settle();
+    run(skopeo()
+        .args(["--override-arch", "arm64", "copy", "--src-tls-verify=false"])
+        .arg(local("base/os:multi"))
+        .arg(format!("oci:{}:again", pulled.display())))?;
+    Ok(())
+}
+
+#[test]
+fn a_skopeo_sync_file_is_a_source() -> Result<()> {
+    // Seed 001's two lines, `docker.io/busybox:musl` and all of `quay.io/coreos/etcd`, as a
+    // skopeo sync file naming two loopback hosts (one registry under two names).
+    let tmp = scratch()?;
+    let upstream = DockerRegistry::start_with_htpasswd(USER, PASSWORD)?;
+    let mut src = layout(tmp.path(), "src")?;
+    let tiny = ImageSpec::new(1, 4 * 1024);
+    for (repo, tag) in [
+        ("busybox", "musl"),
+        ("busybox", "glibc"),
+        ("coreos/etcd", "v3.1"),
+        ("coreos/etcd", "v3.3"),
+        ("coreos/etcd", "latest"),
+    ] {
+        src.add_image(tag, &tiny)?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("{repo}:{tag}"),
+            false,
+        )?;
+    }
+    let port = upstream
+        .host()
+        .rsplit_once(':')
+        .context("no port")?
+        .1
+        .to_owned();
+    let sync_file = tmp.path().join("sync.yml");
+    fs::write(
+        &sync_file,
+        format!(
+            r#"127.0.0.1:{port}:
+    images:
+        busybox:
+            - musl
+    credentials:
+        username: {USER}
+        password: {PASSWORD}
+    tls-verify: false
+localhost:{port}:
+    images:
+        coreos/etcd: []
+    credentials:
+        username: {USER}
+        password: {PASSWORD}
+    tls-verify: false
+"#
+        ),
+    )?;
+    let config = tmp.path().join("wharf.toml");
+    // Absolute: the testkit copies the configuration into a directory of its own.
+    fs::write(
+        &config,
+        format!("[mirror]\nskopeo_files = [\"{}\"]\n", sync_file.display()),
+    )?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let server = WharfServer::start_with_config(bin, Some(&config))?;
+    let out = run(&mut wharf_cli(&server, &["sync"]))?;
+    ensure!(out.stdout.contains("4 tags copied"), "{out}");
+    let local = |name: &str| format!("docker://{}/{name}", server.host());
+    ensure!(list_tags(&local(&format!("127.0.0.1_{port}/busybox")))? == ["musl"]);
+    ensure!(
+        list_tags(&local(&format!("localhost_{port}/coreos/etcd")))? == ["latest", "v3.1", "v3.3"]
+    );
+    ensure!(
+        sha256_digest(&inspect_raw(&local(&format!(
+            "localhost_{port}/coreos/etcd:v3.1"
+        )))?)
+            == upstream_digest(&upstream, "coreos/etcd:v3.1")?
+    );
+    // `wharf sync NAME` takes the remote the file's registry key became.
+    let one = run(&mut wharf_cli(
+        &server,
+        &["sync", &format!("127.0.0.1_{port}")],
+    ))?;
+    ensure!(one.stdout.contains("1 tag unchanged"), "{one}");
+
+    // A mistake names the file and the key.
+    fs::write(
+        &sync_file,
+        "quay.io:\n    images-by-semver:\n        coreos/etcd: \">= x\"\n",
+    )?;
+    let bad = run_expect_failure(&mut wharf_cli(&server, &["sync"]))?;
+    ensure!(
+        bad.stderr.contains("sync.yml")
+            && bad.stderr.contains("quay.io.images-by-semver.coreos/etcd"),
+        "{bad}"
+    );
+    Ok(())
+}
