@@ -405,6 +405,17 @@ fn names_of(config: &Config) -> String {
         .join(", ")
 }
 
+/// The remote's client (credentials read, CA bundle loaded), not yet used;
+/// `serve` builds the pull-through cache's clients with it.
+pub(crate) fn upstream_client(
+    config: &Config,
+    remote: &RemoteConfig,
+) -> anyhow::Result<wharf_mirror::UpstreamClient> {
+    Ok(wharf_mirror::UpstreamClient::new(
+        plan(config, remote)?.settings,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use wharf_config::Config;
@@ -432,15 +443,4 @@ mod tests {
         assert!(catalog.parse("sync:up").is_ok());
         assert!(catalog.parse("sync:idle").is_err());
     }
-}
-
-/// The remote's client (credentials read, CA bundle loaded), not yet used;
-/// `serve` builds the pull-through cache's clients with it.
-pub(crate) fn upstream_client(
-    config: &Config,
-    remote: &RemoteConfig,
-) -> anyhow::Result<wharf_mirror::UpstreamClient> {
-    Ok(wharf_mirror::UpstreamClient::new(
-        plan(config, remote)?.settings,
-    )?)
 }
