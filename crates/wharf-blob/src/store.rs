@@ -23,8 +23,11 @@ use crate::sha256_state::ResumableSha256;
 use crate::{BlobEntry, BlobError, ByteRange, ByteStream, Listing, UploadEntry, Verification};
 
 /// Chunks smaller than this are coalesced before they reach the backend, so
-/// tiny network frames do not turn into tiny writes.
-const COALESCE_BYTES: usize = 256 * 1024;
+/// tiny network frames do not turn into tiny writes. Each part costs a write
+/// job and a hash job handed to the blocking pool; at 1 MiB rather than
+/// 256 KiB a 128 MiB push took 15 % less server CPU and 9 % less time
+/// (docs/benchmarks.md), for at most 1 MiB buffered per upload in progress.
+const COALESCE_BYTES: usize = 1024 * 1024;
 /// Bytes hashed per blocking job when re-hashing stored bytes.
 const HASH_BATCH: usize = 1024 * 1024;
 
