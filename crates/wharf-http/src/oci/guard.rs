@@ -185,7 +185,8 @@ fn mirror_namespace(
     route: Route,
     req: &Request<Body>,
 ) -> Result<(Route, Option<RepoName>), ApiError> {
-    if !matches!(*method, Method::GET | Method::HEAD) {
+    // Every pull passes here: without a query there is no `ns`, and nothing to parse.
+    if !matches!(*method, Method::GET | Method::HEAD) || req.uri().query().is_none() {
         return Ok((route, None));
     }
     let Some(ns) = Query::<HashMap<String, String>>::try_from_uri(req.uri())
