@@ -10,6 +10,7 @@
 
 mod mirror;
 mod reference;
+mod rpm;
 mod skopeo;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
+pub use rpm::{RpmConfig, RpmPolicy, RpmRemoteConfig};
 pub use skopeo::skopeo_remote_name;
 
 /// Why a configuration was refused.
@@ -69,6 +71,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Upstream registries and what to copy from them.
     pub mirror: MirrorConfig,
+    /// rpm-md upstreams mirrored into rpm repositories.
+    pub rpm: RpmConfig,
 }
 
 /// `[tls]`
@@ -606,6 +610,13 @@ impl Config {
             }
         }
         self.mirror.validate(&mut problems);
+        let other_remotes: Vec<&str> = self
+            .mirror
+            .remotes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        self.rpm.validate(&other_remotes, &mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {

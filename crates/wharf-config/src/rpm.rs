@@ -1,0 +1,223 @@
+//! `[rpm]`: rpm-md upstreams mirrored into local rpm repositories
+//! (`[[rpm.remotes]]`), with their validation.
+//!
+//! Kept apart from `lib.rs` and `mirror.rs`: an rpm remote names a URL with a
+//! path (or a local directory) and one local repository, where an OCI remote
+//! names a registry host and many repositories.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[rpm]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpmConfig {
+    /// Upstream rpm-md repositories.
+    pub remotes: Vec<RpmRemoteConfig>,
+}
+
+/// What a mirror keeps when upstream drops a package.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpmPolicy {
+    /// Byte-identical to upstream.
+    #[default]
+    Exact,
+    /// Packages upstream dropped stay downloadable.
+    Additive,
+}
+
+/// One `[[rpm.remotes]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmRemoteConfig {
+    /// Name used by `wharf sync REMOTE` and the `rpm-sync:NAME` job; unique across every kind of remote.
+    pub name: String,
+    /// The repository's root: `https://…/` (or `http://` with `insecure_http`), or a local directory.
+    pub url: String,
+    /// The local rpm repository filled.
+    pub repository: String,
+    /// Permit a plain-HTTP `url`.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// User name for the upstream; empty: anonymous.
+    #[serde(default)]
+    pub username: String,
+    /// File holding the upstream password.
+    #[serde(default)]
+    pub password_file: PathBuf,
+    /// PEM bundle of CAs trusted for the upstream instead of the system roots.
+    #[serde(default)]
+    pub ca_bundle: PathBuf,
+    /// Transfers in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Exact or additive.
+    #[serde(default)]
+    pub policy: RpmPolicy,
+    /// Armored OpenPGP public keys, one of which must sign repomd.xml; empty: no check.
+    #[serde(default)]
+    pub gpg_keys: Vec<PathBuf>,
+    /// Seconds between scheduled syncs; 0: none (unless `schedule`).
+    #[serde(default)]
+    pub interval_secs: u64,
+    /// Cron expression (UTC) instead of `interval_secs`; empty: none.
+    #[serde(default)]
+    pub schedule: String,
+    /// Up to this many seconds of random delay added to each scheduled sync.
+    #[serde(default = "default_jitter")]
+    pub jitter_secs: u64,
+}
+
+fn default_concurrency() -> u32 {
+    8
+}
+
+fn default_jitter() -> u64 {
+    60
+}
+
+impl RpmRemoteConfig {
+    /// Whether the server syncs this remote on its own.
+    pub fn scheduled(&self) -> bool {
+        self.interval_secs > 0 || !self.schedule.is_empty()
+    }
+
+    /// Whether `url` is http(s) (else a local directory).
+    pub fn is_http(&self) -> bool {
+        self.url.starts_with("http://") || self.url.starts_with("https://")
+    }
+}
+
+impl RpmConfig {
+    /// Pushes every problem, with its TOML path, onto `problems`; `taken`
+    /// holds the names of remotes of other kinds.
+    pub fn validate(&self, taken: &[&str], problems: &mut Vec<String>) {
+        let mut names: Vec<&str> = Vec::new();
+        for (i, r) in self.remotes.iter().enumerate() {
+            let at = format!("rpm.remotes[{i}]");
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                problems.push(format!(
+                    "{at}.name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                    r.name
+                ));
+            }
+            if names.contains(&r.name.as_str()) || taken.contains(&r.name.as_str()) {
+                problems.push(format!(
+                    "{at}.name: {:?} is used twice (remote names are unique across every kind)",
+                    r.name
+                ));
+            }
+            names.push(&r.name);
+            if r.url.starts_with("http://") {
+                if !r.insecure_http {
+                    problems.push(format!(
+                        "{at}.url: {:?} is plain HTTP, which lets anyone on the path change \
+                         what is mirrored; use https:// or set insecure_http = true",
+                        r.url
+                    ));
+                }
+            } else if r.url.starts_with("https://") {
+            } else if r.url.contains("://") {
+                problems.push(format!(
+                    "{at}.url: {:?} is neither http(s):// nor a local directory",
+                    r.url
+                ));
+            } else if r.url.is_empty() {
+                problems.push(format!("{at}.url: required"));
+            }
+            if let Err(e) = wharf_core::RepoName::parse(&r.repository) {
+                problems.push(format!("{at}.repository: {:?}: {e}", r.repository));
+            }
+            if r.username.is_empty() != r.password_file.as_os_str().is_empty() {
+                problems.push(format!(
+                    "{at}: username and password_file go together (both or neither)"
+                ));
+            }
+            if r.concurrency == 0 || r.concurrency > 64 {
+                problems.push(format!("{at}.concurrency: must be between 1 and 64"));
+            }
+            problems.extend(super::schedule_problem(
+                &format!("{at}.schedule"),
+                &r.schedule,
+            ));
+        }
+        let mut repositories: Vec<&str> = Vec::new();
+        for (i, r) in self.remotes.iter().enumerate() {
+            if repositories.contains(&r.repository.as_str()) {
+                problems.push(format!(
+                    "rpm.remotes[{i}].repository: {:?} is filled by another remote too; \
+                     each would replace the other's snapshot",
+                    r.repository
+                ));
+            }
+            repositories.push(&r.repository);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    #[test]
+    fn rpm_remotes_are_checked() {
+        let cfg = Config::parse(
+            r#"
+[[mirror.remotes]]
+name = "dup"
+url = "https://quay.io"
+
+[[rpm.remotes]]
+name = "dup"
+url = "http://127.0.0.1:8000/repo/"
+repository = "Bad//Name"
+concurrency = 0
+policy = "additive"
+
+[[rpm.remotes]]
+name = "b"
+url = "ftp://x/"
+repository = "el9/base"
+username = "u"
+schedule = "nope"
+
+[[rpm.remotes]]
+name = "c"
+url = "/srv/repo"
+repository = "el9/base"
+"#,
+            "x.toml",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for needle in [
+            "rpm.remotes[0].name: \"dup\" is used twice",
+            "rpm.remotes[0].url",
+            "rpm.remotes[0].repository",
+            "rpm.remotes[0].concurrency",
+            "rpm.remotes[1].url",
+            "rpm.remotes[1]: username and password_file",
+            "rpm.remotes[1].schedule",
+            "rpm.remotes[2].repository: \"el9/base\" is filled by another remote",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+        let ok = Config::parse(
+            "[[rpm.remotes]]\nname = \"base\"\nurl = \"https://example.org/el9/\"\nrepository = \"el9/base\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        let r = &ok.rpm.remotes[0];
+        assert_eq!(r.policy, super::RpmPolicy::Exact);
+        assert_eq!((r.concurrency, r.jitter_secs), (8, 60));
+        assert!(!r.scheduled() && r.is_http());
+    }
+}
