@@ -6,6 +6,7 @@
 //! fixtures, and unpack in podman and buildah like any image.
 
 mod random;
+pub mod rpm;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -91,6 +91,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-mirror",
         ],
     ),
+    // A format: rpm-md trees become snapshots through wharf-snapshot.
+    (
+        "wharf-rpm",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+    ),
     ("wharf-testkit", &[]),
     ("wharf-conformance", &[]),
 ];
