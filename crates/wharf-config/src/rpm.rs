@@ -56,9 +56,6 @@ pub struct RpmRemoteConfig {
     /// Exact or additive.
     #[serde(default)]
     pub policy: RpmPolicy,
-    /// Armored OpenPGP public keys, one of which must sign repomd.xml; empty: no check.
-    #[serde(default)]
-    pub gpg_keys: Vec<PathBuf>,
     /// Seconds between scheduled syncs; 0: none (unless `schedule`).
     #[serde(default)]
     pub interval_secs: u64,

@@ -15,9 +15,6 @@ pub enum RpmError {
     /// The upstream could not be reached or refused a request.
     #[error("{0}")]
     Upstream(String),
-    /// The signature of repomd.xml is missing or bad.
-    #[error("{0}")]
-    Signature(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(String),

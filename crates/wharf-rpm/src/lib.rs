@@ -11,7 +11,7 @@ mod checksum;
 mod compression;
 mod error;
 mod location;
-// pub mod mirror;
+pub mod mirror;
 mod primary;
 mod repomd;
 mod source;

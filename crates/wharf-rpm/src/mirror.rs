@@ -16,23 +16,22 @@
 //! Policies: `exact` (the tree is exactly upstream's) and `additive` (packages
 //! of the previous snapshot that upstream dropped stay downloadable).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio_util::sync::CancellationToken;
+use wharf_blob::ByteStream;
 use wharf_core::{RepoName, RepositoryKind, TreePath};
 use wharf_snapshot::{Base, Snapshots, Staged};
 
 use crate::checksum::{Checksum, ChecksumHasher};
 use crate::compression::Compression;
+use crate::location::Location;
 use crate::primary::{for_each_package, PackageEntry};
-use crate::repomd::{Repomd, MAX_REPOMD_BYTES};
-use crate::signature::RepomdVerifier;
-use crate::source::{ByteReader, Source};
+use crate::repomd::{DataRecord, Repomd, MAX_REPOMD_BYTES};
+use crate::source::Source;
 use crate::RpmError;
 
 const REPOMD: &str = "repodata/repomd.xml";
@@ -60,8 +59,6 @@ pub struct MirrorPlan {
     pub policy: Policy,
     /// Transfers in flight at once.
     pub concurrency: usize,
-    /// Keys repomd.xml must be signed by; `None`: no signature check.
-    pub verifier: Option<RepomdVerifier>,
 }
 
 /// Called as a run goes, for progress bars and job progress.
@@ -70,6 +67,10 @@ pub trait MirrorObserver: Send + Sync {
     fn fetched(&self, _bytes: u64) {}
     /// One more package is in the snapshot (fetched or reused).
     fn package_done(&self) {}
+    /// True once the run should stop (before it publishes; nothing is kept).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -97,7 +98,7 @@ pub struct MirrorSummary {
     pub kept_packages: u64,
     /// Bytes fetched from upstream.
     pub bytes_fetched: u64,
-    /// The snapshot published, when one was.
+    /// The number of the snapshot published, when one was.
     pub snapshot: Option<i64>,
 }
 
@@ -147,6 +148,16 @@ fn store_error(what: &str, e: impl std::fmt::Display) -> RpmError {
     RpmError::Store(format!("{what}: {e}"))
 }
 
+/// The tree path of a location, or why an exact mirror cannot keep it.
+fn tree_path(location: &Location, what: &str) -> Result<TreePath, RpmError> {
+    let relative = location.relative_path(what)?;
+    TreePath::new(relative).map_err(|e| {
+        RpmError::Location(format!(
+            "{what}: location href {relative:?} is not a valid path: {e}"
+        ))
+    })
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,7 +170,6 @@ pub async fn run(
     snapshots: &Snapshots,
     plan: &MirrorPlan,
     observer: &dyn MirrorObserver,
-    cancel: &CancellationToken,
 ) -> Result<MirrorSummary, RpmError> {
     let mut summary = MirrorSummary {
         remote: plan.remote.clone(),
@@ -178,18 +188,6 @@ pub async fn run(
         })?;
     let asc = plan.source.fetch_small(REPOMD_ASC, 1 << 20).await?;
     summary.bytes_fetched += repomd_bytes.len() as u64 + asc.as_ref().map_or(0, |a| a.len() as u64);
-    if let Some(verifier) = &plan.verifier {
-        let Some(asc) = &asc else {
-            return Err(RpmError::Signature(format!(
-                "{}: missing, but gpg_keys are configured for remote {:?}",
-                plan.source.describe(REPOMD_ASC),
-                plan.remote
-            )));
-        };
-        verifier.verify(&repomd_bytes, asc).map_err(|e| {
-            RpmError::Signature(format!("{}: {e}", plan.source.describe(REPOMD_ASC)))
-        })?;
-    }
     if unchanged(snapshots, &plan.repository, &repomd_bytes, asc.as_ref()).await? {
         summary.unchanged = true;
         return Ok(summary);
@@ -199,9 +197,10 @@ pub async fn run(
     // repository costs no transfer.
     let mut data = Vec::new();
     for record in &repomd.records {
-        let path = record
-            .location
-            .tree_path(&format!("repomd.xml <data type={:?}>", record.kind))?;
+        let path = tree_path(
+            &record.location,
+            &format!("repomd.xml <data type={:?}>", record.kind),
+        )?;
         data.push((record, path));
     }
     let primary = repomd.record("primary").ok_or_else(|| {
@@ -233,7 +232,6 @@ pub async fn run(
         &repomd_bytes,
         asc,
         observer,
-        cancel,
         &mut summary,
     )
     .await;
@@ -243,7 +241,7 @@ pub async fn run(
                 .publish(staged.id())
                 .await
                 .map_err(|e| store_error("publish", e))?;
-            summary.snapshot = Some(staged.id());
+            summary.snapshot = Some(staged.record().number);
             Ok(summary)
         }
         Err(e) => {
@@ -262,22 +260,29 @@ async fn unchanged(
     repomd: &Bytes,
     asc: Option<&Bytes>,
 ) -> Result<bool, RpmError> {
-    let published = |path: &'static str| async move {
-        snapshots
-            .resolve_published(RepositoryKind::Rpm, repository, &TreePath::new(path).expect("constant"))
-            .await
-            .map_err(|e| store_error("read the published snapshot", e))
-    };
-    let Some(current) = published(REPOMD).await? else {
+    let read = |e| store_error("read the published snapshot", e);
+    let Some(published) = snapshots.published(repository).await.map_err(read)? else {
         return Ok(false);
     };
-    if current.digest != wharf_core::Digest::sha256_of(repomd) {
+    let entry = |path: &'static str| {
+        let id = published.id.clone();
+        async move {
+            snapshots
+                .meta()
+                .snapshot_entry(&id, &TreePath::new(path).expect("constant"))
+                .await
+                .map_err(|e| store_error("read the published snapshot", e))
+        }
+    };
+    let Some(current) = entry(REPOMD).await? else {
+        return Ok(false);
+    };
+    if current.blob != wharf_core::Digest::sha256_of(repomd) {
         return Ok(false);
     }
-    let current_asc = published(REPOMD_ASC).await?;
-    Ok(match (current_asc, asc) {
+    Ok(match (entry(REPOMD_ASC).await?, asc) {
         (None, None) => true,
-        (Some(c), Some(a)) => c.digest == wharf_core::Digest::sha256_of(a),
+        (Some(c), Some(a)) => c.blob == wharf_core::Digest::sha256_of(a),
         _ => false,
     })
 }
@@ -288,12 +293,11 @@ async fn fill(
     staged: &Staged,
     plan: &MirrorPlan,
     repomd: &Repomd,
-    data: &[(&crate::repomd::DataRecord, TreePath)],
-    primary: &crate::repomd::DataRecord,
+    data: &[(&DataRecord, TreePath)],
+    primary: &DataRecord,
     repomd_bytes: &Bytes,
     asc: Option<Bytes>,
     observer: &dyn MirrorObserver,
-    cancel: &CancellationToken,
     summary: &mut MirrorSummary,
 ) -> Result<(), RpmError> {
     let fetched = AtomicU64::new(0);
@@ -328,13 +332,13 @@ async fn fill(
     .buffer_unordered(concurrency);
     files.try_collect::<Vec<()>>().await?;
     summary.metadata_files = repomd.records.len() as u64;
-    if cancel.is_cancelled() {
+    if observer.cancelled() {
         return Err(RpmError::Cancelled);
     }
 
     // primary, read back from the store on a blocking thread, feeds a bounded
     // channel: memory holds a few hundred entries, whatever primary's size.
-    let primary_path = primary.location.tree_path("primary")?;
+    let primary_path = tree_path(&primary.location, "primary")?;
     let stored = staged
         .entry(&primary_path)
         .await
@@ -342,7 +346,7 @@ async fn fill(
         .ok_or_else(|| RpmError::Store("primary vanished from the staged snapshot".into()))?;
     let body = snapshots
         .blobs()
-        .read(&stored.digest, None)
+        .read(&stored.blob, None)
         .await
         .map_err(|e| store_error("read back primary", e))?;
     let compression = Compression::from_name(primary_path.as_str())?;
@@ -350,11 +354,10 @@ async fn fill(
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
     let parser = tokio::task::spawn_blocking(move || {
         let decoded = compression.decoder(reader)?;
-        for_each_package(std::io::BufReader::with_capacity(64 << 10, decoded), |entry| {
-            sender
-                .blocking_send(entry)
-                .map_err(|_| RpmError::Cancelled)
-        })
+        for_each_package(
+            std::io::BufReader::with_capacity(64 << 10, decoded),
+            |entry| sender.blocking_send(entry).map_err(|_| RpmError::Cancelled),
+        )
     });
     let entries = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
     let reused = AtomicU64::new(0);
@@ -365,11 +368,11 @@ async fn fill(
             let reused = &reused;
             let fetched_packages = &fetched_packages;
             async move {
-                if cancel.is_cancelled() {
+                if counting.inner.cancelled() {
                     return Err(RpmError::Cancelled);
                 }
                 let nevra = entry.nevra();
-                let path = entry.location.tree_path(&nevra)?;
+                let path = tree_path(&entry.location, &nevra)?;
                 let was_fetched = copy(
                     staged,
                     &plan.source,
@@ -391,7 +394,7 @@ async fn fill(
             }
         })
         .buffer_unordered(concurrency);
-    let mut listed = std::collections::HashSet::new();
+    let mut listed = HashSet::new();
     let mut packages = std::pin::pin!(packages);
     let mut failure = None;
     while let Some(done) = packages.next().await {
@@ -447,18 +450,25 @@ async fn remove_prefix(staged: &Staged, prefix: &str) -> Result<(), RpmError> {
     Ok(())
 }
 
-async fn all_paths(staged: &Staged, prefix: &str) -> Result<Vec<TreePath>, RpmError> {
-    staged
-        .all_paths(prefix)
-        .await
-        .map_err(|e| store_error("list the staged snapshot", e))
+async fn all_paths(staged: &Staged, under: &str) -> Result<Vec<TreePath>, RpmError> {
+    let under =
+        (!under.is_empty()).then(|| TreePath::new(under.trim_end_matches('/')).expect("constant"));
+    let mut paths = Vec::new();
+    let mut after: Option<TreePath> = None;
+    loop {
+        let page = staged
+            .entries(under.as_ref(), after.as_ref(), 1000)
+            .await
+            .map_err(|e| store_error("list the staged snapshot", e))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.path.clone());
+        paths.extend(page.into_iter().map(|e| e.path));
+    }
+    Ok(paths)
 }
 
 /// Packages left from the previous snapshot that primary no longer lists.
-async fn count_kept(
-    staged: &Staged,
-    listed: &std::collections::HashSet<TreePath>,
-) -> Result<u64, RpmError> {
+async fn count_kept(staged: &Staged, listed: &HashSet<TreePath>) -> Result<u64, RpmError> {
     let paths = all_paths(staged, "").await?;
     Ok(paths
         .iter()
@@ -477,7 +487,7 @@ async fn copy(
     size: Option<u64>,
     modified_at: i64,
     what: &str,
-    observer: &Counting<'_>,
+    counting: &Counting<'_>,
 ) -> Result<bool, RpmError> {
     let digest = checksum.as_digest();
     if let Some(digest) = &digest {
@@ -494,25 +504,30 @@ async fn copy(
         hasher: checksum.verifier(),
         seen: 0,
     }));
-    let reader = Verifying {
-        inner: body,
-        state: state.clone(),
-        limit: size.map(|s| s + 1),
-        observer,
-    };
     let stored = staged
-        .put_stream(path, reader, digest.as_ref(), modified_at)
+        .put_stream(
+            path,
+            verifying(body, state.clone(), size),
+            digest.as_ref(),
+            modified_at,
+        )
         .await;
-    let check = {
+    let (got, seen) = {
         let mut state = state.lock().expect("not poisoned");
         let hasher = std::mem::replace(&mut state.hasher, checksum.verifier());
         (hasher.finish(), state.seen)
     };
-    let (got, seen) = check;
+    counting.bytes.fetch_add(seen, Ordering::Relaxed);
+    counting.inner.fetched(seen);
+    if stored.is_ok() && seen == 0 && digest.is_some() {
+        // Another writer stored the same digest meanwhile; the store matched it.
+        return Ok(false);
+    }
     if let Some(size) = size {
         if seen != size {
             return Err(RpmError::Verification(format!(
-                "{what}: upstream sent {seen} bytes but its metadata says {size}; refusing {}",
+                "{what}: upstream sent {}{seen} bytes but its metadata says {size}; refusing {}",
+                if seen > size { "at least " } else { "" },
                 source.describe(path.as_str())
             )));
         }
@@ -537,45 +552,17 @@ struct Check {
     seen: u64,
 }
 
-/// Hashes and counts bytes as they pass, and stops reading past the size
-/// metadata announced (plus one byte, to tell "too long" apart).
-struct Verifying<'a> {
-    inner: ByteReader,
-    state: Arc<Mutex<Check>>,
-    limit: Option<u64>,
-    observer: &'a Counting<'a>,
-}
-
-impl AsyncRead for Verifying<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let seen = self.state.lock().expect("not poisoned").seen;
-        if self.limit.is_some_and(|limit| seen >= limit) {
-            return Poll::Ready(Ok(()));
+/// Hashes and counts the bytes as they pass; more than `size` stops the
+/// stream with an error, so an endless upstream cannot fill the store.
+fn verifying(body: ByteStream, state: Arc<Mutex<Check>>, size: Option<u64>) -> ByteStream {
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        let mut state = state.lock().expect("not poisoned");
+        state.hasher.update(&chunk);
+        state.seen += chunk.len() as u64;
+        if size.is_some_and(|size| state.seen > size) {
+            return Err(std::io::Error::other("more bytes than the metadata says"));
         }
-        let before = buf.filled().len();
-        let poll = self.inner.as_mut().poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            let mut new = &buf.filled()[before..];
-            if let Some(limit) = self.limit {
-                let room = (limit - seen) as usize;
-                if new.len() > room {
-                    new = &new[..room];
-                }
-            }
-            let n = new.len();
-            {
-                let mut state = self.state.lock().expect("not poisoned");
-                state.hasher.update(new);
-                state.seen += n as u64;
-            }
-            buf.set_filled(before + n);
-            self.observer.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            self.observer.inner.fetched(n as u64);
-        }
-        poll
-    }
+        Ok(chunk)
+    }))
 }

@@ -7,17 +7,13 @@
 //! are percent-encoded one by one (a `?` or `#` in a file name stays a name).
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use futures_util::{StreamExt, TryStreamExt};
+use wharf_blob::ByteStream;
 
 use crate::RpmError;
-
-/// A boxed stream of a file's bytes.
-pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
 
 /// How to reach an http(s) upstream.
 #[derive(Debug, Clone, Default)]
@@ -103,35 +99,38 @@ impl Source {
 
     /// A small file whole, at most `limit` bytes; `None` when upstream has no such file.
     pub async fn fetch_small(&self, path: &str, limit: u64) -> Result<Option<Bytes>, RpmError> {
-        let Some(reader) = self.open_optional(path).await? else {
+        let Some(mut stream) = self.open_optional(path).await? else {
             return Ok(None);
         };
         let mut body = Vec::new();
-        reader
-            .take(limit + 1)
-            .read_to_end(&mut body)
-            .await
-            .map_err(|e| RpmError::Upstream(format!("{}: {e}", self.describe(path))))?;
-        if body.len() as u64 > limit {
-            return Err(RpmError::Upstream(format!(
-                "{}: larger than {limit} bytes",
-                self.describe(path)
-            )));
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| RpmError::Upstream(format!("{}: {e}", self.describe(path))))?;
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > limit {
+                return Err(RpmError::Upstream(format!(
+                    "{}: larger than {limit} bytes",
+                    self.describe(path)
+                )));
+            }
         }
         Ok(Some(Bytes::from(body)))
     }
 
     /// A stream of a file that must exist.
-    pub async fn open(&self, path: &str) -> Result<ByteReader, RpmError> {
+    pub async fn open(&self, path: &str) -> Result<ByteStream, RpmError> {
         self.open_optional(path).await?.ok_or_else(|| {
             RpmError::Upstream(format!("{}: not found upstream", self.describe(path)))
         })
     }
 
-    async fn open_optional(&self, path: &str) -> Result<Option<ByteReader>, RpmError> {
+    async fn open_optional(&self, path: &str) -> Result<Option<ByteStream>, RpmError> {
         match self {
             Source::Dir(dir) => match tokio::fs::File::open(dir.join(path)).await {
-                Ok(file) => Ok(Some(Box::pin(file))),
+                Ok(file) => Ok(Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    1 << 20,
+                )))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(RpmError::Upstream(format!("{}: {e}", self.describe(path)))),
             },
@@ -155,7 +154,7 @@ impl Source {
                         }
                         Ok(response) if response.status().is_success() => {
                             let stream = response.bytes_stream().map_err(std::io::Error::other);
-                            return Ok(Some(Box::pin(tokio_util::io::StreamReader::new(stream))));
+                            return Ok(Some(Box::pin(stream)));
                         }
                         Ok(response) if response.status().is_server_error() => {
                             format!("{url}: {}", response.status())

@@ -11,6 +11,7 @@ mod client_config;
 mod jobs;
 mod pull_through;
 mod repo;
+mod rpm;
 mod serve;
 mod snapshot;
 mod sync;
@@ -55,12 +56,13 @@ enum Command {
         #[arg(long)]
         grace_period_secs: Option<u64>,
     },
-    /// Copy the configured [[mirror.sync]] tags from their upstreams now
-    /// (all remotes, or REMOTE); exits 1 when any tag failed.
+    /// Copy the configured [[mirror.sync]] tags and [[rpm.remotes]] from their
+    /// upstreams now (all remotes, or REMOTE); exits 1 when any tag or repository failed.
     Sync {
         #[command(flatten)]
         common: CommonArgs,
-        /// The [[mirror.remotes]] name; default: every remote with a [[mirror.sync]].
+        /// The [[mirror.remotes]] or [[rpm.remotes]] name; default: every remote with a
+        /// [[mirror.sync]], then every rpm remote.
         remote: Option<String>,
     },
     /// Write the store's images (or those of the matching repositories) to a

@@ -112,13 +112,22 @@ pub(crate) async fn serve(
     let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
     let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
-    let handlers = wharf_jobs::Handlers::new().with(
-        "sync",
-        Arc::new(crate::sync::SyncJobHandler {
-            config: Arc::new(config.clone()),
-            registry: registry.clone(),
-        }),
-    );
+    let snapshots = crate::snapshot::snapshots(&config, &blobs, &meta);
+    let handlers = wharf_jobs::Handlers::new()
+        .with(
+            "sync",
+            Arc::new(crate::sync::SyncJobHandler {
+                config: Arc::new(config.clone()),
+                registry: registry.clone(),
+            }),
+        )
+        .with(
+            crate::rpm::JOB_KIND,
+            Arc::new(crate::rpm::RpmSyncJobHandler {
+                config: Arc::new(config.clone()),
+                snapshots: snapshots.clone(),
+            }),
+        );
     warn_loose_modes(&config);
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
@@ -140,7 +149,7 @@ pub(crate) async fn serve(
         access_log,
         jobs: crate::sync::job_catalog(&config),
         pull_through,
-        snapshots: crate::snapshot::snapshots(&config, &blobs, &meta),
+        snapshots,
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await

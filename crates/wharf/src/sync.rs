@@ -43,17 +43,26 @@ fn remotes_with_sync(config: &Config) -> Vec<&RemoteConfig> {
 
 /// The jobs `wharf jobs run` and the API accept: the built-in ones and `sync:<remote>`.
 pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
-    JobCatalog::new().with(
-        "sync",
-        remotes_with_sync(config)
-            .iter()
-            .map(|r| r.name.clone())
-            .collect(),
-    )
+    JobCatalog::new()
+        .with(
+            "sync",
+            remotes_with_sync(config)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+        )
+        .with(crate::rpm::JOB_KIND, crate::rpm::remote_names(config))
 }
 
-/// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition.
+/// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition,
+/// and one `rpm-sync:<remote>` per rpm remote with a cadence.
 pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
+    let mut schedules = oci_schedules(config);
+    schedules.extend(crate::rpm::schedules(config));
+    schedules
+}
+
+fn oci_schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
     remotes_with_sync(config)
         .into_iter()
         .filter_map(|r| {
@@ -211,8 +220,45 @@ impl SyncObserver for JobObserver<'_> {
     }
 }
 
-/// `wharf sync [REMOTE]`: runs every sync definition of `remote` (or of every remote).
+/// `wharf sync [REMOTE]`: runs every sync definition of `remote` (or of every
+/// remote), or the rpm remote of that name (or, with no name, every rpm remote
+/// after the OCI ones).
 pub(crate) async fn sync(
+    config: &Config,
+    blobs: Arc<BlobStore>,
+    meta: Meta,
+    remote: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let snapshots = || crate::snapshot::snapshots(config, &blobs, &meta);
+    if let Some(name) = remote {
+        if let Some(r) = config.rpm.remotes.iter().find(|r| r.name == name) {
+            let ok = crate::rpm::sync_foreground(config, &snapshots(), r).await;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    } else if !config.rpm.remotes.is_empty() {
+        let mut ok = true;
+        if !remotes_with_sync(config).is_empty() {
+            let code = sync_oci(config, blobs.clone(), meta.clone(), None).await?;
+            ok = code == ExitCode::SUCCESS;
+        }
+        let snapshots = snapshots();
+        for r in &config.rpm.remotes {
+            ok &= crate::rpm::sync_foreground(config, &snapshots, r).await;
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    sync_oci(config, blobs, meta, remote).await
+}
+
+async fn sync_oci(
     config: &Config,
     blobs: Arc<BlobStore>,
     meta: Meta,
@@ -222,7 +268,7 @@ pub(crate) async fn sync(
         Some(name) => match config.mirror.remotes.iter().find(|r| r.name == name) {
             Some(r) => vec![r],
             None => bail!(
-                "no [[mirror.remotes]] is named {name:?} (configured: {})",
+                "no [[mirror.remotes]] or [[rpm.remotes]] is named {name:?} (configured: {})",
                 names_of(config)
             ),
         },
@@ -393,16 +439,17 @@ impl SyncObserver for Bars {
 }
 
 fn names_of(config: &Config) -> String {
-    if config.mirror.remotes.is_empty() {
-        return "none".to_owned();
-    }
-    config
+    let names: Vec<&str> = config
         .mirror
         .remotes
         .iter()
         .map(|r| r.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+        .chain(config.rpm.remotes.iter().map(|r| r.name.as_str()))
+        .collect();
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names.join(", ")
 }
 
 /// The remote's client (credentials read, CA bundle loaded), not yet used;

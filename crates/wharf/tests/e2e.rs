@@ -58,6 +58,8 @@ mod pull_through;
 mod raw_server;
 #[path = "e2e/repos.rs"]
 mod repos;
+#[path = "e2e/rpm.rs"]
+mod rpm;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
 #[path = "e2e/signin.rs"]
