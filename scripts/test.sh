@@ -53,6 +53,8 @@ PACKAGES=(
     ostree flatpak gnupg
     # RPM: building and signing test packages, createrepo_c upstreams, dnf (and reposync) as the client.
     rpm createrepo-c dnf dnf-plugins-core
+    # RPM metadata: liblzma-dev links the xz decoder; zstd writes the zstd fixture createrepo_c cannot.
+    liblzma-dev zstd python3
 )
 
 APT_WAIT_SECS=${WHARF_TEST_APT_WAIT_SECS:-600}
