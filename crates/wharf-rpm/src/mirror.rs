@@ -310,27 +310,25 @@ async fn fill(
         // The previous metadata files are not upstream's any more; only packages are kept.
         remove_prefix(staged, "repodata/").await?;
     }
-    let files = futures_util::stream::iter(data.iter().map(|(record, path)| {
-        let what = format!("{} ({})", path.as_str(), record.kind);
-        let modified_at = record.timestamp.unwrap_or_else(now);
-        let counting = &counting;
-        async move {
-            copy(
-                staged,
-                &plan.source,
-                path,
-                &record.checksum,
-                record.size,
-                modified_at,
-                &what,
-                counting,
-            )
-            .await
-            .map(|_| ())
-        }
-    }))
-    .buffer_unordered(concurrency);
-    files.try_collect::<Vec<()>>().await?;
+    // Built as a list first: a closure over borrowed records here makes the
+    // job handler's future fail the higher-ranked `Send` check.
+    let mut files = Vec::with_capacity(data.len());
+    for (record, path) in data {
+        files.push(copy(
+            staged,
+            &plan.source,
+            path,
+            &record.checksum,
+            record.size,
+            record.timestamp.unwrap_or_else(now),
+            format!("{} ({})", path.as_str(), record.kind),
+            &counting,
+        ));
+    }
+    futures_util::stream::iter(files)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<bool>>()
+        .await?;
     summary.metadata_files = repomd.records.len() as u64;
     if observer.cancelled() {
         return Err(RpmError::Cancelled);
@@ -380,7 +378,7 @@ async fn fill(
                     &entry.checksum,
                     Some(entry.size),
                     now(),
-                    &format!("{} (package {nevra})", path.as_str()),
+                    format!("{} (package {nevra})", path.as_str()),
                     counting,
                 )
                 .await?;
@@ -486,9 +484,10 @@ async fn copy(
     checksum: &Checksum,
     size: Option<u64>,
     modified_at: i64,
-    what: &str,
+    what: String,
     counting: &Counting<'_>,
 ) -> Result<bool, RpmError> {
+    let what = what.as_str();
     let digest = checksum.as_digest();
     if let Some(digest) = &digest {
         let reused = staged

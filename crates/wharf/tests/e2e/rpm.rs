@@ -61,7 +61,7 @@ impl Drop for Upstream {
 }
 
 /// The upstream tree: hello 1.0 and 2:2.0 (noarch, needing libdep), libdep (x86_64), extra,
-/// comps naming hello, and an advisory for hello 2.0.
+/// comps naming hello, and an advisory for libdep 0.3.
 fn build_upstream(dir: &Path) -> Result<()> {
     let mut specs = Vec::new();
     let mut hello1 = RpmSpec::new("hello", "1.0");
@@ -83,7 +83,7 @@ fn build_upstream(dir: &Path) -> Result<()> {
     fs::write(&comps, comps_xml(&["hello"]))?;
     createrepo(dir, &["--groupfile", comps.to_str().context("path")?])?;
     let updateinfo = dir.join("updateinfo.xml");
-    fs::write(&updateinfo, updateinfo_xml("hello", "2.0", "1", "noarch"))?;
+    fs::write(&updateinfo, updateinfo_xml("libdep", "0.3", "1", "x86_64"))?;
     modifyrepo(&updateinfo, dir, "updateinfo")?;
     fs::remove_file(comps)?;
     fs::remove_file(updateinfo)?;
@@ -210,11 +210,6 @@ fn dnf_uses_an_exact_mirror_and_reposync_is_byte_identical() -> Result<()> {
             "{nevra} missing from {available}"
         );
     }
-    let advisories = dnf.run(&["updateinfo", "list", "--available"])?;
-    ensure!(
-        advisories.contains("WHARF-2026-0001"),
-        "updateinfo: {advisories}"
-    );
     let groups = run(&mut dnf.cmd(&["group", "list", "--hidden"]))?;
     ensure!(
         format!("{}{}", groups.stdout, groups.stderr).contains("Wharf Test"),
@@ -241,6 +236,12 @@ fn dnf_uses_an_exact_mirror_and_reposync_is_byte_identical() -> Result<()> {
         installed.stdout.contains("hello-2.0-1.noarch")
             && installed.stdout.contains("libdep-0.3-1.x86_64"),
         "installed: {installed}"
+    );
+    // dnf lists advisories of installed packages only: libdep 0.3 (hello's dependency) is now.
+    let advisories = run(&mut dnf.cmd(&["updateinfo", "list", "--all"]))?;
+    ensure!(
+        advisories.stdout.contains("WHARF-2026-0001"),
+        "updateinfo: {advisories}"
     );
 
     // reposync with the metadata: every file upstream has, byte for byte, and nothing else.
@@ -364,11 +365,32 @@ fn tampering_publishes_nothing_and_old_metadata_survives_a_publish() -> Result<(
     let old_repomd = get(&server, "repodata/repomd.xml")?.context("repomd.xml")?;
     let old_primary = primary_href(&old_repomd)?;
 
-    // Upstream moves on: `old` goes, `new` comes; then a byte of `new` is flipped.
+    // Upstream moves on: `old` goes, `new` comes.
     fs::remove_file(&old)?;
     let new = build_rpm(&RpmSpec::new("new", "1"), &upstream_dir)?;
     fs::remove_dir_all(upstream_dir.join("repodata"))?;
     createrepo(&upstream_dir, &[])?;
+    // A corrupted metadata file (one byte changed) is refused. (First: once a good copy of a
+    // file is stored, a later run reuses it by checksum without fetching it again.)
+    let new_repomd = fs::read(upstream_dir.join("repodata/repomd.xml"))?;
+    let md = wharf_rpm::Repomd::parse(&new_repomd)?;
+    let filelists = &md.record("filelists").context("filelists")?.location.href;
+    let filelists_path = upstream_dir.join(filelists);
+    let good_filelists = fs::read(&filelists_path)?;
+    let mut bad_filelists = good_filelists.clone();
+    bad_filelists[10] ^= 0x01;
+    fs::write(&filelists_path, &bad_filelists)?;
+    let failed = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
+    ensure!(
+        failed.stderr.contains("checksum mismatch") && failed.stderr.contains(filelists.as_str()),
+        "corrupted metadata: {failed}"
+    );
+    ensure!(
+        get(&server, "repodata/repomd.xml")?.as_deref() == Some(old_repomd.as_slice()),
+        "a failed sync changed what is served"
+    );
+    fs::write(&filelists_path, &good_filelists)?;
+
     let good = fs::read(&new)?;
     let mut bad = good.clone();
     let last = bad.len() - 1;
@@ -388,26 +410,6 @@ fn tampering_publishes_nothing_and_old_metadata_survives_a_publish() -> Result<(
         "a failed sync changed what is served"
     );
     fs::write(&new, &good)?;
-
-    // A corrupted metadata file (same size, one byte changed) is refused too.
-    let new_repomd = fs::read(upstream_dir.join("repodata/repomd.xml"))?;
-    let md = wharf_rpm::Repomd::parse(&new_repomd)?;
-    let filelists = &md.record("filelists").context("filelists")?.location.href;
-    let filelists_path = upstream_dir.join(filelists);
-    let good_filelists = fs::read(&filelists_path)?;
-    let mut bad_filelists = good_filelists.clone();
-    bad_filelists[10] ^= 0x01;
-    fs::write(&filelists_path, &bad_filelists)?;
-    let failed = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
-    ensure!(
-        failed.stderr.contains("checksum mismatch") && failed.stderr.contains(filelists.as_str()),
-        "corrupted metadata: {failed}"
-    );
-    ensure!(
-        get(&server, "repodata/repomd.xml")?.as_deref() == Some(old_repomd.as_slice()),
-        "a failed sync changed what is served"
-    );
-    fs::write(&filelists_path, &good_filelists)?;
 
     // Repaired upstream: published; the client holding the old repomd.xml still finds the
     // old primary and the dropped package (the grace period), and new clients see the new tree.
