@@ -393,7 +393,8 @@ async fn fill(
         })
         .buffer_unordered(concurrency);
     let mut listed = HashSet::new();
-    let mut packages = std::pin::pin!(packages);
+    // Boxed so that dropping it on a failure drops the receiver, which stops the parser.
+    let mut packages = Box::pin(packages);
     let mut failure = None;
     while let Some(done) = packages.next().await {
         match done {

@@ -113,14 +113,14 @@ fn a_large_primary_streams_with_flat_memory() {
                     self.pending.extend_from_slice(b"<metadata packages=\"x\">");
                 } else if self.next <= self.total {
                     let i = self.next;
-                    write!(
+                    writeln!(
                         self.pending,
                         "<package type=\"rpm\"><name>p{i}</name><arch>noarch</arch>\
                          <version epoch=\"0\" ver=\"1\" rel=\"1\"/>\
                          <checksum type=\"sha256\" pkgid=\"YES\">{:064x}</checksum>\
                          <summary>s</summary><description>{}</description>\
                          <size package=\"{i}\"/><location href=\"Packages/p{i}.rpm\"/>\
-                         <format><rpm:provides><rpm:entry name=\"p{i}\"/></rpm:provides></format></package>\n",
+                         <format><rpm:provides><rpm:entry name=\"p{i}\"/></rpm:provides></format></package>",
                         i,
                         "d".repeat(200)
                     )?;
