@@ -8,6 +8,7 @@ mod authority;
 mod cron;
 mod digest;
 mod kind;
+mod lookaside;
 mod name;
 mod selection;
 
@@ -17,5 +18,8 @@ pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};
+pub use lookaside::{
+    LookasideValueError, SourceChecksum, SourceFileName, SourceHashType, SourcePackage,
+};
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};

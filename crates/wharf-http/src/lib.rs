@@ -6,7 +6,8 @@
 //! are stored or how metadata is queried.
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/token` (the registry token
-//! endpoint), `/api/v1/…` (management, [`api`]), `/healthz`. Each protected
+//! endpoint), `/api/v1/…` (management, [`api`]), `/lookaside/…` (dist-git's
+//! source cache, [`lookaside`]), `/healthz`. Each protected
 //! surface has one guard and one error-mapping module, and every guard asks
 //! [`auth`] the same question.
 
@@ -17,6 +18,7 @@ mod api;
 pub use api::job_json;
 mod auth;
 pub mod listener;
+mod lookaside;
 mod oci;
 mod token;
 
@@ -62,6 +64,8 @@ pub struct AppState {
     /// The configured upstreams: the `?ns=` namespaces and the pull-through
     /// cache a `/v2` pull falls back to; `None`: no `[[mirror.remotes]]`.
     pub pull_through: Option<Arc<wharf_mirror::PullThrough>>,
+    /// File repositories' writes and the lookaside cache (`/lookaside`).
+    pub files: wharf_files::Files,
 }
 
 /// What `/healthz` checks: that the server could take a write now.
@@ -196,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
         .merge(api::routes(state.clone()))
+        .merge(lookaside::routes(state.clone()))
         .with_state(state);
     // The request-wide layers wrap the whole router once, as one service, rather
     // than through `Router::layer`, which wraps every route and so boxes the

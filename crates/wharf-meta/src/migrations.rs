@@ -238,6 +238,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE repositories ADD COLUMN origin TEXT",
         ],
     ),
+    // 9 is the snapshots' (snapshots.rs); 10 the lookaside cache's sources.
+    (10, crate::lookaside::MIGRATION),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).

@@ -13,7 +13,7 @@
 //! reference was just dropped — is put on the `gc_candidates` list, and the
 //! sweep looks only there (see gc.rs).
 
-use wharf_core::{Digest, RepoName};
+use wharf_core::{Digest, RepoName, SourceChecksum, SourceFileName, SourcePackage};
 
 use crate::MetaError;
 
@@ -28,6 +28,15 @@ pub enum RefOwner {
         /// The manifest's digest.
         digest: Digest,
     },
+    /// A source file in the lookaside cache, under the checksum it was uploaded with.
+    Lookaside {
+        /// The package (with its namespace, if any).
+        package: SourcePackage,
+        /// The file name.
+        file: SourceFileName,
+        /// The checksum it is stored under.
+        checksum: SourceChecksum,
+    },
 }
 
 impl RefOwner {
@@ -36,6 +45,12 @@ impl RefOwner {
     pub fn key(&self) -> String {
         match self {
             RefOwner::OciManifest { repo, digest } => format!("oci-manifest:{repo}@{digest}"),
+            // `/` cannot occur in a file name, so the key is unambiguous.
+            RefOwner::Lookaside {
+                package,
+                file,
+                checksum,
+            } => format!("lookaside:{package}/{file}@{checksum}"),
         }
     }
 }

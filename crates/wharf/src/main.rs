@@ -8,6 +8,7 @@
 mod admin;
 mod bundle;
 mod client_config;
+mod files;
 mod jobs;
 mod pull_through;
 mod repo;

@@ -140,6 +140,7 @@ pub(crate) async fn serve(
         access_log,
         jobs: crate::sync::job_catalog(&config),
         pull_through,
+        files: crate::files::surface(&config, &meta, &blobs),
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await

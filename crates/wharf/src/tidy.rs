@@ -77,6 +77,8 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-bundle",
         &["wharf-core", "wharf-meta", "wharf-blob", "wharf-oci"],
     ),
+    // A format: file trees (through wharf-snapshot) and the lookaside cache.
+    ("wharf-files", &["wharf-core", "wharf-meta", "wharf-blob"]),
     (
         "wharf-http",
         &[
@@ -89,6 +91,8 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-tls",
             // The pull-through cache a /v2 miss falls back to.
             "wharf-mirror",
+            // The lookaside cache and file-repository writes.
+            "wharf-files",
         ],
     ),
     ("wharf-testkit", &[]),

@@ -42,6 +42,8 @@ mod jobs;
 mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/lookaside.rs"]
+mod lookaside;
 #[path = "e2e/mirror.rs"]
 mod mirror;
 #[path = "e2e/operator.rs"]
