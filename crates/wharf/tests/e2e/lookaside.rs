@@ -14,6 +14,30 @@ use super::tls::{curl, make_ca_and_cert, sh};
 
 const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const ADMIN_PASSWORD: &str = "lookaside-admin-pw";
+/// Who may do what: packagers push, a reader reads one package, and rpkg's
+/// downloads are anonymous (as `fedpkg sources` from a public cache).
+const GRANTS: &str = r#"
+[[auth.grants]]
+subject = "user:packager"
+repositories = "lookaside/**"
+actions = ["pull", "push"]
+
+[[auth.grants]]
+subject = "user:reader"
+repositories = "lookaside/rpms/tool"
+actions = ["pull"]
+
+[[auth.grants]]
+subject = "anonymous"
+repositories = "lookaside/rpms/hello"
+actions = ["pull"]
+
+[[auth.grants]]
+subject = "anonymous"
+repositories = "lookaside/legacy"
+actions = ["pull"]
+"#;
+
 /// The rpkg release whose client code the test drives.
 const RPKG: &str = "rpkg==1.70";
 
@@ -43,7 +67,7 @@ fn start(dir: &Path) -> Result<Server> {
     let config = format!(
         "[auth]\nadmin_password_file = \"{}\"\n[tls]\nclient_ca = \"{}\"\n\
          [[tls.certificates]]\nhostnames = [\"localhost\"]\ncert = \"{}\"\nkey = \"{}\"\n\
-         [lookaside]\nmax_upload_bytes = 3000000\n",
+         [lookaside]\nmax_upload_bytes = 3000000\n{GRANTS}",
         dir.join("admin-pw").display(),
         dir.join("clients-ca.crt").display(),
         dir.join("server.crt").display(),
@@ -123,6 +147,13 @@ const RPKG_CLIENT: &str = r#"
 import sys, types, hashlib, os
 site, base, cert, ca, hashtype, name, path, out = sys.argv[1:9]
 pkg = types.ModuleType("pyrpkg"); pkg.__path__ = [site + "/pyrpkg"]; sys.modules["pyrpkg"] = pkg
+import pycurl
+# rpkg's download trusts the system's CAs; this stands in for adding the
+# test's private CA to them (uploads take `ca_cert` explicitly).
+_Curl = pycurl.Curl
+def _trusting_curl():
+    c = _Curl(); c.setopt(pycurl.CAINFO, ca); return c
+pycurl.Curl = _trusting_curl
 from pyrpkg.lookaside import CGILookasideCache
 from pyrpkg.errors import AlreadyUploadedError
 cache = CGILookasideCache(hashtype, base, base + "/upload.cgi", client_cert=cert, ca_cert=ca)
@@ -146,6 +177,7 @@ print(cache.get_download_url(name, filename, digest, hashtype))
 fn rpkg_and_curl_upload_and_download_sources_over_mtls_and_basic() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
+
     make_ca_and_cert(d, "server", &["localhost"])?;
     make_ca_and_cert(d, "clients", &["packager"])?;
     // pycurl's SSLCERT alone (what rpkg sets) wants the key in the same file,
@@ -158,10 +190,6 @@ fn rpkg_and_curl_upload_and_download_sources_over_mtls_and_basic() -> Result<()>
     let site = fetch_rpkg(d)?;
     let server = start(d)?;
     wharf(d, &["user", "add", "packager", "--robot"])?;
-    wharf(
-        d,
-        &["grant", "add", "user:packager", "lookaside/**", "pull,push"],
-    )?;
     let mut add = Command::new(WHARF);
     add.args(["user", "add", "reader", "--password-stdin", "--config"])
         .arg(d.join("wharf.toml"))
@@ -173,10 +201,6 @@ fn rpkg_and_curl_upload_and_download_sources_over_mtls_and_basic() -> Result<()>
     std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, b"reader-pw\n")?;
     drop(child.stdin.take());
     assert!(child.wait()?.success(), "user add reader");
-    wharf(
-        d,
-        &["grant", "add", "user:reader", "lookaside/rpms/*", "pull"],
-    )?;
 
     let base = format!("https://localhost:{}/lookaside", server.port);
     let ca = d.join("server-ca.crt");
@@ -185,7 +209,7 @@ fn rpkg_and_curl_upload_and_download_sources_over_mtls_and_basic() -> Result<()>
     // rpkg over mutual TLS, SHA-512 and a namespaced package, then legacy MD5.
     for (hashtype, name, file, size) in [
         ("sha512", "rpms/hello", "hello-2.12.tar.gz", 1_500_000usize),
-        ("md5", "hello", "hello-old.patch", 3_000),
+        ("md5", "legacy", "hello-old.patch", 3_000),
     ] {
         let src = d.join(file);
         let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
@@ -316,6 +340,14 @@ fn rpkg_and_curl_upload_and_download_sources_over_mtls_and_basic() -> Result<()>
             .contains("last-modified: tue, 14 nov 2023 22:13:20 gmt"),
         "{headers}"
     );
+    let etag = headers
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_owned())
+        })
+        .context("no ETag")?;
     let (code, headers) = get(&["-r", "10-19"], &url)?;
     assert_eq!(code, "206");
     assert!(
@@ -328,26 +360,20 @@ fn rpkg_and_curl_upload_and_download_sources_over_mtls_and_basic() -> Result<()>
         headers.contains(&format!("bytes */{}", data.len())),
         "{headers}"
     );
-    let etag = headers
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("etag:")
-                .then(|| l[5..].trim().to_owned())
-        })
-        .context("no ETag")?;
     let inm = format!("If-None-Match: {etag}");
     assert_eq!(get(&["-H", &inm], &url)?.0, "304");
     let (_, out) = curl(&["--cacert", ca, "-u", "reader:reader-pw", &url])?;
     assert_eq!(out.as_bytes(), &data[..]);
-    let md5_pkg = format!(
-        "{base}/hello/hello-old.patch/md5/{}/hello-old.patch",
+    let legacy = format!(
+        "{base}/legacy/hello-old.patch/{}/hello-old.patch",
         md5_hex(&d.join("hello-old.patch"))?
     );
+    assert_eq!(get(&[], &legacy)?.0, "200", "the oldest URL form");
+    let secret = format!("{base}/rpms/secret/fix.patch/sha512/{sha512}/fix.patch");
     assert_eq!(
-        get(&[], &md5_pkg)?.0,
+        get(&[], &secret)?.0,
         "403",
-        "reader has no grant on `hello`"
+        "reader has no grant on rpms/secret"
     );
     // Anonymous downloads need a grant.
     let (_, code) = curl(&[
