@@ -10,6 +10,7 @@
 //! the same repository; the tag (if any), or every `?tag=` tag of a push by
 //! digest, moves in that same transaction.
 
+pub mod cosign;
 mod error;
 mod manifest;
 pub mod media;

@@ -232,7 +232,10 @@ fn ns_answers_only_from_the_mirror_allow_list_holds_and_cold_blobs_are_fetched_o
     ensure!(part.header("content-range") == Some(range_header.as_str()));
     let whole = get(&server, &path)?;
     ensure!(whole.status == 200 && sha256_digest(&whole.body) == layer.digest);
-    ensure!(whole.body[1000..2000] == part.body[..], "the range is not the blob's bytes");
+    ensure!(
+        whole.body[1000..2000] == part.body[..],
+        "the range is not the blob's bytes"
+    );
     ensure!(upstream_gets(&upstream, &format!("/v2/x/ranged/blobs/{}", layer.digest))? == 1);
     Ok(())
 }
