@@ -87,6 +87,10 @@ enum Command {
         /// NAME:TAG for a skopeo dir: tree; NAME (or NAME:TAG for just one) for an OCI layout.
         #[arg(long, value_name = "NAME[:TAG]")]
         repository: Option<String>,
+        /// Import only if every tag has a cosign signature (in the source) that this
+        /// public key verifies; repeatable (any one key suffices).
+        #[arg(long = "verify-key", value_name = "COSIGN_PUB")]
+        verify_keys: Vec<PathBuf>,
     },
     /// Print the client configuration that pulls the configured upstreams
     /// through this server: containers-registries.conf, containerd hosts.toml
@@ -474,6 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
             dir,
             repository,
+            verify_keys,
         } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
@@ -485,6 +490,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 meta.clone(),
                 &dir,
                 repository.as_deref(),
+                &verify_keys,
             )
             .await;
             meta.close().await;

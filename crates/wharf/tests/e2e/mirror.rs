@@ -11,7 +11,7 @@ use anyhow::{ensure, Context, Result};
 use wharf_testkit::fixture::{sha256_digest, ImageSpec};
 use wharf_testkit::{run, run_expect_failure, CmdOutput, DockerRegistry, Registry, WharfServer};
 
-use crate::support::{inspect_raw, layout, list_tags, scratch, skopeo, wharf_cli};
+use crate::support::{cosign, inspect_raw, layout, list_tags, scratch, skopeo, wharf_cli};
 
 pub(crate) const USER: &str = "mirror";
 pub(crate) const PASSWORD: &str = "upstream-secret-7";
@@ -298,20 +298,6 @@ fn sync_from_a_token_authenticated_wharf() -> Result<()> {
     ))?);
     ensure!(sha256_digest(&inspect_raw(&local("multi"))?) == upstream_multi);
     Ok(())
-}
-
-/// The key password cosign reads from the environment instead of prompting.
-const COSIGN_PASSWORD: &str = "wharf-e2e";
-
-/// cosign inside `dir`, with a private HOME and TUF cache and no transparency log in reach.
-fn cosign(dir: &Path) -> std::process::Command {
-    let mut cmd = wharf_testkit::Tool::find("cosign").cmd();
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env("TUF_ROOT", dir.join("tuf"))
-        .env("COSIGN_PASSWORD", COSIGN_PASSWORD)
-        .env("COSIGN_YES", "true");
-    cmd
 }
 
 #[test]
