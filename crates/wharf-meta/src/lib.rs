@@ -19,6 +19,7 @@ mod identity;
 mod jobs;
 mod migrations;
 mod oci;
+mod pulls;
 mod refs;
 mod repos;
 mod snapshots;

@@ -14,6 +14,7 @@ pub mod cosign;
 mod error;
 mod manifest;
 pub mod media;
+mod pulls;
 mod registry;
 
 pub use error::OciError;

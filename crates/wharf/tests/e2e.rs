@@ -54,6 +54,8 @@ mod persistence;
 mod podman;
 #[path = "e2e/pull_through.rs"]
 mod pull_through;
+#[path = "e2e/pull_times.rs"]
+mod pull_times;
 #[path = "e2e/raw_server.rs"]
 mod raw_server;
 #[path = "e2e/repos.rs"]
