@@ -11,6 +11,7 @@ mod kind;
 mod lookaside;
 mod name;
 mod selection;
+mod tree_path;
 
 pub mod time;
 
@@ -23,3 +24,4 @@ pub use lookaside::{
 };
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};
+pub use tree_path::{InvalidTreePath, TreePath, MAX_TREE_COMPONENT_LEN, MAX_TREE_PATH_LEN};

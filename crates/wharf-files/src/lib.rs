@@ -5,9 +5,11 @@
 //! protocol's storage side): source files keyed by package, file name and
 //! checksum, each a blob verified against the uploader's checksum before it
 //! becomes visible. Nothing here speaks HTTP; `wharf-http` parses requests
-//! into this crate's calls.
+//! into this crate's calls. [`tree`] fills file repositories' snapshots
+//! (served by `wharf-http`'s tree surface at `/files/<repo>/…`).
 
 pub mod lookaside;
+pub mod tree;
 
 pub use lookaside::{Lookaside, LookasideError, StagedSource, StoredSource};
 

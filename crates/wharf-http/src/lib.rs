@@ -6,8 +6,9 @@
 //! are stored or how metadata is queried.
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/token` (the registry token
-//! endpoint), `/api/v1/…` (management, [`api`]), `/lookaside/…` (dist-git's
-//! source cache, [`lookaside`]), `/healthz`. Each protected
+//! endpoint), `/api/v1/…` (management, [`api`]), `/ostree/…`, `/rpm/…` and
+//! `/files/…` (published snapshots as plain HTTP trees, [`tree`]), `/lookaside/…`
+//! (dist-git's source cache, [`lookaside`]), `/healthz`. Each protected
 //! surface has one guard and one error-mapping module, and every guard asks
 //! [`auth`] the same question.
 
@@ -21,6 +22,7 @@ pub mod listener;
 mod lookaside;
 mod oci;
 mod token;
+mod tree;
 
 use std::sync::Arc;
 
@@ -64,6 +66,8 @@ pub struct AppState {
     /// The configured upstreams: the `?ns=` namespaces and the pull-through
     /// cache a `/v2` pull falls back to; `None`: no `[[mirror.remotes]]`.
     pub pull_through: Option<Arc<wharf_mirror::PullThrough>>,
+    /// The snapshots that `/ostree`, `/rpm` and `/files` serve.
+    pub snapshots: wharf_snapshot::Snapshots,
     /// File repositories' writes and the lookaside cache (`/lookaside`).
     pub files: wharf_files::Files,
 }
@@ -200,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
         .merge(api::routes(state.clone()))
+        .merge(tree::routes())
         .merge(lookaside::routes(state.clone()))
         .with_state(state);
     // The request-wide layers wrap the whole router once, as one service, rather

@@ -10,11 +10,15 @@
 //! the same repository; the tag (if any), or every `?tag=` tag of a push by
 //! digest, moves in that same transaction.
 
+pub mod cosign;
 mod error;
 mod manifest;
 pub mod media;
+mod pulls;
 mod registry;
 
 pub use error::OciError;
 pub use manifest::{parse_manifest, tag_params, ParsedManifest, MAX_TAG_PARAMS};
-pub use registry::{BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits};
+pub use registry::{
+    resolve_range, BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits,
+};

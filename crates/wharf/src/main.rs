@@ -13,6 +13,7 @@ mod jobs;
 mod pull_through;
 mod repo;
 mod serve;
+mod snapshot;
 mod sync;
 #[cfg(test)]
 mod tidy;
@@ -87,6 +88,10 @@ enum Command {
         /// NAME:TAG for a skopeo dir: tree; NAME (or NAME:TAG for just one) for an OCI layout.
         #[arg(long, value_name = "NAME[:TAG]")]
         repository: Option<String>,
+        /// Import only if every tag has a cosign signature (in the source) that this
+        /// public key verifies; repeatable (any one key suffices).
+        #[arg(long = "verify-key", value_name = "COSIGN_PUB")]
+        verify_keys: Vec<PathBuf>,
     },
     /// Print the client configuration that pulls the configured upstreams
     /// through this server: containers-registries.conf, containerd hosts.toml
@@ -138,6 +143,21 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: jobs::JobsCommand,
+    },
+    /// List, inspect, publish (roll back) and prune the snapshots of OSTree,
+    /// RPM and file repositories.
+    Snapshot {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCommand,
+    },
+    /// Upload, remove and list the files of file repositories (served at /files/<repo>/).
+    Files {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: files::FilesCommand,
     },
     /// Create and list repositories (oci, ostree, rpm, files).
     Repo {
@@ -466,6 +486,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
             dir,
             repository,
+            verify_keys,
         } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
@@ -477,6 +498,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 meta.clone(),
                 &dir,
                 repository.as_deref(),
+                &verify_keys,
             )
             .await;
             meta.close().await;
@@ -520,6 +542,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = common.load_with_origin()?;
             let meta = open_existing_meta(&loaded).await?;
             let res = jobs::jobs(&meta, &sync::job_catalog(&loaded.config), cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Snapshot { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = snapshot::snapshot(&loaded.config, &snapshots, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Files { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = files::files(&loaded.config, &snapshots, cmd).await;
             meta.close().await;
             res
         }

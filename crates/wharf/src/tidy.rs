@@ -77,8 +77,16 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-bundle",
         &["wharf-core", "wharf-meta", "wharf-blob", "wharf-oci"],
     ),
+    // The one seam of the tree formats (OSTree, RPM, files): they import it, it imports no format.
+    (
+        "wharf-snapshot",
+        &["wharf-core", "wharf-meta", "wharf-blob"],
+    ),
     // A format: file trees (through wharf-snapshot) and the lookaside cache.
-    ("wharf-files", &["wharf-core", "wharf-meta", "wharf-blob"]),
+    (
+        "wharf-files",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+    ),
     (
         "wharf-http",
         &[
@@ -89,6 +97,7 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-oci",
             "wharf-jobs",
             "wharf-tls",
+            "wharf-snapshot",
             // The pull-through cache a /v2 miss falls back to.
             "wharf-mirror",
             // The lookaside cache and file-repository writes.
