@@ -53,6 +53,8 @@ PACKAGES=(
     ostree flatpak gnupg
     # RPM: building and signing test packages, createrepo_c upstreams, dnf (and reposync) as the client.
     rpm createrepo-c dnf dnf-plugins-core
+    # Lookaside: rpkg's client (its wheel comes from PyPI through pip) runs on Debian's pycurl and six.
+    python3-pycurl python3-six python3-pip
 )
 
 APT_WAIT_SECS=${WHARF_TEST_APT_WAIT_SECS:-600}

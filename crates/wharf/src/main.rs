@@ -103,6 +103,9 @@ enum Command {
         /// for `--hosts-dir`, daemon.json) instead of printing them.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Instead: the client configuration of one RPM or file repository.
+        #[command(subcommand)]
+        repo: Option<client_config::RepoClientConfig>,
     },
     /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
     Check {
@@ -504,9 +507,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             meta.close().await;
             res
         }
-        Command::ClientConfig { common, out } => {
+        Command::ClientConfig { common, out, repo } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
+            if let Some(repo) = repo {
+                print!(
+                    "{}",
+                    client_config::repo_client_config(&loaded.config, &repo)?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let files = client_config::ClientFiles::build(&loaded.config)?;
             match out {
                 Some(dir) => files.write(&loaded.config, &dir)?,
