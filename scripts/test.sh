@@ -55,6 +55,8 @@ PACKAGES=(
     rpm createrepo-c dnf dnf-plugins-core
     # RPM metadata: liblzma-dev links the xz decoder; zstd writes the zstd fixture createrepo_c cannot.
     liblzma-dev zstd python3
+    # Lookaside: rpkg's client (its wheel comes from PyPI through pip) runs on Debian's pycurl and six.
+    python3-pycurl python3-six python3-pip
 )
 
 APT_WAIT_SECS=${WHARF_TEST_APT_WAIT_SECS:-600}

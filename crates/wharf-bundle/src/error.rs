@@ -94,6 +94,16 @@ pub enum BundleError {
     /// The blob store failed.
     #[error(transparent)]
     Blob(#[from] wharf_blob::BlobError),
+    /// Trusted keys were given and an image's signature is missing or does not verify.
+    #[error("{repository}:{tag}: {source}; nothing was imported")]
+    Signature {
+        /// The repository.
+        repository: String,
+        /// The tag.
+        tag: String,
+        /// What is wrong with its signature.
+        source: wharf_oci::cosign::CosignError,
+    },
 }
 
 impl BundleError {

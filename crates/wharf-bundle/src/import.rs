@@ -61,6 +61,10 @@ pub struct ImportOptions {
     /// `NAME[:TAG]` for a skopeo `dir:` tree (required, with the tag) or an
     /// OCI layout (the repository its references go to; with a tag, only that one).
     pub repository: Option<(RepoName, Option<Tag>)>,
+    /// When not empty, every imported tag (but cosign's own signature,
+    /// attestation and SBOM tags) needs a cosign signature in the source that
+    /// one of these keys verifies, or nothing is imported.
+    pub trusted_keys: Vec<wharf_oci::cosign::CosignKey>,
 }
 
 /// What an import did.
@@ -274,6 +278,11 @@ pub async fn import(
                 .push((want.digest.clone(), vec![want.tag.clone()])),
         }
     }
+    if !options.trusted_keys.is_empty() {
+        for want in &wanted {
+            verify_signed(&source, store, &plans, &wanted, want, &options.trusted_keys).await?;
+        }
+    }
     if source.kind != SourceKind::Bundle {
         progress(Progress::Verified {
             files: source.files_verified,
@@ -389,6 +398,84 @@ pub async fn import(
         }
     }
     Ok(summary)
+}
+
+/// Whether a tag is one of cosign's own (`sha256-HEX.sig`, `.att`, `.sbom`) or
+/// a referrers tag (`sha256-HEX`): those are carried, not signed themselves.
+fn is_cosign_tag(tag: &Tag) -> bool {
+    let t = tag.as_str();
+    let Some(rest) = t.strip_prefix("sha256-") else {
+        return false;
+    };
+    let hex = rest.split('.').next().unwrap_or_default();
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Requires, for `want`, a cosign signature tag among the tags being imported
+/// whose payload (read from the source, or the store) a trusted key verifies
+/// for `want`'s digest. Runs in the plan, before anything is written.
+async fn verify_signed(
+    source: &Source,
+    store: &BlobStore,
+    plans: &[(RepoName, RepoPlan)],
+    wanted: &[WantedTag],
+    want: &WantedTag,
+    keys: &[wharf_oci::cosign::CosignKey],
+) -> Result<(), BundleError> {
+    use wharf_oci::cosign::{self, CosignError};
+    if is_cosign_tag(&want.tag) {
+        return Ok(());
+    }
+    let refuse = |source: CosignError| BundleError::Signature {
+        repository: want.repo.to_string(),
+        tag: want.tag.to_string(),
+        source,
+    };
+    let unsigned = || refuse(CosignError::Unsigned(want.digest.clone()));
+    let sig_tag = cosign::signature_tag(&want.digest).ok_or_else(unsigned)?;
+    let Some(sig) = wanted
+        .iter()
+        .find(|w| w.repo == want.repo && w.tag == sig_tag)
+    else {
+        return Err(unsigned());
+    };
+    let bytes = plans
+        .iter()
+        .filter(|(repo, _)| repo == &want.repo)
+        .flat_map(|(_, plan)| plan.manifests.iter())
+        .find(|(d, _, _)| d == &sig.digest)
+        .map(|(_, _, bytes)| bytes.clone())
+        .ok_or_else(unsigned)?;
+    let layers = cosign::signature_layers(&bytes);
+    if layers.is_empty() {
+        return Err(unsigned());
+    }
+    let mut why = Vec::new();
+    for layer in layers {
+        if layer.size > cosign::MAX_PAYLOAD_BYTES {
+            why.push(format!("a payload of {} bytes is too large", layer.size));
+            continue;
+        }
+        let payload = match source.verified.get(&layer.payload) {
+            Some(path) => tokio::fs::read(path).await.map_err(BundleError::io(path))?,
+            None => {
+                let mut body = store.read(&layer.payload, None).await?;
+                let mut all = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    all.extend_from_slice(&chunk.map_err(wharf_blob::BlobError::Io)?);
+                }
+                all
+            }
+        };
+        match cosign::verify_signature(keys, &want.digest, &payload, &layer.signature) {
+            Ok(_) => return Ok(()),
+            Err(w) => why.push(w),
+        }
+    }
+    Err(refuse(CosignError::NotVerified {
+        digest: want.digest.clone(),
+        why: why.join("; "),
+    }))
 }
 
 /// Reads `digest` (from the source, else from the store), checks it, and

@@ -8,6 +8,7 @@
 //! [`REFERENCE`] documents every key; `docs/configuration.md` is generated from
 //! it and a test keeps the two, and the defaults below, in agreement.
 
+mod files;
 mod mirror;
 mod reference;
 mod rpm;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use files::{LookasideConfig, DEFAULT_LOOKASIDE_MAX_UPLOAD_BYTES};
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 pub use rpm::{RpmConfig, RpmPolicy, RpmRemoteConfig};
@@ -73,6 +75,8 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// rpm-md upstreams mirrored into rpm repositories.
     pub rpm: RpmConfig,
+    /// dist-git's source cache at `/lookaside`.
+    pub lookaside: LookasideConfig,
     /// Snapshots of OSTree, RPM and file repositories.
     pub publish: PublishConfig,
 }
@@ -638,6 +642,7 @@ impl Config {
             .map(|r| r.name.as_str())
             .collect();
         self.rpm.validate(&other_remotes, &mut problems);
+        self.lookaside.validate(&mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {
@@ -768,7 +773,16 @@ mod tests {
     fn docs_name_only_keys_that_exist() {
         // Backticked dotted names under a known section, e.g. `server.listen`.
         let sections = [
-            "server", "storage", "database", "oci", "gc", "check", "log", "auth", "tls",
+            "server",
+            "storage",
+            "database",
+            "oci",
+            "gc",
+            "check",
+            "log",
+            "auth",
+            "tls",
+            "lookaside",
         ];
         let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guide.md");
         let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");

@@ -134,6 +134,10 @@ pub struct SyncConfig {
     /// Copy cosign signatures, attestations, SBOMs and OCI referrers too.
     #[serde(default = "default_signatures")]
     pub signatures: bool,
+    /// cosign public keys (PEM files); when set, a tag is copied only if one of
+    /// them verifies a cosign signature of its digest.
+    #[serde(default)]
+    pub verify_keys: Vec<PathBuf>,
 }
 
 fn default_signatures() -> bool {

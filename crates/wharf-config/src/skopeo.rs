@@ -159,6 +159,7 @@ impl MirrorConfig {
                 semver: String::new(),
                 platforms: Vec::new(),
                 signatures: true,
+                verify_keys: Vec::new(),
             };
             for (repository, tags) in &entry.images {
                 self.sync.push(SyncConfig {

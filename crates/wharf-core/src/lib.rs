@@ -8,6 +8,7 @@ mod authority;
 mod cron;
 mod digest;
 mod kind;
+mod lookaside;
 mod name;
 mod selection;
 mod tree_path;
@@ -18,6 +19,9 @@ pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};
+pub use lookaside::{
+    LookasideValueError, SourceChecksum, SourceFileName, SourceHashType, SourcePackage,
+};
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};
 pub use tree_path::{InvalidTreePath, TreePath, MAX_TREE_COMPONENT_LEN, MAX_TREE_PATH_LEN};

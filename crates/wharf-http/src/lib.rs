@@ -7,7 +7,8 @@
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/token` (the registry token
 //! endpoint), `/api/v1/…` (management, [`api`]), `/ostree/…`, `/rpm/…` and
-//! `/files/…` (published snapshots as plain HTTP trees, [`tree`]), `/healthz`. Each protected
+//! `/files/…` (published snapshots as plain HTTP trees, [`tree`]), `/lookaside/…`
+//! (dist-git's source cache, [`lookaside`]), `/healthz`. Each protected
 //! surface has one guard and one error-mapping module, and every guard asks
 //! [`auth`] the same question.
 
@@ -18,6 +19,7 @@ mod api;
 pub use api::job_json;
 mod auth;
 pub mod listener;
+mod lookaside;
 mod oci;
 mod token;
 mod tree;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub pull_through: Option<Arc<wharf_mirror::PullThrough>>,
     /// The snapshots that `/ostree`, `/rpm` and `/files` serve.
     pub snapshots: wharf_snapshot::Snapshots,
+    /// File repositories' writes and the lookaside cache (`/lookaside`).
+    pub files: wharf_files::Files,
 }
 
 /// What `/healthz` checks: that the server could take a write now.
@@ -201,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v2)
         .merge(api::routes(state.clone()))
         .merge(tree::routes())
+        .merge(lookaside::routes(state.clone()))
         .with_state(state);
     // The request-wide layers wrap the whole router once, as one service, rather
     // than through `Router::layer`, which wraps every route and so boxes the

@@ -17,8 +17,10 @@
 mod gc;
 mod identity;
 mod jobs;
+mod lookaside;
 mod migrations;
 mod oci;
+mod pulls;
 mod refs;
 mod repos;
 mod snapshots;
@@ -40,6 +42,7 @@ pub use identity::{
 pub use jobs::{
     retry_backoff_secs, ClaimedJob, JobProgress, JobRecord, JobState, LeaseStatus, NewJob,
 };
+pub use lookaside::LookasideSource;
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 pub use refs::RefOwner;
 pub use repos::RepositoryRecord;

@@ -268,6 +268,20 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX snapshot_entries_blob ON snapshot_entries (snapshot, blob)",
         ],
     ),
+    // 9 is the snapshots' (snapshots.rs); 10 the lookaside cache's sources.
+    (10, crate::lookaside::MIGRATION),
+    (
+        12,
+        &[
+            // When each manifest was last pulled (pulls.rs), written in batches.
+            "CREATE TABLE manifest_pulls (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    last_pulled_at BIGINT NOT NULL,
+    PRIMARY KEY (repo, digest)
+)",
+        ],
+    ),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).

@@ -13,7 +13,7 @@
 //! reference was just dropped — is put on the `gc_candidates` list, and the
 //! sweep looks only there (see gc.rs).
 
-use wharf_core::{Digest, RepoName};
+use wharf_core::{Digest, RepoName, SourceChecksum, SourceFileName, SourcePackage};
 
 use crate::MetaError;
 
@@ -33,6 +33,15 @@ pub enum RefOwner {
         /// The snapshot's id.
         id: crate::SnapshotId,
     },
+    /// A source file in the lookaside cache, under the checksum it was uploaded with.
+    Lookaside {
+        /// The package (with its namespace, if any).
+        package: SourcePackage,
+        /// The file name.
+        file: SourceFileName,
+        /// The checksum it is stored under.
+        checksum: SourceChecksum,
+    },
 }
 
 impl RefOwner {
@@ -42,6 +51,12 @@ impl RefOwner {
         match self {
             RefOwner::OciManifest { repo, digest } => format!("oci-manifest:{repo}@{digest}"),
             RefOwner::Snapshot { id } => format!("snapshot:{}", id.as_str()),
+            // `/` cannot occur in a file name, so the key is unambiguous.
+            RefOwner::Lookaside {
+                package,
+                file,
+                checksum,
+            } => format!("lookaside:{package}/{file}@{checksum}"),
         }
     }
 }

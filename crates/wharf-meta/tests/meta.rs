@@ -1379,6 +1379,28 @@ async fn snapshot_entries_never_name_a_collected_blob(db: Db) {
     );
 }
 
+/// Pull times keep the latest of every batch, whatever order batches arrive in.
+async fn pull_times_keep_the_latest(db: Db) {
+    let (r, d) = (repo("team/app"), Digest::sha256_of(b"m"));
+    assert_eq!(db.meta.last_pulled(&r, &d).await.unwrap(), None);
+    db.meta
+        .record_pulls(&[(r.clone(), d.clone(), 200)])
+        .await
+        .unwrap();
+    // A late batch from another replica with an older time changes nothing.
+    db.meta
+        .record_pulls(&[(r.clone(), d.clone(), 100)])
+        .await
+        .unwrap();
+    assert_eq!(db.meta.last_pulled(&r, &d).await.unwrap(), Some(200));
+    db.meta
+        .record_pulls(&[(r.clone(), d.clone(), 300)])
+        .await
+        .unwrap();
+    assert_eq!(db.meta.last_pulled(&r, &d).await.unwrap(), Some(300));
+    assert_eq!(db.meta.last_pulled(&repo("other"), &d).await.unwrap(), None);
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -1426,6 +1448,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn snapshot_entries_never_name_a_collected_blob() {
                 super::snapshot_entries_never_name_a_collected_blob(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn pull_times_keep_the_latest() {
+                super::pull_times_keep_the_latest(super::$backend().await).await
             }
             #[tokio::test]
             async fn upgrade_from_previous_release() {

@@ -35,6 +35,9 @@ pub struct CopyOptions {
     /// Also copy each copied manifest's cosign `.sig`/`.att`/`.sbom` tags and
     /// its referrers.
     pub signatures: bool,
+    /// When not empty, a tag is copied only if the upstream has a cosign
+    /// signature of its digest that one of these keys verifies.
+    pub trusted_keys: Vec<wharf_oci::cosign::CosignKey>,
 }
 
 /// How deep indexes may nest (an index of indexes of manifests is 2).
@@ -135,7 +138,14 @@ impl Mirror {
             .await?;
         let mut copied = Vec::new();
         let outcome = self
-            .copy_one(upstream, local, tag, &options.platforms, &mut copied)
+            .copy_one(
+                upstream,
+                local,
+                tag,
+                &options.platforms,
+                &options.trusted_keys,
+                &mut copied,
+            )
             .await?;
         if options.signatures {
             let digest = match &outcome {
@@ -171,7 +181,7 @@ impl Mirror {
                 continue;
             };
             if self.upstream_has(upstream, &tag).await? {
-                self.copy_one(upstream, local, &tag, &[], &mut ignored)
+                self.copy_one(upstream, local, &tag, &[], &[], &mut ignored)
                     .await?;
             }
         }
@@ -187,13 +197,73 @@ impl Mirror {
             None => {
                 if let Ok(tag) = Tag::parse(&schema_tag) {
                     if self.upstream_has(upstream, &tag).await? {
-                        self.copy_one(upstream, local, &tag, &[], &mut ignored)
+                        self.copy_one(upstream, local, &tag, &[], &[], &mut ignored)
                             .await?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Succeeds when the upstream holds a cosign signature of `digest` that one
+    /// of `keys` verifies and whose payload names `digest`.
+    async fn verify_signed(
+        &self,
+        upstream: &str,
+        digest: &Digest,
+        keys: &[wharf_oci::cosign::CosignKey],
+    ) -> Result<(), MirrorError> {
+        use futures_util::TryStreamExt;
+        use wharf_oci::cosign::{self, CosignError};
+        let unsigned = || MirrorError::Signature(CosignError::Unsigned(digest.clone()));
+        let Some(tag) = cosign::signature_tag(digest) else {
+            return Err(unsigned());
+        };
+        let signatures = match self.fetch(upstream, tag.as_str(), None).await {
+            Ok(m) => m,
+            Err(MirrorError::NotFound(_)) => return Err(unsigned()),
+            Err(e) => return Err(e),
+        };
+        let layers = cosign::signature_layers(&signatures.bytes);
+        if layers.is_empty() {
+            return Err(unsigned());
+        }
+        let mut why = Vec::new();
+        for layer in layers {
+            if layer.size > cosign::MAX_PAYLOAD_BYTES {
+                why.push(format!("a payload of {} bytes is too large", layer.size));
+                continue;
+            }
+            let mut body = self.client.get_blob(upstream, &layer.payload).await?;
+            let mut payload = Vec::new();
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| MirrorError::Protocol(format!("signature payload: {e}")))?
+            {
+                payload.extend_from_slice(&chunk);
+                if payload.len() as u64 > cosign::MAX_PAYLOAD_BYTES {
+                    break;
+                }
+            }
+            let actual = Digest::sha256_of(&payload);
+            if actual != layer.payload {
+                return Err(MirrorError::DigestMismatch {
+                    what: format!("signature payload of {digest}"),
+                    expected: layer.payload,
+                    actual,
+                });
+            }
+            match cosign::verify_signature(keys, digest, &payload, &layer.signature) {
+                Ok(_) => return Ok(()),
+                Err(w) => why.push(w),
+            }
+        }
+        Err(MirrorError::Signature(CosignError::NotVerified {
+            digest: digest.clone(),
+            why: why.join("; "),
+        }))
     }
 
     /// Whether the upstream has `tag` (a HEAD, so absence costs no GET).
@@ -205,7 +275,8 @@ impl Mirror {
         }
     }
 
-    /// One tag, its children filtered by `platforms`; the child manifests it
+    /// One tag, its children filtered by `platforms`, refused unless one of
+    /// `trusted_keys` (when any) verifies its signature; the child manifests it
     /// stored are pushed onto `copied`.
     async fn copy_one(
         &self,
@@ -213,6 +284,7 @@ impl Mirror {
         local: &RepoName,
         tag: &Tag,
         platforms: &[Platform],
+        trusted_keys: &[wharf_oci::cosign::CosignKey],
         copied: &mut Vec<Digest>,
     ) -> Result<TagOutcome, MirrorError> {
         let announced = self.client.head_manifest(upstream, tag.as_str()).await?;
@@ -240,6 +312,11 @@ impl Mirror {
             return Ok(TagOutcome::Unchanged {
                 digest: manifest.digest,
             });
+        }
+        if !trusted_keys.is_empty() {
+            // Before anything of the image is stored.
+            self.verify_signed(upstream, &manifest.digest, trusted_keys)
+                .await?;
         }
         self.store_children(upstream, local, &manifest, 0, platforms, copied)
             .await?;

@@ -102,4 +102,7 @@ pub enum MirrorError {
     /// The local store refused or failed.
     #[error("storing: {0}")]
     Store(#[from] OciError),
+    /// Trusted keys are configured and the image has no signature they verify.
+    #[error("{0}")]
+    Signature(#[from] wharf_oci::cosign::CosignError),
 }

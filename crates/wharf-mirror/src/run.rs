@@ -60,6 +60,8 @@ pub struct SyncDefinition {
     pub platforms: Vec<String>,
     /// Also copy cosign signature/attestation tags and referrers.
     pub signatures: bool,
+    /// Copy a tag only if one of these keys verifies its cosign signature; empty: no check.
+    pub trusted_keys: Vec<wharf_oci::cosign::CosignKey>,
 }
 
 /// The one place a definition becomes a tag selection and copy options.
@@ -77,6 +79,7 @@ fn selection(def: &SyncDefinition) -> Result<(TagSelection, CopyOptions), String
         CopyOptions {
             platforms,
             signatures: def.signatures,
+            trusted_keys: def.trusted_keys.clone(),
         },
     ))
 }

@@ -10,9 +10,11 @@
 //! the same repository; the tag (if any), or every `?tag=` tag of a push by
 //! digest, moves in that same transaction.
 
+pub mod cosign;
 mod error;
 mod manifest;
 pub mod media;
+mod pulls;
 mod registry;
 
 pub use error::OciError;

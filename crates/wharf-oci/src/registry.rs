@@ -72,6 +72,8 @@ pub struct Registry {
     links: Arc<LookupCache<(String, Digest), u64>>,
     /// Upload sessions a request of this process is writing to or committing.
     busy_uploads: Arc<Mutex<HashSet<String>>>,
+    /// Pulls not yet written to the database.
+    pulls: Arc<crate::pulls::PullLog>,
 }
 
 /// The right to write to one upload session, released when dropped.
@@ -236,6 +238,7 @@ impl Registry {
             records: Arc::new(LookupCache::new()),
             links: Arc::new(LookupCache::new()),
             busy_uploads: Arc::new(Mutex::new(HashSet::new())),
+            pulls: Arc::default(),
         }
     }
 
@@ -514,6 +517,26 @@ impl Registry {
             media_type: record.media_type,
             bytes,
         })
+    }
+
+    /// Notes that a client pulled manifest `digest` of `repo` (a GET, not a
+    /// HEAD), for retention's "pulled within"; written by [`Registry::flush_pulls`].
+    pub fn note_pull(&self, repo: &RepoName, digest: &Digest) {
+        self.pulls.note(repo, digest);
+    }
+
+    /// Writes the pulls noted since the last flush; returns how many.
+    pub async fn flush_pulls(&self) -> Result<usize, OciError> {
+        Ok(self.pulls.flush(&self.meta).await?)
+    }
+
+    /// When manifest `digest` of `repo` was last pulled, as far as flushed.
+    pub async fn last_pulled(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<i64>, OciError> {
+        Ok(self.meta.last_pulled(repo, digest).await?)
     }
 
     /// Stores a manifest and moves the tag (spec: PUT manifest, end-7a), or,

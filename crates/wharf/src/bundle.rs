@@ -176,7 +176,9 @@ pub(crate) async fn import(
     meta: Meta,
     dir: &Path,
     repository: Option<&str>,
+    verify_keys: &[std::path::PathBuf],
 ) -> anyhow::Result<ExitCode> {
+    let trusted_keys = crate::sync::cosign_keys(verify_keys)?;
     let repository = match repository {
         Some(arg) => Some(repository_arg(arg)?),
         None => None,
@@ -189,6 +191,7 @@ pub(crate) async fn import(
     let options = ImportOptions {
         dir: dir.to_owned(),
         repository,
+        trusted_keys,
     };
     let summary = wharf_bundle::import(&registry, &blobs, &options, &mut print_progress)
         .await

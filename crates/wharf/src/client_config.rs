@@ -268,3 +268,121 @@ mod tests {
         assert_eq!(f.len(), 2);
     }
 }
+
+/// `wharf client-config dnf|kickstart`: what a dnf client or an installer
+/// needs to use one of this server's RPM or file repositories.
+#[derive(clap::Subcommand)]
+pub(crate) enum RepoClientConfig {
+    /// Print a dnf `.repo` file for the RPM repository REPO (served at /rpm/REPO/).
+    Dnf {
+        /// The RPM repository.
+        #[arg(long)]
+        repo: String,
+        /// The signing key's URL for `gpgkey=`; default: `<server>/rpm/REPO/repodata/repomd.xml.key`.
+        #[arg(long)]
+        gpgkey: Option<String>,
+    },
+    /// Print the kickstart `url` line for the install tree in the file repository REPO.
+    Kickstart {
+        /// The file repository (served at /files/REPO/).
+        #[arg(long)]
+        repo: String,
+        /// The tree's directory inside the repository; default: its root.
+        #[arg(long)]
+        path: Option<String>,
+    },
+}
+
+/// The text `wharf client-config dnf|kickstart` prints.
+pub(crate) fn repo_client_config(
+    config: &Config,
+    what: &RepoClientConfig,
+) -> anyhow::Result<String> {
+    let (scheme, authority) = server_address(config)?;
+    let base = format!("{scheme}://{authority}");
+    match what {
+        RepoClientConfig::Dnf { repo, gpgkey } => {
+            let repo = wharf_core::RepoName::parse(repo)
+                .with_context(|| format!("repository name {repo:?}"))?;
+            let id: String = repo
+                .as_str()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let key = gpgkey
+                .clone()
+                .unwrap_or_else(|| format!("{base}/rpm/{repo}/repodata/repomd.xml.key"));
+            Ok(format!(
+                "[{id}]\nname={repo} (wharf at {authority})\nbaseurl={base}/rpm/{repo}/\n\
+                 enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={key}\n"
+            ))
+        }
+        RepoClientConfig::Kickstart { repo, path } => {
+            let repo = wharf_core::RepoName::parse(repo)
+                .with_context(|| format!("repository name {repo:?}"))?;
+            let dir = match path.as_deref().map(|p| p.trim_matches('/')) {
+                Some(p) if !p.is_empty() => {
+                    let p = wharf_core::TreePath::new(p)
+                        .with_context(|| format!("path {p:?} in the repository"))?;
+                    format!("{p}/")
+                }
+                _ => String::new(),
+            };
+            Ok(format!("url --url={base}/files/{repo}/{dir}\n"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod repo_client_config_tests {
+    use super::*;
+
+    #[test]
+    fn dnf_and_kickstart() {
+        let config = Config::parse(
+            "[server]\nexternal_url = \"https://wharf.example\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        let dnf = repo_client_config(
+            &config,
+            &RepoClientConfig::Dnf {
+                repo: "fedora/40".into(),
+                gpgkey: None,
+            },
+        )
+        .unwrap();
+        assert!(dnf.starts_with("[fedora-40]\n"), "{dnf}");
+        assert!(dnf.contains("baseurl=https://wharf.example/rpm/fedora/40/\n"));
+        assert!(dnf.contains("repo_gpgcheck=1\n"));
+        assert!(
+            dnf.contains("gpgkey=https://wharf.example/rpm/fedora/40/repodata/repomd.xml.key\n")
+        );
+        let ks = repo_client_config(
+            &config,
+            &RepoClientConfig::Kickstart {
+                repo: "os".into(),
+                path: Some("releases/f40/".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            ks,
+            "url --url=https://wharf.example/files/os/releases/f40/\n"
+        );
+        assert!(repo_client_config(
+            &config,
+            &RepoClientConfig::Kickstart {
+                repo: "os".into(),
+                path: Some("../etc".into()),
+            },
+        )
+        .is_err());
+    }
+}

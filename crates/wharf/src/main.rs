@@ -8,6 +8,7 @@
 mod admin;
 mod bundle;
 mod client_config;
+mod files;
 mod jobs;
 mod pull_through;
 mod repo;
@@ -89,6 +90,10 @@ enum Command {
         /// NAME:TAG for a skopeo dir: tree; NAME (or NAME:TAG for just one) for an OCI layout.
         #[arg(long, value_name = "NAME[:TAG]")]
         repository: Option<String>,
+        /// Import only if every tag has a cosign signature (in the source) that this
+        /// public key verifies; repeatable (any one key suffices).
+        #[arg(long = "verify-key", value_name = "COSIGN_PUB")]
+        verify_keys: Vec<PathBuf>,
     },
     /// Print the client configuration that pulls the configured upstreams
     /// through this server: containers-registries.conf, containerd hosts.toml
@@ -100,6 +105,9 @@ enum Command {
         /// for `--hosts-dir`, daemon.json) instead of printing them.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Instead: the client configuration of one RPM or file repository.
+        #[command(subcommand)]
+        repo: Option<client_config::RepoClientConfig>,
     },
     /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
     Check {
@@ -148,6 +156,13 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: snapshot::SnapshotCommand,
+    },
+    /// Upload, remove and list the files of file repositories (served at /files/<repo>/).
+    Files {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: files::FilesCommand,
     },
     /// Create and list repositories (oci, ostree, rpm, files).
     Repo {
@@ -476,6 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
             dir,
             repository,
+            verify_keys,
         } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
@@ -487,14 +503,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 meta.clone(),
                 &dir,
                 repository.as_deref(),
+                &verify_keys,
             )
             .await;
             meta.close().await;
             res
         }
-        Command::ClientConfig { common, out } => {
+        Command::ClientConfig { common, out, repo } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
+            if let Some(repo) = repo {
+                print!(
+                    "{}",
+                    client_config::repo_client_config(&loaded.config, &repo)?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let files = client_config::ClientFiles::build(&loaded.config)?;
             match out {
                 Some(dir) => files.write(&loaded.config, &dir)?,
@@ -538,6 +562,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
             let res = snapshot::snapshot(&loaded.config, &snapshots, cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Files { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = files::files(&loaded.config, &snapshots, cmd).await;
             meta.close().await;
             res
         }

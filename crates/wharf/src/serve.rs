@@ -133,6 +133,7 @@ pub(crate) async fn serve(
     // finished requests — that shutdown waits for before closing the database.
     let tracker = TaskTracker::new();
     let pull_through = crate::pull_through::build(&config, &registry)?;
+    let pulls = registry.clone();
     let app = wharf_http::router(wharf_http::AppState {
         registry,
         auth: Arc::new(AuthService::new(meta.clone(), plan.auth.clone())),
@@ -150,6 +151,7 @@ pub(crate) async fn serve(
         jobs: crate::sync::job_catalog(&config),
         pull_through,
         snapshots,
+        files: crate::files::surface(&config, &meta, &blobs),
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await
@@ -207,6 +209,8 @@ pub(crate) async fn serve(
         cancel.clone(),
     ));
 
+    tracker.spawn(flush_pulls(pulls.clone(), cancel.clone()));
+
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %addr, data_dir = %config.storage.data_dir.display(), "wharf serving");
     // The one line on stdout: scripts and tests wait for it and read the port.
@@ -230,9 +234,31 @@ pub(crate) async fn serve(
     .await;
     tracker.close();
     tracker.wait().await;
+    // The pulls of the last requests, which finished after the flusher stopped.
+    if let Err(e) = pulls.flush_pulls().await {
+        tracing::warn!(error = %e, "could not record the last pull times");
+    }
     meta.close().await;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// How often pull times are written (retention's "pulled within" is in days).
+const PULL_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Writes the registry's pull times every [`PULL_FLUSH_INTERVAL`] until shutdown.
+async fn flush_pulls(registry: Registry, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(PULL_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if let Err(e) = registry.flush_pulls().await {
+            tracing::warn!(error = %e, "could not record pull times; keeping them for the next try");
+        }
+    }
 }
 
 /// Loads the certificates (writing the ACME placeholder first, so there is

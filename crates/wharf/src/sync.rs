@@ -137,17 +137,37 @@ pub(crate) fn plan(config: &Config, remote: &RemoteConfig) -> anyhow::Result<Syn
             .sync
             .iter()
             .filter(|s| s.remote == remote.name)
-            .map(|s| SyncDefinition {
-                repositories: s.repositories.clone(),
-                tags: s.tags.clone(),
-                include: s.include.clone(),
-                exclude: s.exclude.clone(),
-                semver: s.semver.clone(),
-                platforms: s.platforms.clone(),
-                signatures: s.signatures,
+            .map(|s| {
+                Ok(SyncDefinition {
+                    repositories: s.repositories.clone(),
+                    tags: s.tags.clone(),
+                    include: s.include.clone(),
+                    exclude: s.exclude.clone(),
+                    semver: s.semver.clone(),
+                    platforms: s.platforms.clone(),
+                    signatures: s.signatures,
+                    trusted_keys: cosign_keys(&s.verify_keys)?,
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     })
+}
+
+/// The cosign public keys in `paths`, read at each run (a rotated key takes effect at once).
+pub(crate) fn cosign_keys(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<wharf_oci::cosign::CosignKey>> {
+    paths
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("verify_keys: cannot read {}", path.display()))?;
+            Ok(wharf_oci::cosign::CosignKey::from_pem(
+                &path.display().to_string(),
+                &pem,
+            )?)
+        })
+        .collect()
 }
 
 /// A run that could not start (its plan did not lower): one failure, nothing fetched.

@@ -82,6 +82,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-snapshot",
         &["wharf-core", "wharf-meta", "wharf-blob"],
     ),
+    // A format: file trees (through wharf-snapshot) and the lookaside cache.
+    (
+        "wharf-files",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+    ),
     (
         "wharf-http",
         &[
@@ -95,6 +100,8 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-snapshot",
             // The pull-through cache a /v2 miss falls back to.
             "wharf-mirror",
+            // The lookaside cache and file-repository writes.
+            "wharf-files",
         ],
     ),
     // A format: rpm-md trees become snapshots through wharf-snapshot.

@@ -28,6 +28,8 @@ mod bundle;
 mod chunked_uploads;
 #[path = "e2e/cosign.rs"]
 mod cosign;
+#[path = "e2e/files.rs"]
+mod files;
 #[path = "e2e/full_disk.rs"]
 mod full_disk;
 #[path = "e2e/gc_race.rs"]
@@ -42,6 +44,8 @@ mod jobs;
 mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/lookaside.rs"]
+mod lookaside;
 #[path = "e2e/mirror.rs"]
 mod mirror;
 #[path = "e2e/operator.rs"]
@@ -54,6 +58,8 @@ mod persistence;
 mod podman;
 #[path = "e2e/pull_through.rs"]
 mod pull_through;
+#[path = "e2e/pull_times.rs"]
+mod pull_times;
 #[path = "e2e/raw_server.rs"]
 mod raw_server;
 #[path = "e2e/repos.rs"]

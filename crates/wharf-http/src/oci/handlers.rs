@@ -280,6 +280,9 @@ async fn get_manifest(
     if let Some(cache) = cache {
         if let Some(answer) = cache.manifest(repo, r).await {
             let m = answer.map_err(|e| ApiError::from_proxy(e, false))?;
+            if !head {
+                registry.note_pull(repo, &m.digest);
+            }
             return Ok(manifest_response(m, head));
         }
     }
@@ -302,6 +305,7 @@ async fn get_manifest(
             .into_response());
     }
     let m = registry.get_manifest(repo, r).await?;
+    registry.note_pull(repo, &m.digest);
     Ok(manifest_response(m, false))
 }
 

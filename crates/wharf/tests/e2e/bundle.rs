@@ -11,7 +11,9 @@ use anyhow::{ensure, Context, Result};
 use wharf_testkit::fixture::{dir_manifest_digest, sha256_digest, ImageSpec};
 use wharf_testkit::{run, run_expect_failure, CmdOutput, WharfServer};
 
-use crate::support::{inspect_raw, layout, list_tags, scratch, skopeo, skopeo_copy, wharf_cli};
+use crate::support::{
+    cosign, inspect_raw, layout, list_tags, scratch, skopeo, skopeo_copy, wharf_cli,
+};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_wharf"))
@@ -389,5 +391,106 @@ fn imports_skopeo_dir_trees_and_plain_oci_layouts() -> Result<()> {
     }
     let check = server.check()?;
     ensure!(check.status.success(), "{check}");
+    Ok(())
+}
+
+/// `wharf import --verify-key` takes a bundle only when every tag in it has a cosign signature
+/// (carried in the bundle) that the key verifies: an unsigned tag or another key's signature
+/// refuses the whole import, and nothing becomes visible.
+#[test]
+fn import_with_a_verify_key_takes_only_signed_images() -> Result<()> {
+    let tmp = scratch()?;
+    let a = WharfServer::start(bin())?;
+    let mut src = layout(tmp.path(), "src")?;
+    src.add_image("signed", &ImageSpec::new(1, 8 * 1024))?;
+    src.add_image("unsigned", &ImageSpec::new(1, 9 * 1024))?;
+    skopeo_copy(
+        &src.reference("signed"),
+        &format!("docker://{}/team/app:signed", a.host()),
+        &[],
+    )?;
+    skopeo_copy(
+        &src.reference("unsigned"),
+        &format!("docker://{}/team/other:unsigned", a.host()),
+        &[],
+    )?;
+    let keys = tmp.path().join("keys");
+    let stranger = tmp.path().join("stranger");
+    for dir in [&keys, &stranger] {
+        fs::create_dir_all(dir)?;
+        run(cosign(dir).arg("generate-key-pair"))?;
+    }
+    let (user, password) = a.credentials();
+    let signed = digest_at(&a, "team/app:signed")?;
+    run(cosign(&keys).args([
+        "sign",
+        "--key",
+        "cosign.key",
+        "--tlog-upload=false",
+        "--allow-insecure-registry",
+        "--allow-http-registry",
+        "--registry-username",
+        &user,
+        "--registry-password",
+        &password,
+        &format!("{}/team/app@{signed}", a.host()),
+    ]))?;
+    let app_only = tmp.path().join("app-only");
+    let everything = tmp.path().join("everything");
+    run(&mut wharf_cli(
+        &a,
+        &[
+            "export",
+            app_only.to_str().context("path")?,
+            "--repository",
+            "team/app",
+        ],
+    ))?;
+    run(&mut wharf_cli(
+        &a,
+        &["export", everything.to_str().context("path")?],
+    ))?;
+
+    let b = WharfServer::start(bin())?;
+    let key = keys.join("cosign.pub");
+    let import = |bundle: &Path, key: &Path| {
+        wharf_cli(
+            &b,
+            &[
+                "import",
+                bundle.to_str().unwrap_or_default(),
+                "--verify-key",
+                key.to_str().unwrap_or_default(),
+            ],
+        )
+    };
+    // An unsigned tag in the bundle refuses all of it.
+    let out = run_expect_failure(&mut import(&everything, &key))?;
+    ensure!(
+        out.stderr.contains("team/other:unsigned") && out.stderr.contains("is not signed"),
+        "{out}"
+    );
+    // Another key's trust is not ours.
+    let out = run_expect_failure(&mut import(&app_only, &stranger.join("cosign.pub")))?;
+    ensure!(out.stderr.contains("verifies with no trusted key"), "{out}");
+    settle();
+    let none = run_expect_failure(skopeo().args([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/team/app", b.host()),
+    ]))?;
+    ensure!(
+        !none.stdout.contains("signed"),
+        "a refused import left tags: {none}"
+    );
+    // Signed with the trusted key: imported, signature and all.
+    run(&mut import(&app_only, &key))?;
+    settle();
+    ensure!(digest_at(&b, "team/app:signed")? == signed);
+    let tags = list_tags(&format!("docker://{}/team/app", b.host()))?;
+    ensure!(
+        tags.iter().any(|t| t.ends_with(".sig")),
+        "the signature was not imported: {tags:?}"
+    );
     Ok(())
 }

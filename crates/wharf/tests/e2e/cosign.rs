@@ -5,28 +5,14 @@
 //! registry. cosign comes from Debian trixie via `scripts/test.sh`.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{ensure, Result};
 use wharf_testkit::fixture::ImageSpec;
-use wharf_testkit::{run, run_expect_failure, Tool};
+use wharf_testkit::{run, run_expect_failure};
 
 use crate::support::{e2e, layout, list_tags, scratch, skopeo_copy};
 
-/// The key password; cosign reads it from the environment instead of prompting.
-const PASSWORD: &str = "wharf-e2e";
-
-/// cosign run inside `dir` with a private HOME and TUF cache, so nothing of the host's leaks in;
-/// credentials come from the testkit's `DOCKER_CONFIG`.
-fn cosign(dir: &Path) -> Command {
-    let mut cmd = Tool::find("cosign").cmd();
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env("TUF_ROOT", dir.join("tuf"))
-        .env("COSIGN_PASSWORD", PASSWORD)
-        .env("COSIGN_YES", "true");
-    cmd
-}
+use crate::support::cosign;
 
 fn generate_key_pair(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;

@@ -11,7 +11,7 @@ use anyhow::{ensure, Context, Result};
 use wharf_testkit::fixture::{sha256_digest, ImageSpec};
 use wharf_testkit::{run, run_expect_failure, CmdOutput, DockerRegistry, Registry, WharfServer};
 
-use crate::support::{inspect_raw, layout, list_tags, scratch, skopeo, wharf_cli};
+use crate::support::{cosign, inspect_raw, layout, list_tags, scratch, skopeo, wharf_cli};
 
 pub(crate) const USER: &str = "mirror";
 pub(crate) const PASSWORD: &str = "upstream-secret-7";
@@ -298,20 +298,6 @@ fn sync_from_a_token_authenticated_wharf() -> Result<()> {
     ))?);
     ensure!(sha256_digest(&inspect_raw(&local("multi"))?) == upstream_multi);
     Ok(())
-}
-
-/// The key password cosign reads from the environment instead of prompting.
-const COSIGN_PASSWORD: &str = "wharf-e2e";
-
-/// cosign inside `dir`, with a private HOME and TUF cache and no transparency log in reach.
-fn cosign(dir: &Path) -> std::process::Command {
-    let mut cmd = wharf_testkit::Tool::find("cosign").cmd();
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env("TUF_ROOT", dir.join("tuf"))
-        .env("COSIGN_PASSWORD", COSIGN_PASSWORD)
-        .env("COSIGN_YES", "true");
-    cmd
 }
 
 #[test]
@@ -703,5 +689,95 @@ fn an_oci_referrer_travels_with_its_image() -> Result<()> {
         &format!("{}/mirrors/up/team/app@{}", server.host(), mirrored[0].0),
     ]))?;
     ensure!(fs::read(out.join("sbom.json"))? == b"{\"sbom\": \"wharf e2e\"}\n");
+    Ok(())
+}
+
+/// With `verify_keys`, only tags whose cosign signature verifies with a trusted key are copied:
+/// a tag signed with the trusted key is copied, an unsigned one and one signed with another key
+/// fail with the reason, and nothing of theirs is stored.
+#[test]
+fn verify_keys_copy_only_images_signed_with_a_trusted_key() -> Result<()> {
+    let tmp = scratch()?;
+    let upstream = DockerRegistry::start_with_htpasswd(USER, PASSWORD)?;
+    let mut src = layout(tmp.path(), "src")?;
+    for (i, tag) in ["trusted", "unsigned", "stranger"].iter().enumerate() {
+        src.add_image(tag, &ImageSpec::new(1, 4 * 1024 + i))?;
+        push_upstream(
+            &upstream,
+            &src.reference(tag),
+            &format!("team/app:{tag}"),
+            false,
+        )?;
+    }
+    let sign = |dir: &Path, tag: &str| -> Result<()> {
+        let digest = upstream_digest(&upstream, &format!("team/app:{tag}"))?;
+        run(cosign(dir).args([
+            "sign",
+            "--key",
+            "cosign.key",
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            "--allow-http-registry",
+            "--registry-username",
+            USER,
+            "--registry-password",
+            PASSWORD,
+            &format!("{}/team/app@{digest}", upstream.host()),
+        ]))?;
+        Ok(())
+    };
+    let (ours, theirs) = (tmp.path().join("ours"), tmp.path().join("theirs"));
+    for dir in [&ours, &theirs] {
+        fs::create_dir_all(dir)?;
+        run(cosign(dir).arg("generate-key-pair"))?;
+    }
+    sign(&ours, "trusted")?;
+    sign(&theirs, "stranger")?;
+
+    let password_file = tmp.path().join("upstream-password");
+    write_secret(&password_file, PASSWORD)?;
+    let config = tmp.path().join("wharf.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[mirror.remotes]]\nname = \"up\"\nurl = \"{}\"\ninsecure_http = true\n\
+             username = \"{USER}\"\npassword_file = \"{}\"\nprefix = \"m\"\n\
+             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/app\"]\n\
+             tags = [\"trusted\", \"unsigned\", \"stranger\"]\nverify_keys = [\"{}\"]\n",
+            upstream.url(),
+            password_file.display(),
+            ours.join("cosign.pub").display()
+        ),
+    )?;
+    let server =
+        WharfServer::start_with_config(Path::new(env!("CARGO_BIN_EXE_wharf")), Some(&config))?;
+    let failed = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
+    let text = format!("{}{}", failed.stdout, failed.stderr);
+    ensure!(text.contains("2 failed"), "{text}");
+    ensure!(
+        text.contains("is not signed"),
+        "the unsigned tag's reason is missing: {text}"
+    );
+    ensure!(
+        text.contains("verifies with no trusted key"),
+        "the stranger's reason is missing: {text}"
+    );
+    let mut tags = list_tags(&format!("docker://{}/m/team/app", server.host()))?;
+    tags.sort();
+    let trusted_sig = format!(
+        "{}.sig",
+        upstream_digest(&upstream, "team/app:trusted")?.replace(':', "-")
+    );
+    ensure!(
+        tags == vec![trusted_sig, "trusted".to_owned()],
+        "only the trusted image (and its signature) may be stored: {tags:?}"
+    );
+    // A key file that is not a key stops the run before anything is fetched.
+    fs::write(ours.join("cosign.pub"), "not a key\n")?;
+    let bad = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
+    ensure!(
+        format!("{}{}", bad.stdout, bad.stderr).contains("not a PEM ECDSA P-256 public key"),
+        "{bad}"
+    );
     Ok(())
 }

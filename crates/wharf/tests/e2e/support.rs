@@ -311,3 +311,19 @@ pub fn wharf_cli(server: &WharfServer, args: &[&str]) -> Command {
         .arg(server.data_dir());
     cmd
 }
+
+/// The key password cosign reads from the environment instead of prompting.
+pub const COSIGN_PASSWORD: &str = "wharf-e2e";
+
+/// cosign run inside `dir` with a private HOME and TUF cache, so nothing of the host's leaks in
+/// and no transparency log is in reach; credentials come from the testkit's `DOCKER_CONFIG` or
+/// `--registry-username`/`--registry-password`.
+pub fn cosign(dir: &Path) -> Command {
+    let mut cmd = wharf_testkit::Tool::find("cosign").cmd();
+    cmd.current_dir(dir)
+        .env("HOME", dir)
+        .env("TUF_ROOT", dir.join("tuf"))
+        .env("COSIGN_PASSWORD", COSIGN_PASSWORD)
+        .env("COSIGN_YES", "true");
+    cmd
+}
