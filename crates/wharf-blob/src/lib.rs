@@ -21,7 +21,7 @@ mod sha256_state;
 mod store;
 
 pub use backend::{Backend, ListStream, ObjectMeta, StagingWriter, UploadId};
-pub use store::{put_stream, stage_stream, BlobStore};
+pub use store::{put_stream, stage_stream, stage_stream_of_unknown_digest, BlobStore};
 
 use std::io;
 use std::pin::Pin;

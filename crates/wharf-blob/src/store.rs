@@ -432,6 +432,20 @@ impl BlobStore {
         self.staging_size(&id).await
     }
 
+    /// The SHA-256 digest and size of the bytes an upload holds so far, for a
+    /// caller that learns the digest from the bytes (a file uploaded with no
+    /// checksum). Verify and publish the upload under that digest as usual.
+    pub async fn upload_digest(&self, id: &str) -> Result<(Digest, u64), BlobError> {
+        let id = UploadId::parse(id)?;
+        let session = self.session(&id);
+        let mut session = session.lock().await;
+        let size = self.staging_size(&id).await?;
+        let (hasher, _) = self.running_hash(&id, size, session.hasher.take()).await?;
+        let digest = hasher.finish();
+        session.hasher = Some(hasher);
+        Ok((digest, size))
+    }
+
     /// Checks that the upload's bytes hash to `expected` and returns their size.
     /// On a mismatch the staging area is discarded; on a match it stays, to be
     /// made visible by [`publish_upload`](BlobStore::publish_upload).
@@ -613,6 +627,25 @@ pub async fn stage_stream(
         return Err(err);
     }
     store.verify_upload(upload_id, expected).await
+}
+
+/// Stages a whole stream whose digest is learnt from its bytes (a file uploaded
+/// with no checksum), verified against that digest and ready for
+/// [`BlobStore::publish_upload`]. Returns the digest and size.
+pub async fn stage_stream_of_unknown_digest(
+    store: &(impl AsRef<BlobStore> + ?Sized),
+    upload_id: &str,
+    body: ByteStream,
+) -> Result<(Digest, u64), BlobError> {
+    let store = store.as_ref();
+    store.create_upload(upload_id).await?;
+    if let Err(err) = store.append_body(upload_id, body, false).await {
+        store.abort_upload(upload_id).await?;
+        return Err(err);
+    }
+    let (digest, _) = store.upload_digest(upload_id).await?;
+    let size = store.verify_upload(upload_id, &digest).await?;
+    Ok((digest, size))
 }
 
 /// Stages, verifies and publishes a whole stream as one blob, for callers that

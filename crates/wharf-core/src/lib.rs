@@ -10,6 +10,7 @@ mod digest;
 mod kind;
 mod name;
 mod selection;
+mod tree_path;
 
 pub mod time;
 
@@ -19,3 +20,4 @@ pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use kind::{RepositoryKind, UnknownKind};
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};
+pub use tree_path::{InvalidTreePath, TreePath, MAX_TREE_COMPONENT_LEN, MAX_TREE_PATH_LEN};

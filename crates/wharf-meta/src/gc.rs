@@ -63,6 +63,7 @@ pub struct DeletionMark {
 pub struct BlobClaim {
     pub(crate) tx: sqlx::Transaction<'static, sqlx::Any>,
     pub(crate) digest: Digest,
+    pub(crate) backend: Backend,
 }
 
 impl std::fmt::Debug for BlobClaim {
@@ -116,6 +117,7 @@ impl Meta {
                 return Ok(BlobClaim {
                     tx,
                     digest: digest.clone(),
+                    backend: self.backend,
                 });
             }
             // Being deleted. An abandoned mark (its collector died) is taken

@@ -21,6 +21,7 @@ mod migrations;
 mod oci;
 mod refs;
 mod repos;
+mod snapshots;
 mod uploads;
 
 use std::str::FromStr;
@@ -42,6 +43,10 @@ pub use jobs::{
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 pub use refs::RefOwner;
 pub use repos::RepositoryRecord;
+pub use snapshots::{
+    DirChild, ExistingEntry, ServedEntry, SnapshotBase, SnapshotEntry, SnapshotId, SnapshotRecord,
+    SnapshotState,
+};
 
 /// What went wrong in the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,20 @@ pub enum MetaError {
         /// Why.
         source: std::io::Error,
     },
+    /// No snapshot has this id (or number), or it belongs to another repository.
+    #[error("no such snapshot: {0}")]
+    NoSuchSnapshot(String),
+    /// Entries can be changed only while a snapshot is staged.
+    #[error("snapshot {id} is {state}; only a staged snapshot can change")]
+    SnapshotNotStaged {
+        /// The snapshot.
+        id: String,
+        /// Its state.
+        state: &'static str,
+    },
+    /// The published snapshot cannot be deleted; publish another first.
+    #[error("snapshot {0} is published; publish another before deleting it")]
+    SnapshotPublished(String),
     /// A stored value failed validation, which means the database was edited by hand.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),

@@ -238,6 +238,36 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE repositories ADD COLUMN origin TEXT",
         ],
     ),
+    (
+        9,
+        &[
+            // Snapshots of OSTree, RPM and file repositories (snapshots.rs): a
+            // staged, published or retired version of a repository's tree, and
+            // its entries (path → blob). At most one published per repository.
+            r#"CREATE TABLE snapshots (
+    id TEXT PRIMARY KEY,
+    repo {text_c} NOT NULL,
+    number BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    note TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    published_at BIGINT,
+    retired_at BIGINT,
+    UNIQUE (repo, number)
+)"#,
+            "CREATE UNIQUE INDEX snapshots_one_published ON snapshots (repo) WHERE state = 'published'",
+            "CREATE INDEX snapshots_repo_state ON snapshots (repo, state)",
+            r#"CREATE TABLE snapshot_entries (
+    snapshot TEXT NOT NULL,
+    path {text_c} NOT NULL,
+    blob TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    modified_at BIGINT NOT NULL,
+    PRIMARY KEY (snapshot, path)
+)"#,
+            "CREATE INDEX snapshot_entries_blob ON snapshot_entries (snapshot, blob)",
+        ],
+    ),
 ];
 
 /// Applies every pending migration up to `up_to` (all of them for a server).

@@ -28,6 +28,11 @@ pub enum RefOwner {
         /// The manifest's digest.
         digest: Digest,
     },
+    /// A snapshot of an OSTree, RPM or file repository: every blob its entries name.
+    Snapshot {
+        /// The snapshot's id.
+        id: crate::SnapshotId,
+    },
 }
 
 impl RefOwner {
@@ -36,6 +41,7 @@ impl RefOwner {
     pub fn key(&self) -> String {
         match self {
             RefOwner::OciManifest { repo, digest } => format!("oci-manifest:{repo}@{digest}"),
+            RefOwner::Snapshot { id } => format!("snapshot:{}", id.as_str()),
         }
     }
 }

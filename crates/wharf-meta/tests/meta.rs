@@ -1064,6 +1064,321 @@ async fn identities_round_trip(db: Db) {
     assert_eq!(m.audit_log(10).await.unwrap(), vec![rec]);
 }
 
+fn tree(s: &str) -> wharf_core::TreePath {
+    wharf_core::TreePath::new(s).unwrap()
+}
+
+/// Stores `body` as a blob the way a format crate does: claim, (place bytes),
+/// record the entry, commit — one transaction.
+async fn put_entry(meta: &Meta, id: &wharf_meta::SnapshotId, path: &str, body: &[u8]) -> Digest {
+    let d = Digest::sha256_of(body);
+    let mut claim = meta.claim_blob(&d, body.len() as u64).await.unwrap();
+    claim
+        .put_snapshot_entry(id, &tree(path), body.len() as u64, 1_700_000_000)
+        .await
+        .unwrap();
+    claim.commit().await.unwrap();
+    d
+}
+
+/// A snapshot is staged, filled, published in one step, copied for the next
+/// version, and retired; a retired one is served for what the published one
+/// lacks only within the grace period; its blobs are held until it is deleted.
+async fn snapshots_publish_atomically_and_hold_their_blobs(db: Db) {
+    use wharf_core::RepositoryKind;
+    use wharf_meta::{DirChild, ExistingEntry, MetaError, SnapshotBase, SnapshotState};
+    let r = repo("os/fedora");
+    let first = db
+        .meta
+        .create_snapshot(
+            &r,
+            RepositoryKind::Ostree,
+            &SnapshotBase::Published,
+            "sync 1",
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.number, first.state), (1, SnapshotState::Staged));
+    let old_summary = put_entry(&db.meta, &first.id, "summary", b"summary v1").await;
+    let object = put_entry(&db.meta, &first.id, "objects/ab/cd.commit", b"commit 1").await;
+    put_entry(&db.meta, &first.id, "refs/heads/stable", b"abcd").await;
+    // Staged: nothing is served yet.
+    let now = wharf_meta::unix_now();
+    assert!(db
+        .meta
+        .serve_snapshot_entry(&r, &tree("summary"), now - 60)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(db.meta.publish_snapshot(&first.id).await.unwrap(), None);
+    let served = db
+        .meta
+        .serve_snapshot_entry(&r, &tree("summary"), now - 60)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(served.current);
+    assert_eq!(served.entry.blob, old_summary);
+    // A published snapshot never changes.
+    let err = db
+        .meta
+        .remove_snapshot_entries(&first.id, &[tree("summary")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::SnapshotNotStaged { .. }), "{err}");
+    // The next version starts as a copy: only what changed is written.
+    let second = db
+        .meta
+        .create_snapshot(
+            &r,
+            RepositoryKind::Ostree,
+            &SnapshotBase::Published,
+            "sync 2",
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.number, 2);
+    assert_eq!(db.meta.snapshot_totals(&second.id).await.unwrap().0, 3);
+    let new_summary = put_entry(&db.meta, &second.id, "summary", b"summary v2").await;
+    assert_eq!(
+        db.meta
+            .remove_snapshot_entries(&second.id, &[tree("objects/ab/cd.commit")])
+            .await
+            .unwrap(),
+        1
+    );
+    // Reusing stored bytes: one path is recorded, an unknown blob is reported back.
+    let unknown = Digest::sha256_of(b"never stored");
+    let missing = db
+        .meta
+        .put_existing_snapshot_entries(
+            &second.id,
+            &[
+                ExistingEntry {
+                    path: tree("objects/ab/cd.dirtree"),
+                    blob: object.clone(),
+                    modified_at: 1,
+                },
+                ExistingEntry {
+                    path: tree("objects/ef/gh.filez"),
+                    blob: unknown.clone(),
+                    modified_at: 1,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, vec![unknown]);
+    assert_eq!(
+        db.meta.publish_snapshot(&second.id).await.unwrap(),
+        Some(first.id.clone())
+    );
+    let records = db.meta.snapshots(&r).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|s| (s.number, s.state))
+            .collect::<Vec<_>>(),
+        vec![(2, SnapshotState::Published), (1, SnapshotState::Retired)]
+    );
+    // The new summary is served; the object only the old one had is served
+    // within the grace period, and not after it.
+    let now = wharf_meta::unix_now();
+    let served = db
+        .meta
+        .serve_snapshot_entry(&r, &tree("summary"), now - 60)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.entry.blob, new_summary);
+    let old = db
+        .meta
+        .serve_snapshot_entry(&r, &tree("objects/ab/cd.commit"), now - 60)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!old.current);
+    assert_eq!(old.snapshot, first.id);
+    assert!(db
+        .meta
+        .serve_snapshot_entry(&r, &tree("objects/ab/cd.commit"), now + 10)
+        .await
+        .unwrap()
+        .is_none());
+    // Listings: one level at a time, directories once each.
+    let top = db
+        .meta
+        .snapshot_children(&second.id, None, 100)
+        .await
+        .unwrap();
+    let names: Vec<String> = top
+        .iter()
+        .map(|c| match c {
+            DirChild::File(e) => e.path.to_string(),
+            DirChild::Dir(d) => format!("{d}/"),
+        })
+        .collect();
+    assert_eq!(names, vec!["objects/", "refs/", "summary"]);
+    let objects = db
+        .meta
+        .snapshot_children(&second.id, Some(&tree("objects")), 100)
+        .await
+        .unwrap();
+    assert_eq!(objects, vec![DirChild::Dir(tree("objects/ab"))]);
+    let all = db
+        .meta
+        .snapshot_entries(&second.id, None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let rest = db
+        .meta
+        .snapshot_entries(&second.id, None, Some(&all[1].path), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].path.as_str(), "summary");
+    // The old summary is held by the retired snapshot, then released by its deletion.
+    let later = wharf_meta::unix_now() + 10;
+    assert_eq!(
+        db.meta
+            .mark_for_deletion(&old_summary, later, false)
+            .await
+            .unwrap(),
+        SweepOutcome::Kept
+    );
+    assert!(matches!(
+        db.meta.delete_snapshot(&second.id).await.unwrap_err(),
+        MetaError::SnapshotPublished(_)
+    ));
+    assert!(db
+        .meta
+        .prune_snapshots(&r, 1, later)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.meta.prune_snapshots(&r, 0, later).await.unwrap(),
+        vec![first.id.clone()]
+    );
+    assert!(matches!(
+        db.meta
+            .mark_for_deletion(&old_summary, later, false)
+            .await
+            .unwrap(),
+        SweepOutcome::Marked(_)
+    ));
+    // Still referenced by the published snapshot (as the dirtree path).
+    assert_eq!(
+        db.meta
+            .mark_for_deletion(&object, later, false)
+            .await
+            .unwrap(),
+        SweepOutcome::Kept
+    );
+    // Rollback is publishing an older snapshot; a name of another kind is refused.
+    let third = db
+        .meta
+        .create_snapshot(&r, RepositoryKind::Ostree, &SnapshotBase::Empty, "empty")
+        .await
+        .unwrap();
+    db.meta.publish_snapshot(&third.id).await.unwrap();
+    db.meta.publish_snapshot(&second.id).await.unwrap();
+    assert_eq!(
+        db.meta.published_snapshot(&r).await.unwrap().unwrap().id,
+        second.id
+    );
+    assert!(matches!(
+        db.meta
+            .create_snapshot(&r, RepositoryKind::Rpm, &SnapshotBase::Empty, "")
+            .await
+            .unwrap_err(),
+        MetaError::WrongKind { .. }
+    ));
+}
+
+/// Recording stored blobs into a snapshot races a zero-grace collector: every
+/// recorded entry's blob stays live, and a blob the collector took first is
+/// reported missing rather than recorded.
+async fn snapshot_entries_never_name_a_collected_blob(db: Db) {
+    use wharf_core::RepositoryKind;
+    use wharf_meta::{ExistingEntry, SnapshotBase};
+    let r = repo("files/race");
+    let staged = db
+        .meta
+        .create_snapshot(&r, RepositoryKind::Files, &SnapshotBase::Empty, "race")
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (meta, stop) = (db.meta.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut deleted = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..20u32 {
+                    let d = Digest::sha256_of(format!("blob{i}").as_bytes());
+                    let cutoff = wharf_meta::unix_now() + 1;
+                    if let SweepOutcome::Marked(mark) =
+                        meta.mark_for_deletion(&d, cutoff, false).await.unwrap()
+                    {
+                        deleted += 1;
+                        meta.finish_deletion(&mark).await.unwrap();
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            deleted
+        })
+    };
+    let (mut recorded, mut refused) = (0u32, 0u32);
+    for round in 0..300u32 {
+        let i = round % 20;
+        let d = Digest::sha256_of(format!("blob{i}").as_bytes());
+        // Stored by someone else, unreferenced: fair game for the collector.
+        db.meta
+            .claim_blob(&d, 5)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        let path = tree(&format!("f/{round}"));
+        let missing = db
+            .meta
+            .put_existing_snapshot_entries(
+                &staged.id,
+                &[ExistingEntry {
+                    path: path.clone(),
+                    blob: d.clone(),
+                    modified_at: 0,
+                }],
+            )
+            .await
+            .unwrap();
+        if missing.is_empty() {
+            recorded += 1;
+            assert!(
+                db.meta.blob_is_live(&d).await.unwrap(),
+                "a recorded entry's blob was collected"
+            );
+            // Drop it again so the collector has work next round.
+            db.meta
+                .remove_snapshot_entries(&staged.id, &[path])
+                .await
+                .unwrap();
+        } else {
+            refused += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted = collector.await.unwrap();
+    assert!(recorded > 0, "nothing was ever recorded");
+    assert!(
+        deleted > 0,
+        "the collector never deleted anything: the race was not exercised ({refused} refused)"
+    );
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -1102,6 +1417,15 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn collector_never_loses_an_acknowledged_blob() {
                 super::collector_never_loses_an_acknowledged_blob(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn snapshots_publish_atomically_and_hold_their_blobs() {
+                super::snapshots_publish_atomically_and_hold_their_blobs(super::$backend().await)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn snapshot_entries_never_name_a_collected_blob() {
+                super::snapshot_entries_never_name_a_collected_blob(super::$backend().await).await
             }
             #[tokio::test]
             async fn upgrade_from_previous_release() {

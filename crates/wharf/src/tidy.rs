@@ -77,6 +77,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-bundle",
         &["wharf-core", "wharf-meta", "wharf-blob", "wharf-oci"],
     ),
+    // The one seam of the tree formats (OSTree, RPM, files): they import it, it imports no format.
+    (
+        "wharf-snapshot",
+        &["wharf-core", "wharf-meta", "wharf-blob"],
+    ),
     (
         "wharf-http",
         &[
@@ -87,6 +92,7 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-oci",
             "wharf-jobs",
             "wharf-tls",
+            "wharf-snapshot",
             // The pull-through cache a /v2 miss falls back to.
             "wharf-mirror",
         ],

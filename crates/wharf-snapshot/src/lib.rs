@@ -1,0 +1,520 @@
+//! Snapshots of the repositories that serve a tree of files: OSTree, RPM and
+//! file repositories (one seam, so each format only *produces* snapshots).
+//!
+//! A format fills a [`Staged`] snapshot — each file streamed into the blob
+//! store, verified, and recorded under a live claim so garbage collection can
+//! never take it — and then publishes it: one transaction switches what the
+//! repository serves (see `wharf_meta`'s snapshots module). The snapshot it
+//! replaces stays servable for the grace period, so a client that read the old
+//! summary or repomd.xml still finds every file it names; publishing an older
+//! snapshot again is a rollback. Serving (`wharf-http`'s tree surface) asks
+//! [`Snapshots::locate`] which repository a URL path names and
+//! [`Snapshots::resolve`] which blob answers it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wharf_blob::{BlobError, BlobStore, ByteRange, ByteStream};
+use wharf_core::{Digest, RepoName, RepositoryKind, TreePath};
+use wharf_meta::{
+    DirChild, ExistingEntry, Meta, MetaError, ServedEntry, SnapshotBase, SnapshotEntry, SnapshotId,
+    SnapshotRecord, SnapshotState,
+};
+
+/// How long a snapshot that was replaced keeps answering for the paths the
+/// published one lacks, unless configured otherwise (`publish.grace_secs`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// How long the list of repository names used to split URL paths is trusted.
+/// A repository created on another replica is served within this time.
+const NAMES_TTL: Duration = Duration::from_secs(1);
+
+/// Repository names of one kind, and when they were read.
+type NamesRead = (Instant, Arc<Vec<RepoName>>);
+
+/// What went wrong with a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The metadata database.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The blob store (including a digest that did not match the bytes).
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The snapshot named is not staged (it was published or discarded).
+    #[error("snapshot {0} is not staged")]
+    NotStaged(SnapshotId),
+    /// The repository has no snapshot of that number.
+    #[error("{repo} has no snapshot {number}")]
+    NoSuchNumber {
+        /// The repository.
+        repo: RepoName,
+        /// The number asked for.
+        number: i64,
+    },
+}
+
+/// Where a new snapshot starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// Empty.
+    Empty,
+    /// A copy of what is published now: an incremental update.
+    Published,
+}
+
+/// A file stored into a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The blob holding its bytes.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
+/// A URL path split into the repository it names and the path inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The repository: the longest prefix of the path naming one of the kind asked.
+    pub repo: RepoName,
+    /// The rest; `None` for the repository's top directory.
+    pub path: Option<TreePath>,
+}
+
+/// The snapshots of every tree repository: cheap to clone, shared by the
+/// server, the jobs and the CLI.
+#[derive(Clone)]
+pub struct Snapshots {
+    meta: Meta,
+    blobs: Arc<BlobStore>,
+    grace: Duration,
+    names: Arc<Mutex<HashMap<RepositoryKind, NamesRead>>>,
+}
+
+impl std::fmt::Debug for Snapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshots")
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshots {
+    /// Snapshots kept in `meta`, their bytes in `blobs`, with the default grace period.
+    pub fn new(meta: Meta, blobs: Arc<BlobStore>) -> Snapshots {
+        Snapshots {
+            meta,
+            blobs,
+            grace: DEFAULT_GRACE,
+            names: Arc::default(),
+        }
+    }
+
+    /// The same, with another grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Snapshots {
+        self.grace = grace;
+        self
+    }
+
+    /// The grace period.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The metadata database.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.blobs
+    }
+
+    /// Stages a new snapshot of `repo` (created as `kind` if it does not exist).
+    pub async fn stage(
+        &self,
+        repo: &RepoName,
+        kind: RepositoryKind,
+        base: Base,
+        note: &str,
+    ) -> Result<Staged, SnapshotError> {
+        let base = match base {
+            Base::Empty => SnapshotBase::Empty,
+            Base::Published => SnapshotBase::Published,
+        };
+        let record = self.meta.create_snapshot(repo, kind, &base, note).await?;
+        self.forget_names(kind);
+        Ok(Staged {
+            snapshots: self.clone(),
+            record,
+        })
+    }
+
+    /// Goes on filling a staged snapshot (after a crash or restart).
+    pub async fn resume(&self, id: &SnapshotId) -> Result<Staged, SnapshotError> {
+        match self.meta.snapshot(id).await? {
+            Some(record) if record.state == SnapshotState::Staged => Ok(Staged {
+                snapshots: self.clone(),
+                record,
+            }),
+            _ => Err(SnapshotError::NotStaged(id.clone())),
+        }
+    }
+
+    /// The newest staged snapshot of `repo`, for a run that resumes its work.
+    pub async fn latest_staged(&self, repo: &RepoName) -> Result<Option<Staged>, SnapshotError> {
+        let newest = self
+            .meta
+            .snapshots(repo)
+            .await?
+            .into_iter()
+            .find(|s| s.state == SnapshotState::Staged);
+        Ok(newest.map(|record| Staged {
+            snapshots: self.clone(),
+            record,
+        }))
+    }
+
+    /// Publishes snapshot `id`; returns the one it replaced.
+    pub async fn publish(&self, id: &SnapshotId) -> Result<Option<SnapshotId>, SnapshotError> {
+        Ok(self.meta.publish_snapshot(id).await?)
+    }
+
+    /// Publishes snapshot number `number` of `repo` again (a rollback, or a
+    /// staged snapshot published by hand).
+    pub async fn publish_number(
+        &self,
+        repo: &RepoName,
+        number: i64,
+    ) -> Result<SnapshotRecord, SnapshotError> {
+        let record = self.by_number(repo, number).await?;
+        self.meta.publish_snapshot(&record.id).await?;
+        Ok(self.meta.snapshot(&record.id).await?.unwrap_or(record))
+    }
+
+    /// Snapshot number `number` of `repo`.
+    pub async fn by_number(
+        &self,
+        repo: &RepoName,
+        number: i64,
+    ) -> Result<SnapshotRecord, SnapshotError> {
+        self.meta
+            .snapshot_by_number(repo, number)
+            .await?
+            .ok_or_else(|| SnapshotError::NoSuchNumber {
+                repo: repo.clone(),
+                number,
+            })
+    }
+
+    /// Every snapshot of `repo`, newest first.
+    pub async fn list(&self, repo: &RepoName) -> Result<Vec<SnapshotRecord>, SnapshotError> {
+        Ok(self.meta.snapshots(repo).await?)
+    }
+
+    /// The published snapshot of `repo`.
+    pub async fn published(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<SnapshotRecord>, SnapshotError> {
+        Ok(self.meta.published_snapshot(repo).await?)
+    }
+
+    /// Deletes a staged or retired snapshot; what only it held becomes garbage.
+    pub async fn discard(&self, id: &SnapshotId) -> Result<(), SnapshotError> {
+        Ok(self.meta.delete_snapshot(id).await?)
+    }
+
+    /// Deletes the retired snapshots of `repo` beyond the newest `keep_retired`,
+    /// never one retired within the grace period.
+    pub async fn prune(
+        &self,
+        repo: &RepoName,
+        keep_retired: u32,
+    ) -> Result<Vec<SnapshotId>, SnapshotError> {
+        let cutoff = self.grace_cutoff();
+        Ok(self
+            .meta
+            .prune_snapshots(repo, keep_retired, cutoff)
+            .await?)
+    }
+
+    fn grace_cutoff(&self) -> i64 {
+        wharf_meta::unix_now() - i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Splits `raw` (a URL path after the surface's prefix, percent-decoded,
+    /// with no leading or trailing `/`) into the repository of `kind` it names
+    /// and the path inside it. `None`: no repository of that kind is named, or
+    /// the rest is not a valid path.
+    pub async fn locate(
+        &self,
+        kind: RepositoryKind,
+        raw: &str,
+    ) -> Result<Option<Located>, SnapshotError> {
+        let names = self.names(kind).await?;
+        let mut best: Option<&RepoName> = None;
+        for name in names.iter() {
+            let n = name.as_str();
+            let names_it = raw == n
+                || (raw.len() > n.len() && raw.starts_with(n) && raw.as_bytes()[n.len()] == b'/');
+            if names_it && best.is_none_or(|b| n.len() > b.as_str().len()) {
+                best = Some(name);
+            }
+        }
+        let Some(repo) = best else { return Ok(None) };
+        let rest = raw[repo.as_str().len()..].trim_start_matches('/');
+        if rest.is_empty() {
+            return Ok(Some(Located {
+                repo: repo.clone(),
+                path: None,
+            }));
+        }
+        Ok(TreePath::new(rest).ok().map(|path| Located {
+            repo: repo.clone(),
+            path: Some(path),
+        }))
+    }
+
+    async fn names(&self, kind: RepositoryKind) -> Result<Arc<Vec<RepoName>>, SnapshotError> {
+        if let Some((at, names)) = self.names.lock().expect("names lock").get(&kind) {
+            if at.elapsed() < NAMES_TTL {
+                return Ok(names.clone());
+            }
+        }
+        let names: Arc<Vec<RepoName>> = Arc::new(
+            self.meta
+                .list_repositories(Some(kind))
+                .await?
+                .into_iter()
+                .map(|r| r.name)
+                .collect(),
+        );
+        self.names
+            .lock()
+            .expect("names lock")
+            .insert(kind, (Instant::now(), names.clone()));
+        Ok(names)
+    }
+
+    fn forget_names(&self, kind: RepositoryKind) {
+        self.names.lock().expect("names lock").remove(&kind);
+    }
+
+    /// The entry that answers `path` of `repo`: the published snapshot's, else
+    /// a snapshot's retired within the grace period.
+    pub async fn resolve(
+        &self,
+        repo: &RepoName,
+        path: &TreePath,
+    ) -> Result<Option<ServedEntry>, SnapshotError> {
+        Ok(self
+            .meta
+            .serve_snapshot_entry(repo, path, self.grace_cutoff())
+            .await?)
+    }
+
+    /// What directory `dir` (the top when `None`) of `repo`'s published
+    /// snapshot holds, at most `limit` names; `None` when nothing is published
+    /// or no entry lies below `dir`.
+    pub async fn children(
+        &self,
+        repo: &RepoName,
+        dir: Option<&TreePath>,
+        limit: u32,
+    ) -> Result<Option<Vec<DirChild>>, SnapshotError> {
+        let Some(published) = self.meta.published_snapshot(repo).await? else {
+            return Ok(None);
+        };
+        let children = self
+            .meta
+            .snapshot_children(&published.id, dir, limit)
+            .await?;
+        Ok((dir.is_none() || !children.is_empty()).then_some(children))
+    }
+
+    /// The bytes of a served entry, or a range of them.
+    pub async fn open(
+        &self,
+        entry: &SnapshotEntry,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream, SnapshotError> {
+        Ok(self.blobs.read(&entry.blob, range).await?)
+    }
+}
+
+/// A snapshot being filled. Everything recorded in it is already safe from
+/// garbage collection; nothing is served until [`Staged::publish`].
+#[derive(Debug, Clone)]
+pub struct Staged {
+    snapshots: Snapshots,
+    record: SnapshotRecord,
+}
+
+impl Staged {
+    /// Its id (keep it to [`Snapshots::resume`] after a crash).
+    pub fn id(&self) -> &SnapshotId {
+        &self.record.id
+    }
+
+    /// Its record as staged.
+    pub fn record(&self) -> &SnapshotRecord {
+        &self.record
+    }
+
+    /// Streams `body` into the blob store and records it at `path`. With
+    /// `expected`, the bytes must hash to it (else [`BlobError::DigestMismatch`]
+    /// and nothing is recorded), and a blob already stored is recorded without
+    /// reading the body at all.
+    pub async fn put_stream(
+        &self,
+        path: &TreePath,
+        body: ByteStream,
+        expected: Option<&Digest>,
+        modified_at: i64,
+    ) -> Result<StoredEntry, SnapshotError> {
+        let meta = &self.snapshots.meta;
+        let blobs = &self.snapshots.blobs;
+        if let Some(expected) = expected {
+            if self.put_existing(path, expected, modified_at).await? {
+                let size = meta
+                    .snapshot_entry(self.id(), path)
+                    .await?
+                    .map(|e| e.size)
+                    .unwrap_or_default();
+                return Ok(StoredEntry {
+                    digest: expected.clone(),
+                    size,
+                });
+            }
+        }
+        let upload = uuid::Uuid::new_v4().simple().to_string();
+        let (digest, size) = match expected {
+            Some(d) => (
+                d.clone(),
+                wharf_blob::stage_stream(blobs, &upload, d, body).await?,
+            ),
+            None => wharf_blob::stage_stream_of_unknown_digest(blobs, &upload, body).await?,
+        };
+        let mut claim = match meta.claim_blob(&digest, size).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                blobs.abort_upload(&upload).await?;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = blobs.publish_upload(&upload, &digest).await {
+            blobs.abort_upload(&upload).await?;
+            return Err(e.into());
+        }
+        claim
+            .put_snapshot_entry(self.id(), path, size, modified_at)
+            .await?;
+        claim.commit().await?;
+        Ok(StoredEntry { digest, size })
+    }
+
+    /// [`put_stream`](Staged::put_stream) for bytes already in memory (small
+    /// files: OSTree metadata objects, repomd.xml).
+    pub async fn put_bytes(
+        &self,
+        path: &TreePath,
+        bytes: Bytes,
+        expected: Option<&Digest>,
+        modified_at: i64,
+    ) -> Result<StoredEntry, SnapshotError> {
+        let body: ByteStream = Box::pin(futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(bytes)
+        }));
+        self.put_stream(path, body, expected, modified_at).await
+    }
+
+    /// [`put_stream`](Staged::put_stream) from a reader (a local file).
+    pub async fn put_reader(
+        &self,
+        path: &TreePath,
+        reader: impl tokio::io::AsyncRead + Send + 'static,
+        expected: Option<&Digest>,
+        modified_at: i64,
+    ) -> Result<StoredEntry, SnapshotError> {
+        let body: ByteStream =
+            Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20));
+        self.put_stream(path, body, expected, modified_at).await
+    }
+
+    /// Records the stored blob `digest` at `path`; `false` if it is not stored
+    /// (store it with [`put_stream`](Staged::put_stream)).
+    pub async fn put_existing(
+        &self,
+        path: &TreePath,
+        digest: &Digest,
+        modified_at: i64,
+    ) -> Result<bool, SnapshotError> {
+        let missing = self
+            .put_existing_many(&[ExistingEntry {
+                path: path.clone(),
+                blob: digest.clone(),
+                modified_at,
+            }])
+            .await?;
+        Ok(missing.is_empty())
+    }
+
+    /// Records many stored blobs in one transaction; returns those not stored.
+    pub async fn put_existing_many(
+        &self,
+        entries: &[ExistingEntry],
+    ) -> Result<Vec<Digest>, SnapshotError> {
+        Ok(self
+            .snapshots
+            .meta
+            .put_existing_snapshot_entries(self.id(), entries)
+            .await?)
+    }
+
+    /// The entry at `path`, if recorded.
+    pub async fn entry(&self, path: &TreePath) -> Result<Option<SnapshotEntry>, SnapshotError> {
+        Ok(self.snapshots.meta.snapshot_entry(self.id(), path).await?)
+    }
+
+    /// Up to `limit` entries in path order, below `under`, after `after`.
+    pub async fn entries(
+        &self,
+        under: Option<&TreePath>,
+        after: Option<&TreePath>,
+        limit: u32,
+    ) -> Result<Vec<SnapshotEntry>, SnapshotError> {
+        Ok(self
+            .snapshots
+            .meta
+            .snapshot_entries(self.id(), under, after, limit)
+            .await?)
+    }
+
+    /// Removes `paths`; returns how many were recorded.
+    pub async fn remove(&self, paths: &[TreePath]) -> Result<u64, SnapshotError> {
+        Ok(self
+            .snapshots
+            .meta
+            .remove_snapshot_entries(self.id(), paths)
+            .await?)
+    }
+
+    /// How many entries it has and how many bytes they name.
+    pub async fn totals(&self) -> Result<(u64, u64), SnapshotError> {
+        Ok(self.snapshots.meta.snapshot_totals(self.id()).await?)
+    }
+
+    /// Publishes it; returns the snapshot it replaced.
+    pub async fn publish(self) -> Result<Option<SnapshotId>, SnapshotError> {
+        self.snapshots.publish(self.id()).await
+    }
+
+    /// Deletes it unpublished.
+    pub async fn discard(self) -> Result<(), SnapshotError> {
+        self.snapshots.discard(self.id()).await
+    }
+}

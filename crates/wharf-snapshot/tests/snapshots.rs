@@ -1,0 +1,184 @@
+//! The snapshot seam end to end over a real filesystem store and SQLite:
+//! staging, verification, publishing, the grace period and URL splitting.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use wharf_blob::{BlobError, ByteRange};
+use wharf_core::{Digest, RepoName, RepositoryKind, TreePath};
+use wharf_snapshot::{Base, SnapshotError, Snapshots};
+
+async fn snapshots(dir: &std::path::Path) -> Snapshots {
+    let meta = wharf_meta::Meta::connect(&format!("sqlite:{}", dir.join("meta.db").display()))
+        .await
+        .unwrap();
+    let blobs = wharf_blob::fs::open(dir.join("blobs")).await.unwrap();
+    Snapshots::new(meta, Arc::new(blobs))
+}
+
+fn path(s: &str) -> TreePath {
+    TreePath::new(s).unwrap()
+}
+
+async fn read_all(s: &Snapshots, repo: &RepoName, p: &str, range: Option<ByteRange>) -> Vec<u8> {
+    let served = s.resolve(repo, &path(p)).await.unwrap().expect("served");
+    let chunks: Vec<Bytes> = s
+        .open(&served.entry, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+#[tokio::test]
+async fn staged_files_are_verified_and_served_only_once_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("isos/fedora").unwrap();
+    let staged = s
+        .stage(&repo, RepositoryKind::Files, Base::Published, "upload")
+        .await
+        .unwrap();
+    let kickstart = b"url --url=http://example/\n".to_vec();
+    let stored = staged
+        .put_bytes(
+            &path("ks/fedora.ks"),
+            Bytes::from(kickstart.clone()),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.digest, Digest::sha256_of(&kickstart));
+    // A wrong expected digest stores and records nothing.
+    let err = staged
+        .put_bytes(
+            &path("images/boot.iso"),
+            Bytes::from_static(b"not the iso"),
+            Some(&Digest::sha256_of(b"the iso")),
+            10,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::Blob(BlobError::DigestMismatch { .. })),
+        "{err}"
+    );
+    assert!(staged
+        .entry(&path("images/boot.iso"))
+        .await
+        .unwrap()
+        .is_none());
+    // The same bytes under a second name are recorded without being read again.
+    let unread: wharf_blob::ByteStream = Box::pin(futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::other("the body must not be read"))
+    }));
+    staged
+        .put_stream(&path("ks/copy.ks"), unread, Some(&stored.digest), 11)
+        .await
+        .unwrap();
+    assert!(s
+        .resolve(&repo, &path("ks/fedora.ks"))
+        .await
+        .unwrap()
+        .is_none());
+    staged.publish().await.unwrap();
+    assert_eq!(read_all(&s, &repo, "ks/copy.ks", None).await, kickstart);
+    assert_eq!(
+        read_all(
+            &s,
+            &repo,
+            "ks/fedora.ks",
+            Some(ByteRange { start: 0, end: 2 })
+        )
+        .await,
+        b"url"
+    );
+    // The next snapshot drops a file: within the grace period it still answers.
+    let next = s
+        .stage(&repo, RepositoryKind::Files, Base::Published, "rm")
+        .await
+        .unwrap();
+    next.remove(&[path("ks/copy.ks")]).await.unwrap();
+    next.publish().await.unwrap();
+    let old = s
+        .resolve(&repo, &path("ks/copy.ks"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!old.current);
+    let strict = s.clone().with_grace(std::time::Duration::ZERO);
+    // Retired this second: a zero grace still covers it until the clock moves on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(strict
+        .resolve(&repo, &path("ks/copy.ks"))
+        .await
+        .unwrap()
+        .is_none());
+    // Rollback: the first snapshot again.
+    s.publish_number(&repo, 1).await.unwrap();
+    assert!(
+        strict
+            .resolve(&repo, &path("ks/copy.ks"))
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+    );
+}
+
+#[tokio::test]
+async fn url_paths_split_at_the_longest_repository_of_the_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    for (name, kind) in [
+        ("os", RepositoryKind::Files),
+        ("os/fedora", RepositoryKind::Files),
+        ("os/rpms", RepositoryKind::Rpm),
+    ] {
+        s.meta()
+            .create_repository(&RepoName::parse(name).unwrap(), kind)
+            .await
+            .unwrap();
+    }
+    let found = s
+        .locate(RepositoryKind::Files, "os/fedora/images/x.iso")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.repo.as_str(), "os/fedora");
+    assert_eq!(found.path.unwrap().as_str(), "images/x.iso");
+    // Another kind's name does not capture the path.
+    let found = s
+        .locate(RepositoryKind::Files, "os/rpms/repodata/repomd.xml")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.repo.as_str(), "os");
+    assert_eq!(found.path.unwrap().as_str(), "rpms/repodata/repomd.xml");
+    let top = s
+        .locate(RepositoryKind::Files, "os/fedora")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(top.path.is_none());
+    assert!(s
+        .locate(RepositoryKind::Files, "osx/a")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .locate(RepositoryKind::Ostree, "os/a")
+        .await
+        .unwrap()
+        .is_none());
+    // A hostile rest is no path at all.
+    assert!(s
+        .locate(RepositoryKind::Files, "os/../etc")
+        .await
+        .unwrap()
+        .is_none());
+}
