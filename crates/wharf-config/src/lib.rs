@@ -9,6 +9,7 @@
 //! it and a test keeps the two, and the defaults below, in agreement.
 
 mod mirror;
+mod ostree;
 mod reference;
 mod skopeo;
 
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
+pub use ostree::{OstreeConfig, OstreeRemoteConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 pub use skopeo::skopeo_remote_name;
 
@@ -69,6 +71,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Upstream registries and what to copy from them.
     pub mirror: MirrorConfig,
+    /// OSTree repositories mirrored from upstreams.
+    pub ostree: OstreeConfig,
 }
 
 /// `[tls]`
@@ -606,6 +610,8 @@ impl Config {
             }
         }
         self.mirror.validate(&mut problems);
+        let mirror_names: Vec<&str> = self.mirror.remotes.iter().map(|r| r.name.as_str()).collect();
+        self.ostree.validate(&mirror_names, &mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {

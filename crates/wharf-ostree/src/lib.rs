@@ -3,7 +3,11 @@
 //! a Wharf snapshot that the `tree` surface serves to stock `ostree` clients.
 
 pub mod gvariant;
+pub mod mirror;
 pub mod object;
 pub mod summary;
+pub mod upstream;
 
 pub use object::{Checksum, ObjectError, ObjectName, ObjectType};
+pub use mirror::{run_mirror, MirrorObserver, MirrorPlan, MirrorSummary, RefSelection};
+pub use upstream::UpstreamSettings;

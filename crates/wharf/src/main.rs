@@ -9,6 +9,7 @@ mod admin;
 mod bundle;
 mod client_config;
 mod jobs;
+mod ostree;
 mod pull_through;
 mod repo;
 mod serve;
@@ -137,6 +138,13 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: jobs::JobsCommand,
+    },
+    /// OSTree repositories: `wharf ostree import --repo R --from PATH`.
+    Ostree {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: ostree::OstreeCommand,
     },
     /// Create and list repositories (oci, ostree, rpm, files).
     Repo {
@@ -436,6 +444,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let res = sync::sync(&loaded.config, blobs, meta.clone(), remote.as_deref()).await;
+            meta.close().await;
+            res
+        }
+        Command::Ostree { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            let _log = init_logging(&loaded.config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = wharf_snapshot::Snapshots::new(meta.clone(), blobs);
+            let res = ostree::ostree(&snapshots, cmd).await;
             meta.close().await;
             res
         }

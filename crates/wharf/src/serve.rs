@@ -112,13 +112,21 @@ pub(crate) async fn serve(
     let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
     let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
-    let handlers = wharf_jobs::Handlers::new().with(
-        "sync",
-        Arc::new(crate::sync::SyncJobHandler {
-            config: Arc::new(config.clone()),
-            registry: registry.clone(),
-        }),
-    );
+    let handlers = wharf_jobs::Handlers::new()
+        .with(
+            "sync",
+            Arc::new(crate::sync::SyncJobHandler {
+                config: Arc::new(config.clone()),
+                registry: registry.clone(),
+            }),
+        )
+        .with(
+            "ostree-sync",
+            Arc::new(crate::ostree::OstreeSyncJobHandler {
+                config: Arc::new(config.clone()),
+                snapshots: wharf_snapshot::Snapshots::new(meta.clone(), blobs.clone()),
+            }),
+        );
     warn_loose_modes(&config);
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.

@@ -43,13 +43,15 @@ fn remotes_with_sync(config: &Config) -> Vec<&RemoteConfig> {
 
 /// The jobs `wharf jobs run` and the API accept: the built-in ones and `sync:<remote>`.
 pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
-    JobCatalog::new().with(
-        "sync",
-        remotes_with_sync(config)
-            .iter()
-            .map(|r| r.name.clone())
-            .collect(),
-    )
+    JobCatalog::new()
+        .with(
+            "sync",
+            remotes_with_sync(config)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+        )
+        .with("ostree-sync", crate::ostree::remote_names(config))
 }
 
 /// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition.
@@ -68,6 +70,7 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
                 jitter: Duration::from_secs(r.jitter_secs),
             })
         })
+        .chain(crate::ostree::schedules(config))
         .collect()
 }
 
@@ -211,8 +214,34 @@ impl SyncObserver for JobObserver<'_> {
     }
 }
 
-/// `wharf sync [REMOTE]`: runs every sync definition of `remote` (or of every remote).
+/// `wharf sync [REMOTE]`: runs `remote` (or every remote) of any kind; each
+/// format's remotes run through their own crate (names are unique across kinds).
 pub(crate) async fn sync(
+    config: &Config,
+    blobs: Arc<BlobStore>,
+    meta: Meta,
+    remote: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let snapshots = wharf_snapshot::Snapshots::new(meta.clone(), blobs.clone());
+    let code = |ok: bool| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    match remote {
+        Some(name) if config.ostree.remotes.iter().any(|r| r.name == name) => Ok(code(
+            crate::ostree::sync(config, &snapshots, Some(name)).await?,
+        )),
+        None if !config.ostree.remotes.is_empty() => {
+            let ostree_ok = crate::ostree::sync(config, &snapshots, None).await?;
+            if remotes_with_sync(config).is_empty() {
+                return Ok(code(ostree_ok));
+            }
+            let oci = sync_oci(config, blobs, meta, None).await?;
+            Ok(if ostree_ok { oci } else { ExitCode::FAILURE })
+        }
+        _ => sync_oci(config, blobs, meta, remote).await,
+    }
+}
+
+/// Runs every sync definition of `remote` (or of every OCI remote).
+async fn sync_oci(
     config: &Config,
     blobs: Arc<BlobStore>,
     meta: Meta,

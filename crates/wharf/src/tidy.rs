@@ -82,6 +82,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-snapshot",
         &["wharf-core", "wharf-meta", "wharf-blob"],
     ),
+    // A tree format: OSTree's objects, verified, into snapshots.
+    (
+        "wharf-ostree",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+    ),
     (
         "wharf-http",
         &[
