@@ -49,6 +49,10 @@ PACKAGES=(
     jq curl ca-certificates procps debian-archive-keyring
     # TLS tests: a private CA (openssl), bcrypt htpasswd files (apache2-utils), an ACME CA (pebble).
     openssl apache2-utils pebble
+    # OSTree and flatpak clients, and the keys that sign their test upstreams.
+    ostree flatpak gnupg
+    # RPM: building and signing test packages, createrepo_c upstreams, dnf (and reposync) as the client.
+    rpm createrepo-c dnf dnf-plugins-core
 )
 
 APT_WAIT_SECS=${WHARF_TEST_APT_WAIT_SECS:-600}

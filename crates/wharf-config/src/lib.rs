@@ -73,6 +73,27 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// OSTree repositories mirrored from upstreams.
     pub ostree: OstreeConfig,
+    /// Snapshots of OSTree, RPM and file repositories.
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Seconds a replaced snapshot keeps answering for paths the published one lacks.
+    pub grace_secs: u64,
+    /// Retired snapshots kept per repository for rollback (beyond the grace period).
+    pub keep_retired: u32,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            grace_secs: 3600,
+            keep_retired: 3,
+        }
+    }
 }
 
 /// `[tls]`

@@ -55,6 +55,8 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/v1/jobs", get(list_jobs).post(run_job))
         .route("/api/v1/jobs/{id}", get(show_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/snapshots", get(list_snapshots))
+        .route("/api/v1/snapshots/publish", post(publish_snapshot))
         // Only routes that exist are guarded: an unknown path is a plain 404,
         // with no challenge (a browser would prompt), no failed-login count and
         // no audit row.
@@ -411,6 +413,68 @@ async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
         )),
         Some(job_state) => Ok(Json(json!({"id": id, "state": job_state.as_str()})).into_response()),
     }
+}
+
+#[derive(Deserialize)]
+struct SnapshotsQuery {
+    repository: String,
+}
+
+fn repository_param(name: &str) -> Result<wharf_core::RepoName, ApiError> {
+    wharf_core::RepoName::parse(name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID", e.to_string()))
+}
+
+impl From<wharf_snapshot::SnapshotError> for ApiError {
+    fn from(e: wharf_snapshot::SnapshotError) -> ApiError {
+        use wharf_snapshot::SnapshotError;
+        match e {
+            SnapshotError::NoSuchNumber { .. } | SnapshotError::NotStaged(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", e.to_string())
+            }
+            SnapshotError::Meta(e) => e.into(),
+            SnapshotError::Blob(e) => internal(e.to_string()),
+        }
+    }
+}
+
+/// `GET /api/v1/snapshots?repository=R`: R's snapshots, newest first.
+async fn list_snapshots(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<SnapshotsQuery>,
+) -> ApiResult {
+    let repo = repository_param(&q.repository)?;
+    let mut out = Vec::new();
+    for s in state.snapshots.list(&repo).await? {
+        let (files, bytes) = state.snapshots.meta().snapshot_totals(&s.id).await?;
+        out.push(json!({
+            "number": s.number,
+            "id": s.id.as_str(),
+            "state": s.state.as_str(),
+            "note": s.note,
+            "created_at": s.created_at,
+            "published_at": s.published_at,
+            "retired_at": s.retired_at,
+            "files": files,
+            "bytes": bytes,
+        }));
+    }
+    Ok(Json(Value::Array(out)).into_response())
+}
+
+#[derive(Deserialize)]
+struct PublishSnapshot {
+    repository: String,
+    number: i64,
+}
+
+/// `POST /api/v1/snapshots/publish` `{"repository": R, "number": N}`: publish
+/// snapshot N of R (a staged one, or an older one: a rollback).
+async fn publish_snapshot(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let p: PublishSnapshot = parse(&body)?;
+    let repo = repository_param(&p.repository)?;
+    let record = state.snapshots.publish_number(&repo, p.number).await?;
+    Ok(Json(json!({"repository": repo.as_str(), "number": record.number, "state": record.state.as_str()})).into_response())
 }
 
 /// A job as the API and `wharf jobs --json` show it.

@@ -6,7 +6,8 @@
 //! are stored or how metadata is queried.
 //!
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/token` (the registry token
-//! endpoint), `/api/v1/…` (management, [`api`]), `/healthz`. Each protected
+//! endpoint), `/api/v1/…` (management, [`api`]), `/ostree/…`, `/rpm/…` and
+//! `/files/…` (published snapshots as plain HTTP trees, [`tree`]), `/healthz`. Each protected
 //! surface has one guard and one error-mapping module, and every guard asks
 //! [`auth`] the same question.
 
@@ -19,6 +20,7 @@ mod auth;
 pub mod listener;
 mod oci;
 mod token;
+mod tree;
 
 use std::sync::Arc;
 
@@ -62,6 +64,8 @@ pub struct AppState {
     /// The configured upstreams: the `?ns=` namespaces and the pull-through
     /// cache a `/v2` pull falls back to; `None`: no `[[mirror.remotes]]`.
     pub pull_through: Option<Arc<wharf_mirror::PullThrough>>,
+    /// The snapshots that `/ostree`, `/rpm` and `/files` serve.
+    pub snapshots: wharf_snapshot::Snapshots,
 }
 
 /// What `/healthz` checks: that the server could take a write now.
@@ -196,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
         .merge(api::routes(state.clone()))
+        .merge(tree::routes())
         .with_state(state);
     // The request-wide layers wrap the whole router once, as one service, rather
     // than through `Router::layer`, which wraps every route and so boxes the

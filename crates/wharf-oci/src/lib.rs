@@ -17,4 +17,6 @@ mod registry;
 
 pub use error::OciError;
 pub use manifest::{parse_manifest, tag_params, ParsedManifest, MAX_TAG_PARAMS};
-pub use registry::{BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits};
+pub use registry::{
+    resolve_range, BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits,
+};

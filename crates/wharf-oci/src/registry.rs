@@ -682,7 +682,7 @@ fn page(items: &mut Vec<String>, limit: u64) -> Page {
 }
 
 /// Turns a `Range: bytes=a-b` (either side optional) into an inclusive range.
-fn resolve_range(spec: (Option<u64>, Option<u64>), size: u64) -> Result<ByteRange, OciError> {
+pub fn resolve_range(spec: (Option<u64>, Option<u64>), size: u64) -> Result<ByteRange, OciError> {
     let unsatisfiable = OciError::RangeNotSatisfiable { size };
     let (start, end) = match spec {
         (Some(start), Some(end)) => (start, end.min(size.saturating_sub(1))),

@@ -13,6 +13,7 @@ mod ostree;
 mod pull_through;
 mod repo;
 mod serve;
+mod snapshot;
 mod sync;
 #[cfg(test)]
 mod tidy;
@@ -145,6 +146,14 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: ostree::OstreeCommand,
+    },
+    /// List, inspect, publish (roll back) and prune the snapshots of OSTree,
+    /// RPM and file repositories.
+    Snapshot {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCommand,
     },
     /// Create and list repositories (oci, ostree, rpm, files).
     Repo {
@@ -452,8 +461,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             loaded.config.validate()?;
             let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
-            let snapshots = wharf_snapshot::Snapshots::new(meta.clone(), blobs);
-            let res = ostree::ostree(&snapshots, cmd).await;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = ostree::ostree(&loaded.config, &snapshots, cmd).await;
             meta.close().await;
             res
         }
@@ -537,6 +546,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = common.load_with_origin()?;
             let meta = open_existing_meta(&loaded).await?;
             let res = jobs::jobs(&meta, &sync::job_catalog(&loaded.config), cmd).await;
+            meta.close().await;
+            res
+        }
+        Command::Snapshot { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = snapshot::snapshot(&loaded.config, &snapshots, cmd).await;
             meta.close().await;
             res
         }

@@ -17,7 +17,9 @@ use clap::Subcommand;
 use wharf_config::{Config, OstreeRemoteConfig};
 use wharf_core::RepoName;
 use wharf_jobs::{HandlerFuture, JobError, JobHandler, Progress};
-use wharf_ostree::{run_mirror, MirrorObserver, MirrorPlan, RefSelection, UpstreamSettings};
+use wharf_ostree::{
+    run_mirror, MirrorObserver, MirrorPlan, MirrorSummary, RefSelection, UpstreamSettings,
+};
 use wharf_snapshot::Snapshots;
 
 /// `wharf ostree …`
@@ -126,6 +128,7 @@ impl JobHandler for OstreeSyncJobHandler {
             let plan = plan(remote).map_err(|e| JobError::Failed(format!("{target}: {e:#}")))?;
             let observer = JobObserver { progress };
             let summary = run_mirror(&self.snapshots, &plan, &observer).await;
+            prune(&self.config, &self.snapshots, &plan, &summary).await;
             let line = summary.line();
             if summary.cancelled {
                 Err(JobError::Cancelled)
@@ -195,12 +198,30 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     interrupted
 }
 
-async fn run_plain(snapshots: &Snapshots, plan: &MirrorPlan, interrupted: Arc<AtomicBool>) -> bool {
+/// After a publish, retired snapshots beyond `publish.keep_retired` go (never within their grace period).
+async fn prune(config: &Config, snapshots: &Snapshots, plan: &MirrorPlan, summary: &MirrorSummary) {
+    if summary.published.is_some() {
+        if let Err(e) = snapshots
+            .prune(&plan.repository, config.publish.keep_retired)
+            .await
+        {
+            tracing::warn!(repository = %plan.repository, "pruning retired snapshots: {e}");
+        }
+    }
+}
+
+async fn run_plain(
+    config: &Config,
+    snapshots: &Snapshots,
+    plan: &MirrorPlan,
+    interrupted: Arc<AtomicBool>,
+) -> bool {
     let observer = Plain {
         interrupted,
         objects: AtomicU64::new(0),
     };
     let summary = run_mirror(snapshots, plan, &observer).await;
+    prune(config, snapshots, plan, &summary).await;
     println!("{}", summary.line());
     summary.failure.is_none() && !summary.cancelled
 }
@@ -214,7 +235,7 @@ pub(crate) async fn sync(config: &Config, snapshots: &Snapshots, only: Option<&s
             continue;
         }
         match plan(remote) {
-            Ok(plan) => ok &= run_plain(snapshots, &plan, interrupted.clone()).await,
+            Ok(plan) => ok &= run_plain(config, snapshots, &plan, interrupted.clone()).await,
             Err(e) => {
                 println!("{}: failed, nothing published: {e:#}", remote.name);
                 ok = false;
@@ -228,7 +249,11 @@ pub(crate) async fn sync(config: &Config, snapshots: &Snapshots, only: Option<&s
 }
 
 /// `wharf ostree …`
-pub(crate) async fn ostree(snapshots: &Snapshots, cmd: OstreeCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn ostree(
+    config: &Config,
+    snapshots: &Snapshots,
+    cmd: OstreeCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         OstreeCommand::Import {
             repo,
@@ -260,7 +285,7 @@ pub(crate) async fn ostree(snapshots: &Snapshots, cmd: OstreeCommand) -> anyhow:
                 depth,
                 concurrency: 16,
             };
-            Ok(if run_plain(snapshots, &plan, interrupt_flag()).await {
+            Ok(if run_plain(config, snapshots, &plan, interrupt_flag()).await {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

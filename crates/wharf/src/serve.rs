@@ -124,7 +124,7 @@ pub(crate) async fn serve(
             "ostree-sync",
             Arc::new(crate::ostree::OstreeSyncJobHandler {
                 config: Arc::new(config.clone()),
-                snapshots: wharf_snapshot::Snapshots::new(meta.clone(), blobs.clone()),
+                snapshots: crate::snapshot::snapshots(&config, &blobs, &meta),
             }),
         );
     warn_loose_modes(&config);
@@ -148,6 +148,7 @@ pub(crate) async fn serve(
         access_log,
         jobs: crate::sync::job_catalog(&config),
         pull_through,
+        snapshots: crate::snapshot::snapshots(&config, &blobs, &meta),
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await

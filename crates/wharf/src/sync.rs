@@ -222,7 +222,7 @@ pub(crate) async fn sync(
     meta: Meta,
     remote: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let snapshots = wharf_snapshot::Snapshots::new(meta.clone(), blobs.clone());
+    let snapshots = crate::snapshot::snapshots(config, &blobs, &meta);
     let code = |ok: bool| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     match remote {
         Some(name) if config.ostree.remotes.iter().any(|r| r.name == name) => Ok(code(

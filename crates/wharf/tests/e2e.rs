@@ -72,3 +72,5 @@ mod sync_jobs;
 mod tag_param;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/trees.rs"]
+mod trees;

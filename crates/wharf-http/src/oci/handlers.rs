@@ -427,21 +427,79 @@ async fn get_blob(
         return Err(OciError::BlobUnknown(d.clone()).into());
     };
     let blob = answer.map_err(|e| ApiError::from_proxy(e, true))?;
+    // A range of a blob still being fetched is cut from the shared stream; it
+    // needs the size the upstream announced (else the whole blob is sent).
+    let range = match (read_range(headers), blob.size) {
+        (Some(spec), Some(size)) => Some(wharf_oci::resolve_range(spec, size)?),
+        _ => None,
+    };
     let mut res = if head {
         StatusCode::OK.into_response()
     } else {
-        Body::from_stream(blob.body).into_response()
+        match range {
+            Some(r) => (
+                StatusCode::PARTIAL_CONTENT,
+                Body::from_stream(slice_of_stream(blob.body, r)),
+            )
+                .into_response(),
+            None => Body::from_stream(blob.body).into_response(),
+        }
     };
     let h = res.headers_mut();
-    if let Some(size) = blob.size {
-        h.insert(header::CONTENT_LENGTH, header_value(&size.to_string()));
+    match (range, blob.size) {
+        (Some(r), Some(size)) if !head => {
+            h.insert(header::CONTENT_LENGTH, header_value(&r.len().to_string()));
+            let cr = format!("bytes {}-{}/{size}", r.start, r.end);
+            h.insert(header::CONTENT_RANGE, header_value(&cr));
+        }
+        (_, Some(size)) => {
+            h.insert(header::CONTENT_LENGTH, header_value(&size.to_string()));
+        }
+        _ => {}
     }
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(DOCKER_CONTENT_DIGEST, header_value(&d.to_string()));
     Ok(res)
+}
+
+/// The bytes `range` of a blob streamed through the pull-through cache. After
+/// the range it keeps reading (and drops) the rest, so the response still ends
+/// only once the cache verified the whole blob's digest, and a mismatch still
+/// cuts the client off instead of leaving it with bytes nobody checked.
+fn slice_of_stream(
+    body: wharf_blob::ByteStream,
+    range: wharf_blob::ByteRange,
+) -> wharf_blob::ByteStream {
+    use futures_util::StreamExt;
+    let state = (body, range.start, range.len());
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut body, mut skip, mut left)| async move {
+            loop {
+                let chunk = match body.next().await? {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some((Err(e), (body, skip, 0))),
+                };
+                if left == 0 {
+                    continue;
+                }
+                let n = chunk.len() as u64;
+                if skip >= n {
+                    skip -= n;
+                    continue;
+                }
+                let rest = chunk.slice(skip as usize..);
+                skip = 0;
+                let take = (rest.len() as u64).min(left);
+                left -= take;
+                return Some((Ok(rest.slice(..take as usize)), (body, skip, left)));
+            }
+        },
+    ))
 }
 
 /// A blob the store holds for `repo`.

@@ -614,3 +614,94 @@ localhost:{port}:
     );
     Ok(())
 }
+
+/// An OCI 1.1 referrer (an `oras attach` artifact whose `subject` is the image) travels with its
+/// image: the upstream is a second Wharf, which serves the referrers API, and after the sync
+/// `oras discover` against the mirror lists the same referrer, byte for byte.
+#[test]
+fn an_oci_referrer_travels_with_its_image() -> Result<()> {
+    let tmp = scratch()?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let upstream = WharfServer::start(bin)?;
+    let mut src = layout(tmp.path(), "src")?;
+    let image = src.add_image("v1", &ImageSpec::new(1, 16 * 1024))?;
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(src.reference("v1"))
+        .arg(format!("docker://{}/team/app:v1", upstream.host())))?;
+    let oras = |args: &[&str]| {
+        let mut cmd = wharf_testkit::Tool::find("oras").cmd();
+        cmd.current_dir(tmp.path())
+            .env("HOME", tmp.path())
+            .args(args);
+        cmd
+    };
+    fs::write(tmp.path().join("sbom.json"), b"{\"sbom\": \"wharf e2e\"}\n")?;
+    run(&mut oras(&[
+        "attach",
+        "--plain-http",
+        "--artifact-type",
+        "application/vnd.wharf.e2e.sbom",
+        &format!("{}/team/app:v1", upstream.host()),
+        "sbom.json:application/json",
+    ]))?;
+    let discover = |host: &str, repo: &str| -> Result<Vec<(String, String)>> {
+        let out = run(&mut oras(&[
+            "discover",
+            "--plain-http",
+            "--format",
+            "json",
+            &format!("{host}/{repo}@{}", image.manifest.digest),
+        ]))?
+        .json()?;
+        Ok(out["manifests"]
+            .as_array()
+            .context("discover: no manifests")?
+            .iter()
+            .map(|m| {
+                (
+                    m["digest"].as_str().unwrap_or_default().to_owned(),
+                    m["artifactType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    };
+    let upstream_referrers = discover(&upstream.host(), "team/app")?;
+    ensure!(
+        upstream_referrers.len() == 1,
+        "upstream: {upstream_referrers:?}"
+    );
+
+    let (user, password) = upstream.credentials();
+    let password_file = tmp.path().join("upstream-password");
+    write_secret(&password_file, &password)?;
+    let config = tmp.path().join("wharf.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[mirror.remotes]]\nname = \"up\"\nurl = \"{}\"\ninsecure_http = true\n\
+             username = \"{user}\"\npassword_file = \"{}\"\nprefix = \"mirrors/up\"\n\
+             [[mirror.sync]]\nremote = \"up\"\nrepositories = [\"team/app\"]\ntags = [\"v1\"]\n",
+            upstream.url(),
+            password_file.display()
+        ),
+    )?;
+    let server = WharfServer::start_with_config(bin, Some(&config))?;
+    run(&mut wharf_cli(&server, &["sync", "up"]))?;
+    let mirrored = discover(&server.host(), "mirrors/up/team/app")?;
+    ensure!(
+        mirrored == upstream_referrers,
+        "the mirror lists {mirrored:?}, the upstream {upstream_referrers:?}"
+    );
+    // The referrer's own bytes came along: it is pullable from the mirror.
+    let out = tmp.path().join("out");
+    run(&mut oras(&[
+        "pull",
+        "--plain-http",
+        "-o",
+        out.to_str().context("utf-8 path")?,
+        &format!("{}/mirrors/up/team/app@{}", server.host(), mirrored[0].0),
+    ]))?;
+    ensure!(fs::read(out.join("sbom.json"))? == b"{\"sbom\": \"wharf e2e\"}\n");
+    Ok(())
+}

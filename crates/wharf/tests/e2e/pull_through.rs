@@ -131,6 +131,8 @@ fn ns_answers_only_from_the_mirror_allow_list_holds_and_cold_blobs_are_fetched_o
     push_upstream(&upstream, &src.reference("v1"), "other/z:v1")?;
     let big = src.add_image("big", &ImageSpec::new(1, 24 * 1024 * 1024))?;
     push_upstream(&upstream, &src.reference("big"), "x/big:v1")?;
+    let ranged = src.add_image("ranged", &ImageSpec::new(1, 4 * 1024 * 1024))?;
+    push_upstream(&upstream, &src.reference("ranged"), "x/ranged:v1")?;
     let (server, _) = start_wharf(tmp.path(), &upstream)?;
     let up_host = upstream.host();
     let prefix = up_host.replace(':', "_");
@@ -214,6 +216,24 @@ fn ns_answers_only_from_the_mirror_allow_list_holds_and_cold_blobs_are_fetched_o
     let again = get(&server, &path)?;
     ensure!(again.status == 200 && sha256_digest(&again.body) == layer.digest);
     ensure!(upstream_gets(&upstream, &format!("/v2/x/big/blobs/{}", layer.digest))? == 1);
+
+    // A cold GET with a Range gets that range (206) from the blob being fetched, and the
+    // blob is stored whole behind it: the full blob afterwards comes from the store.
+    let layer = &ranged.layers[0];
+    let path = format!("/v2/{prefix}/x/ranged/blobs/{}", layer.digest);
+    let part = http::request(addr, "GET", &path, &[("Range", "bytes=1000-1999")], b"")?;
+    ensure!(
+        part.status == 206 && part.body.len() == 1000,
+        "cold ranged GET: {} with {} bytes",
+        part.status,
+        part.body.len()
+    );
+    let range_header = format!("bytes 1000-1999/{}", layer.size);
+    ensure!(part.header("content-range") == Some(range_header.as_str()));
+    let whole = get(&server, &path)?;
+    ensure!(whole.status == 200 && sha256_digest(&whole.body) == layer.digest);
+    ensure!(whole.body[1000..2000] == part.body[..], "the range is not the blob's bytes");
+    ensure!(upstream_gets(&upstream, &format!("/v2/x/ranged/blobs/{}", layer.digest))? == 1);
     Ok(())
 }
 
