@@ -351,7 +351,7 @@ async fn mirror(
                 .await?
         }
     };
-    let walker = Arc::new(Walker {
+    let walker = Walker {
         staged: staged.clone(),
         snapshots: snapshots.clone(),
         upstream: upstream.clone(),
@@ -361,7 +361,7 @@ async fn mirror(
         observer,
         commits: Mutex::new(HashMap::new()),
         now: unix_now(),
-    });
+    };
     for (name, checksum) in &selected {
         if observer.cancelled() {
             return Err(MirrorError::Cancelled);
@@ -516,7 +516,7 @@ struct Walker<'a> {
     now: i64,
 }
 
-impl<'a> Walker<'a> {
+impl Walker<'_> {
     fn cell(&self, name: ObjectName) -> Arc<OnceCell<()>> {
         self.cells
             .lock()
@@ -602,7 +602,7 @@ impl<'a> Walker<'a> {
     }
 
     /// A dirtree: its children first, then itself.
-    fn dirtree(&'a self, checksum: Checksum) -> BoxFuture<'a, Result<(), MirrorError>> {
+    fn dirtree(&self, checksum: Checksum) -> BoxFuture<'_, Result<(), MirrorError>> {
         async move {
             let name = ObjectName::new(checksum, ObjectType::DirTree);
             let cell = self.cell(name);
@@ -635,11 +635,11 @@ impl<'a> Walker<'a> {
 
     /// A commit with its tree, then `depth` of its parents (-1: all).
     fn commit(
-        &'a self,
+        &self,
         checksum: Checksum,
         depth: i64,
         required: bool,
-    ) -> BoxFuture<'a, Result<(), MirrorError>> {
+    ) -> BoxFuture<'_, Result<(), MirrorError>> {
         async move {
             let name = ObjectName::new(checksum, ObjectType::Commit);
             let bytes = match self.present(&name).await? {

@@ -117,7 +117,7 @@ impl Upstream {
                     if let Some((user, password)) = credentials {
                         req = req.basic_auth(user, Some(password));
                     }
-                    let outcome = match req.send().await {
+                    let why = match req.send().await {
                         Ok(resp) => {
                             let status = resp.status();
                             // ostree itself reads 403 on an optional file as "not there".
@@ -130,12 +130,12 @@ impl Upstream {
                             if status.is_success() {
                                 match resp.bytes().await {
                                     Ok(b) => return Ok(Some(b)),
-                                    Err(e) => Err(format!("reading the body: {e}")),
+                                    Err(e) => format!("reading the body: {}", error_chain(&e)),
                                 }
                             } else if status.is_server_error()
                                 || status == reqwest::StatusCode::TOO_MANY_REQUESTS
                             {
-                                Err(format!("answered {status}"))
+                                format!("answered {status}")
                             } else {
                                 return Err(UpstreamError::Http {
                                     url,
@@ -143,9 +143,8 @@ impl Upstream {
                                 });
                             }
                         }
-                        Err(e) => Err(error_chain(&e)),
+                        Err(e) => error_chain(&e),
                     };
-                    let why = outcome.expect_err("successes returned above");
                     if attempt >= 4 {
                         return Err(UpstreamError::Http { url, why });
                     }
