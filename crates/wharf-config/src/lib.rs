@@ -631,7 +631,12 @@ impl Config {
             }
         }
         self.mirror.validate(&mut problems);
-        let mirror_names: Vec<&str> = self.mirror.remotes.iter().map(|r| r.name.as_str()).collect();
+        let mirror_names: Vec<&str> = self
+            .mirror
+            .remotes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         self.ostree.validate(&mirror_names, &mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.

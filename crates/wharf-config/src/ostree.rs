@@ -98,7 +98,9 @@ impl OstreeConfig {
             }
             names.push(&r.name);
             if r.url.is_empty() {
-                problems.push(format!("{at}.url: must be an http(s):// URL or a local path"));
+                problems.push(format!(
+                    "{at}.url: must be an http(s):// URL or a local path"
+                ));
             } else if let Some(rest) = r.url.strip_prefix("http://") {
                 if !r.insecure_http {
                     problems.push(format!(
@@ -132,10 +134,15 @@ impl OstreeConfig {
             }
             for (j, pattern) in r.refs.iter().enumerate() {
                 if pattern.is_empty() || pattern.contains("..") || pattern.starts_with('/') {
-                    problems.push(format!("{at}.refs[{j}]: {pattern:?} is not a ref name or pattern"));
+                    problems.push(format!(
+                        "{at}.refs[{j}]: {pattern:?} is not a ref name or pattern"
+                    ));
                 }
             }
-            problems.extend(super::schedule_problem(&format!("{at}.schedule"), &r.schedule));
+            problems.extend(super::schedule_problem(
+                &format!("{at}.schedule"),
+                &r.schedule,
+            ));
         }
     }
 }

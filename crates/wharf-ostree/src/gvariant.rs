@@ -469,12 +469,18 @@ fn decode_at(ty: &Type, bytes: &[u8], depth: usize) -> Result<Value, GvError> {
             if bytes.is_empty() {
                 Value::Maybe((**t).clone(), None)
             } else if t.fixed_size().is_some() {
-                Value::Maybe((**t).clone(), Some(Box::new(decode_at(t, bytes, depth + 1)?)))
+                Value::Maybe(
+                    (**t).clone(),
+                    Some(Box::new(decode_at(t, bytes, depth + 1)?)),
+                )
             } else {
                 let Some((&0, body)) = bytes.split_last() else {
                     return Err(malformed(ty, "a maybe must end with NUL"));
                 };
-                Value::Maybe((**t).clone(), Some(Box::new(decode_at(t, body, depth + 1)?)))
+                Value::Maybe(
+                    (**t).clone(),
+                    Some(Box::new(decode_at(t, body, depth + 1)?)),
+                )
             }
         }
         Type::Array(t) if **t == Type::Byte => Value::Bytes(bytes.to_vec()),
@@ -482,7 +488,10 @@ fn decode_at(ty: &Type, bytes: &[u8], depth: usize) -> Result<Value, GvError> {
             let mut items = Vec::new();
             if let Some(size) = t.fixed_size() {
                 if bytes.len() % size != 0 {
-                    return Err(malformed(ty, "length is not a multiple of the element size"));
+                    return Err(malformed(
+                        ty,
+                        "length is not a multiple of the element size",
+                    ));
                 }
                 for chunk in bytes.chunks(size) {
                     items.push(decode_at(t, chunk, depth + 1)?);
@@ -567,7 +576,14 @@ mod tests {
 
     #[test]
     fn type_strings_round_trip_and_bad_ones_are_refused() {
-        for s in ["(a{sv}aya(say)sstayay)", "(a(say)a(sayay))", "(uuua(ayay))", "(tuuuusa(ayay))", "mas", "()"] {
+        for s in [
+            "(a{sv}aya(say)sstayay)",
+            "(a(say)a(sayay))",
+            "(uuua(ayay))",
+            "(tuuuusa(ayay))",
+            "mas",
+            "()",
+        ] {
             assert_eq!(t(s).to_string(), s);
         }
         for s in ["", "a", "(u", "{vs}", "uu", "z", "{sss}"] {
@@ -580,7 +596,10 @@ mod tests {
         // Examples from the GVariant specification.
         let v = Value::Tuple(vec![Value::Str("foo".into()), Value::I32(-1)]);
         assert_eq!(v.encode(), b"foo\0\xff\xff\xff\xff\x04");
-        let v = Value::Array(Type::Str, vec![Value::Str("hi".into()), Value::Str("bye".into())]);
+        let v = Value::Array(
+            Type::Str,
+            vec![Value::Str("hi".into()), Value::Str("bye".into())],
+        );
         assert_eq!(v.encode(), b"hi\0bye\0\x03\x07");
         let v = Value::Variant(Box::new(Value::Tuple(vec![
             Value::U32(3),
@@ -588,7 +607,10 @@ mod tests {
         ])));
         // "(us)" in a variant: u32 3, "x\0", then the type string.
         assert_eq!(v.encode(), b"\x03\0\0\0x\0\0(us)");
-        for (ty, value) in [("(su)", &Value::Tuple(vec![Value::Str("foo".into()), Value::U32(7)]))] {
+        for (ty, value) in [(
+            "(su)",
+            &Value::Tuple(vec![Value::Str("foo".into()), Value::U32(7)]),
+        )] {
             let bytes = value.encode();
             assert_eq!(&decode_normal(&t(ty), &bytes).unwrap(), value);
         }
@@ -608,7 +630,10 @@ mod tests {
         let mut bytes = Value::Tuple(vec![Value::Byte(1), Value::U64(2)]).encode();
         assert!(decode_normal(&ty, &bytes).is_ok());
         bytes[3] = 9;
-        assert_eq!(decode_normal(&ty, &bytes), Err(GvError::NotNormal("(yt)".into())));
+        assert_eq!(
+            decode_normal(&ty, &bytes),
+            Err(GvError::NotNormal("(yt)".into()))
+        );
         // A boolean that is 2, a string without its NUL, trailing bytes.
         assert!(decode_normal(&t("b"), &[2]).is_err());
         assert!(decode_normal(&t("s"), b"abc").is_err());

@@ -8,6 +8,6 @@ pub mod object;
 pub mod summary;
 pub mod upstream;
 
-pub use object::{Checksum, ObjectError, ObjectName, ObjectType};
 pub use mirror::{run_mirror, MirrorObserver, MirrorPlan, MirrorSummary, RefSelection};
+pub use object::{Checksum, ObjectError, ObjectName, ObjectType};
 pub use upstream::UpstreamSettings;

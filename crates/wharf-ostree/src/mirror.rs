@@ -226,7 +226,10 @@ async fn mirror(
         }
     };
     let config = fetch("config").await?.ok_or_else(|| {
-        MirrorError::Refused(format!("{}: no config file: not an OSTree repository", upstream.describe()))
+        MirrorError::Refused(format!(
+            "{}: no config file: not an OSTree repository",
+            upstream.describe()
+        ))
     })?;
     let mode = repo_mode(&config);
     if !matches!(mode.as_deref(), Some("archive-z2" | "archive")) {
@@ -247,7 +250,13 @@ async fn mirror(
     let mut summary_refs: Option<BTreeMap<String, Checksum>> = None;
     if let Some(bytes) = &upstream_summary {
         let summary = Summary::parse(bytes).map_err(bad("upstream summary"))?;
-        summary_refs = Some(summary.refs.into_iter().map(|r| (r.name, r.checksum)).collect());
+        summary_refs = Some(
+            summary
+                .refs
+                .into_iter()
+                .map(|r| (r.name, r.checksum))
+                .collect(),
+        );
     }
     if let Some(local) = upstream.list_local_refs() {
         // A local repository's refs are the truth; its summary may be stale.
@@ -257,8 +266,14 @@ async fn mirror(
                     "upstream has a ref named {name:?}, which is not a valid ref name; nothing taken"
                 )));
             }
-            let bytes = upstream.get(&format!("refs/heads/{name}")).await?.unwrap_or_default();
-            available.insert(name.clone(), parse_ref_file(&bytes).map_err(bad(format!("ref {name}")))?);
+            let bytes = upstream
+                .get(&format!("refs/heads/{name}"))
+                .await?
+                .unwrap_or_default();
+            available.insert(
+                name.clone(),
+                parse_ref_file(&bytes).map_err(bad(format!("ref {name}")))?,
+            );
         }
     } else if let Some(refs) = &summary_refs {
         available = refs.clone();
@@ -271,10 +286,15 @@ async fn mirror(
                 )));
             }
             if !validate_ref_name(name) {
-                return Err(MirrorError::Refused(format!("{name:?} is not a valid ref name")));
+                return Err(MirrorError::Refused(format!(
+                    "{name:?} is not a valid ref name"
+                )));
             }
             if let Some(bytes) = upstream.get(&format!("refs/heads/{name}")).await? {
-                available.insert(name.clone(), parse_ref_file(&bytes).map_err(bad(format!("ref {name}")))?);
+                available.insert(
+                    name.clone(),
+                    parse_ref_file(&bytes).map_err(bad(format!("ref {name}")))?,
+                );
             }
         }
     } else {
@@ -301,7 +321,9 @@ async fn mirror(
         }
     }
     if selected.is_empty() {
-        return Err(MirrorError::Refused("no upstream ref matches the refs asked for".into()));
+        return Err(MirrorError::Refused(
+            "no upstream ref matches the refs asked for".into(),
+        ));
     }
     observer.refs_selected(selected.len() as u64);
     // The upstream summary (and its signature) is served as it is only when it lists exactly what is taken.
@@ -342,12 +364,21 @@ async fn mirror(
     let note = format!("ostree-sync:{}", plan.remote);
     let staged = match snapshots.latest_staged(&plan.repository).await? {
         Some(s) if s.record().note == note => {
-            observer.line(&format!("{}: resuming staged snapshot {}", plan.remote, s.record().number));
+            observer.line(&format!(
+                "{}: resuming staged snapshot {}",
+                plan.remote,
+                s.record().number
+            ));
             s
         }
         _ => {
             snapshots
-                .stage(&plan.repository, RepositoryKind::Ostree, Base::Published, &note)
+                .stage(
+                    &plan.repository,
+                    RepositoryKind::Ostree,
+                    Base::Published,
+                    &note,
+                )
                 .await?
         }
     };
@@ -373,7 +404,12 @@ async fn mirror(
     // Every object is stored: now the files that point at them.
     let now = walker.now;
     staged
-        .put_bytes(&tree_path("config")?, Bytes::from_static(CONFIG.as_bytes()), None, now)
+        .put_bytes(
+            &tree_path("config")?,
+            Bytes::from_static(CONFIG.as_bytes()),
+            None,
+            now,
+        )
         .await?;
     let (old_refs, old_paths) = published_refs(snapshots, staged.id()).await?;
     let stale: Vec<TreePath> = old_refs
@@ -468,9 +504,18 @@ fn own_summary(
             })
             .collect(),
         metadata: vec![
-            ("ostree.summary.last-modified".into(), be_u64_value(now.max(0) as u64)),
-            ("ostree.summary.mode".into(), crate::gvariant::Value::Str("archive-z2".into())),
-            ("ostree.summary.tombstone-commits".into(), crate::gvariant::Value::Bool(false)),
+            (
+                "ostree.summary.last-modified".into(),
+                be_u64_value(now.max(0) as u64),
+            ),
+            (
+                "ostree.summary.mode".into(),
+                crate::gvariant::Value::Str("archive-z2".into()),
+            ),
+            (
+                "ostree.summary.tombstone-commits".into(),
+                crate::gvariant::Value::Bool(false),
+            ),
         ],
     }
 }
@@ -526,7 +571,10 @@ impl Walker<'_> {
             .clone()
     }
 
-    async fn present(&self, name: &ObjectName) -> Result<Option<wharf_meta::SnapshotEntry>, MirrorError> {
+    async fn present(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<wharf_meta::SnapshotEntry>, MirrorError> {
         Ok(self.staged.entry(&tree_path(&name.path())?).await?)
     }
 
@@ -539,7 +587,9 @@ impl Walker<'_> {
         let got = self.upstream.get(&name.path()).await?;
         match got {
             Some(b) => {
-                self.counters.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
                 Ok(Some(b))
             }
             None if required => Err(MirrorError::Refused(format!(
@@ -558,7 +608,12 @@ impl Walker<'_> {
         .then(|| sha256_digest(&name.checksum));
         let len = bytes.len();
         self.staged
-            .put_bytes(&tree_path(&name.path())?, bytes, expected.as_ref(), self.now)
+            .put_bytes(
+                &tree_path(&name.path())?,
+                bytes,
+                expected.as_ref(),
+                self.now,
+            )
             .await?;
         if name.kind.is_metadata() {
             self.counters.metadata.fetch_add(1, Ordering::Relaxed);
@@ -612,7 +667,8 @@ impl Walker<'_> {
                 }
                 let bytes = self.fetch(&name, true).await?.expect("required");
                 verify_metadata(&name, &bytes).map_err(bad(format!("upstream object {name}")))?;
-                let tree = DirTree::parse(&bytes).map_err(bad(format!("upstream object {name}")))?;
+                let tree =
+                    DirTree::parse(&bytes).map_err(bad(format!("upstream object {name}")))?;
                 let files = tree
                     .files
                     .iter()
@@ -656,11 +712,14 @@ impl Walker<'_> {
                         // History beyond what upstream keeps: the walk stops here.
                         return Ok(());
                     };
-                    verify_metadata(&name, &bytes).map_err(bad(format!("upstream commit {name}")))?;
-                    let commit = Commit::parse(&bytes).map_err(bad(format!("upstream commit {name}")))?;
+                    verify_metadata(&name, &bytes)
+                        .map_err(bad(format!("upstream commit {name}")))?;
+                    let commit =
+                        Commit::parse(&bytes).map_err(bad(format!("upstream commit {name}")))?;
                     let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
                     let detached = self.fetch(&meta_name, false).await?;
-                    self.leaf(ObjectName::new(commit.root_meta, ObjectType::DirMeta)).await?;
+                    self.leaf(ObjectName::new(commit.root_meta, ObjectType::DirMeta))
+                        .await?;
                     self.dirtree(commit.root_tree).await?;
                     if let Some(detached) = detached {
                         verify_metadata(&meta_name, &detached)
@@ -710,8 +769,14 @@ mod tests {
 
     #[test]
     fn config_mode() {
-        assert_eq!(repo_mode(b"[core]\nrepo_version=1\nmode=archive-z2\n").as_deref(), Some("archive-z2"));
-        assert_eq!(repo_mode(b"[remote \"x\"]\nmode=bare\n[core]\nmode = bare-user\n").as_deref(), Some("bare-user"));
+        assert_eq!(
+            repo_mode(b"[core]\nrepo_version=1\nmode=archive-z2\n").as_deref(),
+            Some("archive-z2")
+        );
+        assert_eq!(
+            repo_mode(b"[remote \"x\"]\nmode=bare\n[core]\nmode = bare-user\n").as_deref(),
+            Some("bare-user")
+        );
         assert_eq!(repo_mode(b"junk"), None);
     }
 }

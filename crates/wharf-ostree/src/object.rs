@@ -21,7 +21,10 @@ pub enum ObjectError {
     #[error("{0}")]
     GVariant(#[from] GvError),
     #[error("checksum mismatch: expected {expected}, the bytes hash to {actual}")]
-    ChecksumMismatch { expected: Checksum, actual: Checksum },
+    ChecksumMismatch {
+        expected: Checksum,
+        actual: Checksum,
+    },
     #[error("{0:?} is not a 64-digit lower-case hex checksum")]
     BadChecksum(String),
     #[error("a checksum field holds {0} bytes, not 32")]
@@ -125,7 +128,12 @@ impl ObjectName {
     /// `objects/XX/REST.EXT`, relative to the repository root.
     pub fn path(&self) -> String {
         let hex = self.checksum.to_hex();
-        format!("objects/{}/{}.{}", &hex[..2], &hex[2..], self.kind.extension())
+        format!(
+            "objects/{}/{}.{}",
+            &hex[..2],
+            &hex[2..],
+            self.kind.extension()
+        )
     }
 }
 
@@ -318,7 +326,9 @@ impl Commit {
                 Type::parse("(say)").expect("literal"),
                 self.related
                     .iter()
-                    .map(|(n, c)| Value::Tuple(vec![Value::Str(n.clone()), Value::Bytes(c.0.to_vec())]))
+                    .map(|(n, c)| {
+                        Value::Tuple(vec![Value::Str(n.clone()), Value::Bytes(c.0.to_vec())])
+                    })
                     .collect(),
             ),
             Value::Str(self.subject.clone()),
@@ -379,7 +389,9 @@ impl DirTree {
                 Type::parse("(say)").expect("literal"),
                 self.files
                     .iter()
-                    .map(|(n, c)| Value::Tuple(vec![Value::Str(n.clone()), Value::Bytes(c.0.to_vec())]))
+                    .map(|(n, c)| {
+                        Value::Tuple(vec![Value::Str(n.clone()), Value::Bytes(c.0.to_vec())])
+                    })
                     .collect(),
             ),
             Value::Array(
@@ -530,7 +542,11 @@ fn sized_prefix(len: usize) -> [u8; 8] {
 /// bytes, then the object's own form (normal GVariant, valid fields).
 pub fn verify_metadata(name: &ObjectName, bytes: &[u8]) -> Result<(), ObjectError> {
     let actual = Checksum::of(bytes);
-    if name.kind != ObjectType::CommitMeta && actual != name.checksum {
+    let hashed_as_bytes = matches!(
+        name.kind,
+        ObjectType::Commit | ObjectType::DirTree | ObjectType::DirMeta
+    );
+    if hashed_as_bytes && actual != name.checksum {
         return Err(ObjectError::ChecksumMismatch {
             expected: name.checksum,
             actual,
@@ -552,16 +568,22 @@ pub fn verify_metadata(name: &ObjectName, bytes: &[u8]) -> Result<(), ObjectErro
 /// Splits a `.filez` into its header and compressed content.
 pub fn split_filez(bytes: &[u8]) -> Result<(FileHeader, &[u8]), ObjectError> {
     if bytes.len() < 8 {
-        return Err(ObjectError::BadContent("shorter than its 8-byte header prefix".into()));
+        return Err(ObjectError::BadContent(
+            "shorter than its 8-byte header prefix".into(),
+        ));
     }
     let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
     if bytes[4..8] != [0, 0, 0, 0] {
-        return Err(ObjectError::BadContent("non-zero padding after the header length".into()));
+        return Err(ObjectError::BadContent(
+            "non-zero padding after the header length".into(),
+        ));
     }
     let end = 8usize
         .checked_add(len)
         .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| ObjectError::BadContent("header longer than the object (truncated?)".into()))?;
+        .ok_or_else(|| {
+            ObjectError::BadContent("header longer than the object (truncated?)".into())
+        })?;
     let header = FileHeader::parse_archive(&bytes[8..end])?;
     Ok((header, &bytes[end..]))
 }
@@ -576,9 +598,9 @@ pub fn verify_filez(expected: &Checksum, bytes: &[u8]) -> Result<FileHeader, Obj
         let mut buf = vec![0u8; 64 * 1024];
         let mut total: u64 = 0;
         loop {
-            let n = inflate
-                .read(&mut buf)
-                .map_err(|e| ObjectError::BadContent(format!("bad deflate stream (truncated?): {e}")))?;
+            let n = inflate.read(&mut buf).map_err(|e| {
+                ObjectError::BadContent(format!("bad deflate stream (truncated?): {e}"))
+            })?;
             if n == 0 {
                 break;
             }
@@ -611,7 +633,9 @@ pub fn verify_filez(expected: &Checksum, bytes: &[u8]) -> Result<FileHeader, Obj
             ));
         }
     } else if !compressed.is_empty() && header.size != 0 {
-        return Err(ObjectError::BadContent("a non-regular file carries content".into()));
+        return Err(ObjectError::BadContent(
+            "a non-regular file carries content".into(),
+        ));
     }
     let actual = Checksum(hash.finalize().into());
     if actual != *expected {
@@ -681,7 +705,8 @@ pub fn validate_ref_name(name: &str) -> bool {
 
 /// A ref file's content: a checksum and a newline (the newline optional).
 pub fn parse_ref_file(bytes: &[u8]) -> Result<Checksum, ObjectError> {
-    let s = std::str::from_utf8(bytes).map_err(|_| ObjectError::BadChecksum("<not UTF-8>".into()))?;
+    let s =
+        std::str::from_utf8(bytes).map_err(|_| ObjectError::BadChecksum("<not UTF-8>".into()))?;
     Checksum::from_hex(s.trim_end_matches('\n'))
 }
 
@@ -711,10 +736,16 @@ mod tests {
         for i in 0..filez.len() {
             let mut bad = filez.clone();
             bad[i] ^= 0x10;
-            assert!(verify_filez(&sum, &bad).is_err(), "flipped bit at {i} passed");
+            assert!(
+                verify_filez(&sum, &bad).is_err(),
+                "flipped bit at {i} passed"
+            );
         }
         for cut in 1..filez.len() {
-            assert!(verify_filez(&sum, &filez[..cut]).is_err(), "cut at {cut} passed");
+            assert!(
+                verify_filez(&sum, &filez[..cut]).is_err(),
+                "cut at {cut} passed"
+            );
         }
         let mut trailing = filez.clone();
         trailing.push(0);
@@ -724,7 +755,10 @@ mod tests {
     #[test]
     fn metadata_objects_round_trip_and_are_verified() {
         let tree = DirTree {
-            files: vec![("a".into(), Checksum([1; 32])), ("é".into(), Checksum([2; 32]))],
+            files: vec![
+                ("a".into(), Checksum([1; 32])),
+                ("é".into(), Checksum([2; 32])),
+            ],
             dirs: vec![("d".into(), Checksum([3; 32]), Checksum([4; 32]))],
         };
         let bytes = tree.encode();
@@ -764,7 +798,9 @@ mod tests {
         for ok in ["main", "exampleos/x86_64/stable", "a.b-c_d", "_x"] {
             assert!(validate_ref_name(ok), "{ok}");
         }
-        for bad in ["", "../x", "a//b", "/a", "a/", ".hidden", "-x", "a b", "a/../b"] {
+        for bad in [
+            "", "../x", "a//b", "/a", "a/", ".hidden", "-x", "a b", "a/../b",
+        ] {
             assert!(!validate_ref_name(bad), "{bad}");
         }
     }

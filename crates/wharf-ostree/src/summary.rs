@@ -28,7 +28,9 @@ pub struct Summary {
 impl Summary {
     pub fn parse(bytes: &[u8]) -> Result<Summary, ObjectError> {
         let v = decode_normal(&Type::parse(SUMMARY_TYPE).expect("literal"), bytes)?;
-        let Value::Tuple(mut m) = v else { unreachable!("tuple type") };
+        let Value::Tuple(mut m) = v else {
+            unreachable!("tuple type")
+        };
         let metadata = metadata_of_value(m.pop().expect("two members"));
         let Value::Array(_, refs) = m.pop().expect("two members") else {
             unreachable!("array type")
@@ -36,7 +38,9 @@ impl Summary {
         let refs = refs
             .into_iter()
             .map(|r| {
-                let Value::Tuple(mut r) = r else { unreachable!("tuple type") };
+                let Value::Tuple(mut r) = r else {
+                    unreachable!("tuple type")
+                };
                 let Value::Tuple(mut data) = r.pop().expect("two members") else {
                     unreachable!("tuple type")
                 };

@@ -58,7 +58,11 @@ impl Upstream {
                 .tcp_nodelay(true)
                 .connect_timeout(Duration::from_secs(30))
                 .read_timeout(Duration::from_secs(120))
-                .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION"), " (ostree mirror)"));
+                .user_agent(concat!(
+                    "wharf/",
+                    env!("CARGO_PKG_VERSION"),
+                    " (ostree mirror)"
+                ));
             if let Some(pem) = &settings.ca_bundle {
                 let certs = reqwest::Certificate::from_pem_bundle(pem)
                     .map_err(|e| UpstreamError::Settings(format!("ca_bundle: {e}")))?;
@@ -157,12 +161,16 @@ impl Upstream {
     /// The refs under `refs/heads` of a local repository (an HTTP upstream
     /// cannot be listed: its refs come from the summary).
     pub fn list_local_refs(&self) -> Option<Vec<(String, PathBuf)>> {
-        let Upstream::Local(root) = self else { return None };
+        let Upstream::Local(root) = self else {
+            return None;
+        };
         let heads = root.join("refs/heads");
         let mut out = Vec::new();
         let mut stack = vec![(heads.clone(), String::new())];
         while let Some((dir, prefix)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let full = if prefix.is_empty() {

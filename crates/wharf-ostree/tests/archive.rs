@@ -12,7 +12,10 @@ use futures_util::TryStreamExt;
 use wharf_core::{RepoName, TreePath};
 use wharf_ostree::object::{verify_filez, verify_metadata, Commit, DirTree};
 use wharf_ostree::summary::Summary;
-use wharf_ostree::{run_mirror, Checksum, MirrorObserver, MirrorPlan, ObjectName, ObjectType, RefSelection, UpstreamSettings};
+use wharf_ostree::{
+    run_mirror, Checksum, MirrorObserver, MirrorPlan, ObjectName, ObjectType, RefSelection,
+    UpstreamSettings,
+};
 use wharf_snapshot::Snapshots;
 
 fn run(cmd: &mut Command) -> String {
@@ -38,7 +41,11 @@ fn make_tree(dir: &Path, variant: &str) {
     std::fs::create_dir_all(dir.join("empty/deeper")).unwrap();
     std::fs::create_dir_all(dir.join("données/ünïcødé")).unwrap();
     for i in 0..40 {
-        std::fs::write(dir.join(format!("usr/bin/tool{i}")), format!("#!/bin/sh\necho {i} {variant}\n")).unwrap();
+        std::fs::write(
+            dir.join(format!("usr/bin/tool{i}")),
+            format!("#!/bin/sh\necho {i} {variant}\n"),
+        )
+        .unwrap();
     }
     std::fs::write(dir.join("données/ünïcødé/fichier été.txt"), "é\n").unwrap();
     std::os::unix::fs::symlink("usr/bin/tool1", dir.join("link")).unwrap();
@@ -48,10 +55,15 @@ fn make_tree(dir: &Path, variant: &str) {
     std::fs::write(&setuid, "setuid\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.join("big.bin"), big).unwrap();
     run(Command::new("python3")
-        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], 'user.wharf', b'yes')"])
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'user.wharf', b'yes')",
+        ])
         .arg(dir.join("usr/bin/tool3")));
 }
 
@@ -62,7 +74,14 @@ fn make_repo(root: &Path) -> PathBuf {
         let tree = root.join(format!("tree-{variant}"));
         make_tree(&tree, variant);
         run(ostree(&repo)
-            .args(["commit", "-b", branch, "-s", "a commit", "--add-metadata-string=version=1.0"])
+            .args([
+                "commit",
+                "-b",
+                branch,
+                "-s",
+                "a commit",
+                "--add-metadata-string=version=1.0",
+            ])
             .arg(format!("--tree=dir={}", tree.display())));
     }
     run(ostree(&repo).args(["summary", "-u"]));
@@ -94,7 +113,11 @@ fn every_object_ostree_writes_verifies_and_its_summary_is_normal_form() {
     let repo = make_repo(dir.path());
     let summary_bytes = std::fs::read(repo.join("summary")).unwrap();
     let summary = Summary::parse(&summary_bytes).unwrap();
-    assert_eq!(summary.encode(), summary_bytes, "our encoding of ostree's summary is byte-identical");
+    assert_eq!(
+        summary.encode(),
+        summary_bytes,
+        "our encoding of ostree's summary is byte-identical"
+    );
     let names: Vec<&str> = summary.refs.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["main", "os/x86_64/stable"]);
     let mut seen = Vec::new();
@@ -115,7 +138,10 @@ fn every_object_ostree_writes_verifies_and_its_summary_is_normal_form() {
     for i in (0..bytes.len()).step_by(7) {
         let mut bad = bytes.clone();
         bad[i] ^= 0x04;
-        assert!(verify_filez(&filez.checksum, &bad).is_err(), "bit flipped at {i} passed");
+        assert!(
+            verify_filez(&filez.checksum, &bad).is_err(),
+            "bit flipped at {i} passed"
+        );
     }
 }
 
@@ -132,7 +158,13 @@ async fn snapshots(dir: &Path) -> Snapshots {
 
 async fn served(s: &Snapshots, repo: &RepoName, p: &str) -> Option<Vec<u8>> {
     let entry = s.resolve(repo, &TreePath::new(p).unwrap()).await.unwrap()?;
-    let chunks: Vec<Bytes> = s.open(&entry.entry, None).await.unwrap().try_collect().await.unwrap();
+    let chunks: Vec<Bytes> = s
+        .open(&entry.entry, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     Some(chunks.concat())
 }
 
@@ -156,40 +188,83 @@ async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothin
     };
     let first = run_mirror(&s, &plan, &Quiet).await;
     assert_eq!(first.failure, None, "{}", first.line());
-    assert!(first.content_fetched > 40 && first.metadata_fetched > 8, "{}", first.line());
+    assert!(
+        first.content_fetched > 40 && first.metadata_fetched > 8,
+        "{}",
+        first.line()
+    );
     assert_eq!(
         served(&s, &repo, "summary").await.unwrap(),
         std::fs::read(upstream.join("summary")).unwrap(),
         "all refs taken: the summary is copied byte for byte"
     );
     let main = std::fs::read_to_string(upstream.join("refs/heads/main")).unwrap();
-    assert_eq!(served(&s, &repo, "refs/heads/main").await.unwrap(), main.as_bytes());
+    assert_eq!(
+        served(&s, &repo, "refs/heads/main").await.unwrap(),
+        main.as_bytes()
+    );
 
     // Nothing changed upstream: nothing fetched, nothing published.
     let again = run_mirror(&s, &plan, &Quiet).await;
-    assert_eq!((again.metadata_fetched, again.content_fetched, again.published), (0, 0, None), "{}", again.line());
+    assert_eq!(
+        (
+            again.metadata_fetched,
+            again.content_fetched,
+            again.published
+        ),
+        (0, 0, None),
+        "{}",
+        again.line()
+    );
 
     // An update: only the new objects.
     let tree = dir.path().join("tree-d");
     make_tree(&tree, "d");
-    run(ostree(&upstream).args(["commit", "-b", "main", "-s", "update"]).arg(format!("--tree=dir={}", tree.display())));
+    run(ostree(&upstream)
+        .args(["commit", "-b", "main", "-s", "update"])
+        .arg(format!("--tree=dir={}", tree.display())));
     run(ostree(&upstream).args(["summary", "-u"]));
     let update = run_mirror(&s, &plan, &Quiet).await;
     assert_eq!(update.failure, None, "{}", update.line());
     // 40 tools changed content, plus the setuid file and the non-ASCII one are shared.
-    assert!(update.content_fetched <= 42 && update.content_fetched >= 40, "{}", update.line());
+    assert!(
+        update.content_fetched <= 42 && update.content_fetched >= 40,
+        "{}",
+        update.line()
+    );
     let published = update.published.expect("published");
 
     // A flipped bit in a content object the next commit needs: refused, nothing published.
     let tree = dir.path().join("tree-e");
     make_tree(&tree, "e");
-    let new = run(ostree(&upstream).args(["commit", "-b", "main", "-s", "bad"]).arg(format!("--tree=dir={}", tree.display())));
+    let new = run(ostree(&upstream)
+        .args(["commit", "-b", "main", "-s", "bad"])
+        .arg(format!("--tree=dir={}", tree.display())));
     run(ostree(&upstream).args(["summary", "-u"]));
-    let commit = Commit::parse(&std::fs::read(upstream.join(ObjectName::new(Checksum::from_hex(new.trim()).unwrap(), ObjectType::Commit).path())).unwrap()).unwrap();
-    let root = DirTree::parse(&std::fs::read(upstream.join(ObjectName::new(commit.root_tree, ObjectType::DirTree).path())).unwrap()).unwrap();
+    let commit = Commit::parse(
+        &std::fs::read(upstream.join(
+            ObjectName::new(Checksum::from_hex(new.trim()).unwrap(), ObjectType::Commit).path(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let root = DirTree::parse(
+        &std::fs::read(
+            upstream.join(ObjectName::new(commit.root_tree, ObjectType::DirTree).path()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let usr = root.dirs.iter().find(|d| d.0 == "usr").unwrap().1;
-    let usr = DirTree::parse(&std::fs::read(upstream.join(ObjectName::new(usr, ObjectType::DirTree).path())).unwrap()).unwrap();
-    let bin = DirTree::parse(&std::fs::read(upstream.join(ObjectName::new(usr.dirs[0].1, ObjectType::DirTree).path())).unwrap()).unwrap();
+    let usr = DirTree::parse(
+        &std::fs::read(upstream.join(ObjectName::new(usr, ObjectType::DirTree).path())).unwrap(),
+    )
+    .unwrap();
+    let bin = DirTree::parse(
+        &std::fs::read(upstream.join(ObjectName::new(usr.dirs[0].1, ObjectType::DirTree).path()))
+            .unwrap(),
+    )
+    .unwrap();
     let victim = upstream.join(ObjectName::new(bin.files[5].1, ObjectType::File).path());
     let mut bytes = std::fs::read(&victim).unwrap();
     let last = bytes.len() - 3;
@@ -199,12 +274,24 @@ async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothin
     let failure = refused.failure.clone().expect("refused");
     assert!(failure.contains(".filez"), "{failure}");
     assert_eq!(refused.published, None);
-    assert_eq!(s.published(&repo).await.unwrap().unwrap().number, published, "the previous snapshot is still served");
+    assert_eq!(
+        s.published(&repo).await.unwrap().unwrap().number,
+        published,
+        "the previous snapshot is still served"
+    );
 
     // A truncated content object: refused too.
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
     let truncated = run_mirror(&s, &plan, &Quiet).await;
-    assert!(truncated.failure.as_deref().unwrap_or_default().contains("truncated"), "{}", truncated.line());
+    assert!(
+        truncated
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains("truncated"),
+        "{}",
+        truncated.line()
+    );
 
     // A subset of refs gets wharf's own summary, which ostree's reader accepts as ours re-encoded.
     let subset = MirrorPlan {
@@ -217,5 +304,7 @@ async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothin
     let own = Summary::parse(&served(&s, &subset.repository, "summary").await.unwrap()).unwrap();
     assert_eq!(own.refs.len(), 1);
     assert_eq!(own.refs[0].name, "os/x86_64/stable");
-    assert!(served(&s, &subset.repository, "refs/heads/main").await.is_none());
+    assert!(served(&s, &subset.repository, "refs/heads/main")
+        .await
+        .is_none());
 }

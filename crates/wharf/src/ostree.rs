@@ -44,7 +44,12 @@ pub(crate) enum OstreeCommand {
 
 /// The remotes' names, for the job catalog.
 pub(crate) fn remote_names(config: &Config) -> Vec<String> {
-    config.ostree.remotes.iter().map(|r| r.name.clone()).collect()
+    config
+        .ostree
+        .remotes
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// One `ostree-sync:<remote>` schedule per remote with a cadence.
@@ -83,14 +88,14 @@ pub(crate) fn plan(remote: &OstreeRemoteConfig) -> anyhow::Result<MirrorPlan> {
         }
         Some((remote.username.clone(), password))
     };
-    let ca_bundle = if remote.ca_bundle.as_os_str().is_empty() {
-        None
-    } else {
-        Some(
-            std::fs::read(&remote.ca_bundle)
-                .with_context(|| format!("ca_bundle: cannot read {}", remote.ca_bundle.display()))?,
-        )
-    };
+    let ca_bundle =
+        if remote.ca_bundle.as_os_str().is_empty() {
+            None
+        } else {
+            Some(std::fs::read(&remote.ca_bundle).with_context(|| {
+                format!("ca_bundle: cannot read {}", remote.ca_bundle.display())
+            })?)
+        };
     Ok(MirrorPlan {
         remote: remote.name.clone(),
         repository: RepoName::parse(&remote.repository)
@@ -170,7 +175,11 @@ struct Plain {
 
 impl MirrorObserver for Plain {
     fn fetched(&self, metadata: u64, content: u64, _bytes: u64) {
-        let n = self.objects.fetch_add(metadata + content, Ordering::Relaxed) + metadata + content;
+        let n = self
+            .objects
+            .fetch_add(metadata + content, Ordering::Relaxed)
+            + metadata
+            + content;
         if n % 500 == 0 {
             println!("  {n} objects stored");
         }
@@ -227,7 +236,11 @@ async fn run_plain(
 }
 
 /// Runs `remotes` (by name; all when empty) in turn; `false` when any failed.
-pub(crate) async fn sync(config: &Config, snapshots: &Snapshots, only: Option<&str>) -> anyhow::Result<bool> {
+pub(crate) async fn sync(
+    config: &Config,
+    snapshots: &Snapshots,
+    only: Option<&str>,
+) -> anyhow::Result<bool> {
     let interrupted = interrupt_flag();
     let mut ok = true;
     for remote in &config.ostree.remotes {
@@ -261,10 +274,12 @@ pub(crate) async fn ostree(
             refs,
             depth,
         } => {
-            let repository =
-                RepoName::parse(&repo).with_context(|| format!("--repo {repo:?}"))?;
+            let repository = RepoName::parse(&repo).with_context(|| format!("--repo {repo:?}"))?;
             if !from.join("config").is_file() {
-                bail!("--from {}: not an ostree repository (no config file)", from.display());
+                bail!(
+                    "--from {}: not an ostree repository (no config file)",
+                    from.display()
+                );
             }
             if depth < -1 {
                 bail!("--depth must be -1 (all), 0, or more");
@@ -285,11 +300,13 @@ pub(crate) async fn ostree(
                 depth,
                 concurrency: 16,
             };
-            Ok(if run_plain(config, snapshots, &plan, interrupt_flag()).await {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if run_plain(config, snapshots, &plan, interrupt_flag()).await {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
     }
 }

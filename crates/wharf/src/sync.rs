@@ -223,7 +223,13 @@ pub(crate) async fn sync(
     remote: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let snapshots = crate::snapshot::snapshots(config, &blobs, &meta);
-    let code = |ok: bool| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    let code = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    };
     match remote {
         Some(name) if config.ostree.remotes.iter().any(|r| r.name == name) => Ok(code(
             crate::ostree::sync(config, &snapshots, Some(name)).await?,

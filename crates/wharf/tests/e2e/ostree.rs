@@ -34,21 +34,35 @@ fn make_tree(dir: &Path, variant: &str, files: usize) -> Result<()> {
     std::fs::create_dir_all(dir.join("var/empty/deeper"))?;
     std::fs::create_dir_all(dir.join("données/ünïcødé"))?;
     for i in 0..files {
-        std::fs::write(dir.join(format!("usr/share/doc/file{i}.txt")), format!("doc {i}\n"))?;
+        std::fs::write(
+            dir.join(format!("usr/share/doc/file{i}.txt")),
+            format!("doc {i}\n"),
+        )?;
     }
     for i in 0..20 {
-        std::fs::write(dir.join(format!("usr/bin/tool{i}")), format!("#!/bin/sh\necho {i} {variant}\n"))?;
+        std::fs::write(
+            dir.join(format!("usr/bin/tool{i}")),
+            format!("#!/bin/sh\necho {i} {variant}\n"),
+        )?;
     }
     std::fs::write(dir.join("données/ünïcødé/fichier été.txt"), "é\n")?;
     std::os::unix::fs::symlink("usr/bin/tool1", dir.join("link"))?;
     std::os::unix::fs::symlink("/nowhere", dir.join("dangling"))?;
     std::fs::hard_link(dir.join("usr/bin/tool2"), dir.join("hardlink"))?;
     std::fs::write(dir.join("usr/bin/su"), "setuid\n")?;
-    std::fs::set_permissions(dir.join("usr/bin/su"), std::fs::Permissions::from_mode(0o4755))?;
-    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::set_permissions(
+        dir.join("usr/bin/su"),
+        std::fs::Permissions::from_mode(0o4755),
+    )?;
+    let big: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
     std::fs::write(dir.join("big.bin"), big)?;
     run(Command::new("python3")
-        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], 'user.wharf', b'yes')"])
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'user.wharf', b'yes')",
+        ])
         .arg(dir.join("usr/bin/tool3")))?;
     Ok(())
 }
@@ -65,16 +79,28 @@ fn gpg_key(dir: &Path) -> Result<Gpg> {
     std::fs::create_dir_all(&home)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
-    run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--batch", "--passphrase", "", "--quick-gen-key", "Wharf Test <ostree@wharf.test>", "rsa2048", "sign", "never"]))?;
-    let listed = run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--batch", "--with-colons", "--list-keys"]))?;
+    run(Command::new("gpg").env("GNUPGHOME", &home).args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "Wharf Test <ostree@wharf.test>",
+        "rsa2048",
+        "sign",
+        "never",
+    ]))?;
+    let listed = run(Command::new("gpg").env("GNUPGHOME", &home).args([
+        "--batch",
+        "--with-colons",
+        "--list-keys",
+    ]))?;
     let key_id = listed
         .stdout
         .lines()
-        .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_owned())
+        })
         .context("no fingerprint")?;
     let public = dir.join("key.asc");
     let exported = Command::new("gpg")
@@ -82,12 +108,23 @@ fn gpg_key(dir: &Path) -> Result<Gpg> {
         .args(["--batch", "--armor", "--export", &key_id])
         .output()?;
     std::fs::write(&public, exported.stdout)?;
-    Ok(Gpg { home, key_id, public })
+    Ok(Gpg {
+        home,
+        key_id,
+        public,
+    })
 }
 
 fn commit(repo: &Path, gpg: &Gpg, branch: &str, tree: &Path) -> Result<String> {
     let out = run(ostree(repo)
-        .args(["commit", "-b", branch, "-s", "a commit", "--add-metadata-string=version=1"])
+        .args([
+            "commit",
+            "-b",
+            branch,
+            "-s",
+            "a commit",
+            "--add-metadata-string=version=1",
+        ])
         .arg(format!("--tree=dir={}", tree.display()))
         .arg(format!("--gpg-sign={}", gpg.key_id))
         .arg(format!("--gpg-homedir={}", gpg.home.display())))?;
@@ -114,7 +151,14 @@ impl Drop for HttpServer {
 fn serve_dir(dir: &Path) -> Result<(HttpServer, String)> {
     let port = free_port()?;
     let child = Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -122,7 +166,10 @@ fn serve_dir(dir: &Path) -> Result<(HttpServer, String)> {
     let server = HttpServer(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(Instant::now() < deadline, "python3 -m http.server did not start");
+        ensure!(
+            Instant::now() < deadline,
+            "python3 -m http.server did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok((server, format!("http://127.0.0.1:{port}")))
@@ -138,7 +185,10 @@ fn summary_line(out: &str) -> Result<String> {
 
 /// The number before ` WHAT` in a summary line.
 fn count(line: &str, what: &str) -> Result<u64> {
-    let words: Vec<&str> = line.split([' ', ',', ';']).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = line
+        .split([' ', ',', ';'])
+        .filter(|w| !w.is_empty())
+        .collect();
     words
         .windows(2)
         .find(|w| w[1] == what)
@@ -153,7 +203,9 @@ fn curl_bytes(url: &str) -> Result<Vec<u8>> {
 }
 
 fn read_object(repo: &Path, checksum: Checksum, kind: ObjectType) -> Result<Vec<u8>> {
-    Ok(std::fs::read(repo.join(ObjectName::new(checksum, kind).path()))?)
+    Ok(std::fs::read(
+        repo.join(ObjectName::new(checksum, kind).path()),
+    )?)
 }
 
 #[test]
@@ -198,7 +250,12 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
         if !repo.exists() {
             run(ostree(&repo).args(["init", &format!("--mode={mode}")]))?;
             run(ostree(&repo)
-                .args(["remote", "add", "--set=gpg-verify=true", "--set=gpg-verify-summary=true"])
+                .args([
+                    "remote",
+                    "add",
+                    "--set=gpg-verify=true",
+                    "--set=gpg-verify-summary=true",
+                ])
                 .arg(format!("--gpg-import={}", gpg.public.display()))
                 .args(["wharf", &format!("{base}/")]))?;
         }
@@ -221,14 +278,19 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     let upstream_main = std::fs::read_to_string(up.join("refs/heads/main"))?;
     ensure!(std::fs::read_to_string(mirror.join("refs/heads/main"))? == upstream_main);
     let checkout = dir.join("checkout");
-    run(ostree(&bare).args(["checkout", "-U", "wharf:main"]).arg(&checkout))?;
+    run(ostree(&bare)
+        .args(["checkout", "-U", "wharf:main"])
+        .arg(&checkout))?;
     ensure!(std::fs::read_link(checkout.join("link"))? == Path::new("usr/bin/tool1"));
     ensure!(std::fs::read_to_string(checkout.join("données/ünïcødé/fichier été.txt"))? == "é\n");
     ensure!(checkout.join("var/empty/deeper").is_dir());
 
     // Nothing changed: nothing fetched.
     let again = summary_line(&run(&mut wharf_cli(&server, &["sync", "up"]))?.stdout)?;
-    ensure!(count(&again, "metadata")? == 0 && count(&again, "content")? == 0, "{again}");
+    ensure!(
+        count(&again, "metadata")? == 0 && count(&again, "content")? == 0,
+        "{again}"
+    );
 
     // An update: only the new objects (20 changed tools), then the clients pull it.
     let tree = dir.join("tree-update");
@@ -237,7 +299,10 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     summary_update(&up, &gpg)?;
     let update = summary_line(&run(&mut wharf_cli(&server, &["sync", "up"]))?.stdout)?;
     let fetched = count(&update, "content")?;
-    ensure!((20..=22).contains(&fetched), "only the changed files are fetched: {update}");
+    ensure!(
+        (20..=22).contains(&fetched),
+        "only the changed files are fetched: {update}"
+    );
     pull("bare-user", "client-bare", false)?;
     ensure!(std::fs::read_to_string(bare.join("refs/remotes/wharf/main"))?.trim() == new);
     let served_summary = curl_bytes(&format!("{base}/summary"))?;
@@ -247,10 +312,23 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     make_tree(&tree, "bad", 200)?;
     let bad = commit(&up, &gpg, "main", &tree)?;
     summary_update(&up, &gpg)?;
-    let root = Commit::parse(&read_object(&up, Checksum::from_hex(&bad)?, ObjectType::Commit)?)?.root_tree;
+    let root = Commit::parse(&read_object(
+        &up,
+        Checksum::from_hex(&bad)?,
+        ObjectType::Commit,
+    )?)?
+    .root_tree;
     let root = DirTree::parse(&read_object(&up, root, ObjectType::DirTree)?)?;
-    let usr = DirTree::parse(&read_object(&up, root.dirs.iter().find(|d| d.0 == "usr").context("usr")?.1, ObjectType::DirTree)?)?;
-    let bin_dir = DirTree::parse(&read_object(&up, usr.dirs.iter().find(|d| d.0 == "bin").context("bin")?.1, ObjectType::DirTree)?)?;
+    let usr = DirTree::parse(&read_object(
+        &up,
+        root.dirs.iter().find(|d| d.0 == "usr").context("usr")?.1,
+        ObjectType::DirTree,
+    )?)?;
+    let bin_dir = DirTree::parse(&read_object(
+        &up,
+        usr.dirs.iter().find(|d| d.0 == "bin").context("bin")?.1,
+        ObjectType::DirTree,
+    )?)?;
     let victim = up.join(ObjectName::new(bin_dir.files[4].1, ObjectType::File).path());
     let good = std::fs::read(&victim)?;
     let mut flipped = good.clone();
@@ -258,8 +336,14 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     flipped[at] ^= 0x01;
     std::fs::write(&victim, &flipped)?;
     let refused = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
-    ensure!(refused.stdout.contains("nothing published") && refused.stdout.contains(".filez"), "{refused}");
-    ensure!(curl_bytes(&format!("{base}/summary"))? == served_summary, "the previous snapshot is still served");
+    ensure!(
+        refused.stdout.contains("nothing published") && refused.stdout.contains(".filez"),
+        "{refused}"
+    );
+    ensure!(
+        curl_bytes(&format!("{base}/summary"))? == served_summary,
+        "the previous snapshot is still served"
+    );
 
     // A truncated content object: refused too.
     std::fs::write(&victim, &good[..good.len() / 2])?;
@@ -270,11 +354,17 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     // A summary listing a ref named `../x`: refused before anything is fetched.
     let mut evil = Summary::parse(&std::fs::read(up.join("summary"))?)?;
     let first_ref = evil.refs[0].clone();
-    evil.refs.push(SummaryRef { name: "../x".into(), ..first_ref });
+    evil.refs.push(SummaryRef {
+        name: "../x".into(),
+        ..first_ref
+    });
     std::fs::write(up.join("summary"), evil.encode())?;
     std::fs::remove_file(up.join("summary.sig"))?;
     let evil_run = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
-    ensure!(evil_run.stdout.contains("\"../x\" is not a valid ref name"), "{evil_run}");
+    ensure!(
+        evil_run.stdout.contains("\"../x\" is not a valid ref name"),
+        "{evil_run}"
+    );
     ensure!(curl_bytes(&format!("{base}/summary"))? == served_summary);
     pull("bare-user", "client-bare", false)?;
     Ok(())
