@@ -180,7 +180,7 @@ impl MirrorObserver for Plain {
             .fetch_add(metadata + content, Ordering::Relaxed)
             + metadata
             + content;
-        if n % 500 == 0 {
+        if n.is_multiple_of(500) {
             println!("  {n} objects stored");
         }
     }
