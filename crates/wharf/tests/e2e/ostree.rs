@@ -369,5 +369,18 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     );
     ensure!(curl_bytes(&format!("{base}/summary"))? == served_summary);
     pull("bare-user", "client-bare", false)?;
+
+    // `wharf ostree import` takes a local repository through the same checks.
+    let from = up.display().to_string();
+    let imported = run(&mut wharf_cli(
+        &server,
+        &["ostree", "import", "--repo", "os/imported", "--from", &from],
+    ))?;
+    ensure!(imported.stdout.contains("published"), "{imported}");
+    let served_main = curl_bytes(&format!(
+        "{}/ostree/os/imported/refs/heads/main",
+        server.url()
+    ))?;
+    ensure!(served_main == std::fs::read(up.join("refs/heads/main"))?);
     Ok(())
 }
