@@ -10,6 +10,7 @@
 
 mod files;
 mod mirror;
+mod ostree;
 mod reference;
 mod rpm;
 mod skopeo;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use files::{LookasideConfig, DEFAULT_LOOKASIDE_MAX_UPLOAD_BYTES};
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
+pub use ostree::{OstreeConfig, OstreeRemoteConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 pub use rpm::{RpmConfig, RpmPolicy, RpmRemoteConfig};
 pub use skopeo::skopeo_remote_name;
@@ -77,6 +79,8 @@ pub struct Config {
     pub rpm: RpmConfig,
     /// dist-git's source cache at `/lookaside`.
     pub lookaside: LookasideConfig,
+    /// OSTree repositories mirrored from upstreams.
+    pub ostree: OstreeConfig,
     /// Snapshots of OSTree, RPM and file repositories.
     pub publish: PublishConfig,
 }
@@ -635,11 +639,19 @@ impl Config {
             }
         }
         self.mirror.validate(&mut problems);
-        let other_remotes: Vec<&str> = self
+        // Remote names are one namespace across kinds (`wharf sync NAME`, job keys):
+        // OSTree remotes are checked against OCI ones, RPM remotes against both.
+        let mirror_names: Vec<&str> = self
             .mirror
             .remotes
             .iter()
             .map(|r| r.name.as_str())
+            .collect();
+        self.ostree.validate(&mirror_names, &mut problems);
+        let other_remotes: Vec<&str> = mirror_names
+            .iter()
+            .copied()
+            .chain(self.ostree.remotes.iter().map(|r| r.name.as_str()))
             .collect();
         self.rpm.validate(&other_remotes, &mut problems);
         self.lookaside.validate(&mut problems);

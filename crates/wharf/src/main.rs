@@ -10,6 +10,7 @@ mod bundle;
 mod client_config;
 mod files;
 mod jobs;
+mod ostree;
 mod pull_through;
 mod repo;
 mod rpm;
@@ -148,6 +149,13 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: jobs::JobsCommand,
+    },
+    /// OSTree repositories: `wharf ostree import --repo R --from PATH`.
+    Ostree {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: ostree::OstreeCommand,
     },
     /// List, inspect, publish (roll back) and prune the snapshots of OSTree,
     /// RPM and file repositories.
@@ -462,6 +470,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _log = init_logging(&loaded.config);
             let (blobs, meta) = open_existing_stores(&loaded).await?;
             let res = sync::sync(&loaded.config, blobs, meta.clone(), remote.as_deref()).await;
+            meta.close().await;
+            res
+        }
+        Command::Ostree { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            let _log = init_logging(&loaded.config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = ostree::ostree(&loaded.config, &snapshots, cmd).await;
             meta.close().await;
             res
         }

@@ -127,6 +127,13 @@ pub(crate) async fn serve(
                 config: Arc::new(config.clone()),
                 snapshots: snapshots.clone(),
             }),
+        )
+        .with(
+            "ostree-sync",
+            Arc::new(crate::ostree::OstreeSyncJobHandler {
+                config: Arc::new(config.clone()),
+                snapshots: snapshots.clone(),
+            }),
         );
     warn_loose_modes(&config);
     // Background work — the scheduler, certificate reloads, audit writes of

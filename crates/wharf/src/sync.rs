@@ -52,6 +52,7 @@ pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
                 .collect(),
         )
         .with(crate::rpm::JOB_KIND, crate::rpm::remote_names(config))
+        .with("ostree-sync", crate::ostree::remote_names(config))
 }
 
 /// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition,
@@ -77,6 +78,7 @@ fn oci_schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
                 jitter: Duration::from_secs(r.jitter_secs),
             })
         })
+        .chain(crate::ostree::schedules(config))
         .collect()
 }
 
@@ -240,44 +242,53 @@ impl SyncObserver for JobObserver<'_> {
     }
 }
 
-/// `wharf sync [REMOTE]`: runs every sync definition of `remote` (or of every
-/// remote), or the rpm remote of that name (or, with no name, every rpm remote
-/// after the OCI ones).
+/// `wharf sync [REMOTE]`: runs `remote` (or every remote) of any kind; each
+/// format's remotes run through their own crate (names are unique across kinds).
 pub(crate) async fn sync(
     config: &Config,
     blobs: Arc<BlobStore>,
     meta: Meta,
     remote: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let snapshots = || crate::snapshot::snapshots(config, &blobs, &meta);
-    if let Some(name) = remote {
-        if let Some(r) = config.rpm.remotes.iter().find(|r| r.name == name) {
-            let ok = crate::rpm::sync_foreground(config, &snapshots(), r).await;
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-    } else if !config.rpm.remotes.is_empty() {
-        let mut ok = true;
-        if !remotes_with_sync(config).is_empty() {
-            let code = sync_oci(config, blobs.clone(), meta.clone(), None).await?;
-            ok = code == ExitCode::SUCCESS;
-        }
-        let snapshots = snapshots();
-        for r in &config.rpm.remotes {
-            ok &= crate::rpm::sync_foreground(config, &snapshots, r).await;
-        }
-        return Ok(if ok {
+    let snapshots = crate::snapshot::snapshots(config, &blobs, &meta);
+    let code = |ok: bool| {
+        if ok {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
-        });
+        }
+    };
+    if let Some(name) = remote {
+        if config.ostree.remotes.iter().any(|r| r.name == name) {
+            return Ok(code(
+                crate::ostree::sync(config, &snapshots, Some(name)).await?,
+            ));
+        }
+        if let Some(r) = config.rpm.remotes.iter().find(|r| r.name == name) {
+            return Ok(code(
+                crate::rpm::sync_foreground(config, &snapshots, r).await,
+            ));
+        }
+        return sync_oci(config, blobs, meta, remote).await;
     }
-    sync_oci(config, blobs, meta, remote).await
+    let tree_remotes = !config.ostree.remotes.is_empty() || !config.rpm.remotes.is_empty();
+    if !tree_remotes {
+        return sync_oci(config, blobs, meta, None).await;
+    }
+    let mut ok = true;
+    if !remotes_with_sync(config).is_empty() {
+        ok &= sync_oci(config, blobs.clone(), meta.clone(), None).await? == ExitCode::SUCCESS;
+    }
+    if !config.ostree.remotes.is_empty() {
+        ok &= crate::ostree::sync(config, &snapshots, None).await?;
+    }
+    for r in &config.rpm.remotes {
+        ok &= crate::rpm::sync_foreground(config, &snapshots, r).await;
+    }
+    Ok(code(ok))
 }
 
+/// Runs every sync definition of `remote` (or of every OCI remote).
 async fn sync_oci(
     config: &Config,
     blobs: Arc<BlobStore>,
@@ -288,7 +299,7 @@ async fn sync_oci(
         Some(name) => match config.mirror.remotes.iter().find(|r| r.name == name) {
             Some(r) => vec![r],
             None => bail!(
-                "no [[mirror.remotes]] or [[rpm.remotes]] is named {name:?} (configured: {})",
+                "no [[mirror.remotes]], [[ostree.remotes]] or [[rpm.remotes]] is named {name:?} (configured: {})",
                 names_of(config)
             ),
         },
@@ -465,6 +476,7 @@ fn names_of(config: &Config) -> String {
         .iter()
         .map(|r| r.name.as_str())
         .chain(config.rpm.remotes.iter().map(|r| r.name.as_str()))
+        .chain(config.ostree.remotes.iter().map(|r| r.name.as_str()))
         .collect();
     if names.is_empty() {
         return "none".to_owned();

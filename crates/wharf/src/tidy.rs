@@ -87,6 +87,11 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
         "wharf-files",
         &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
     ),
+    // A tree format: OSTree's objects, verified, into snapshots.
+    (
+        "wharf-ostree",
+        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+    ),
     (
         "wharf-http",
         &[

@@ -52,6 +52,8 @@ mod mirror;
 mod operator;
 #[path = "e2e/oras.rs"]
 mod oras;
+#[path = "e2e/ostree.rs"]
+mod ostree;
 #[path = "e2e/persistence.rs"]
 mod persistence;
 #[path = "e2e/podman.rs"]

@@ -1,0 +1,188 @@
+//! `[ostree]`: upstream OSTree repositories mirrored into Wharf's own
+//! (`[[ostree.remotes]]`), with their validation. Kept in its own module so
+//! the OSTree keys grow without touching the other formats' sections.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[ostree]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OstreeConfig {
+    /// Upstream repositories to mirror.
+    pub remotes: Vec<OstreeRemoteConfig>,
+}
+
+/// One `[[ostree.remotes]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OstreeRemoteConfig {
+    /// Name used by `wharf sync REMOTE` and the `ostree-sync:REMOTE` job.
+    pub name: String,
+    /// `https://HOST[:PORT]/PATH` of the repository's top (`http://` with
+    /// `insecure_http`), or a local archive repository's directory.
+    pub url: String,
+    /// The local repository (kind `ostree`) it fills.
+    pub repository: String,
+    /// Refs to take: names or glob patterns (`*`, `?`); empty: every ref.
+    #[serde(default)]
+    pub refs: Vec<String>,
+    /// Parent commits taken per ref: 0 the ref's commit only, -1 all.
+    #[serde(default)]
+    pub depth: i64,
+    /// Permit a plain-HTTP `url`.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// User name for the upstream; empty: anonymous.
+    #[serde(default)]
+    pub username: String,
+    /// File holding the upstream password.
+    #[serde(default)]
+    pub password_file: PathBuf,
+    /// PEM bundle of CAs trusted for the upstream instead of the system roots.
+    #[serde(default)]
+    pub ca_bundle: PathBuf,
+    /// Objects fetched at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Seconds between scheduled syncs; 0: none (unless `schedule`).
+    #[serde(default)]
+    pub interval_secs: u64,
+    /// A cron expression (UTC) instead of `interval_secs`; empty: none.
+    #[serde(default)]
+    pub schedule: String,
+    /// Up to this many seconds of random delay added to each scheduled sync.
+    #[serde(default = "default_jitter")]
+    pub jitter_secs: u64,
+}
+
+fn default_concurrency() -> u32 {
+    16
+}
+
+fn default_jitter() -> u64 {
+    60
+}
+
+impl OstreeRemoteConfig {
+    /// Whether `url` names a local directory rather than an HTTP(S) upstream.
+    pub fn is_local(&self) -> bool {
+        !self.url.contains("://")
+    }
+}
+
+impl OstreeConfig {
+    /// Pushes every problem, with its TOML path, onto `problems`; `taken`
+    /// holds the remote names other sections already use.
+    pub fn validate(&self, taken: &[&str], problems: &mut Vec<String>) {
+        let mut names: Vec<&str> = Vec::new();
+        for (i, r) in self.remotes.iter().enumerate() {
+            let at = format!("ostree.remotes[{i}]");
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                problems.push(format!(
+                    "{at}.name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                    r.name
+                ));
+            }
+            if names.contains(&r.name.as_str()) || taken.contains(&r.name.as_str()) {
+                problems.push(format!(
+                    "{at}.name: {:?} is already a remote's name (names are unique across every kind)",
+                    r.name
+                ));
+            }
+            names.push(&r.name);
+            if r.url.is_empty() {
+                problems.push(format!(
+                    "{at}.url: must be an http(s):// URL or a local path"
+                ));
+            } else if let Some(rest) = r.url.strip_prefix("http://") {
+                if !r.insecure_http {
+                    problems.push(format!(
+                        "{at}.url: {:?} is plain HTTP, which sends credentials and content \
+                         unprotected; use https:// or set insecure_http = true",
+                        r.url
+                    ));
+                }
+                if rest.is_empty() {
+                    problems.push(format!("{at}.url: {:?} names no host", r.url));
+                }
+            } else if r.url.contains("://") && !r.url.starts_with("https://") {
+                problems.push(format!(
+                    "{at}.url: {:?} is neither http(s):// nor a local path",
+                    r.url
+                ));
+            }
+            if let Err(e) = wharf_core::RepoName::parse(&r.repository) {
+                problems.push(format!("{at}.repository: {:?}: {e}", r.repository));
+            }
+            if r.username.is_empty() != r.password_file.as_os_str().is_empty() {
+                problems.push(format!(
+                    "{at}: username and password_file go together (both or neither)"
+                ));
+            }
+            if r.depth < -1 {
+                problems.push(format!("{at}.depth: must be -1 (all), 0, or more"));
+            }
+            if r.concurrency == 0 || r.concurrency > 256 {
+                problems.push(format!("{at}.concurrency: must be between 1 and 256"));
+            }
+            for (j, pattern) in r.refs.iter().enumerate() {
+                if pattern.is_empty() || pattern.contains("..") || pattern.starts_with('/') {
+                    problems.push(format!(
+                        "{at}.refs[{j}]: {pattern:?} is not a ref name or pattern"
+                    ));
+                }
+            }
+            problems.extend(super::schedule_problem(
+                &format!("{at}.schedule"),
+                &r.schedule,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    #[test]
+    fn remotes_are_validated() {
+        let cfg = Config::parse(
+            "[[mirror.remotes]]\nname = \"up\"\nurl = \"https://r.example\"\n\
+             [[ostree.remotes]]\nname = \"up\"\nurl = \"http://o.example/repo\"\nrepository = \"Bad\"\n\
+             depth = -2\nconcurrency = 0\nschedule = \"nope\"\nrefs = [\"../x\"]\nusername = \"u\"\n\
+             [[ostree.remotes]]\nname = \"fine\"\nurl = \"/srv/ostree/repo\"\nrepository = \"os/fedora\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for expected in [
+            "ostree.remotes[0].name: \"up\" is already a remote's name",
+            "ostree.remotes[0].url: \"http://o.example/repo\" is plain HTTP",
+            "ostree.remotes[0].repository",
+            "ostree.remotes[0].depth",
+            "ostree.remotes[0].concurrency",
+            "ostree.remotes[0].schedule",
+            "ostree.remotes[0].refs[0]",
+            "ostree.remotes[0]: username and password_file",
+        ] {
+            assert!(err.contains(expected), "{expected:?} not in {err}");
+        }
+        assert!(!err.contains("ostree.remotes[1]"), "{err}");
+        let ok = Config::parse(
+            "[[ostree.remotes]]\nname = \"fedora\"\nurl = \"https://o.example/repo\"\nrepository = \"os/fedora\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.ostree.remotes[0].concurrency, 16);
+        assert_eq!(ok.ostree.remotes[0].depth, 0);
+        assert!(!ok.ostree.remotes[0].is_local());
+    }
+}

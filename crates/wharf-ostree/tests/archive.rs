@@ -1,0 +1,312 @@
+//! The object model against repositories made by the stock `ostree` CLI, and
+//! mirroring one from a local path into a snapshot: every object ostree wrote
+//! verifies, the summary reads back as normal form, and bad upstream input is
+//! refused with nothing published.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use wharf_core::{RepoName, TreePath};
+use wharf_ostree::object::{verify_filez, verify_metadata, Commit, DirTree};
+use wharf_ostree::summary::Summary;
+use wharf_ostree::{
+    run_mirror, Checksum, MirrorObserver, MirrorPlan, ObjectName, ObjectType, RefSelection,
+    UpstreamSettings,
+};
+use wharf_snapshot::Snapshots;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the tool is installed");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ostree(repo: &Path) -> Command {
+    let mut c = Command::new("ostree");
+    c.arg(format!("--repo={}", repo.display()));
+    c
+}
+
+/// A tree with the awkward cases: symlinks, a hardlink, xattrs, setuid, empty
+/// dirs, non-ASCII names, and a larger file.
+fn make_tree(dir: &Path, variant: &str) {
+    std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(dir.join("empty/deeper")).unwrap();
+    std::fs::create_dir_all(dir.join("données/ünïcødé")).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            dir.join(format!("usr/bin/tool{i}")),
+            format!("#!/bin/sh\necho {i} {variant}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("données/ünïcødé/fichier été.txt"), "é\n").unwrap();
+    std::os::unix::fs::symlink("usr/bin/tool1", dir.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", dir.join("dangling")).unwrap();
+    std::fs::hard_link(dir.join("usr/bin/tool2"), dir.join("hardlink")).unwrap();
+    let setuid = dir.join("usr/bin/su");
+    std::fs::write(&setuid, "setuid\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("big.bin"), big).unwrap();
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'user.wharf', b'yes')",
+        ])
+        .arg(dir.join("usr/bin/tool3")));
+}
+
+fn make_repo(root: &Path) -> PathBuf {
+    let repo = root.join("upstream");
+    run(ostree(&repo).args(["init", "--mode=archive"]));
+    for (branch, variant) in [("main", "a"), ("main", "b"), ("os/x86_64/stable", "c")] {
+        let tree = root.join(format!("tree-{variant}"));
+        make_tree(&tree, variant);
+        run(ostree(&repo)
+            .args([
+                "commit",
+                "-b",
+                branch,
+                "-s",
+                "a commit",
+                "--add-metadata-string=version=1.0",
+            ])
+            .arg(format!("--tree=dir={}", tree.display())));
+    }
+    run(ostree(&repo).args(["summary", "-u"]));
+    repo
+}
+
+fn walk(repo: &Path, tree: Checksum, seen: &mut Vec<ObjectName>) {
+    let name = ObjectName::new(tree, ObjectType::DirTree);
+    let bytes = std::fs::read(repo.join(name.path())).unwrap();
+    verify_metadata(&name, &bytes).unwrap();
+    seen.push(name);
+    let t = DirTree::parse(&bytes).unwrap();
+    for (_, c) in &t.files {
+        let n = ObjectName::new(*c, ObjectType::File);
+        let bytes = std::fs::read(repo.join(n.path())).unwrap();
+        verify_filez(c, &bytes).unwrap_or_else(|e| panic!("{n}: {e}"));
+        seen.push(n);
+    }
+    for (_, sub, meta) in &t.dirs {
+        let n = ObjectName::new(*meta, ObjectType::DirMeta);
+        verify_metadata(&n, &std::fs::read(repo.join(n.path())).unwrap()).unwrap();
+        walk(repo, *sub, seen);
+    }
+}
+
+#[test]
+fn every_object_ostree_writes_verifies_and_its_summary_is_normal_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let summary_bytes = std::fs::read(repo.join("summary")).unwrap();
+    let summary = Summary::parse(&summary_bytes).unwrap();
+    assert_eq!(
+        summary.encode(),
+        summary_bytes,
+        "our encoding of ostree's summary is byte-identical"
+    );
+    let names: Vec<&str> = summary.refs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["main", "os/x86_64/stable"]);
+    let mut seen = Vec::new();
+    for r in &summary.refs {
+        let name = ObjectName::new(r.checksum, ObjectType::Commit);
+        let bytes = std::fs::read(repo.join(name.path())).unwrap();
+        assert_eq!(r.commit_size, bytes.len() as u64);
+        verify_metadata(&name, &bytes).unwrap();
+        let commit = Commit::parse(&bytes).unwrap();
+        assert_eq!(commit.encode(), bytes);
+        assert_eq!(commit.subject, "a commit");
+        walk(&repo, commit.root_tree, &mut seen);
+    }
+    assert!(seen.len() > 80, "walked {} objects", seen.len());
+    // A flipped bit anywhere in a content object or a dirtree is caught.
+    let filez = seen.iter().find(|n| n.kind == ObjectType::File).unwrap();
+    let bytes = std::fs::read(repo.join(filez.path())).unwrap();
+    // Except in the last byte, whose high bits pad the final deflate block and carry no content.
+    for i in (0..bytes.len() - 1).step_by(7) {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x04;
+        assert!(
+            verify_filez(&filez.checksum, &bad).is_err(),
+            "bit flipped at {i} of {} passed",
+            bytes.len()
+        );
+    }
+}
+
+struct Quiet;
+impl MirrorObserver for Quiet {}
+
+async fn snapshots(dir: &Path) -> Snapshots {
+    let meta = wharf_meta::Meta::connect(&format!("sqlite:{}", dir.join("meta.db").display()))
+        .await
+        .unwrap();
+    let blobs = wharf_blob::fs::open(dir.join("blobs")).await.unwrap();
+    Snapshots::new(meta, Arc::new(blobs))
+}
+
+async fn served(s: &Snapshots, repo: &RepoName, p: &str) -> Option<Vec<u8>> {
+    let entry = s.resolve(repo, &TreePath::new(p).unwrap()).await.unwrap()?;
+    let chunks: Vec<Bytes> = s
+        .open(&entry.entry, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    Some(chunks.concat())
+}
+
+#[tokio::test]
+async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = make_repo(dir.path());
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/mirror").unwrap();
+    let plan = MirrorPlan {
+        remote: "local".into(),
+        repository: repo.clone(),
+        upstream: UpstreamSettings {
+            url: upstream.display().to_string(),
+            concurrency: 8,
+            ..UpstreamSettings::default()
+        },
+        refs: RefSelection::All,
+        depth: -1,
+        concurrency: 8,
+    };
+    let first = run_mirror(&s, &plan, &Quiet).await;
+    assert_eq!(first.failure, None, "{}", first.line());
+    assert!(
+        first.content_fetched > 40 && first.metadata_fetched > 8,
+        "{}",
+        first.line()
+    );
+    assert_eq!(
+        served(&s, &repo, "summary").await.unwrap(),
+        std::fs::read(upstream.join("summary")).unwrap(),
+        "all refs taken: the summary is copied byte for byte"
+    );
+    let main = std::fs::read_to_string(upstream.join("refs/heads/main")).unwrap();
+    assert_eq!(
+        served(&s, &repo, "refs/heads/main").await.unwrap(),
+        main.as_bytes()
+    );
+
+    // Nothing changed upstream: nothing fetched, nothing published.
+    let again = run_mirror(&s, &plan, &Quiet).await;
+    assert_eq!(
+        (
+            again.metadata_fetched,
+            again.content_fetched,
+            again.published
+        ),
+        (0, 0, None),
+        "{}",
+        again.line()
+    );
+
+    // An update: only the new objects.
+    let tree = dir.path().join("tree-d");
+    make_tree(&tree, "d");
+    run(ostree(&upstream)
+        .args(["commit", "-b", "main", "-s", "update"])
+        .arg(format!("--tree=dir={}", tree.display())));
+    run(ostree(&upstream).args(["summary", "-u"]));
+    let update = run_mirror(&s, &plan, &Quiet).await;
+    assert_eq!(update.failure, None, "{}", update.line());
+    // 40 tools changed content, plus the setuid file and the non-ASCII one are shared.
+    assert!(
+        update.content_fetched <= 42 && update.content_fetched >= 40,
+        "{}",
+        update.line()
+    );
+    let published = update.published.expect("published");
+
+    // A flipped bit in a content object the next commit needs: refused, nothing published.
+    let tree = dir.path().join("tree-e");
+    make_tree(&tree, "e");
+    let new = run(ostree(&upstream)
+        .args(["commit", "-b", "main", "-s", "bad"])
+        .arg(format!("--tree=dir={}", tree.display())));
+    run(ostree(&upstream).args(["summary", "-u"]));
+    let commit = Commit::parse(
+        &std::fs::read(upstream.join(
+            ObjectName::new(Checksum::from_hex(new.trim()).unwrap(), ObjectType::Commit).path(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let root = DirTree::parse(
+        &std::fs::read(
+            upstream.join(ObjectName::new(commit.root_tree, ObjectType::DirTree).path()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let usr = root.dirs.iter().find(|d| d.0 == "usr").unwrap().1;
+    let usr = DirTree::parse(
+        &std::fs::read(upstream.join(ObjectName::new(usr, ObjectType::DirTree).path())).unwrap(),
+    )
+    .unwrap();
+    let bin = DirTree::parse(
+        &std::fs::read(upstream.join(ObjectName::new(usr.dirs[0].1, ObjectType::DirTree).path()))
+            .unwrap(),
+    )
+    .unwrap();
+    let victim = upstream.join(ObjectName::new(bin.files[5].1, ObjectType::File).path());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&victim, &bytes).unwrap();
+    let refused = run_mirror(&s, &plan, &Quiet).await;
+    let failure = refused.failure.clone().expect("refused");
+    assert!(failure.contains(".filez"), "{failure}");
+    assert_eq!(refused.published, None);
+    assert_eq!(
+        s.published(&repo).await.unwrap().unwrap().number,
+        published,
+        "the previous snapshot is still served"
+    );
+
+    // A truncated content object: refused too.
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let truncated = run_mirror(&s, &plan, &Quiet).await;
+    assert!(
+        truncated
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains("truncated"),
+        "{}",
+        truncated.line()
+    );
+
+    // A subset of refs gets wharf's own summary, which ostree's reader accepts as ours re-encoded.
+    let subset = MirrorPlan {
+        refs: RefSelection::Patterns(vec!["os/*".into()]),
+        repository: RepoName::parse("os/subset").unwrap(),
+        ..plan.clone()
+    };
+    let sub = run_mirror(&s, &subset, &Quiet).await;
+    assert_eq!(sub.failure, None, "{}", sub.line());
+    let own = Summary::parse(&served(&s, &subset.repository, "summary").await.unwrap()).unwrap();
+    assert_eq!(own.refs.len(), 1);
+    assert_eq!(own.refs[0].name, "os/x86_64/stable");
+    assert!(served(&s, &subset.repository, "refs/heads/main")
+        .await
+        .is_none());
+}
