@@ -83,20 +83,6 @@ pub trait StagingWriter: Send + 'static {
     /// more is written through this writer.
     async fn write_part(&mut self, part: Bytes) -> io::Result<()>;
 
-    /// Appends one part from a blocking thread: the generic layer's writer
-    /// thread, which lives while an upload's bytes flow, calls this for every
-    /// part so that a backend whose writes are blocking system calls (the
-    /// filesystem) makes them in place instead of handing each part to yet
-    /// another thread. The default drives [`write_part`](Self::write_part) on
-    /// the runtime, which suits a backend whose writes are network requests.
-    fn write_part_blocking(
-        &mut self,
-        runtime: &tokio::runtime::Handle,
-        part: Bytes,
-    ) -> io::Result<()> {
-        runtime.block_on(self.write_part(part))
-    }
-
     /// Makes every part written so far durable: after this returns they
     /// survive a crash. Called even when the body failed, so that what did
     /// arrive stays.

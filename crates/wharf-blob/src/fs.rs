@@ -175,8 +175,8 @@ async fn stream_path(path: PathBuf, offset: u64, len: Option<u64>) -> io::Result
     Ok(stream::file_stream(file, offset, len, STREAM_CHUNK))
 }
 
-/// Appends to a staging file: from the store's writer thread while bytes flow
-/// (`write_part_blocking`), or one short blocking job per part.
+/// Appends to a staging file, one short blocking job per part, so no thread is
+/// held while the client sends nothing.
 struct FsStagingWriter {
     file: Option<std::fs::File>,
 }
@@ -197,23 +197,6 @@ impl StagingWriter for FsStagingWriter {
         res?;
         self.file = Some(file);
         Ok(())
-    }
-
-    fn write_part_blocking(
-        &mut self,
-        _runtime: &tokio::runtime::Handle,
-        part: Bytes,
-    ) -> io::Result<()> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("staging file lost to an earlier failure"))?;
-        let res = file.write_all(&part);
-        if res.is_err() {
-            // As in `write_part`: nothing more is written after a failure.
-            self.file = None;
-        }
-        res
     }
 
     async fn finish(self: Box<Self>) -> io::Result<()> {
