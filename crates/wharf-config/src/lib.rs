@@ -10,6 +10,7 @@
 
 mod mirror;
 mod reference;
+mod retention;
 mod skopeo;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
+pub use retention::{QuotaConfig, RetentionConfig, RetentionRuleConfig};
 pub use skopeo::skopeo_remote_name;
 
 /// Why a configuration was refused.
@@ -69,6 +71,10 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Upstream registries and what to copy from them.
     pub mirror: MirrorConfig,
+    /// Which OCI tags and untagged manifests are deleted, and when.
+    pub retention: RetentionConfig,
+    /// Byte limits per namespace of OCI repositories, as `[[quota]]`.
+    pub quota: Vec<QuotaConfig>,
 }
 
 /// `[tls]`
@@ -606,6 +612,8 @@ impl Config {
             }
         }
         self.mirror.validate(&mut problems);
+        self.retention.validate(&mut problems);
+        retention::validate_quotas(&self.quota, &mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {
@@ -736,7 +744,16 @@ mod tests {
     fn docs_name_only_keys_that_exist() {
         // Backticked dotted names under a known section, e.g. `server.listen`.
         let sections = [
-            "server", "storage", "database", "oci", "gc", "check", "log", "auth", "tls",
+            "server",
+            "storage",
+            "database",
+            "oci",
+            "gc",
+            "check",
+            "log",
+            "auth",
+            "tls",
+            "retention",
         ];
         let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guide.md");
         let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");

@@ -7,6 +7,7 @@
 mod authority;
 mod cron;
 mod digest;
+pub mod glob;
 mod kind;
 mod name;
 mod selection;
@@ -16,6 +17,7 @@ pub mod time;
 pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use glob::RepoPattern;
 pub use kind::{RepositoryKind, UnknownKind};
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use selection::{lenient_version, Platform, SelectionSyntaxError, SemverRange};

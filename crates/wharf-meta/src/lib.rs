@@ -21,6 +21,7 @@ mod migrations;
 mod oci;
 mod refs;
 mod repos;
+mod retention;
 mod uploads;
 
 use std::str::FromStr;
@@ -42,6 +43,7 @@ pub use jobs::{
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 pub use refs::RefOwner;
 pub use repos::RepositoryRecord;
+pub use retention::{ManifestAge, TagPush};
 
 /// What went wrong in the metadata layer.
 #[derive(Debug, thiserror::Error)]

@@ -13,8 +13,12 @@
 mod error;
 mod manifest;
 pub mod media;
+pub mod quota;
 mod registry;
+pub mod retention;
 
 pub use error::OciError;
 pub use manifest::{parse_manifest, tag_params, ParsedManifest, MAX_TAG_PARAMS};
+pub use quota::{QuotaRule, Quotas};
 pub use registry::{BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits};
+pub use retention::{RepositoryPlan, RetentionPlan, RetentionPolicy, RetentionRule};

@@ -111,14 +111,23 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
-    let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
-    let handlers = wharf_jobs::Handlers::new().with(
-        "sync",
-        Arc::new(crate::sync::SyncJobHandler {
-            config: Arc::new(config.clone()),
-            registry: registry.clone(),
-        }),
-    );
+    let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone())
+        .with_quotas(crate::retention::quotas(&config)?);
+    let handlers = wharf_jobs::Handlers::new()
+        .with(
+            "sync",
+            Arc::new(crate::sync::SyncJobHandler {
+                config: Arc::new(config.clone()),
+                registry: registry.clone(),
+            }),
+        )
+        .with(
+            "retention",
+            Arc::new(crate::retention::RetentionJobHandler {
+                config: Arc::new(config.clone()),
+                registry: registry.clone(),
+            }),
+        );
     warn_loose_modes(&config);
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
@@ -448,6 +457,7 @@ fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
         check.jitter_secs,
     );
     schedules.extend(crate::sync::schedules(config));
+    schedules.extend(crate::retention::schedule(config));
     schedules
 }
 

@@ -41,15 +41,18 @@ fn remotes_with_sync(config: &Config) -> Vec<&RemoteConfig> {
         .collect()
 }
 
-/// The jobs `wharf jobs run` and the API accept: the built-in ones and `sync:<remote>`.
+/// The jobs `wharf jobs run` and the API accept: the built-in ones, `sync:<remote>`
+/// and `retention:oci`.
 pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
-    JobCatalog::new().with(
-        "sync",
-        remotes_with_sync(config)
-            .iter()
-            .map(|r| r.name.clone())
-            .collect(),
-    )
+    JobCatalog::new()
+        .with(
+            "sync",
+            remotes_with_sync(config)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+        )
+        .with("retention", crate::retention::job_targets(config))
 }
 
 /// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition.

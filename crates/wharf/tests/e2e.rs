@@ -58,6 +58,8 @@ mod pull_through;
 mod raw_server;
 #[path = "e2e/repos.rs"]
 mod repos;
+#[path = "e2e/retention.rs"]
+mod retention;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
 #[path = "e2e/signin.rs"]
