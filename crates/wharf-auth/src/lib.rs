@@ -2,7 +2,8 @@
 //!
 //! - [`secret`]: password hashing (argon2id; bcrypt accepted for imported
 //!   htpasswd users), random secrets, and the one constant-time comparison.
-//! - [`glob`]: repository-name patterns of grants.
+//! - [`glob`]: repository-name patterns of grants (the one grammar, kept in
+//!   wharf-core and re-exported here).
 //! - [`access`]: actions, grants, principals and the single evaluation
 //!   function that every surface uses.
 //! - [`token`]: short-lived signed registry tokens (the Docker token flow).
@@ -12,7 +13,7 @@
 
 pub mod access;
 pub mod admin;
-pub mod glob;
+pub use wharf_core::glob;
 pub mod secret;
 mod service;
 mod throttle;

@@ -173,3 +173,79 @@ async fn chunks_in_flight_stay_within_a_shared_budget() {
         .expect("a reader stays blocked after the budget was freed");
     assert!(rest.is_some());
 }
+
+#[test]
+fn uploads_that_stall_mid_flow_give_their_threads_back() {
+    // Bodies that already delivered whole parts, so their write and hash
+    // threads were running, and then stalled: the threads must end while the
+    // clients send nothing, or the two blocking threads here stay taken.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Every step is bounded: without the fix even starting the second upload
+    // waits for a thread forever.
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<BlobStore> = Arc::new(wharf_blob::fs::open(dir.path()).await.unwrap());
+            let first = pattern(3 * 1024 * 1024, 6);
+            let mut stalled = Vec::new();
+            for i in 0..2 {
+                let id = format!("flowing{i}");
+                store.create_upload(&id).await.unwrap();
+                let (tx, body) = fed_body();
+                let store = store.clone();
+                let task = tokio::spawn(async move { store.append(&id, body).await });
+                for part in first.chunks(256 * 1024) {
+                    tx.send(Bytes::copy_from_slice(part)).await.unwrap();
+                }
+                stalled.push((tx, task));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+
+            let other = pattern(2 * 1024 * 1024 + 7, 7);
+            let other_digest = Digest::sha256_of(&other);
+            let served = tokio::time::timeout(Duration::from_secs(10), async {
+                put_stream(
+                    &store,
+                    "other",
+                    &other_digest,
+                    bytes_stream(Bytes::from(other.clone())),
+                )
+                .await
+                .unwrap();
+                assert_eq!(read_all(&store, &other_digest).await, other);
+            })
+            .await;
+            if served.is_err() {
+                return Err("uploads that stalled mid-flow keep their transfer threads");
+            }
+
+            for (i, (tx, task)) in stalled.into_iter().enumerate() {
+                let rest = pattern(1024 * 1024 + 3, 8);
+                tx.send(Bytes::from(rest.clone())).await.unwrap();
+                drop(tx);
+                let mut expected = first.clone();
+                expected.extend(rest);
+                assert_eq!(task.await.unwrap().unwrap(), expected.len() as u64);
+                let digest = Digest::sha256_of(&expected);
+                store
+                    .commit_upload(&format!("flowing{i}"), &digest)
+                    .await
+                    .unwrap();
+                assert_eq!(read_all(&store, &digest).await, expected);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(
+            "uploads that stalled mid-flow keep their transfer threads",
+        ))
+    });
+    // Threads that never end would make dropping the runtime wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome.unwrap();
+}

@@ -12,6 +12,7 @@ mod files;
 mod mirror;
 mod ostree;
 mod reference;
+mod retention;
 mod rpm;
 mod skopeo;
 
@@ -24,6 +25,7 @@ pub use files::{LookasideConfig, DEFAULT_LOOKASIDE_MAX_UPLOAD_BYTES};
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
 pub use ostree::{OstreeConfig, OstreeRemoteConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
+pub use retention::{QuotaConfig, RetentionConfig, RetentionRuleConfig};
 pub use rpm::{RpmConfig, RpmPolicy, RpmRemoteConfig};
 pub use skopeo::skopeo_remote_name;
 
@@ -75,6 +77,10 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Upstream registries and what to copy from them.
     pub mirror: MirrorConfig,
+    /// Which OCI tags and untagged manifests are deleted, and when.
+    pub retention: RetentionConfig,
+    /// Byte limits per namespace of OCI repositories, as `[[quota]]`.
+    pub quota: Vec<QuotaConfig>,
     /// rpm-md upstreams mirrored into rpm repositories.
     pub rpm: RpmConfig,
     /// dist-git's source cache at `/lookaside`.
@@ -655,6 +661,8 @@ impl Config {
             .collect();
         self.rpm.validate(&other_remotes, &mut problems);
         self.lookaside.validate(&mut problems);
+        self.retention.validate(&mut problems);
+        retention::validate_quotas(&self.quota, &mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
         // applies them (`auth.grants[N]: …`), not by a second copy here.
         if problems.is_empty() {
@@ -795,6 +803,7 @@ mod tests {
             "auth",
             "tls",
             "lookaside",
+            "retention",
         ];
         let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guide.md");
         let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");

@@ -7,6 +7,7 @@
 mod authority;
 mod cron;
 mod digest;
+pub mod glob;
 mod kind;
 mod lookaside;
 mod name;
@@ -18,6 +19,7 @@ pub mod time;
 pub use authority::Authority;
 pub use cron::{CronError, CronExpr, CronField};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use glob::RepoPattern;
 pub use kind::{RepositoryKind, UnknownKind};
 pub use lookaside::{
     LookasideValueError, SourceChecksum, SourceFileName, SourceHashType, SourcePackage,

@@ -23,6 +23,7 @@ mod oci;
 mod pulls;
 mod refs;
 mod repos;
+mod retention;
 mod snapshots;
 mod uploads;
 
@@ -46,6 +47,7 @@ pub use lookaside::LookasideSource;
 pub use oci::{ManifestRecord, NewManifest, PutManifestOutcome, ReferenceKind, ReferrerRecord};
 pub use refs::RefOwner;
 pub use repos::RepositoryRecord;
+pub use retention::{ManifestAge, TagPush};
 pub use snapshots::{
     DirChild, ExistingEntry, ServedEntry, SnapshotBase, SnapshotEntry, SnapshotId, SnapshotRecord,
     SnapshotState,

@@ -82,6 +82,21 @@ pub enum OciError {
         /// Its kind.
         kind: wharf_core::RepositoryKind,
     },
+    /// The push would take a namespace over its byte quota.
+    #[error(
+        "quota exceeded: namespace {namespace} holds {used} of its {limit} bytes, \
+         and this push adds {adding} more"
+    )]
+    QuotaExceeded {
+        /// The namespace's pattern.
+        namespace: String,
+        /// Bytes it holds.
+        used: u64,
+        /// Its limit.
+        limit: u64,
+        /// Bytes the refused push adds.
+        adding: u64,
+    },
     /// The metadata database failed.
     #[error(transparent)]
     Meta(MetaError),

@@ -15,10 +15,14 @@ mod error;
 mod manifest;
 pub mod media;
 mod pulls;
+pub mod quota;
 mod registry;
+pub mod retention;
 
 pub use error::OciError;
 pub use manifest::{parse_manifest, tag_params, ParsedManifest, MAX_TAG_PARAMS};
+pub use quota::{QuotaRule, Quotas};
 pub use registry::{
     resolve_range, BlobRead, ManifestContent, Page, PushedManifest, Registry, RegistryLimits,
 };
+pub use retention::{RepositoryPlan, RetentionPlan, RetentionPolicy, RetentionRule};

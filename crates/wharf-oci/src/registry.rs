@@ -65,7 +65,7 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Registry {
     blobs: Arc<BlobStore>,
-    meta: Meta,
+    pub(crate) meta: Meta,
     limits: RegistryLimits,
     cache: Arc<ManifestCache>,
     records: Arc<LookupCache<(String, String), wharf_meta::ManifestRecord>>,
@@ -74,6 +74,8 @@ pub struct Registry {
     busy_uploads: Arc<Mutex<HashSet<String>>>,
     /// Pulls not yet written to the database.
     pulls: Arc<crate::pulls::PullLog>,
+    /// Byte quotas per namespace; none unless [`Registry::with_quotas`].
+    quotas: Arc<crate::Quotas>,
 }
 
 /// The right to write to one upload session, released when dropped.
@@ -239,7 +241,19 @@ impl Registry {
             links: Arc::new(LookupCache::new()),
             busy_uploads: Arc::new(Mutex::new(HashSet::new())),
             pulls: Arc::default(),
+            quotas: Arc::new(crate::Quotas::default()),
         }
+    }
+
+    /// This registry, enforcing `quotas` on every push.
+    pub fn with_quotas(mut self, quotas: crate::Quotas) -> Registry {
+        self.quotas = Arc::new(quotas);
+        self
+    }
+
+    /// The quotas enforced, with the usage the database has now.
+    pub async fn quota_report(&self) -> Result<Vec<(String, u64, u64)>, OciError> {
+        self.quotas.report(&self.meta).await
     }
 
     /// The configured limits.
@@ -343,10 +357,12 @@ impl Registry {
         digest: &Digest,
         size: u64,
     ) -> Result<(), OciError> {
+        self.quotas.admit(&self.meta, repo, digest, size).await?;
         let mut claim = self.meta.claim_blob(digest, size).await?;
         self.blobs.publish_upload(id, digest).await?;
         claim.link(repo).await?;
         claim.commit().await?;
+        self.quotas.added(repo, size);
         Ok(())
     }
 
@@ -360,10 +376,15 @@ impl Registry {
     ) -> Result<bool, OciError> {
         // The database says the blob exists; make sure the bytes do too before
         // promising it to the client.
-        if self.blobs.stat(digest).await?.is_none() {
+        let Some(size) = self.blobs.stat(digest).await? else {
             return Ok(false);
+        };
+        self.quotas.admit(&self.meta, repo, digest, size).await?;
+        let mounted = self.meta.mount_blob(repo, digest, from).await?.is_some();
+        if mounted {
+            self.quotas.added(repo, size);
         }
-        Ok(self.meta.mount_blob(repo, digest, from).await?.is_some())
+        Ok(mounted)
     }
 
     async fn check_upload(&self, repo: &RepoName, id: &str) -> Result<(), OciError> {
@@ -590,6 +611,7 @@ impl Registry {
             references: parsed.references,
             tag,
         };
+        self.quotas.admit(&self.meta, repo, &digest, size).await?;
         // Claim the manifest's blob first, then make sure its bytes are stored:
         // bytes found before the claim could be an orphan that a collector is
         // unlinking; under the claim nobody unlinks them.
@@ -625,6 +647,7 @@ impl Registry {
                 )))
             }
         }
+        self.quotas.added(repo, size);
         self.cache.put(digest.clone(), body);
         // The tag may have moved: forget what this process remembered of it.
         self.records.clear();

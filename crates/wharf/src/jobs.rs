@@ -30,9 +30,10 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Queue a job now (gc, gc-full, check, sync:REMOTE); a running server picks it up.
+    /// Queue a job now (gc, gc-full, check, sync:REMOTE, retention:oci); a running server picks it up.
     Run {
-        /// What to run: gc, gc-full, check, or sync:REMOTE (a `[[mirror.remotes]]` with a `[[mirror.sync]]`).
+        /// What to run: gc, gc-full, check, sync:REMOTE (a `[[mirror.remotes]]` with a
+        /// `[[mirror.sync]]`), or retention:oci (with `[[retention.rules]]`).
         kind: String,
         /// Follow the job until it ends; exit 1 unless it succeeded.
         #[arg(long)]

@@ -13,6 +13,7 @@ mod jobs;
 mod ostree;
 mod pull_through;
 mod repo;
+mod retention;
 mod rpm;
 mod serve;
 mod snapshot;
@@ -57,6 +58,16 @@ enum Command {
         /// Grace period in seconds (overrides gc.grace_period_secs).
         #[arg(long)]
         grace_period_secs: Option<u64>,
+    },
+    /// Apply the [[retention.rules]] to OCI repositories now (safe while the
+    /// server runs): delete the tags and manifests they let go, and print each,
+    /// the bytes the next garbage collection frees, and every quota's usage.
+    Retention {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Only list what would be deleted and the bytes it would free; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Copy the configured [[mirror.sync]] tags and [[rpm.remotes]] from their
     /// upstreams now (all remotes, or REMOTE); exits 1 when any tag or repository failed.
@@ -463,6 +474,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             meta.close().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Retention { common, dry_run } => {
+            let loaded = common.load_with_origin()?;
+            loaded.config.validate()?;
+            let config = &loaded.config;
+            let _log = init_logging(config);
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let registry = wharf_oci::Registry::new(
+                blobs,
+                meta.clone(),
+                wharf_oci::RegistryLimits {
+                    max_manifest_bytes: config.oci.max_manifest_bytes,
+                    manifest_cache_bytes: config.oci.manifest_cache_bytes,
+                },
+            )
+            .with_quotas(retention::quotas(config)?);
+            let res = retention::retention(config, &registry, dry_run).await;
+            meta.close().await;
+            res
         }
         Command::Sync { common, remote } => {
             let loaded = common.load_with_origin()?;

@@ -111,7 +111,8 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let plan = ServePlan::lower(&config)?;
     let (blobs, meta) = crate::open_stores(&config).await?;
-    let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone());
+    let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone())
+        .with_quotas(crate::retention::quotas(&config)?);
     let snapshots = crate::snapshot::snapshots(&config, &blobs, &meta);
     let handlers = wharf_jobs::Handlers::new()
         .with(
@@ -133,6 +134,13 @@ pub(crate) async fn serve(
             Arc::new(crate::ostree::OstreeSyncJobHandler {
                 config: Arc::new(config.clone()),
                 snapshots: snapshots.clone(),
+            }),
+        )
+        .with(
+            "retention",
+            Arc::new(crate::retention::RetentionJobHandler {
+                config: Arc::new(config.clone()),
+                registry: registry.clone(),
             }),
         );
     warn_loose_modes(&config);
@@ -491,6 +499,7 @@ fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
         check.jitter_secs,
     );
     schedules.extend(crate::sync::schedules(config));
+    schedules.extend(crate::retention::schedule(config));
     schedules
 }
 

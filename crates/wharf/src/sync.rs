@@ -41,7 +41,8 @@ fn remotes_with_sync(config: &Config) -> Vec<&RemoteConfig> {
         .collect()
 }
 
-/// The jobs `wharf jobs run` and the API accept: the built-in ones and `sync:<remote>`.
+/// The jobs `wharf jobs run` and the API accept: the built-in ones, `sync:<remote>`
+/// and `retention:oci`.
 pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
     JobCatalog::new()
         .with(
@@ -53,6 +54,7 @@ pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
         )
         .with(crate::rpm::JOB_KIND, crate::rpm::remote_names(config))
         .with("ostree-sync", crate::ostree::remote_names(config))
+        .with("retention", crate::retention::job_targets(config))
 }
 
 /// The scheduled syncs: one `sync:<remote>` schedule per remote with a cadence and a definition,

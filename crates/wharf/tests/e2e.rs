@@ -66,6 +66,8 @@ mod pull_times;
 mod raw_server;
 #[path = "e2e/repos.rs"]
 mod repos;
+#[path = "e2e/retention.rs"]
+mod retention;
 #[path = "e2e/rpm.rs"]
 mod rpm;
 #[path = "e2e/shutdown.rs"]

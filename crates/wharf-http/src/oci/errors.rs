@@ -187,6 +187,7 @@ impl From<OciError> for ApiError {
             OciError::SizeInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", msg),
             OciError::Unsupported(_) => ApiError::unsupported(msg),
             OciError::WrongKind { .. } => ApiError::new(StatusCode::FORBIDDEN, "DENIED", msg),
+            OciError::QuotaExceeded { .. } => ApiError::new(StatusCode::FORBIDDEN, "DENIED", msg),
             OciError::Meta(wharf_meta::MetaError::Busy(_)) => {
                 // Transient: a collector held the blob longer than a request waits.
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)

@@ -1,5 +1,7 @@
-//! Repository-name patterns used in grants and token scopes: their grammar
-//! and their matcher.
+//! Repository-name patterns used in grants, token scopes, export selections,
+//! retention rules and quotas: their grammar and their matcher. It lives here,
+//! below every crate that names repositories by pattern, so that there is one
+//! grammar (wharf-auth re-exports it as `wharf_auth::glob`).
 //!
 //! A pattern is `/`-separated components. A component is `**` (any run of
 //! characters, `/` included), or repository-name characters (`a-z 0-9 . _ -`)
@@ -45,7 +47,7 @@ pub fn validate_pattern(pattern: &str) -> Result<(), String> {
         }
         // A wildcard stands for at least a letter here: the component must be
         // able to match some valid name component, which also rules out `..`.
-        if wharf_core::RepoName::parse(&component.replace('*', "x")).is_err() {
+        if crate::RepoName::parse(&component.replace('*', "x")).is_err() {
             return refuse(&format!(
                 "{component:?} cannot match a repository name component (one starts and ends with \
                  a letter or digit; inner separators are `.`, `_`, `__` or dashes)"
@@ -132,6 +134,34 @@ pub fn matches(pattern: &str, name: &str) -> bool {
         std::mem::swap(&mut current, &mut next);
     }
     current[tokens.len()]
+}
+
+/// A validated repository-name pattern (see the module's grammar).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepoPattern(String);
+
+impl RepoPattern {
+    /// Validates `pattern`; the error says why, for the operator.
+    pub fn parse(pattern: &str) -> Result<RepoPattern, String> {
+        validate_pattern(pattern)?;
+        Ok(RepoPattern(pattern.to_owned()))
+    }
+
+    /// Whether the repository `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        matches(&self.0, name)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RepoPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
