@@ -46,6 +46,8 @@ pub struct RetentionRuleConfig {
     pub keep_tags: String,
     /// Tags pushed within this many days are kept; 0: none by age.
     pub keep_pushed_within_days: u64,
+    /// Tags whose manifest was pulled within this many days are kept; 0: none by use.
+    pub keep_pulled_within_days: u64,
     /// Delete manifests that no tag, index or kept subject holds, once older
     /// than the GC grace period.
     pub delete_untagged: bool,
@@ -58,6 +60,7 @@ impl Default for RetentionRuleConfig {
             keep_newest: 0,
             keep_tags: String::new(),
             keep_pushed_within_days: 0,
+            keep_pulled_within_days: 0,
             delete_untagged: true,
         }
     }
@@ -66,7 +69,10 @@ impl Default for RetentionRuleConfig {
 impl RetentionRuleConfig {
     /// Whether the rule deletes tags at all (some `keep_*` key is set).
     pub fn selects_tags(&self) -> bool {
-        self.keep_newest > 0 || !self.keep_tags.is_empty() || self.keep_pushed_within_days > 0
+        self.keep_newest > 0
+            || !self.keep_tags.is_empty()
+            || self.keep_pushed_within_days > 0
+            || self.keep_pulled_within_days > 0
     }
 }
 
@@ -105,6 +111,9 @@ impl RetentionConfig {
             }
             if rule.keep_pushed_within_days > 36_500 {
                 problems.push(format!("{at}.keep_pushed_within_days: at most 36500"));
+            }
+            if rule.keep_pulled_within_days > 36_500 {
+                problems.push(format!("{at}.keep_pulled_within_days: at most 36500"));
             }
         }
     }

@@ -21,6 +21,8 @@ pub struct TagPush {
     pub digest: Digest,
     /// When it was last pushed (moved), unix seconds.
     pub pushed_at: i64,
+    /// When its manifest was last pulled (a GET), as far as pull times were written.
+    pub pulled_at: Option<i64>,
 }
 
 /// A manifest as retention sees it.
@@ -45,7 +47,10 @@ fn digest(s: &str) -> Result<Digest, MetaError> {
 impl Meta {
     /// Every tag of `repo` with its manifest and push time.
     pub async fn tag_pushes(&self, repo: &RepoName) -> Result<Vec<TagPush>, MetaError> {
-        let rows = sqlx::query("SELECT tag, digest, updated_at FROM tags WHERE repo = $1")
+        let rows = sqlx::query(
+            "SELECT t.tag, t.digest, t.updated_at, p.last_pulled_at FROM tags t \
+             LEFT JOIN manifest_pulls p ON p.repo = t.repo AND p.digest = t.digest WHERE t.repo = $1",
+        )
             .bind(repo.as_str())
             .fetch_all(&self.pool)
             .await?;
@@ -57,6 +62,7 @@ impl Meta {
                         .map_err(|e| MetaError::Corrupt(format!("stored tag {tag:?}: {e}")))?,
                     digest: digest(&r.try_get::<String, _>(1)?)?,
                     pushed_at: r.try_get(2)?,
+                    pulled_at: r.try_get(3)?,
                 })
             })
             .collect()

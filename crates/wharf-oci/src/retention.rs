@@ -29,6 +29,8 @@ pub struct RetentionRule {
     pub keep_tags: Option<regex::Regex>,
     /// Tags pushed within this many seconds are kept.
     pub keep_pushed_within_secs: Option<i64>,
+    /// Tags whose manifest was pulled within this many seconds are kept.
+    pub keep_pulled_within_secs: Option<i64>,
     /// Delete manifests that were already untagged (older than the grace).
     pub delete_untagged: bool,
 }
@@ -121,6 +123,10 @@ pub fn decide(
             || rule
                 .keep_pushed_within_secs
                 .is_some_and(|within| now.saturating_sub(t.pushed_at) <= within)
+            || rule.keep_pulled_within_secs.is_some_and(|within| {
+                t.pulled_at
+                    .is_some_and(|at| now.saturating_sub(at) <= within)
+            })
     };
     let mut kept_tags: Vec<&TagPush> = Vec::new();
     let mut doomed_tags: Vec<&TagPush> = Vec::new();
@@ -373,6 +379,7 @@ mod tests {
             tag: Tag::parse(name).unwrap(),
             digest,
             pushed_at,
+            pulled_at: None,
         }
     }
 
@@ -393,8 +400,28 @@ mod tests {
             keep_newest,
             keep_tags: None,
             keep_pushed_within_secs: None,
+            keep_pulled_within_secs: None,
             delete_untagged: true,
         }
+    }
+
+    #[test]
+    fn tags_pulled_recently_are_kept() {
+        let now = 100 * DAY;
+        let mut pulled = tag("pulled", d(1), now - 90 * DAY);
+        pulled.pulled_at = Some(now - 3 * DAY);
+        let mut stale = tag("stale", d(2), now - 90 * DAY);
+        stale.pulled_at = Some(now - 40 * DAY);
+        let never = tag("never", d(3), now - 90 * DAY);
+        let manifests: Vec<_> = (1..=3).map(|n| manifest(d(n), now - 90 * DAY)).collect();
+        let mut r = rule(0);
+        r.keep_pulled_within_secs = Some(30 * DAY);
+        let plan = decide(&r, DAY, &[pulled, stale, never], &manifests, now);
+        let mut gone: Vec<_> = plan.manifests.iter().map(|m| m.0.clone()).collect();
+        gone.sort();
+        let mut expected = vec![d(2), d(3)];
+        expected.sort();
+        assert_eq!(gone, expected);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(crate) fn policy(config: &Config) -> anyhow::Result<RetentionPolicy> {
                     .transpose()?,
                 keep_pushed_within_secs: (r.keep_pushed_within_days > 0)
                     .then(|| r.keep_pushed_within_days as i64 * 86_400),
+                keep_pulled_within_secs: (r.keep_pulled_within_days > 0)
+                    .then(|| r.keep_pulled_within_days as i64 * 86_400),
                 delete_untagged: r.delete_untagged,
             })
         })
