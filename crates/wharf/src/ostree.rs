@@ -76,26 +76,13 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
 /// Lowers one remote; reads the password file and CA bundle now, so a job
 /// picks up a rotated password at its next run.
 pub(crate) fn plan(remote: &OstreeRemoteConfig) -> anyhow::Result<MirrorPlan> {
-    let credentials = if remote.username.is_empty() {
-        None
-    } else {
-        let path = &remote.password_file;
-        let password = std::fs::read_to_string(path)
-            .with_context(|| format!("password_file: cannot read {}", path.display()))?;
-        let password = password.trim_end_matches(['\n', '\r']).to_owned();
-        if password.is_empty() {
-            bail!("password_file: {} is empty", path.display());
-        }
-        Some((remote.username.clone(), password))
-    };
-    let ca_bundle =
-        if remote.ca_bundle.as_os_str().is_empty() {
-            None
-        } else {
-            Some(std::fs::read(&remote.ca_bundle).with_context(|| {
-                format!("ca_bundle: cannot read {}", remote.ca_bundle.display())
-            })?)
-        };
+    let (credentials, ca_bundle) = crate::sync::remote_secrets(
+        "ostree.remotes",
+        &remote.name,
+        &remote.username,
+        &remote.password_file,
+        &remote.ca_bundle,
+    )?;
     Ok(MirrorPlan {
         remote: remote.name.clone(),
         repository: RepoName::parse(&remote.repository)

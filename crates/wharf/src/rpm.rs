@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use wharf_config::{Config, RpmPolicy, RpmRemoteConfig};
 use wharf_core::RepoName;
 use wharf_jobs::{HandlerFuture, JobError, JobHandler, Progress};
@@ -51,26 +51,13 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
 /// Lowers one remote; reads the password file and CA bundle now, so a job
 /// picks up a rotated password at its next run.
 pub(crate) fn plan(remote: &RpmRemoteConfig) -> anyhow::Result<MirrorPlan> {
-    let credentials = if remote.username.is_empty() {
-        None
-    } else {
-        let path = &remote.password_file;
-        let password = std::fs::read_to_string(path)
-            .with_context(|| format!("password_file: cannot read {}", path.display()))?;
-        let password = password.trim_end_matches(['\n', '\r']).to_owned();
-        if password.is_empty() {
-            bail!("password_file: {} is empty", path.display());
-        }
-        Some((remote.username.clone(), password))
-    };
-    let ca_bundle =
-        if remote.ca_bundle.as_os_str().is_empty() {
-            None
-        } else {
-            Some(std::fs::read(&remote.ca_bundle).with_context(|| {
-                format!("ca_bundle: cannot read {}", remote.ca_bundle.display())
-            })?)
-        };
+    let (credentials, ca_bundle) = crate::sync::remote_secrets(
+        "rpm.remotes",
+        &remote.name,
+        &remote.username,
+        &remote.password_file,
+        &remote.ca_bundle,
+    )?;
     let source = Source::new(
         &remote.url,
         SourceSettings {

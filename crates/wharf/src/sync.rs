@@ -14,6 +14,7 @@
 //! line per remote. Exit 1 when any tag failed, after trying every other.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,37 +90,28 @@ fn oci_schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
 pub(crate) fn plan(config: &Config, remote: &RemoteConfig) -> anyhow::Result<SyncPlan> {
     let (scheme, authority) = remote_authority(&remote.url)
         .with_context(|| format!("url {:?} is not http(s)://HOST[:PORT]", remote.url))?;
-    let credentials = if remote.username.is_empty() {
-        None
-    } else if let Some(password) = &remote.password {
-        // Given inline by a skopeo sync file.
-        Some((remote.username.clone(), password.clone()))
-    } else {
-        let path = &remote.password_file;
-        if let Some(mode) = crate::serve::loose_mode(path) {
-            eprintln!(
-                "warning: mirror.remotes {:?}: password_file {} has mode {mode:o}; \
-                 group and others should not read it (chmod 600)",
-                remote.name,
-                path.display()
-            );
+    let (credentials, ca_bundle) = match &remote.password {
+        // Given inline by a skopeo sync file: there is no password file to read.
+        Some(password) => {
+            let (_, ca) = remote_secrets(
+                "mirror.remotes",
+                &remote.name,
+                "",
+                Path::new(""),
+                &remote.ca_bundle,
+            )?;
+            let credentials =
+                (!remote.username.is_empty()).then(|| (remote.username.clone(), password.clone()));
+            (credentials, ca)
         }
-        let password = std::fs::read_to_string(path)
-            .with_context(|| format!("password_file: cannot read {}", path.display()))?;
-        let password = password.trim_end_matches(['\n', '\r']).to_owned();
-        if password.is_empty() {
-            bail!("password_file: {} is empty", path.display());
-        }
-        Some((remote.username.clone(), password))
+        None => remote_secrets(
+            "mirror.remotes",
+            &remote.name,
+            &remote.username,
+            &remote.password_file,
+            &remote.ca_bundle,
+        )?,
     };
-    let ca_bundle =
-        if remote.ca_bundle.as_os_str().is_empty() {
-            None
-        } else {
-            Some(std::fs::read(&remote.ca_bundle).with_context(|| {
-                format!("ca_bundle: cannot read {}", remote.ca_bundle.display())
-            })?)
-        };
     Ok(SyncPlan {
         remote: remote.name.clone(),
         settings: UpstreamSettings {
@@ -155,6 +147,49 @@ pub(crate) fn plan(config: &Config, remote: &RemoteConfig) -> anyhow::Result<Syn
             })
             .collect::<anyhow::Result<_>>()?,
     })
+}
+
+/// A user name and its password.
+type Credentials = (String, String);
+
+/// The credentials and CA bundle of any kind of remote (`section` names its
+/// configuration table in messages), read now so a job picks up a rotated
+/// password at its next run: no username means anonymous; a password file
+/// others may read gets a warning; an empty one is an error.
+pub(crate) fn remote_secrets(
+    section: &str,
+    name: &str,
+    username: &str,
+    password_file: &Path,
+    ca_bundle: &Path,
+) -> anyhow::Result<(Option<Credentials>, Option<Vec<u8>>)> {
+    let credentials = if username.is_empty() {
+        None
+    } else {
+        if let Some(mode) = crate::serve::loose_mode(password_file) {
+            eprintln!(
+                "warning: {section} {name:?}: password_file {} has mode {mode:o}; \
+                 group and others should not read it (chmod 600)",
+                password_file.display()
+            );
+        }
+        let password = std::fs::read_to_string(password_file)
+            .with_context(|| format!("password_file: cannot read {}", password_file.display()))?;
+        let password = password.trim_end_matches(['\n', '\r']).to_owned();
+        if password.is_empty() {
+            bail!("password_file: {} is empty", password_file.display());
+        }
+        Some((username.to_owned(), password))
+    };
+    let ca_bundle = if ca_bundle.as_os_str().is_empty() {
+        None
+    } else {
+        Some(
+            std::fs::read(ca_bundle)
+                .with_context(|| format!("ca_bundle: cannot read {}", ca_bundle.display()))?,
+        )
+    };
+    Ok((credentials, ca_bundle))
 }
 
 /// The cosign public keys in `paths`, read at each run (a rotated key takes effect at once).
