@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # wharf mirroring an OSTree repository of >= 3,000 objects versus `ostree pull --mirror` from the same
-# python3-served upstream, then `ostree pull --mirror` from wharf versus from the upstream server:
-#   bench/ostree-mirror.sh [WHARF_BINARY]   (default target/release/wharf; prints four wall times)
-# Needs ostree, python3 and curl. Run on an idle machine; each figure is one run (repeat and take medians).
+# nginx-served upstream, then `ostree pull --mirror` from wharf versus from nginx serving the same
+# repository:
+#   bench/ostree-mirror.sh [WHARF_BINARY] [ROUNDS]   (default target/release/wharf, 3 rounds)
+# Each round mirrors into a fresh wharf data directory and fresh client repositories; the line
+# per round has the four wall times, the last line their medians and the two ratios.
+# Needs ostree, nginx, python3 and bc. Run on an idle machine.
 set -euo pipefail
-BIN=${1:-target/release/wharf}
+BIN=$(realpath "${1:-target/release/wharf}")
+ROUNDS=${2:-3}
 D=$(mktemp -d ${TMPDIR:-/tmp}/wharf-ostree-bench.XXXXXX)
+chmod 755 $D  # nginx workers run as another user when started by root
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; rm -rf "$D"' EXIT
 ostree --repo=$D/up init --mode=archive
@@ -17,9 +22,33 @@ done
 ostree --repo=$D/up commit -b main -s bench --tree=dir=$D/tree >/dev/null
 ostree --repo=$D/up summary -u
 OBJECTS=$(find $D/up/objects -type f | wc -l)
+
+# nginx as an operator would run it for an ostree repository: static files, keep-alive, sendfile.
 PORT=$((20000 + RANDOM % 9000))
-python3 -m http.server $PORT --bind 127.0.0.1 --directory $D/up >/dev/null 2>&1 & PIDS+=($!)
-sleep 1
+mkdir -p $D/nginx
+cat > $D/nginx/nginx.conf <<EOT
+daemon off;
+worker_processes auto;
+pid $D/nginx/nginx.pid;
+error_log $D/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 100000;
+  default_type application/octet-stream;
+  client_body_temp_path $D/nginx/body;
+  proxy_temp_path $D/nginx/proxy;
+  fastcgi_temp_path $D/nginx/fastcgi;
+  uwsgi_temp_path $D/nginx/uwsgi;
+  scgi_temp_path $D/nginx/scgi;
+  server { listen 127.0.0.1:$PORT; root $D/up; }
+}
+EOT
+nginx -p $D/nginx -c $D/nginx/nginx.conf & PIDS+=($!)
+for i in $(seq 50); do curl -sf http://127.0.0.1:$PORT/config >/dev/null && break; sleep 0.1; done
 UP=http://127.0.0.1:$PORT
 cat > $D/wharf.toml <<EOT
 [[ostree.remotes]]
@@ -33,14 +62,29 @@ subject = "anonymous"
 repositories = "**"
 actions = ["pull"]
 EOT
-t() { local s=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $s" | bc; }
-W=$(t $BIN sync up --config $D/wharf.toml --data-dir $D/data)
-ostree --repo=$D/o1 init --mode=archive
-ostree --repo=$D/o1 remote add --no-gpg-verify up $UP
-O=$(t ostree --repo=$D/o1 pull --mirror up main)
-$BIN serve --config $D/wharf.toml --listen 127.0.0.1:0 --data-dir $D/data > $D/out 2> $D/err & PIDS+=($!)
-for i in $(seq 100); do URL=$(sed -n 's#^wharf listening on \(http://.*\)$#\1#p' $D/out); [[ -n $URL ]] && break; sleep 0.1; done
-ostree --repo=$D/o2 init --mode=archive
-ostree --repo=$D/o2 remote add --no-gpg-verify wharf $URL/ostree/bench/os/
-F=$(t ostree --repo=$D/o2 pull --mirror wharf main)
-echo "objects=$OBJECTS wharf_sync=${W}s ostree_pull_mirror_from_upstream=${O}s ostree_pull_mirror_from_wharf=${F}s"
+t() { local s=$(date +%s.%N); "$@" >/dev/null || { echo "failed: $*" >&2; exit 1; }; echo "$(date +%s.%N) - $s" | bc; }
+pull() { # pull NAME URL: a fresh archive repository, then `ostree pull --mirror`
+  rm -rf $D/$1; ostree --repo=$D/$1 init --mode=archive
+  ostree --repo=$D/$1 remote add --no-gpg-verify src $2
+  t ostree --repo=$D/$1 pull --mirror src main
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+WS=(); OS=(); FS=(); NS=()
+for r in $(seq $ROUNDS); do
+  # Only `wharf serve` creates a store: start it on a fresh data directory, then sync beside it.
+  rm -rf $D/data
+  $BIN serve --config $D/wharf.toml --listen 127.0.0.1:0 --data-dir $D/data > $D/out 2> $D/err & WPID=$!
+  URL=
+  for i in $(seq 100); do URL=$(sed -n 's#^wharf listening on \(http://.*\)$#\1#p' $D/out); [[ -n $URL ]] && break; sleep 0.1; done
+  [[ -n $URL ]] || { echo "wharf serve did not start: $(cat $D/err)" >&2; exit 1; }
+  W=$(t $BIN sync up --config $D/wharf.toml --data-dir $D/data)
+  O=$(pull o1 $UP)
+  F=$(pull o2 $URL/ostree/bench/os/)
+  N=$(pull o3 $UP)
+  kill $WPID; wait $WPID 2>/dev/null || true
+  ostree --repo=$D/o2 fsck >/dev/null
+  echo "round $r: objects=$OBJECTS wharf_sync=${W}s ostree_pull_mirror_from_nginx=${O}s pull_from_wharf=${F}s pull_from_nginx=${N}s"
+  WS+=($W); OS+=($O); FS+=($F); NS+=($N)
+done
+MW=$(median "${WS[@]}"); MO=$(median "${OS[@]}"); MF=$(median "${FS[@]}"); MN=$(median "${NS[@]}")
+echo "medians of $ROUNDS: wharf_sync=${MW}s ostree_pull_mirror=${MO}s (ratio $(echo "scale=2; $MW / $MO" | bc)) pull_from_wharf=${MF}s pull_from_nginx=${MN}s (ratio $(echo "scale=2; $MF / $MN" | bc))"

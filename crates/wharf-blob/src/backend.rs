@@ -76,12 +76,63 @@ pub struct ListedStaging {
     pub meta: ObjectMeta,
 }
 
+/// A run of body chunks handed to a backend as one write, in arrival order.
+///
+/// The chunks are kept as the network delivered them rather than copied into
+/// one buffer: a copy of every pushed byte (and the page faults of a fresh
+/// megabyte buffer per part) was a measurable share of a push's CPU
+/// (docs/benchmarks.md, "Push CPU"). The file backend writes them with one
+/// vectored write.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Part {
+    /// An empty part.
+    pub fn new() -> Part {
+        Part::default()
+    }
+
+    /// Adds `chunk` at the end.
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push(chunk);
+        }
+    }
+
+    /// Bytes in the part.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the part holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunks, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+}
+
+impl From<Bytes> for Part {
+    fn from(chunk: Bytes) -> Part {
+        let mut part = Part::new();
+        part.push(chunk);
+        part
+    }
+}
+
 /// Appends parts to one staging area; obtained from [`Backend::open_staging`].
 #[async_trait::async_trait]
 pub trait StagingWriter: Send + 'static {
     /// Appends one part at the end of the staging area. After an error nothing
     /// more is written through this writer.
-    async fn write_part(&mut self, part: Bytes) -> io::Result<()>;
+    async fn write_part(&mut self, part: Part) -> io::Result<()>;
 
     /// Makes every part written so far durable: after this returns they
     /// survive a crash. Called even when the body failed, so that what did
@@ -105,7 +156,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Size and age of a staging area, `None` if there is none.
     async fn stat_staging(&self, id: &UploadId) -> io::Result<Option<ObjectMeta>>;
 
-    /// Streams a staging area from `offset` to its end, to re-hash it.
+    /// Streams a staging area from `offset` to its end, to re-hash it, or to
+    /// serve it while it grows: the bytes of every `write_part` that has
+    /// returned must be readable (the pull-through cache streams a blob to
+    /// its waiting clients from the upload it is fetched into).
     async fn read_staging(&self, id: &UploadId, offset: u64) -> io::Result<ByteStream>;
 
     /// Turns a staging area into the blob `digest`, atomically and durably,

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use wharf_core::Digest;
 
 use crate::backend::{
-    Backend, ListStream, ListedBlob, ListedStaging, ObjectMeta, StagingWriter, UploadId,
+    Backend, ListStream, ListedBlob, ListedStaging, ObjectMeta, Part, StagingWriter, UploadId,
 };
 use crate::{BlobError, BlobStore, ByteStream};
 
@@ -127,6 +127,22 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Writes every chunk, in order, with as few `writev` calls as the kernel
+/// allows (one, for a regular file, unless a signal or a full disk cuts it).
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -183,13 +199,13 @@ struct FsStagingWriter {
 
 #[async_trait::async_trait]
 impl StagingWriter for FsStagingWriter {
-    async fn write_part(&mut self, part: Bytes) -> io::Result<()> {
+    async fn write_part(&mut self, part: Part) -> io::Result<()> {
         let mut file = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("staging file lost to an earlier failure"))?;
         let (file, res) = tokio::task::spawn_blocking(move || {
-            let res = file.write_all(&part);
+            let res = write_all_vectored(&mut file, part.chunks());
             (file, res)
         })
         .await

@@ -20,8 +20,11 @@ pub mod memory;
 mod sha256_state;
 mod store;
 
-pub use backend::{Backend, ListStream, ObjectMeta, StagingWriter, UploadId};
-pub use store::{put_stream, stage_stream, stage_stream_of_unknown_digest, BlobStore};
+pub use backend::{Backend, ListStream, ObjectMeta, Part, StagingWriter, UploadId};
+pub use store::{
+    put_stream, stage_stream, stage_stream_observed, stage_stream_of_unknown_digest, BlobStore,
+    Progress,
+};
 
 use std::io;
 use std::pin::Pin;

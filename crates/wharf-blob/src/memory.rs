@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use wharf_core::Digest;
 
 use crate::backend::{
-    Backend, ListStream, ListedBlob, ListedStaging, ObjectMeta, StagingWriter, UploadId,
+    Backend, ListStream, ListedBlob, ListedStaging, ObjectMeta, Part, StagingWriter, UploadId,
 };
 use crate::{BlobStore, ByteStream};
 
@@ -88,13 +88,15 @@ struct MemoryStagingWriter {
 
 #[async_trait::async_trait]
 impl StagingWriter for MemoryStagingWriter {
-    async fn write_part(&mut self, part: Bytes) -> io::Result<()> {
+    async fn write_part(&mut self, part: Part) -> io::Result<()> {
         let mut objects = self.backend.objects();
         let (bytes, modified) = objects
             .staging
             .get_mut(&self.id)
             .ok_or_else(|| not_found("staging area"))?;
-        bytes.extend_from_slice(&part);
+        for chunk in part.chunks() {
+            bytes.extend_from_slice(chunk);
+        }
         *modified = SystemTime::now();
         Ok(())
     }

@@ -14,8 +14,8 @@ use wharf_blob::backend::{ListedBlob, ListedStaging};
 use wharf_blob::fs::FsBackend;
 use wharf_blob::memory::MemoryBackend;
 use wharf_blob::{
-    bytes_stream, put_stream, Backend, BlobError, BlobStore, ByteRange, ByteStream, ListStream,
-    ObjectMeta, StagingWriter, UploadId, Verification,
+    bytes_stream, put_stream, stage_stream_observed, Backend, BlobError, BlobStore, ByteRange,
+    ByteStream, ListStream, ObjectMeta, StagingWriter, UploadId, Verification,
 };
 use wharf_core::{Algorithm, Digest};
 
@@ -241,6 +241,39 @@ async fn chunked_upload_many_appends(store: &BlobStore) {
     assert_eq!(
         collect(store.read(&digest, None).await.unwrap()).await,
         data
+    );
+}
+
+/// One body whose chunks mix every size the part builder treats apart: runs
+/// of tiny frames (copied together), chunks just below and above the small
+/// limit, and chunks larger than a whole part, so that pieces of one part
+/// and parts of one append must all land in arrival order.
+async fn mixed_chunk_sizes_land_in_order(store: &BlobStore) {
+    let sizes = [
+        1, 1, 3, 16_383, 16_384, 16_385, 200_000, 7, 1_048_575, 1_048_576, 2_500_000, 5, 65_536,
+        65_535, 1,
+    ];
+    let mut body = Vec::new();
+    let mut sent = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let chunk = pattern(*n, i as u8);
+        sent.extend_from_slice(&chunk);
+        body.push(chunk);
+    }
+    // Thousands of one-byte frames, as a trickling client sends them.
+    for i in 0..5_000u32 {
+        let b = vec![(i % 251) as u8];
+        sent.extend_from_slice(&b);
+        body.push(b);
+    }
+    let digest = Digest::sha256_of(&sent);
+    let size = put_stream(store, "mixed", &digest, chunks(body))
+        .await
+        .unwrap();
+    assert_eq!(size, sent.len() as u64);
+    assert_eq!(
+        collect(store.read(&digest, None).await.unwrap()).await,
+        sent
     );
 }
 
@@ -568,7 +601,7 @@ async fn stage_interleaved(rig: &Rig, id: &str, own: &[u8], staged: &[&[u8]]) {
     let mut writer = backend.open_staging(&uid).await.unwrap();
     for part in staged {
         writer
-            .write_part(Bytes::copy_from_slice(part))
+            .write_part(Bytes::copy_from_slice(part).into())
             .await
             .unwrap();
     }
@@ -709,6 +742,69 @@ async fn abort_during_append_leaves_no_state(rig: &Rig) {
     ));
 }
 
+/// An observed upload (the pull-through cache's) is readable while it grows:
+/// the first bytes are written and announced before a full part arrives, every
+/// announced byte reads back, and once published the staging area is gone
+/// (readers move to the blob); a wrong digest leaves nothing.
+async fn observed_upload_is_readable_while_it_grows(store: &BlobStore) {
+    let first = pattern(100, 7);
+    let rest = pattern(3 * 1024 * 1024 + 5, 8);
+    let whole: Vec<u8> = first.iter().chain(rest.iter()).copied().collect();
+    let digest = Digest::sha256_of(&whole);
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+    let body: ByteStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let (staged_tx, mut staged) = tokio::sync::watch::channel(0u64);
+    let progress: wharf_blob::Progress = Arc::new(move |size| {
+        staged_tx.send_replace(size);
+    });
+    let upload = stage_stream_observed(store, "obs1", &digest, body, progress);
+    let follower = async {
+        tx.send(Ok(Bytes::from(first.clone()))).await.unwrap();
+        // Announced while the body is still open: not held back for a part.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            staged.wait_for(|&n| n >= first.len() as u64),
+        )
+        .await
+        .expect("the first bytes were not announced before the body ended")
+        .unwrap();
+        let got = collect(store.read_upload("obs1", 0, 100).await.unwrap()).await;
+        assert_eq!(got, first);
+        for piece in rest.chunks(64 * 1024) {
+            tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+        }
+        drop(tx);
+    };
+    let (size, ()) = tokio::join!(upload, follower);
+    assert_eq!(size.unwrap(), whole.len() as u64);
+    assert_eq!(*staged.borrow(), whole.len() as u64);
+    // Every announced byte reads back from any offset.
+    let mid = collect(store.read_upload("obs1", 50, 2_000_000).await.unwrap()).await;
+    assert_eq!(mid, &whole[50..2_000_050]);
+    store.publish_upload("obs1", &digest).await.unwrap();
+    assert!(matches!(
+        store.read_upload("obs1", 0, 1).await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+    assert_eq!(
+        collect(store.read(&digest, None).await.unwrap()).await,
+        whole
+    );
+
+    // A wrong digest: refused, and nothing staged is left to read.
+    let wrong = Digest::sha256_of(b"something else");
+    let noop: wharf_blob::Progress = Arc::new(|_| {});
+    let res = stage_stream_observed(store, "obs2", &wrong, chunks(vec![first.clone()]), noop).await;
+    assert!(matches!(res, Err(BlobError::DigestMismatch { .. })));
+    assert!(matches!(
+        store.read_upload("obs2", 0, 1).await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+    assert_eq!(store.stat(&wrong).await.unwrap(), None);
+}
+
 macro_rules! backend_suite {
     ($backend:ident, $rig:expr, store: [$($case:ident),* $(,)?], rig: [$($rig_case:ident),* $(,)?]) => {
         mod $backend {
@@ -748,10 +844,12 @@ macro_rules! every_backend {
                     range_reads,
                     wrong_digest_is_refused_and_invisible,
                     chunked_upload_many_appends,
+                    mixed_chunk_sizes_land_in_order,
                     interrupted_body_keeps_received_bytes,
                     sha512_and_empty_blobs,
                     delete_and_hostile_ids,
                     publish_without_verify_checks_the_digest,
+                    observed_upload_is_readable_while_it_grows,
                 ],
                 rig: [
                     restart_between_chunks_rehashes_nothing,

@@ -21,12 +21,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use files::{LookasideConfig, DEFAULT_LOOKASIDE_MAX_UPLOAD_BYTES};
+pub use files::{
+    FilesConfig, FilesRemoteConfig, LookasideConfig, DEFAULT_FILES_MAX_UPLOAD_BYTES,
+    DEFAULT_LOOKASIDE_MAX_UPLOAD_BYTES,
+};
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
-pub use ostree::{OstreeConfig, OstreeRemoteConfig};
+pub use ostree::{OstreeConfig, OstreeRemoteConfig, OstreeRetentionConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 pub use retention::{QuotaConfig, RetentionConfig, RetentionRuleConfig};
-pub use rpm::{RpmConfig, RpmPolicy, RpmRemoteConfig};
+pub use rpm::{RpmComposedConfig, RpmConfig, RpmHostedConfig, RpmPolicy, RpmRemoteConfig};
 pub use skopeo::skopeo_remote_name;
 
 /// Why a configuration was refused.
@@ -85,10 +88,46 @@ pub struct Config {
     pub rpm: RpmConfig,
     /// dist-git's source cache at `/lookaside`.
     pub lookaside: LookasideConfig,
+    /// File repositories: upload limit and mirrored upstream trees.
+    pub files: FilesConfig,
     /// OSTree repositories mirrored from upstreams.
     pub ostree: OstreeConfig,
     /// Snapshots of OSTree, RPM and file repositories.
     pub publish: PublishConfig,
+    /// Wharf's own signing keys.
+    pub signing: SigningConfig,
+}
+
+/// `[signing]`: the keys Wharf signs with (its own OSTree summaries, hosted
+/// metadata). Unset: keys generated on first use in `<data_dir>/keys/`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// An unprotected OpenPGP secret key (`gpg --export-secret-keys --armor`); empty: generated.
+    pub openpgp_key_file: PathBuf,
+    /// An ed25519 secret key, base64 of the 64-byte key as `ostree sign --keys-file` takes; empty: generated.
+    pub ed25519_key_file: PathBuf,
+}
+
+impl SigningConfig {
+    /// The configured OpenPGP key file, if one is.
+    pub fn openpgp_key(&self) -> Option<&std::path::Path> {
+        (!self.openpgp_key_file.as_os_str().is_empty()).then_some(self.openpgp_key_file.as_path())
+    }
+
+    /// The configured ed25519 key file, if one is.
+    pub fn ed25519_key(&self) -> Option<&std::path::Path> {
+        (!self.ed25519_key_file.as_os_str().is_empty()).then_some(self.ed25519_key_file.as_path())
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(p) = self.openpgp_key() {
+            problems.extend(key_file_problem("signing.openpgp_key_file", p));
+        }
+        if let Some(p) = self.ed25519_key() {
+            problems.extend(key_file_problem("signing.ed25519_key_file", p));
+        }
+    }
 }
 
 /// `[publish]`
@@ -387,6 +426,30 @@ pub struct CheckConfig {
     pub jitter_secs: u64,
 }
 
+/// A key file named by the configuration that cannot be read is refused at
+/// load, naming the key, rather than at the first sync hours later. Whether
+/// its content is a key is checked by `wharf-sign` when it is used.
+fn key_file_problem(key: &str, path: &std::path::Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return Some(format!("{key}: must name a file"));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => match std::fs::File::open(path) {
+            Ok(_) => None,
+            Err(e) => Some(format!("{key}: cannot read {}: {e}", path.display())),
+        },
+        Ok(_) => Some(format!("{key}: {} is not a file", path.display())),
+        Err(e) => Some(format!("{key}: cannot read {}: {e}", path.display())),
+    }
+}
+
+/// `key_file_problem` for each file of a list, as `key[N]`.
+fn key_files_problems(key: &str, paths: &[PathBuf], problems: &mut Vec<String>) {
+    for (i, p) in paths.iter().enumerate() {
+        problems.extend(key_file_problem(&format!("{key}[{i}]"), p));
+    }
+}
+
 /// The problem with a `schedule` key's cron expression, if any, as one line naming the key.
 fn schedule_problem(key: &str, expr: &str) -> Option<String> {
     if expr.is_empty() {
@@ -660,7 +723,22 @@ impl Config {
             .chain(self.ostree.remotes.iter().map(|r| r.name.as_str()))
             .collect();
         self.rpm.validate(&other_remotes, &mut problems);
+        let all_remotes: Vec<&str> = other_remotes
+            .iter()
+            .copied()
+            .chain(self.rpm.remotes.iter().map(|r| r.name.as_str()))
+            .collect();
+        // A repository is filled by one remote, whatever the kinds.
+        let filled: Vec<&str> = self
+            .ostree
+            .remotes
+            .iter()
+            .map(|r| r.repository.as_str())
+            .chain(self.rpm.remotes.iter().map(|r| r.repository.as_str()))
+            .collect();
+        self.files.validate(&all_remotes, &filled, &mut problems);
         self.lookaside.validate(&mut problems);
+        self.signing.validate(&mut problems);
         self.retention.validate(&mut problems);
         retention::validate_quotas(&self.quota, &mut problems);
         // Grants are checked by wharf-auth's one grammar when the server
@@ -757,6 +835,42 @@ mod tests {
     }
 
     #[test]
+    fn key_files_must_be_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.asc");
+        std::fs::write(&key, "key").unwrap();
+        let missing = dir.path().join("missing.asc");
+        let text = format!(
+            "[signing]\nopenpgp_key_file = {missing:?}\ned25519_key_file = {dir:?}\n\
+             [[ostree.remotes]]\nname = \"o\"\nurl = \"/srv/o\"\nrepository = \"os/o\"\n\
+             gpg_keys = [{key:?}, {missing:?}]\ned25519_keys = [{missing:?}]\n\
+             [[rpm.remotes]]\nname = \"r\"\nurl = \"/srv/r\"\nrepository = \"r\"\ngpg_keys = [{missing:?}]\n",
+            dir = dir.path(),
+        );
+        let err = Config::parse(&text, "x.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "signing.openpgp_key_file: cannot read",
+            "signing.ed25519_key_file:",
+            "is not a file",
+            "ostree.remotes[0].gpg_keys[1]: cannot read",
+            "ostree.remotes[0].ed25519_keys[0]",
+            "rpm.remotes[0].gpg_keys[0]",
+        ] {
+            assert!(err.contains(expected), "{expected:?} not in {err}");
+        }
+        assert!(!err.contains("ostree.remotes[0].gpg_keys[0]"), "{err}");
+        let ok = format!("[signing]\nopenpgp_key_file = {key:?}\n");
+        let cfg = Config::parse(&ok, "x.toml").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.signing.openpgp_key(), Some(key.as_path()));
+        assert_eq!(cfg.signing.ed25519_key(), None);
+    }
+
+    #[test]
     fn reference_doc_is_current_and_matches_defaults() {
         let defaults = toml::Value::try_from(Config::default()).unwrap();
         let mut leaves = Vec::new();
@@ -803,7 +917,9 @@ mod tests {
             "auth",
             "tls",
             "lookaside",
+            "files",
             "retention",
+            "signing",
         ];
         let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guide.md");
         let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");

@@ -7,11 +7,49 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// `[ostree]`
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OstreeConfig {
     /// Upstream repositories to mirror.
     pub remotes: Vec<OstreeRemoteConfig>,
+    /// History kept per ref, mirrored and hosted alike (`[[ostree.retention]]`).
+    pub retention: Vec<OstreeRetentionConfig>,
+    /// Largest object one `PUT /api/v1/ostree/…/objects/…` takes, in bytes.
+    pub max_object_bytes: u64,
+}
+
+/// Default of `ostree.max_object_bytes`: 1 GiB. A pushed object is verified
+/// in memory (as a mirrored one is), so the cap bounds a request's memory.
+pub const DEFAULT_OSTREE_MAX_OBJECT_BYTES: u64 = 1024 * 1024 * 1024;
+
+impl Default for OstreeConfig {
+    fn default() -> OstreeConfig {
+        OstreeConfig {
+            remotes: Vec::new(),
+            retention: Vec::new(),
+            max_object_bytes: DEFAULT_OSTREE_MAX_OBJECT_BYTES,
+        }
+    }
+}
+
+/// One `[[ostree.retention]]` rule: for the refs it names in the
+/// repositories it names, the commits kept behind each ref's own commit.
+/// The first rule matching a (repository, ref) decides; a ref no rule
+/// matches keeps its whole history.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OstreeRetentionConfig {
+    /// Repositories (kind `ostree`) the rule applies to: a pattern, `os/**`.
+    pub repositories: String,
+    /// Refs the rule applies to: names or glob patterns (`*`, `?`); empty: every ref.
+    #[serde(default)]
+    pub refs: Vec<String>,
+    /// Keep the newest N commits of each ref (its own commit counts); 0: none by count.
+    #[serde(default)]
+    pub keep_last: u64,
+    /// Keep commits younger than this many days (by commit timestamp); 0: none by age.
+    #[serde(default)]
+    pub keep_days: u64,
 }
 
 /// One `[[ostree.remotes]]` entry.
@@ -55,6 +93,24 @@ pub struct OstreeRemoteConfig {
     /// Up to this many seconds of random delay added to each scheduled sync.
     #[serde(default = "default_jitter")]
     pub jitter_secs: u64,
+    /// OpenPGP public key files (`gpg --export [--armor]`) trusted for commits and the summary.
+    #[serde(default)]
+    pub gpg_keys: Vec<PathBuf>,
+    /// ed25519 public key files (base64, one key a line) trusted for commits and the summary.
+    #[serde(default)]
+    pub ed25519_keys: Vec<PathBuf>,
+    /// For a mirror of a subset of refs (whose summary Wharf writes): when a
+    /// ref moves, generate a static delta from its previous commit. A mirror
+    /// of every ref copies upstream's deltas instead.
+    #[serde(default)]
+    pub generate_deltas: bool,
+    /// With `generate_deltas`, also a delta from nothing to each new commit.
+    #[serde(default)]
+    pub delta_from_scratch: bool,
+    /// A generated delta is kept only if it saves at least this share
+    /// (percent) of the bytes fetched object by object.
+    #[serde(default)]
+    pub delta_min_saving_percent: u8,
 }
 
 fn default_concurrency() -> u32 {
@@ -66,6 +122,11 @@ fn default_jitter() -> u64 {
 }
 
 impl OstreeRemoteConfig {
+    /// Whether commits and the summary must carry a trusted signature.
+    pub fn verifies_signatures(&self) -> bool {
+        !self.gpg_keys.is_empty() || !self.ed25519_keys.is_empty()
+    }
+
     /// Whether `url` names a local directory rather than an HTTP(S) upstream.
     pub fn is_local(&self) -> bool {
         !self.url.contains("://")
@@ -76,6 +137,9 @@ impl OstreeConfig {
     /// Pushes every problem, with its TOML path, onto `problems`; `taken`
     /// holds the remote names other sections already use.
     pub fn validate(&self, taken: &[&str], problems: &mut Vec<String>) {
+        if self.max_object_bytes == 0 {
+            problems.push("ostree.max_object_bytes: must be at least 1".into());
+        }
         let mut names: Vec<&str> = Vec::new();
         for (i, r) in self.remotes.iter().enumerate() {
             let at = format!("ostree.remotes[{i}]");
@@ -129,6 +193,16 @@ impl OstreeConfig {
             if r.depth < -1 {
                 problems.push(format!("{at}.depth: must be -1 (all), 0, or more"));
             }
+            if r.delta_min_saving_percent > 99 {
+                problems.push(format!(
+                    "{at}.delta_min_saving_percent: must be between 0 and 99"
+                ));
+            }
+            if r.delta_from_scratch && !r.generate_deltas {
+                problems.push(format!(
+                    "{at}.delta_from_scratch: needs generate_deltas = true"
+                ));
+            }
             if r.concurrency == 0 || r.concurrency > 256 {
                 problems.push(format!("{at}.concurrency: must be between 1 and 256"));
             }
@@ -143,6 +217,29 @@ impl OstreeConfig {
                 &format!("{at}.schedule"),
                 &r.schedule,
             ));
+            super::key_files_problems(&format!("{at}.gpg_keys"), &r.gpg_keys, problems);
+            super::key_files_problems(&format!("{at}.ed25519_keys"), &r.ed25519_keys, problems);
+        }
+        for (i, r) in self.retention.iter().enumerate() {
+            let at = format!("ostree.retention[{i}]");
+            if let Err(e) = wharf_core::RepoPattern::parse(&r.repositories) {
+                problems.push(format!("{at}.repositories: {:?}: {e}", r.repositories));
+            }
+            for (j, pattern) in r.refs.iter().enumerate() {
+                if pattern.is_empty() || pattern.contains("..") || pattern.starts_with('/') {
+                    problems.push(format!(
+                        "{at}.refs[{j}]: {pattern:?} is not a ref name or pattern"
+                    ));
+                }
+            }
+            if r.keep_last == 0 && r.keep_days == 0 {
+                problems.push(format!(
+                    "{at}: set keep_last, keep_days or both (a rule keeping neither would keep only each ref's own commit; say keep_last = 1)"
+                ));
+            }
+            if r.keep_days > 36_500 {
+                problems.push(format!("{at}.keep_days: at most 36500"));
+            }
         }
     }
 }
@@ -184,5 +281,26 @@ mod tests {
         assert_eq!(ok.ostree.remotes[0].concurrency, 16);
         assert_eq!(ok.ostree.remotes[0].depth, 0);
         assert!(!ok.ostree.remotes[0].is_local());
+    }
+
+    #[test]
+    fn retention_rules_are_validated() {
+        let cfg = Config::parse(
+            "[[ostree.retention]]\nrepositories = \"os//x\"\nrefs = [\"../x\"]\n\
+             [[ostree.retention]]\nrepositories = \"os/**\"\n\
+             [[ostree.retention]]\nrepositories = \"os/**\"\nrefs = [\"main\"]\nkeep_last = 2\n",
+            "x.toml",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for expected in [
+            "ostree.retention[0].repositories",
+            "ostree.retention[0].refs[0]",
+            "ostree.retention[1]: set keep_last, keep_days or both",
+        ] {
+            assert!(err.contains(expected), "{expected:?} not in {err}");
+        }
+        assert!(!err.contains("ostree.retention[2]"), "{err}");
+        assert_eq!(cfg.ostree.retention[2].keep_days, 0);
     }
 }

@@ -18,6 +18,10 @@ pub struct RetentionConfig {
     pub schedule: String,
     /// Up to this many seconds of random delay added to each scheduled run.
     pub jitter_secs: u64,
+    /// The protect pattern: tags matching this regex are never deleted, by
+    /// any rule (a rule's own `keep_tags` protects within that rule); a tag
+    /// kept keeps its manifest and what that reaches. Empty: none.
+    pub protect: String,
     /// The rules, as `[[retention.rules]]`.
     pub rules: Vec<RetentionRuleConfig>,
 }
@@ -28,6 +32,7 @@ impl Default for RetentionConfig {
             interval_secs: 0,
             schedule: String::new(),
             jitter_secs: 300,
+            protect: String::new(),
             rules: Vec::new(),
         }
     }
@@ -39,10 +44,15 @@ impl Default for RetentionConfig {
 pub struct RetentionRuleConfig {
     /// Repositories the rule applies to (a pattern, `team/**`).
     pub repositories: String,
-    /// Keep this many newest tags (by push time); 0 with no other `keep_*`
-    /// key: every tag is kept.
+    /// Keep this many newest tags (by push time) among those matching
+    /// `keep_newest_matching`; 0 with no other `keep_*` key: every tag is kept.
     pub keep_newest: u64,
-    /// Tags matching this regex are always kept; empty: none.
+    /// Which tags `keep_newest` counts (a regex, `^v\d`): "the N newest
+    /// `v*` tags". Tags not matching it are kept only by the other `keep_*`
+    /// keys. Empty: every tag counts.
+    pub keep_newest_matching: String,
+    /// Tags matching this regex are always kept (the rule's protect
+    /// pattern); empty: none.
     pub keep_tags: String,
     /// Tags pushed within this many days are kept; 0: none by age.
     pub keep_pushed_within_days: u64,
@@ -58,6 +68,7 @@ impl Default for RetentionRuleConfig {
         RetentionRuleConfig {
             repositories: String::new(),
             keep_newest: 0,
+            keep_newest_matching: String::new(),
             keep_tags: String::new(),
             keep_pushed_within_days: 0,
             keep_pulled_within_days: 0,
@@ -92,6 +103,7 @@ impl RetentionConfig {
         if let Some(p) = crate::schedule_problem("retention.schedule", &self.schedule) {
             problems.push(p);
         }
+        regex_problem("retention.protect", &self.protect, problems);
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("retention.rules[{i}]");
             if rule.repositories.is_empty() {
@@ -101,13 +113,16 @@ impl RetentionConfig {
             } else if let Err(e) = RepoPattern::parse(&rule.repositories) {
                 problems.push(format!("{at}.repositories: {e}"));
             }
-            if !rule.keep_tags.is_empty() {
-                if let Err(e) = regex::Regex::new(&rule.keep_tags) {
-                    problems.push(format!(
-                        "{at}.keep_tags: {:?} is not a regex: {e}",
-                        rule.keep_tags
-                    ));
-                }
+            regex_problem(&format!("{at}.keep_tags"), &rule.keep_tags, problems);
+            regex_problem(
+                &format!("{at}.keep_newest_matching"),
+                &rule.keep_newest_matching,
+                problems,
+            );
+            if !rule.keep_newest_matching.is_empty() && rule.keep_newest == 0 {
+                problems.push(format!(
+                    "{at}.keep_newest_matching: needs keep_newest (how many of those tags to keep)"
+                ));
             }
             if rule.keep_pushed_within_days > 36_500 {
                 problems.push(format!("{at}.keep_pushed_within_days: at most 36500"));
@@ -115,6 +130,14 @@ impl RetentionConfig {
             if rule.keep_pulled_within_days > 36_500 {
                 problems.push(format!("{at}.keep_pulled_within_days: at most 36500"));
             }
+        }
+    }
+}
+
+fn regex_problem(at: &str, pattern: &str, problems: &mut Vec<String>) {
+    if !pattern.is_empty() {
+        if let Err(e) = regex::Regex::new(pattern) {
+            problems.push(format!("{at}: {pattern:?} is not a regex: {e}"));
         }
     }
 }
@@ -157,6 +180,7 @@ interval_secs = 3600
 [[retention.rules]]
 repositories = "team/**"
 keep_newest = 3
+keep_newest_matching = '^v'
 keep_tags = '^v\d+$'
 keep_pushed_within_days = 7
 [[quota]]
@@ -174,9 +198,11 @@ bytes = 1000
             r#"
 [retention]
 schedule = "61 * * * *"
+protect = "["
 [[retention.rules]]
 repositories = "Team/**"
 keep_tags = "("
+keep_newest_matching = "^v"
 [[quota]]
 namespace = "team//x"
 [[quota]]
@@ -190,6 +216,8 @@ bytes = 5
             "retention.schedule",
             "retention.rules[0].repositories",
             "retention.rules[0].keep_tags",
+            "retention.protect",
+            "retention.rules[0].keep_newest_matching: needs keep_newest",
             "quota[0].namespace",
             "quota[0].bytes",
             "quota[1].namespace: \"team//x\" already",

@@ -15,6 +15,43 @@ use serde::{Deserialize, Serialize};
 pub struct RpmConfig {
     /// Upstream rpm-md repositories.
     pub remotes: Vec<RpmRemoteConfig>,
+    /// OpenPGP public key files; when set, hosted repositories take only
+    /// packages whose header signature one of them made.
+    pub upload_gpg_keys: Vec<PathBuf>,
+    /// The largest package one upload may be, in bytes (unset: 2 GiB).
+    pub max_upload_bytes: Option<u64>,
+    /// Settings of hosted repositories.
+    pub hosted: Vec<RpmHostedConfig>,
+    /// Composed repositories: unions of others.
+    pub composed: Vec<RpmComposedConfig>,
+}
+
+/// One `[[rpm.composed]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmComposedConfig {
+    /// The composed repository (it takes no uploads).
+    pub repository: String,
+    /// Its members, hosted or mirrored; the first holding a package wins.
+    pub members: Vec<String>,
+    /// Only these arches (list `noarch` to keep it); empty: all.
+    #[serde(default)]
+    pub arches: Vec<String>,
+    /// Package names left out (`debug*`: a trailing `*` matches any rest).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// One `[[rpm.hosted]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmHostedConfig {
+    /// The hosted repository.
+    pub repository: String,
+    /// Keep this many versions of each package name (per arch); every change
+    /// drops older ones. 0: keep all.
+    #[serde(default)]
+    pub keep_versions: u32,
 }
 
 /// What a mirror keeps when upstream drops a package.
@@ -65,6 +102,22 @@ pub struct RpmRemoteConfig {
     /// Up to this many seconds of random delay added to each scheduled sync.
     #[serde(default = "default_jitter")]
     pub jitter_secs: u64,
+    /// OpenPGP public key files (`gpg --export [--armor]`); set: `repodata/repomd.xml.asc`
+    /// and every package's header signature must verify against them.
+    #[serde(default)]
+    pub gpg_keys: Vec<PathBuf>,
+    /// Arches kept (`x86_64`, `noarch`, `src`, …); empty: all.
+    #[serde(default)]
+    pub arches: Vec<String>,
+    /// Package names kept: globs (`*`, `?`) or `re:REGEX` (whole name); empty: all.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Package names dropped (same patterns), even when `include` matches.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Versions kept per package name, newest first; 0: all.
+    #[serde(default)]
+    pub newest_versions: u32,
 }
 
 fn default_concurrency() -> u32 {
@@ -81,6 +134,20 @@ impl RpmRemoteConfig {
         self.interval_secs > 0 || !self.schedule.is_empty()
     }
 
+    /// Whether the remote keeps only some of upstream's packages.
+    pub fn filtered(&self) -> bool {
+        !self.arches.is_empty()
+            || !self.include.is_empty()
+            || !self.exclude.is_empty()
+            || self.newest_versions > 0
+    }
+
+    /// Whether Wharf writes (and signs with its own key) this mirror's
+    /// metadata instead of serving upstream's: a filter, or the additive policy.
+    pub fn regenerates_metadata(&self) -> bool {
+        self.filtered() || self.policy == RpmPolicy::Additive
+    }
+
     /// Whether `url` is http(s) (else a local directory).
     pub fn is_http(&self) -> bool {
         self.url.starts_with("http://") || self.url.starts_with("https://")
@@ -91,6 +158,7 @@ impl RpmConfig {
     /// Pushes every problem, with its TOML path, onto `problems`; `taken`
     /// holds the names of remotes of other kinds.
     pub fn validate(&self, taken: &[&str], problems: &mut Vec<String>) {
+        super::key_files_problems("rpm.upload_gpg_keys", &self.upload_gpg_keys, problems);
         let mut names: Vec<&str> = Vec::new();
         for (i, r) in self.remotes.iter().enumerate() {
             let at = format!("rpm.remotes[{i}]");
@@ -144,6 +212,85 @@ impl RpmConfig {
                 &format!("{at}.schedule"),
                 &r.schedule,
             ));
+            super::key_files_problems(&format!("{at}.gpg_keys"), &r.gpg_keys, problems);
+            for (key, patterns) in [("include", &r.include), ("exclude", &r.exclude)] {
+                for (j, p) in patterns.iter().enumerate() {
+                    if p.is_empty() {
+                        problems.push(format!("{at}.{key}[{j}]: an empty pattern"));
+                    } else if let Some(re) = p.strip_prefix("re:") {
+                        if let Err(e) = regex::Regex::new(re) {
+                            problems.push(format!(
+                                "{at}.{key}[{j}]: {p:?} is not a regular expression: {e}"
+                            ));
+                        }
+                    }
+                }
+            }
+            for (j, a) in r.arches.iter().enumerate() {
+                if a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    problems.push(format!(
+                        "{at}.arches[{j}]: {a:?} is not an arch name (x86_64, noarch, src, …)"
+                    ));
+                }
+            }
+        }
+        if self.max_upload_bytes == Some(0) {
+            problems.push("rpm.max_upload_bytes: must be more than 0".into());
+        }
+        for (i, h) in self.hosted.iter().enumerate() {
+            let at = format!("rpm.hosted[{i}]");
+            if let Err(e) = wharf_core::RepoName::parse(&h.repository) {
+                problems.push(format!("{at}.repository: {:?}: {e}", h.repository));
+            }
+            if self.remotes.iter().any(|r| r.repository == h.repository) {
+                problems.push(format!(
+                    "{at}.repository: {:?} is filled by an rpm remote, not hosted",
+                    h.repository
+                ));
+            }
+            if self.hosted[..i]
+                .iter()
+                .any(|o| o.repository == h.repository)
+            {
+                problems.push(format!(
+                    "{at}.repository: {:?} is listed twice",
+                    h.repository
+                ));
+            }
+        }
+        for (i, c) in self.composed.iter().enumerate() {
+            let at = format!("rpm.composed[{i}]");
+            if let Err(e) = wharf_core::RepoName::parse(&c.repository) {
+                problems.push(format!("{at}.repository: {:?}: {e}", c.repository));
+            }
+            if self.remotes.iter().any(|r| r.repository == c.repository) {
+                problems.push(format!(
+                    "{at}.repository: {:?} is filled by an rpm remote",
+                    c.repository
+                ));
+            }
+            if self.composed[..i]
+                .iter()
+                .any(|o| o.repository == c.repository)
+            {
+                problems.push(format!(
+                    "{at}.repository: {:?} is listed twice",
+                    c.repository
+                ));
+            }
+            if c.members.is_empty() {
+                problems.push(format!("{at}.members: name at least one repository"));
+            }
+            for m in &c.members {
+                if let Err(e) = wharf_core::RepoName::parse(m) {
+                    problems.push(format!("{at}.members: {m:?}: {e}"));
+                }
+                if self.composed.iter().any(|o| &o.repository == m) {
+                    problems.push(format!(
+                        "{at}.members: {m:?} is composed itself; name its members instead"
+                    ));
+                }
+            }
         }
         let mut repositories: Vec<&str> = Vec::new();
         for (i, r) in self.remotes.iter().enumerate() {
@@ -177,6 +324,8 @@ url = "http://127.0.0.1:8000/repo/"
 repository = "Bad//Name"
 concurrency = 0
 policy = "additive"
+include = ["re:("]
+arches = ["x86 64"]
 
 [[rpm.remotes]]
 name = "b"
@@ -189,6 +338,18 @@ schedule = "nope"
 name = "c"
 url = "/srv/repo"
 repository = "el9/base"
+
+[[rpm.hosted]]
+repository = "el9/base"
+keep_versions = 2
+
+[[rpm.composed]]
+repository = "el9/all"
+members = ["el9/all", "el9/base"]
+
+[[rpm.composed]]
+repository = "el9/none"
+members = []
 "#,
             "x.toml",
         )
@@ -199,10 +360,15 @@ repository = "el9/base"
             "rpm.remotes[0].url",
             "rpm.remotes[0].repository",
             "rpm.remotes[0].concurrency",
+            "rpm.remotes[0].include[0]: \"re:(\" is not a regular expression",
+            "rpm.remotes[0].arches[0]",
             "rpm.remotes[1].url",
             "rpm.remotes[1]: username and password_file",
             "rpm.remotes[1].schedule",
             "rpm.remotes[2].repository: \"el9/base\" is filled by another remote",
+            "rpm.hosted[0].repository: \"el9/base\" is filled by an rpm remote",
+            "rpm.composed[0].members: \"el9/all\" is composed itself",
+            "rpm.composed[1].members: name at least one",
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
@@ -216,5 +382,6 @@ repository = "el9/base"
         assert_eq!(r.policy, super::RpmPolicy::Exact);
         assert_eq!((r.concurrency, r.jitter_secs), (8, 60));
         assert!(!r.scheduled() && r.is_http());
+        assert!(!r.regenerates_metadata());
     }
 }

@@ -25,9 +25,23 @@ use wharf_auth::admin;
 use crate::AppState;
 
 mod errors;
+mod files;
 mod guard;
+mod ostree;
+mod rpm;
 
 use errors::{internal, ApiError};
+
+/// The request path after `prefix`, percent-decoded, so `%2e%2e%2f` is seen
+/// as `../` by the surface's own path checks and refused there (the
+/// repository-scoped upload routes: `api/files.rs`, `api/ostree.rs`, `api/rpm.rs`).
+fn decoded_path_after(req: &Request<Body>, prefix: &str) -> Result<String, ApiError> {
+    let raw = req.uri().path().trim_start_matches(prefix);
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|rest| rest.into_owned())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID", "the path is not UTF-8"))
+}
 
 /// Largest request body accepted by the management API.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -62,6 +76,24 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         // no audit row.
         .route_layer(axum::middleware::from_fn_with_state(state, guard::guard))
         .fallback(not_found)
+}
+
+/// `/api/v1/rpm/…`: package uploads and removals, authorized per repository
+/// (push) rather than by the administrator guard.
+pub(crate) fn rpm_routes() -> Router<Arc<AppState>> {
+    rpm::routes()
+}
+
+/// `/api/v1/ostree/…`: pushed objects and ref moves, authorized per repository
+/// like the RPM and file uploads.
+pub(crate) fn ostree_routes() -> Router<Arc<AppState>> {
+    ostree::routes()
+}
+
+/// `/api/v1/files/…`: file uploads and removals, authorized per repository
+/// (push) rather than by the administrator guard.
+pub(crate) fn files_routes() -> Router<Arc<AppState>> {
+    files::routes()
 }
 
 /// Every path that is no route of the whole application.

@@ -8,7 +8,7 @@
 //! Surfaces: `/v2/…` (OCI distribution, [`oci`]), `/token` (the registry token
 //! endpoint), `/api/v1/…` (management, [`api`]), `/ostree/…`, `/rpm/…` and
 //! `/files/…` (published snapshots as plain HTTP trees, [`tree`]), `/lookaside/…`
-//! (dist-git's source cache, [`lookaside`]), `/healthz`. Each protected
+//! (dist-git's source cache, [`lookaside`]), `/keys/…` (Wharf's public signing keys, [`keys`]), `/healthz`. Each protected
 //! surface has one guard and one error-mapping module, and every guard asks
 //! [`auth`] the same question.
 
@@ -18,6 +18,8 @@ pub use access_line::{AccessLogOutput, LineFormat, LineSink};
 mod api;
 pub use api::job_json;
 mod auth;
+mod keys;
+pub use keys::PublicKeys;
 pub mod listener;
 mod lookaside;
 mod oci;
@@ -70,6 +72,12 @@ pub struct AppState {
     pub snapshots: wharf_snapshot::Snapshots,
     /// File repositories' writes and the lookaside cache (`/lookaside`).
     pub files: wharf_files::Files,
+    /// Hosted RPM repositories' writes (`/api/v1/rpm/…`).
+    pub rpm: wharf_rpm::hosted::Hosted,
+    /// OSTree pushes (`/api/v1/ostree/…`).
+    pub ostree: wharf_ostree::push::Push,
+    /// Wharf's public signing keys, served at `/keys/…`.
+    pub public_keys: keys::PublicKeys,
 }
 
 /// What `/healthz` checks: that the server could take a write now.
@@ -204,7 +212,11 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::token).post(token::token))
         .merge(v2)
         .merge(api::routes(state.clone()))
+        .merge(api::rpm_routes())
+        .merge(api::files_routes())
+        .merge(api::ostree_routes())
         .merge(tree::routes())
+        .merge(keys::routes())
         .merge(lookaside::routes(state.clone()))
         .with_state(state);
     // The request-wide layers wrap the whole router once, as one service, rather

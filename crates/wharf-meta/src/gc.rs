@@ -164,27 +164,39 @@ impl Meta {
         let token = uuid_token();
         let now = unix_now();
         let mut tx = self.write_tx().await?;
-        if self.backend == Backend::Postgres {
-            // Take the row lock first: the conditions below then run on a fresh
-            // snapshot that sees every reference committed by whoever held it.
-            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
+        // On PostgreSQL, take the row lock first and mark only a row this
+        // transaction holds locked: the UPDATE below then runs on a fresh
+        // snapshot that sees every reference committed by whoever held the row
+        // (writers touch or claim a blob's row before they reference it).
+        // Without a row at lock time there is no UPDATE: a row that appeared
+        // since (a claim after the previous deletion) would be locked by the
+        // UPDATE itself, and PostgreSQL re-checks a concurrently changed row
+        // with the statement's old snapshot for the NOT EXISTS, which cannot
+        // see a manifest committed meanwhile — the blob would be marked under
+        // an acknowledged reference.
+        let row_locked = match self.backend {
+            Backend::Postgres => sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
                 .bind(&d)
                 .fetch_optional(&mut *tx)
-                .await?;
-        }
-        let marked = sqlx::query(
-            "UPDATE blobs SET state = 'deleting', deletion_token = $3, deleting_since = $4 \
-             WHERE digest = $1 AND state = 'live' AND last_used_at < $2 \
-             AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = $1)",
-        )
-        .bind(&d)
-        .bind(cutoff)
-        .bind(&token)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+                .await?
+                .is_some(),
+            // One writer at a time (BEGIN IMMEDIATE): nothing changes underneath.
+            Backend::Sqlite => true,
+        };
+        let marked = row_locked
+            && sqlx::query(
+                "UPDATE blobs SET state = 'deleting', deletion_token = $3, deleting_since = $4 \
+                 WHERE digest = $1 AND state = 'live' AND last_used_at < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = $1)",
+            )
+            .bind(&d)
+            .bind(cutoff)
+            .bind(&token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
         if marked {
             sqlx::query("DELETE FROM repo_blobs WHERE digest = $1")
                 .bind(&d)

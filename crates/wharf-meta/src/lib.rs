@@ -26,6 +26,7 @@ mod repos;
 mod retention;
 mod snapshots;
 mod uploads;
+mod validations;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

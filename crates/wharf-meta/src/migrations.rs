@@ -271,6 +271,19 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     // 9 is the snapshots' (snapshots.rs); 10 the lookaside cache's sources.
     (10, crate::lookaside::MIGRATION),
     (
+        11,
+        &[
+            // When the pull-through cache last confirmed each mirrored tag
+            // against its upstream (validations.rs), so a restart keeps the TTL.
+            "CREATE TABLE mirror_tag_validations (
+    repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    validated_at BIGINT NOT NULL,
+    PRIMARY KEY (repo, tag)
+)",
+        ],
+    ),
+    (
         12,
         &[
             // When each manifest was last pulled (pulls.rs), written in batches.
@@ -280,6 +293,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     last_pulled_at BIGINT NOT NULL,
     PRIMARY KEY (repo, digest)
 )",
+        ],
+    ),
+    (
+        13,
+        &[
+            // Which push last wrote each tag (a random id per push, retention.rs):
+            // retention deletes a tag only if no push wrote it since its plan
+            // read it, which a push time of one-second resolution, taken from
+            // each replica's own clock, cannot tell.
+            "ALTER TABLE tags ADD COLUMN push_id BIGINT NOT NULL DEFAULT 0",
         ],
     ),
 ];

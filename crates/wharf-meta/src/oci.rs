@@ -277,28 +277,8 @@ impl Meta {
         digest: &Digest,
     ) -> Result<bool, MetaError> {
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if res.rows_affected() == 0 {
+        if !delete_manifest_on(&mut tx, repo, digest).await? {
             return Ok(false);
-        }
-        let owner = RefOwner::OciManifest {
-            repo: repo.clone(),
-            digest: digest.clone(),
-        };
-        crate::refs::drop_refs(&mut tx, &owner).await?;
-        for table in [
-            "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
-            "DELETE FROM tags WHERE repo = $1 AND digest = $2",
-        ] {
-            sqlx::query(table)
-                .bind(repo.as_str())
-                .bind(digest.to_string())
-                .execute(&mut *tx)
-                .await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -438,12 +418,21 @@ impl BlobClaim {
                     }
                 }
                 ReferenceKind::Manifest => {
-                    let row =
-                        sqlx::query("SELECT size FROM manifests WHERE repo = $1 AND digest = $2")
-                            .bind(m.repo.as_str())
-                            .bind(digest.to_string())
-                            .fetch_optional(&mut **tx)
-                            .await?;
+                    // Shared-locked on PostgreSQL, so retention's conditional
+                    // delete of this child waits for the index and then sees it.
+                    let sql = match self.backend {
+                        crate::Backend::Sqlite => {
+                            "SELECT size FROM manifests WHERE repo = $1 AND digest = $2"
+                        }
+                        crate::Backend::Postgres => {
+                            "SELECT size FROM manifests WHERE repo = $1 AND digest = $2 FOR SHARE"
+                        }
+                    };
+                    let row = sqlx::query(sql)
+                        .bind(m.repo.as_str())
+                        .bind(digest.to_string())
+                        .fetch_optional(&mut **tx)
+                        .await?;
                     if row.is_none() {
                         let sparse_allowed = match mirrored {
                             Some(known) => known,
@@ -463,10 +452,14 @@ impl BlobClaim {
             }
         }
         ensure_repository(tx, &m.repo, RepositoryKind::Oci).await?;
+        // A no-op update rather than DO NOTHING: it row-locks a manifest already
+        // there on PostgreSQL, so retention's conditional delete of it either
+        // waits for this push and sees its tag, or runs first and this insert
+        // records the manifest afresh.
         sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, \
              annotations, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (repo, digest) DO NOTHING",
+             ON CONFLICT (repo, digest) DO UPDATE SET size = manifests.size",
         )
         .bind(m.repo.as_str())
         .bind(m.digest.to_string())
@@ -523,6 +516,39 @@ impl BlobClaim {
     }
 }
 
+/// Deletes a manifest, its references and every tag pointing at it, in `tx`;
+/// false when it is not there.
+pub(crate) async fn delete_manifest_on(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<bool, MetaError> {
+    let res = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .execute(&mut **tx)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let owner = RefOwner::OciManifest {
+        repo: repo.clone(),
+        digest: digest.clone(),
+    };
+    crate::refs::drop_refs(tx, &owner).await?;
+    for table in [
+        "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
+        "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+    ] {
+        sqlx::query(table)
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(true)
+}
+
 async fn point_tag(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     repo: &RepoName,
@@ -530,15 +556,19 @@ async fn point_tag(
     digest: &Digest,
     now: i64,
 ) -> Result<(), MetaError> {
+    // A fresh id for every push, also one that leaves digest and second
+    // unchanged: what retention's conditional delete compares.
+    let push_id = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
     sqlx::query(
-        "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO tags (repo, tag, digest, updated_at, push_id) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, push_id = excluded.push_id",
     )
     .bind(repo.as_str())
     .bind(tag.as_str())
     .bind(digest.to_string())
     .bind(now)
+    .bind(push_id)
     .execute(&mut **tx)
     .await?;
     Ok(())

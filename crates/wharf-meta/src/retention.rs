@@ -1,8 +1,9 @@
 //! Queries behind OCI retention and quotas: a repository's tags with their
 //! push times, its manifests with their ages, subjects and children, which
 //! blobs only a given set of manifests holds, and a repository's distinct
-//! stored bytes. Reads only: retention deletes through the registry's own
-//! delete operations, so references and GC candidates stay right.
+//! stored bytes, and the two conditional deletions retention makes: a tag or
+//! a manifest goes only while it is exactly as the plan saw it, so a push
+//! racing a run is never lost.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +11,7 @@ use sqlx::Row;
 use wharf_core::{Digest, RepoName, Tag};
 
 use crate::refs::RefOwner;
-use crate::{Meta, MetaError};
+use crate::{Backend, Meta, MetaError};
 
 /// A tag as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct TagPush {
     pub pushed_at: i64,
     /// When its manifest was last pulled (a GET), as far as pull times were written.
     pub pulled_at: Option<i64>,
+    /// Which push last wrote it: a fresh id per push, even one that changes
+    /// neither its digest nor its push second. The conditional deletes compare it.
+    pub push_id: i64,
 }
 
 /// A manifest as retention sees it.
@@ -48,7 +52,7 @@ impl Meta {
     /// Every tag of `repo` with its manifest and push time.
     pub async fn tag_pushes(&self, repo: &RepoName) -> Result<Vec<TagPush>, MetaError> {
         let rows = sqlx::query(
-            "SELECT t.tag, t.digest, t.updated_at, p.last_pulled_at FROM tags t \
+            "SELECT t.tag, t.digest, t.updated_at, p.last_pulled_at, t.push_id FROM tags t \
              LEFT JOIN manifest_pulls p ON p.repo = t.repo AND p.digest = t.digest WHERE t.repo = $1",
         )
             .bind(repo.as_str())
@@ -63,6 +67,7 @@ impl Meta {
                     digest: digest(&r.try_get::<String, _>(1)?)?,
                     pushed_at: r.try_get(2)?,
                     pulled_at: r.try_get(3)?,
+                    push_id: r.try_get(4)?,
                 })
             })
             .collect()
@@ -103,6 +108,96 @@ impl Meta {
                 })
             })
             .collect()
+    }
+
+    /// Deletes tag `tag` of `repo` only if it still names `digest` and was
+    /// last written by the push `push_id` (the [`TagPush`] the plan read): one
+    /// statement, so a push moving or re-pushing the tag after the plan keeps
+    /// it, even one in the same second to the same digest, or from a replica
+    /// whose clock is behind. True when deleted.
+    pub async fn delete_tag_if_unchanged(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        push_id: i64,
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let res = sqlx::query(
+            "DELETE FROM tags WHERE repo = $1 AND tag = $2 AND digest = $3 AND push_id = $4",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(digest.to_string())
+        .bind(push_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Deletes manifest `digest` of `repo` with its tags only if the tags
+    /// naming it are exactly `tags` (each last written by the planned push id)
+    /// and no index lists it, in one transaction. On PostgreSQL
+    /// the manifest row is locked first; a push that finds the manifest present
+    /// locks it too (`BlobClaim::put_manifest`), so one of the two sees the other.
+    /// True when deleted.
+    pub async fn delete_manifest_if_unchanged(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[(Tag, i64)],
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let lock = match self.backend {
+            Backend::Sqlite => "SELECT digest FROM manifests WHERE repo = $1 AND digest = $2",
+            Backend::Postgres => {
+                "SELECT digest FROM manifests WHERE repo = $1 AND digest = $2 FOR UPDATE"
+            }
+        };
+        let present = sqlx::query(lock)
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !present {
+            return Ok(false);
+        }
+        let mut now_tags: Vec<(String, i64)> = Vec::new();
+        for r in sqlx::query("SELECT tag, push_id FROM tags WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            now_tags.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        now_tags.sort();
+        let mut planned: Vec<(String, i64)> = tags
+            .iter()
+            .map(|(t, at)| (t.as_str().to_owned(), *at))
+            .collect();
+        planned.sort();
+        if now_tags != planned {
+            return Ok(false);
+        }
+        let listed = sqlx::query(
+            "SELECT 1 FROM manifest_refs WHERE repo = $1 AND child = $2 AND kind = 'manifest' LIMIT 1",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if listed {
+            return Ok(false);
+        }
+        if !crate::oci::delete_manifest_on(&mut tx, repo, digest).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The blobs (with their sizes) that no owner outside `owners` references:

@@ -1401,6 +1401,174 @@ async fn pull_times_keep_the_latest(db: Db) {
     assert_eq!(db.meta.last_pulled(&repo("other"), &d).await.unwrap(), None);
 }
 
+async fn put(db: &Db, m: &NewManifest) {
+    let mut claim = db.meta.claim_blob(&m.digest, m.size).await.unwrap();
+    assert_eq!(
+        claim.put_manifest(m).await.unwrap(),
+        PutManifestOutcome::Stored
+    );
+    claim.commit().await.unwrap();
+}
+
+/// Retention's deletions go only while the tag or manifest is exactly as the
+/// plan saw it: a moved, re-pushed or new tag, or a new index listing the
+/// manifest, keeps it — a re-push to the same digest in the same second too,
+/// which a push time of one-second resolution cannot tell from the planned
+/// push (before the push id, a plan whose clock had reached the next second,
+/// such as another replica's, deleted that tag).
+async fn retention_deletes_only_what_is_unchanged(db: Db) {
+    let r = repo("team/app");
+    let tag = |t: &str| Tag::parse(t).unwrap();
+    let pushed = |t: &str| {
+        let meta = db.meta.clone();
+        let r = r.clone();
+        let t = tag(t);
+        async move {
+            let all = meta.tag_pushes(&r).await.unwrap();
+            all.into_iter().find(|p| p.tag == t)
+        }
+    };
+    let m1 = manifest(&r, b"ret-1", vec![], Some("a"));
+    let m2 = manifest(&r, b"ret-2", vec![], Some("b"));
+    put(&db, &m1).await;
+    put(&db, &m2).await;
+    let planned = pushed("a").await.unwrap();
+    assert_eq!(planned.digest, m1.digest);
+    let id1 = planned.push_id;
+
+    // A tag: wrong digest or another push: kept.
+    let meta = &db.meta;
+    assert!(!meta
+        .delete_tag_if_unchanged(&r, &tag("a"), &m2.digest, id1)
+        .await
+        .unwrap());
+    assert!(!meta
+        .delete_tag_if_unchanged(&r, &tag("a"), &m1.digest, id1 ^ 1)
+        .await
+        .unwrap());
+    // Re-pushed to the same manifest after the plan read it, within the same
+    // second (retried until both pushes share one): kept.
+    let (before, after) = loop {
+        let before = pushed("a").await.unwrap();
+        put(&db, &m1).await;
+        let after = pushed("a").await.unwrap();
+        if before.pushed_at == after.pushed_at {
+            break (before, after);
+        }
+    };
+    assert_eq!(after.digest, m1.digest);
+    assert_ne!(
+        before.push_id, after.push_id,
+        "a re-push gets a new push id"
+    );
+    assert!(!meta
+        .delete_tag_if_unchanged(&r, &tag("a"), &m1.digest, before.push_id)
+        .await
+        .unwrap());
+    assert_eq!(pushed("a").await.unwrap(), after);
+    // Moved to another manifest after the plan: kept.
+    let mut moved = manifest(&r, b"ret-2", vec![], Some("a"));
+    moved.tag = Some(tag("a"));
+    put(&db, &moved).await;
+    assert!(!meta
+        .delete_tag_if_unchanged(&r, &tag("a"), &m1.digest, after.push_id)
+        .await
+        .unwrap());
+    let now_a = pushed("a").await.unwrap();
+    assert_eq!(now_a.digest, m2.digest);
+    assert!(meta
+        .delete_tag_if_unchanged(&r, &tag("a"), &m2.digest, now_a.push_id)
+        .await
+        .unwrap());
+    assert!(pushed("a").await.is_none());
+
+    // A manifest: m2 carries tag b; planned with b it goes, but not when a
+    // tag the plan did not see (c) names it, nor when the plan missed b, nor
+    // when b was re-pushed since.
+    let id_b = pushed("b").await.unwrap().push_id;
+    let mut c = manifest(&r, b"ret-2", vec![], Some("c"));
+    c.tag = Some(tag("c"));
+    put(&db, &c).await;
+    let id_c = pushed("c").await.unwrap().push_id;
+    assert!(!meta
+        .delete_manifest_if_unchanged(&r, &m2.digest, &[(tag("b"), id_b)])
+        .await
+        .unwrap());
+    assert!(!meta
+        .delete_manifest_if_unchanged(&r, &m2.digest, &[])
+        .await
+        .unwrap());
+    assert!(!meta
+        .delete_manifest_if_unchanged(&r, &m2.digest, &[(tag("b"), id_b), (tag("c"), id_c ^ 1)])
+        .await
+        .unwrap());
+    assert!(meta
+        .manifest_by_digest(&r, &m2.digest)
+        .await
+        .unwrap()
+        .is_some());
+
+    // An untagged manifest an index lists stays until the index goes.
+    let child = manifest(&r, b"ret-child", vec![], None);
+    put(&db, &child).await;
+    let index = manifest(
+        &r,
+        b"ret-index",
+        vec![(child.digest.clone(), ReferenceKind::Manifest, child.size)],
+        None,
+    );
+    put(&db, &index).await;
+    assert!(!meta
+        .delete_manifest_if_unchanged(&r, &child.digest, &[])
+        .await
+        .unwrap());
+    assert!(meta
+        .delete_manifest_if_unchanged(&r, &index.digest, &[])
+        .await
+        .unwrap());
+    assert!(meta
+        .delete_manifest_if_unchanged(&r, &child.digest, &[])
+        .await
+        .unwrap());
+    assert!(meta
+        .manifest_by_digest(&r, &child.digest)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Unchanged since the plan: m2 goes with both its tags.
+    assert!(meta
+        .delete_manifest_if_unchanged(&r, &m2.digest, &[(tag("c"), id_c), (tag("b"), id_b)])
+        .await
+        .unwrap());
+    assert!(meta
+        .manifest_by_digest(&r, &m2.digest)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(meta.tag_pushes(&r).await.unwrap().is_empty());
+    // Already gone: nothing to do.
+    assert!(!meta
+        .delete_manifest_if_unchanged(&r, &m2.digest, &[])
+        .await
+        .unwrap());
+}
+
+/// A mirrored tag's validation time survives reconnecting, and the later time wins.
+async fn tag_validations_persist_and_keep_the_latest(db: Db) {
+    let (r, t) = (repo("quay.io/coreos/etcd"), Tag::parse("v3.1").unwrap());
+    assert_eq!(db.meta.tag_validated_at(&r, &t).await.unwrap(), None);
+    db.meta.record_tag_validation(&r, &t, 200).await.unwrap();
+    db.meta.record_tag_validation(&r, &t, 100).await.unwrap();
+    assert_eq!(db.meta.tag_validated_at(&r, &t).await.unwrap(), Some(200));
+    let again = Meta::connect(&db.url).await.unwrap();
+    assert_eq!(again.tag_validated_at(&r, &t).await.unwrap(), Some(200));
+    again.record_tag_validation(&r, &t, 300).await.unwrap();
+    assert_eq!(db.meta.tag_validated_at(&r, &t).await.unwrap(), Some(300));
+    let other = Tag::parse("v3.2").unwrap();
+    assert_eq!(db.meta.tag_validated_at(&r, &other).await.unwrap(), None);
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -1448,6 +1616,14 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn snapshot_entries_never_name_a_collected_blob() {
                 super::snapshot_entries_never_name_a_collected_blob(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn retention_deletes_only_what_is_unchanged() {
+                super::retention_deletes_only_what_is_unchanged(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn tag_validations_persist_and_keep_the_latest() {
+                super::tag_validations_persist_and_keep_the_latest(super::$backend().await).await
             }
             #[tokio::test]
             async fn pull_times_keep_the_latest() {

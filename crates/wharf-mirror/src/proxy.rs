@@ -9,26 +9,32 @@
 //! half-fetched image never shows as a local tag.
 //!
 //! Blobs are single-flight: the first miss starts one upstream GET, whose
-//! chunks go into the store's upload and, as they arrive, to every client
-//! waiting for that blob (late joiners replay the chunks seen so far). A
-//! client's stream ends only after the store verified the digest, so no one
-//! receives a complete body that was not the blob; a mismatch cuts them all.
-//! The chunks of a blob in flight are held in memory until it is stored.
+//! body goes straight into the store's upload (`Registry::put_blob_observed`):
+//! the bytes are written once, into the staging area that becomes the blob by
+//! rename. Every client waiting for that blob reads the upload from its own
+//! offset (`Registry::read_upload`) and follows it as it grows, so memory
+//! stays bounded (a part in the store, a chunk per client) whatever the blob's
+//! size, and late joiners start from the first byte. A client's stream ends
+//! only after the store verified the digest, so no one receives a complete
+//! body that was not the blob; a mismatch discards the upload and cuts them
+//! all.
 //!
 //! Tags are revalidated with a HEAD after the remote's TTL; digests never
-//! are. When the upstream fails or is slower than its timeout, cached content
-//! is served (and a warning logged); content never cached gets the error.
+//! are. The time of the last validation is kept in the metadata database
+//! (`Meta::record_tag_validation`), so a restart keeps every TTL. When the
+//! upstream fails or is slower than its timeout, cached content is served
+//! (and a warning logged); content never cached gets the error.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use wharf_blob::ByteStream;
 use wharf_core::{Digest, Reference, RepoName, Tag};
-use wharf_meta::ReferenceKind;
+use wharf_meta::{Meta, ReferenceKind};
 use wharf_oci::{parse_manifest, ManifestContent, OciError, Registry};
 
 use crate::client::{FetchedManifest, UpstreamClient};
@@ -114,7 +120,10 @@ enum Phase {
 
 /// One upstream blob GET shared by every client that missed it.
 struct Flight {
-    chunks: Mutex<Vec<Bytes>>,
+    /// The store's upload the blob is fetched into, which clients read.
+    upload: String,
+    /// How many bytes of the upload are written (readable).
+    written: AtomicU64,
     phase: watch::Sender<Phase>,
 }
 
@@ -126,9 +135,11 @@ struct PendingManifest {
 /// The pull-through cache and the `?ns=` namespaces of every remote.
 pub struct PullThrough {
     registry: Registry,
+    meta: Meta,
     remotes: Vec<ProxyRemote>,
-    /// When each `(local repo, tag)` was last confirmed against the upstream.
-    validated: Mutex<HashMap<(String, String), Instant>>,
+    /// When each `(local repo, tag)` was last confirmed against the upstream
+    /// (unix seconds): a cache of `mirror_tag_validations`.
+    validated: Mutex<HashMap<(String, String), i64>>,
     /// Manifests answered but not yet stored, by `(local repo, digest)`.
     pending: Mutex<HashMap<(String, Digest), PendingManifest>>,
     /// Tags answered but not yet stored: `(local repo, tag)` → digest.
@@ -144,10 +155,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PullThrough {
-    /// The cache over `registry` for `remotes`.
-    pub fn new(registry: Registry, remotes: Vec<ProxyRemote>) -> Arc<PullThrough> {
+    /// The cache over `registry` for `remotes`, keeping tag validation times
+    /// in `meta`.
+    pub fn new(registry: Registry, meta: Meta, remotes: Vec<ProxyRemote>) -> Arc<PullThrough> {
         Arc::new(PullThrough {
             registry,
+            meta,
             remotes,
             validated: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -277,9 +290,7 @@ impl PullThrough {
         cached: Option<ManifestContent>,
     ) -> Result<ManifestContent, ProxyError> {
         let key = (local.to_string(), tag.as_str().to_owned());
-        let fresh = lock(&self.validated)
-            .get(&key)
-            .is_some_and(|at| at.elapsed() < policy.tag_ttl);
+        let fresh = cached.is_some() && self.fresh(local, tag, policy.tag_ttl).await;
         if let (Some(content), true) = (&cached, fresh) {
             return Ok(content.clone());
         }
@@ -296,7 +307,7 @@ impl PullThrough {
             .await;
         let announced = match (announced, cached) {
             (Ok(Some(digest)), Some(content)) if digest == content.digest => {
-                self.validated_now(&key);
+                self.validated_now(local, tag).await;
                 return Ok(content);
             }
             (Ok(announced), _) => announced,
@@ -305,7 +316,7 @@ impl PullThrough {
                     "upstream unavailable; serving the cached tag");
                 // Asked again only after another TTL, so a dead upstream does
                 // not cost every pull a time-out.
-                self.validated_now(&key);
+                self.validated_now(local, tag).await;
                 return Ok(content);
             }
             (Err(e), None) => return Err(e),
@@ -333,8 +344,42 @@ impl PullThrough {
         Ok(content_of(fetched))
     }
 
-    fn validated_now(&self, key: &(String, String)) {
-        lock(&self.validated).insert(key.clone(), Instant::now());
+    /// Whether `tag` of `local` was confirmed within `ttl`: from memory, else
+    /// from the database (after a restart, or confirmed by another replica).
+    async fn fresh(&self, local: &RepoName, tag: &Tag, ttl: Duration) -> bool {
+        let key = (local.to_string(), tag.as_str().to_owned());
+        let remembered = lock(&self.validated).get(&key).copied();
+        let at = match remembered {
+            Some(at) => Some(at),
+            None => match self.meta.tag_validated_at(local, tag).await {
+                Ok(at) => {
+                    if let Some(at) = at {
+                        lock(&self.validated).insert(key, at);
+                    }
+                    at
+                }
+                Err(e) => {
+                    tracing::warn!(repo = %local, %tag, error = %e,
+                        "pull-through: reading the tag's validation time failed");
+                    None
+                }
+            },
+        };
+        at.is_some_and(|at| {
+            let age = unix_now().saturating_sub(at);
+            age >= 0 && (age as u64) < ttl.as_secs()
+        })
+    }
+
+    /// Notes that `tag` of `local` was confirmed now, in memory and in the
+    /// database; a failed write only costs a revalidation after a restart.
+    async fn validated_now(&self, local: &RepoName, tag: &Tag) {
+        let now = unix_now();
+        lock(&self.validated).insert((local.to_string(), tag.as_str().to_owned()), now);
+        if let Err(e) = self.meta.record_tag_validation(local, tag, now).await {
+            tracing::warn!(repo = %local, %tag, error = %e,
+                "pull-through: recording the tag's validation time failed");
+        }
     }
 
     fn pending_manifest(&self, local: &RepoName, digest: &Digest) -> Option<FetchedManifest> {
@@ -413,8 +458,8 @@ impl PullThrough {
                 .map(|t| (local.to_string(), t.as_str().to_owned()));
             match result {
                 Ok(()) => {
-                    if let Some(k) = &tag_key {
-                        this.validated_now(k);
+                    if let Some(t) = &tag {
+                        this.validated_now(&local, t).await;
                     }
                     lock(&this.pending).remove(&key);
                 }
@@ -448,7 +493,7 @@ impl PullThrough {
             Err(e) => Err(e),
             Ok((remote, policy, upstream)) => {
                 let flight = self.flight(policy, &upstream, local, digest);
-                follow(flight, remote, policy).await
+                follow(&self.registry, digest, flight, remote, policy).await
             }
         })
     }
@@ -467,7 +512,8 @@ impl PullThrough {
             return f.clone();
         }
         let flight = Arc::new(Flight {
-            chunks: Mutex::new(Vec::new()),
+            upload: Registry::new_upload_id(),
+            written: AtomicU64::new(0),
             phase: watch::Sender::new(Phase::Connecting),
         });
         flights.insert(key.clone(), flight.clone());
@@ -626,8 +672,9 @@ impl Store<'_> {
     }
 }
 
-/// One upstream GET into the store, its chunks published to `flight` as they
-/// arrive.
+/// One upstream GET into the store's upload, which the clients read as it
+/// grows: the store reads the upstream body at its own pace (a part at a time,
+/// so memory is bounded) and says after each write how much is readable.
 async fn fetch_into_store(
     registry: &Registry,
     client: &UpstreamClient,
@@ -635,44 +682,33 @@ async fn fetch_into_store(
     upstream: &str,
     local: &RepoName,
     digest: &Digest,
-    flight: &Flight,
+    flight: &Arc<Flight>,
 ) -> Result<(), String> {
-    let (size, mut body) =
+    let (size, body) =
         match tokio::time::timeout(timeout, client.get_blob_sized(upstream, digest)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no answer within {timeout:?}")),
         };
     flight.phase.send_replace(Phase::Streaming { size });
-    let (to_store, from_pump) = mpsc::channel::<std::io::Result<Bytes>>(16);
-    let store_body: ByteStream = Box::pin(stream::unfold(from_pump, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    let store = registry.put_blob(local, digest, store_body);
-    let pump = async move {
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    lock(&flight.chunks).push(bytes.clone());
-                    flight.phase.send_modify(|_| {});
-                    if to_store.send(Ok(bytes)).await.is_err() {
-                        return; // The store gave up; its error says why.
-                    }
-                }
-                Err(e) => {
-                    let _ = to_store.send(Err(e)).await;
-                    return;
-                }
-            }
-        }
-    };
-    let (stored, ()) = tokio::join!(store, pump);
-    stored.map(|_| ()).map_err(|e| e.to_string())
+    let written = flight.clone();
+    let progress: wharf_blob::Progress = Arc::new(move |staged| {
+        written.written.store(staged, Ordering::Release);
+        written.phase.send_modify(|_| {});
+    });
+    registry
+        .put_blob_observed(local, digest, &flight.upload, body, progress)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A client's view of a flight: waits for the upstream's answer, then
-/// streams every chunk, ending once the blob is stored and verified.
+/// streams the upload from the start, following it as it grows, and ends once
+/// the blob is stored and verified.
 async fn follow(
+    registry: &Registry,
+    digest: &Digest,
     flight: Arc<Flight>,
     remote: &ProxyRemote,
     policy: &PullThroughPolicy,
@@ -683,7 +719,7 @@ async fn follow(
         match current {
             Phase::Connecting => {}
             Phase::Streaming { size } => break size,
-            Phase::Stored => break Some(lock(&flight.chunks).iter().map(|c| c.len() as u64).sum()),
+            Phase::Stored => break Some(flight.written.load(Ordering::Acquire)),
             Phase::Failed(e) => {
                 return Err(if e.contains("upstream has no") {
                     ProxyError::NotFound(format!("{}: {e}", remote.name))
@@ -702,40 +738,110 @@ async fn follow(
             )));
         }
     };
-    let body = stream::unfold(
-        (flight, phase, 0usize, false),
-        |(flight, mut phase, next, failed)| async move {
-            if failed {
-                return None;
-            }
-            loop {
-                let chunk = lock(&flight.chunks).get(next).cloned();
-                if let Some(chunk) = chunk {
-                    return Some((Ok(chunk), (flight, phase, next + 1, false)));
-                }
-                let current = phase.borrow_and_update().clone();
-                // A chunk may have landed between the look and the mark.
-                if lock(&flight.chunks).len() > next {
-                    continue;
-                }
-                match current {
-                    Phase::Stored => return None,
-                    Phase::Failed(e) => {
-                        let err = std::io::Error::other(format!("upstream blob: {e}"));
-                        return Some((Err(err), (flight, phase, next, true)));
-                    }
-                    Phase::Connecting | Phase::Streaming { .. } => {}
-                }
-                if phase.changed().await.is_err() {
-                    return None;
-                }
-            }
-        },
-    );
+    let reader = Reader {
+        registry: registry.clone(),
+        digest: digest.clone(),
+        flight,
+        phase,
+        next: 0,
+        reading: None,
+        done: false,
+    };
+    let body = stream::unfold(reader, |mut reader| async move {
+        let item = reader.next_chunk().await?;
+        Some((item, reader))
+    });
     Ok(ProxiedBlob {
         size,
         body: Box::pin(body),
     })
+}
+
+/// One client's position in a flight's upload.
+struct Reader {
+    registry: Registry,
+    digest: Digest,
+    flight: Arc<Flight>,
+    phase: watch::Receiver<Phase>,
+    /// The next offset to send.
+    next: u64,
+    /// The bytes announced when this read began, being streamed.
+    reading: Option<ByteStream>,
+    /// Ended, by the blob's end or an error.
+    done: bool,
+}
+
+impl Reader {
+    async fn next_chunk(&mut self) -> Option<std::io::Result<bytes::Bytes>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(reading) = &mut self.reading {
+                match reading.next().await {
+                    Some(Ok(chunk)) => {
+                        self.next += chunk.len() as u64;
+                        return Some(Ok(chunk));
+                    }
+                    Some(Err(e)) => return self.fail(format!("reading the upload: {e}")),
+                    None => self.reading = None,
+                }
+            }
+            // Marked seen before `written` is read, so a write after the
+            // read wakes the wait below.
+            let current = self.phase.borrow_and_update().clone();
+            let written = self.flight.written.load(Ordering::Acquire);
+            if self.next < written {
+                // Everything announced so far in one read: a late joiner
+                // opens the upload once, not once per chunk.
+                match self
+                    .registry
+                    .read_upload(
+                        &self.flight.upload,
+                        &self.digest,
+                        self.next,
+                        written - self.next,
+                    )
+                    .await
+                {
+                    Ok(stream) => self.reading = Some(stream),
+                    Err(e) => {
+                        // A discarded upload: the outcome says why, if known.
+                        let why = match &*self.phase.borrow() {
+                            Phase::Failed(f) => f.clone(),
+                            _ => e.to_string(),
+                        };
+                        return self.fail(why);
+                    }
+                }
+                continue;
+            }
+            match current {
+                Phase::Stored => {
+                    self.done = true;
+                    return None;
+                }
+                Phase::Failed(e) => return self.fail(e),
+                Phase::Connecting | Phase::Streaming { .. } => {}
+            }
+            if self.phase.changed().await.is_err() {
+                self.done = true;
+                return None;
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) -> Option<std::io::Result<bytes::Bytes>> {
+        self.done = true;
+        Some(Err(std::io::Error::other(format!("upstream blob: {why}"))))
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn content_of(m: FetchedManifest) -> ManifestContent {

@@ -348,6 +348,61 @@ impl Registry {
         Ok(size)
     }
 
+    /// A fresh upload id, for [`put_blob_observed`](Registry::put_blob_observed).
+    pub fn new_upload_id() -> String {
+        new_id()
+    }
+
+    /// [`put_blob`](Registry::put_blob) into the upload `id`, telling
+    /// `progress` the staged size as the bytes are written, so that
+    /// [`read_upload`](Registry::read_upload) can serve them to others while
+    /// they arrive: the bytes are written once, into the staging area that
+    /// becomes the blob.
+    pub async fn put_blob_observed(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        id: &str,
+        body: ByteStream,
+        progress: wharf_blob::Progress,
+    ) -> Result<u64, OciError> {
+        let size =
+            wharf_blob::stage_stream_observed(&*self.blobs, id, digest, body, progress).await?;
+        if let Err(e) = self.publish_blob(repo, id, digest, size).await {
+            self.blobs.abort_upload(id).await?;
+            return Err(e);
+        }
+        Ok(size)
+    }
+
+    /// `len` bytes from `offset` of the upload `id` of
+    /// [`put_blob_observed`](Registry::put_blob_observed) for `digest`, bytes
+    /// its progress has announced: from the staging area while it is one, from
+    /// the committed blob once it was published. `BlobUnknown` when it is
+    /// neither (the upload was discarded: its digest did not match).
+    pub async fn read_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, OciError> {
+        if len == 0 {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        match self.blobs.read_upload(id, offset, len).await {
+            Err(wharf_blob::BlobError::UploadNotFound(_)) => {}
+            other => return Ok(other?),
+        }
+        // Published (the rename is atomic: the bytes are in one place or the
+        // other), or discarded.
+        let range = ByteRange {
+            start: offset,
+            end: offset + len - 1,
+        };
+        Ok(self.blobs.read(digest, Some(range)).await?)
+    }
+
     /// Makes a verified upload the blob `digest`, linked into `repo`: the live
     /// claim comes first, the bytes are placed under it, the link commits with it.
     async fn publish_blob(
@@ -675,6 +730,12 @@ impl Registry {
         } else {
             Err(OciError::ManifestUnknown(reference.to_string()))
         }
+    }
+
+    /// Drops the cached tag and manifest lookups, after a write that bypassed
+    /// `delete_manifest` (retention's conditional deletions).
+    pub(crate) fn forget_records(&self) {
+        self.records.clear();
     }
 
     /// One page of `repo`'s tags (spec: end-8a/8b).

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use wharf_core::{Digest, Reference, RepoName, RepoPattern, Tag};
+use wharf_core::{Digest, RepoName, RepoPattern, Tag};
 use wharf_meta::{ManifestAge, RefOwner, TagPush};
 
 use crate::{OciError, Registry};
@@ -23,10 +23,15 @@ pub struct RetentionRule {
     /// Whether tags are selected at all (some `keep_*` criterion is set);
     /// when false every tag is kept.
     pub selects_tags: bool,
-    /// Keep this many most recently pushed tags.
+    /// Keep this many most recently pushed tags (of those `keep_newest_matching` matches).
     pub keep_newest: usize,
-    /// Tags matching this are always kept.
+    /// Which tags `keep_newest` counts; `None`: every tag.
+    pub keep_newest_matching: Option<regex::Regex>,
+    /// Tags matching this are always kept (the rule's protect pattern).
     pub keep_tags: Option<regex::Regex>,
+    /// `[retention] protect`, copied into every rule: tags matching it are
+    /// never deleted, whatever the rule says.
+    pub protect: Option<regex::Regex>,
     /// Tags pushed within this many seconds are kept.
     pub keep_pushed_within_secs: Option<i64>,
     /// Tags whose manifest was pulled within this many seconds are kept.
@@ -113,13 +118,15 @@ pub fn decide(
     });
     // Newest first; equal times in name order, so the choice is stable.
     ordinary.sort_by(|a, b| b.pushed_at.cmp(&a.pushed_at).then(a.tag.cmp(&b.tag)));
-    let kept = |i: usize, t: &TagPush| {
+    let matches = |re: &Option<regex::Regex>, t: &TagPush| {
+        re.as_ref().is_some_and(|re| re.is_match(t.tag.as_str()))
+    };
+    // `i` counts only the tags keep_newest counts: the N newest of those.
+    let kept = |i: Option<usize>, t: &TagPush| {
         !rule.selects_tags
-            || i < rule.keep_newest
-            || rule
-                .keep_tags
-                .as_ref()
-                .is_some_and(|re| re.is_match(t.tag.as_str()))
+            || i.is_some_and(|i| i < rule.keep_newest)
+            || matches(&rule.keep_tags, t)
+            || matches(&rule.protect, t)
             || rule
                 .keep_pushed_within_secs
                 .is_some_and(|within| now.saturating_sub(t.pushed_at) <= within)
@@ -130,7 +137,15 @@ pub fn decide(
     };
     let mut kept_tags: Vec<&TagPush> = Vec::new();
     let mut doomed_tags: Vec<&TagPush> = Vec::new();
-    for (i, t) in ordinary.into_iter().enumerate() {
+    let mut counted = 0usize;
+    for t in ordinary {
+        let i = match &rule.keep_newest_matching {
+            Some(re) if !re.is_match(t.tag.as_str()) => None,
+            _ => {
+                counted += 1;
+                Some(counted - 1)
+            }
+        };
         if kept(i, t) {
             kept_tags.push(t);
         } else {
@@ -239,16 +254,11 @@ impl Registry {
         rule: &RetentionRule,
         repo: &RepoName,
         now: i64,
-    ) -> Result<RepositoryPlan, OciError> {
+    ) -> Result<(RepositoryPlan, Vec<TagPush>), OciError> {
         let tags = self.meta.tag_pushes(repo).await?;
         let manifests = self.meta.manifest_ages(repo).await?;
-        Ok(decide(
-            rule,
-            policy.untagged_grace_secs,
-            &tags,
-            &manifests,
-            now,
-        ))
+        let plan = decide(rule, policy.untagged_grace_secs, &tags, &manifests, now);
+        Ok((plan, tags))
     }
 
     /// Every OCI repository, in name order.
@@ -277,7 +287,7 @@ impl Registry {
             let Some(rule) = Self::rule_for(policy, &repo) else {
                 continue;
             };
-            let repo_plan = self.plan_repository(policy, rule, &repo, now).await?;
+            let (repo_plan, _) = self.plan_repository(policy, rule, &repo, now).await?;
             if repo_plan.is_empty() {
                 continue;
             }
@@ -302,6 +312,12 @@ impl Registry {
     /// deletions (so a push since the dry run is seen), and `report` hears of
     /// each repository's removals as they are done. `cancelled` is asked before
     /// each repository. Returns what was removed.
+    ///
+    /// Every deletion is conditional in the metadata layer
+    /// (`Meta::delete_tag_if_unchanged`, `Meta::delete_manifest_if_unchanged`):
+    /// a tag moved or pushed again between this re-plan and its deletion, or a
+    /// manifest that a new tag or index names meanwhile, stays, and is left out
+    /// of what is reported; the next run decides about it afresh.
     pub async fn apply_retention(
         &self,
         policy: &RetentionPolicy,
@@ -321,10 +337,14 @@ impl Registry {
             let Some(rule) = Self::rule_for(policy, &repo) else {
                 continue;
             };
-            let plan = self.plan_repository(policy, rule, &repo, now).await?;
+            let (plan, pushes) = self.plan_repository(policy, rule, &repo, now).await?;
             if plan.is_empty() {
                 continue;
             }
+            // Which push wrote each tag the plan saw: a deletion goes only if
+            // no push has written the tag since.
+            let push_ids: HashMap<&Tag, i64> = pushes.iter().map(|t| (&t.tag, t.push_id)).collect();
+            let at = |tag: &Tag| push_ids.get(tag).copied().unwrap_or(-1);
             let these: Vec<RefOwner> = plan
                 .manifests
                 .iter()
@@ -334,33 +354,49 @@ impl Registry {
                 })
                 .collect();
             // Measured before the deletions drop the references it reads.
-            freed.extend(self.meta.blobs_only_held_by(&these).await?);
-            for (tag, _) in &plan.tags {
-                ignore_unknown(
-                    self.delete_manifest(&repo, &Reference::Tag(tag.clone()))
-                        .await,
-                )?;
+            let might_free = self.meta.blobs_only_held_by(&these).await?;
+            let mut did = RepositoryPlan::default();
+            for (tag, digest) in &plan.tags {
+                if self
+                    .meta
+                    .delete_tag_if_unchanged(&repo, tag, digest, at(tag))
+                    .await?
+                {
+                    did.tags.push((tag.clone(), digest.clone()));
+                }
             }
-            for (digest, _) in &plan.manifests {
-                ignore_unknown(
-                    self.delete_manifest(&repo, &Reference::Digest(digest.clone()))
-                        .await,
-                )?;
+            for (digest, tags) in &plan.manifests {
+                let expected: Vec<(Tag, i64)> = tags.iter().map(|t| (t.clone(), at(t))).collect();
+                if self
+                    .meta
+                    .delete_manifest_if_unchanged(&repo, digest, &expected)
+                    .await?
+                {
+                    did.manifests.push((digest.clone(), tags.clone()));
+                }
             }
-            report(&repo, &plan);
-            done.repositories.push((repo, plan));
+            // After the writes, so a concurrent lookup cannot re-cache an old record.
+            self.forget_records();
+            if did.manifests.len() == plan.manifests.len() {
+                freed.extend(might_free);
+            } else if !did.manifests.is_empty() {
+                // Some stayed (changed since the plan): count only the blobs
+                // that nothing references any more.
+                for (blob, size) in might_free {
+                    if !self.meta.blob_is_needed(&blob).await? {
+                        freed.insert(blob, size);
+                    }
+                }
+            }
+            if did.is_empty() {
+                continue;
+            }
+            report(&repo, &did);
+            done.repositories.push((repo, did));
         }
         done.freed_blobs = freed.len();
         done.freed_bytes = freed.values().sum();
         Ok(done)
-    }
-}
-
-/// A manifest or tag deleted meanwhile by someone else is already gone.
-fn ignore_unknown(res: Result<(), OciError>) -> Result<(), OciError> {
-    match res {
-        Err(OciError::ManifestUnknown(_)) => Ok(()),
-        other => other,
     }
 }
 
@@ -380,6 +416,7 @@ mod tests {
             digest,
             pushed_at,
             pulled_at: None,
+            push_id: 0,
         }
     }
 
@@ -398,7 +435,9 @@ mod tests {
             repositories: RepoPattern::parse("**").unwrap(),
             selects_tags: true,
             keep_newest,
+            keep_newest_matching: None,
             keep_tags: None,
+            protect: None,
             keep_pushed_within_secs: None,
             keep_pulled_within_secs: None,
             delete_untagged: true,
@@ -449,6 +488,44 @@ mod tests {
         assert_eq!(gone_sorted, expected);
         assert_eq!(plan.tags, vec![(Tag::parse("e").unwrap(), d(5))]);
         assert_eq!(plan.tag_count_for_test(), 3);
+    }
+
+    #[test]
+    fn keep_newest_counts_only_matching_tags_and_protect_always_holds() {
+        let now = 100 * DAY;
+        // Newest first by push time: v3, dev2, v2, dev1, v1, old.
+        let tags = vec![
+            tag("v1", d(1), now - 50 * DAY),
+            tag("v2", d(2), now - 30 * DAY),
+            tag("v3", d(3), now - 10 * DAY),
+            tag("dev1", d(4), now - 40 * DAY),
+            tag("dev2", d(5), now - 20 * DAY),
+            tag("old", d(6), now - 90 * DAY),
+        ];
+        let manifests: Vec<_> = (1..=6).map(|n| manifest(d(n), now - 90 * DAY)).collect();
+        let gone = |r: &RetentionRule| {
+            let plan = decide(r, DAY, &tags, &manifests, now);
+            let mut tags: Vec<String> = plan
+                .manifests
+                .iter()
+                .flat_map(|m| m.1.iter().map(|t| t.to_string()))
+                .collect();
+            tags.sort();
+            tags
+        };
+        let mut r = rule(2);
+        r.keep_newest_matching = Some(regex::Regex::new("^v").unwrap());
+        // The two newest v* tags stay; dev* and old are not counted, so they go…
+        assert_eq!(gone(&r), ["dev1", "dev2", "old", "v1"]);
+        // …unless another keep_* key keeps them…
+        r.keep_pushed_within_secs = Some(25 * DAY);
+        assert_eq!(gone(&r), ["dev1", "old", "v1"]);
+        // …and the protect pattern holds whatever the rule says.
+        r.protect = Some(regex::Regex::new("^(old|v1)$").unwrap());
+        assert_eq!(gone(&r), ["dev1"]);
+        // Without the pattern, keep_newest counts every tag.
+        let plain = rule(2);
+        assert_eq!(gone(&plain), ["dev1", "old", "v1", "v2"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! it, and what makes a crashed run resumable: its staged snapshot holds only
 //! complete subtrees, and the next run goes on from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,11 +23,14 @@ use tokio::sync::{OnceCell, Semaphore};
 use wharf_core::{Digest, RepoName, RepositoryKind, TreePath};
 use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
 
+use crate::extras::{self, CollectionRef, Extras};
 use crate::object::{
     parse_ref_file, validate_ref_name, verify_filez, verify_metadata, Checksum, Commit, DirTree,
     ObjectError, ObjectName, ObjectType,
 };
-use crate::summary::{be_u64_value, Summary, SummaryRef};
+use crate::retention::{Retention, RetentionError};
+use crate::signature::SignatureError;
+use crate::summary::{Summary, SummaryRef};
 use crate::upstream::{Upstream, UpstreamError, UpstreamSettings};
 
 /// What made a mirror run fail.
@@ -45,6 +48,24 @@ pub enum MirrorError {
     },
     #[error("{0}")]
     Refused(String),
+    #[error("static deltas: {0}")]
+    Delta(#[from] crate::delta::DeltaError),
+    /// A commit taken lacks a trusted signature.
+    #[error("commit {commit} (ref {ref_name}) refused: {source}")]
+    CommitSignature {
+        commit: Checksum,
+        ref_name: String,
+        #[source]
+        source: SignatureError,
+    },
+    /// The upstream summary lacks a trusted signature in `summary.sig`.
+    #[error("upstream summary refused: {0}")]
+    SummarySignature(#[source] SignatureError),
+    /// Signing Wharf's own summary failed.
+    #[error("signing the summary: {0}")]
+    Signing(#[from] wharf_sign::SignError),
+    #[error("retention: {0}")]
+    Retention(#[from] RetentionError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -74,7 +95,7 @@ impl RefSelection {
     }
 }
 
-fn glob(p: &[u8], s: &[u8]) -> bool {
+pub(crate) fn glob(p: &[u8], s: &[u8]) -> bool {
     match (p.first(), s.first()) {
         (None, None) => true,
         (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
@@ -97,6 +118,16 @@ pub struct MirrorPlan {
     pub depth: i64,
     /// Objects fetched at once.
     pub concurrency: usize,
+    /// Keys a commit (and a summary used) must be signed by; `None`: signatures are not checked.
+    pub trust: Option<Arc<wharf_sign::Keyring>>,
+    /// Wharf's keys, which sign a summary Wharf writes itself; `None`: it stays unsigned.
+    pub signer: Option<Arc<wharf_sign::SigningKeys>>,
+    /// History kept per ref: the walk fetches no commit it would cut, and
+    /// the staged snapshot loses the objects only cut commits reach.
+    pub retention: Retention,
+    /// Wharf's own static deltas for a mirror of a subset of refs (a mirror
+    /// of every ref copies upstream's and generates none).
+    pub deltas: crate::delta::DeltaSettings,
 }
 
 /// Progress reports, in the style of `wharf sync`'s observer.
@@ -107,6 +138,8 @@ pub trait MirrorObserver: Send + Sync {
     fn fetched(&self, _metadata: u64, _content: u64, _bytes: u64) {}
     /// A line worth printing (a ref taken, a problem).
     fn line(&self, _line: &str) {}
+    /// One of the selected refs is complete (all it reaches is stored).
+    fn ref_done(&self) {}
     /// Whether to stop.
     fn cancelled(&self) -> bool {
         false
@@ -248,6 +281,14 @@ async fn mirror(
     };
     let mut available: BTreeMap<String, Checksum> = BTreeMap::new();
     let mut summary_refs: Option<BTreeMap<String, Checksum>> = None;
+    let local = upstream.list_local_refs();
+    if let (Some(trust), Some(bytes), None) = (&plan.trust, &upstream_summary, &local) {
+        // The summary says which commit each ref is at, so it is trusted
+        // only signed (a local repository's refs come from refs/heads instead).
+        let who = crate::signature::verify(trust, bytes, upstream_sig.as_deref())
+            .map_err(MirrorError::SummarySignature)?;
+        observer.line(&format!("{}: summary signed by {who}", plan.remote));
+    }
     if let Some(bytes) = &upstream_summary {
         let summary = Summary::parse(bytes).map_err(bad("upstream summary"))?;
         summary_refs = Some(
@@ -258,7 +299,7 @@ async fn mirror(
                 .collect(),
         );
     }
-    if let Some(local) = upstream.list_local_refs() {
+    if let Some(local) = local {
         // A local repository's refs are the truth; its summary may be stale.
         for (name, _) in local {
             if !validate_ref_name(&name) {
@@ -352,9 +393,24 @@ async fn mirror(
             let want = upstream_summary.as_deref().map(Digest::sha256_of);
             same = entry.map(|e| e.blob) == want;
         }
+        if same && !copy_summary && plan.signer.is_some() {
+            // A summary published before Wharf signed its own gets signed now.
+            same = meta
+                .snapshot_entry(&published.id, &tree_path("summary.sig")?)
+                .await
+                .map_err(SnapshotError::from)?
+                .is_some();
+        }
         if same {
             let (refs_now, _) = published_refs(snapshots, &published.id).await?;
             same = refs_now == selected.keys().cloned().collect::<Vec<_>>();
+        }
+        if same && !plan.retention.is_empty() {
+            // Nothing new upstream, but commits may have aged out since.
+            let now = unix_now();
+            same = crate::retention::plan(snapshots, &published.id, &plan.retention, now)
+                .await?
+                .is_empty();
         }
         if same {
             return Ok(None);
@@ -392,14 +448,21 @@ async fn mirror(
         observer,
         commits: Mutex::new(HashMap::new()),
         now: unix_now(),
+        trust: plan.trust.clone(),
+        retention: plan.retention.clone(),
     };
     for (name, checksum) in &selected {
         if observer.cancelled() {
             return Err(MirrorError::Cancelled);
         }
-        walker.commit(*checksum, plan.depth, true).await?;
+        walker.commit(name, *checksum, plan.depth, 0, true).await?;
+        observer.ref_done();
         observer.line(&format!("{}: {name} → {checksum}", plan.remote));
     }
+    let collection_refs = match (copy_summary, &upstream_summary) {
+        (true, Some(bytes)) => walk_collection_refs(&walker, bytes, plan).await?,
+        _ => Vec::new(),
+    };
 
     // Every object is stored: now the files that point at them.
     let now = walker.now;
@@ -435,6 +498,16 @@ async fn mirror(
     let sig_path = tree_path("summary.sig")?;
     if copy_summary {
         let bytes = upstream_summary.clone().expect("copy_summary needs it");
+        copy_extras(
+            &upstream,
+            &staged,
+            &bytes,
+            &selected,
+            &collection_refs,
+            counters,
+            now,
+        )
+        .await?;
         staged.put_bytes(&summary_path, bytes, None, now).await?;
         match upstream_sig {
             Some(sig) => {
@@ -446,17 +519,98 @@ async fn mirror(
         }
     } else {
         let commits = walker.commits.lock().expect("commits lock").clone();
-        let summary = own_summary(&selected, &commits, now);
-        staged
-            .put_bytes(&summary_path, Bytes::from(summary.encode()), None, now)
-            .await?;
-        // An upstream signature does not sign this summary.
-        staged.remove(std::slice::from_ref(&sig_path)).await?;
+        let mut summary = own_summary(&selected, &commits, now);
+        // Upstream's deltas and flatpak index name upstream's summary, not
+        // this one: they go, and Wharf's own deltas to the refs' commits are listed.
+        let (listing, deltas) =
+            crate::delta::refresh(snapshots, &staged, &selected, &plan.deltas, now).await?;
+        for g in &deltas {
+            observer.line(&format!(
+                "{}: static delta {} generated: {} in {} part(s), {} fallback(s), instead of {}",
+                plan.remote,
+                g.name,
+                human_bytes(g.delta_bytes),
+                g.parts,
+                g.fallbacks,
+                human_bytes(g.object_bytes)
+            ));
+        }
+        crate::delta::list_in(&mut summary, &listing);
+        let summary = summary.encode();
+        // An upstream signature does not sign this summary; Wharf's keys do.
+        let signature = plan
+            .signer
+            .as_deref()
+            .map(|keys| crate::signature::sign(keys, &summary))
+            .transpose()?;
+        crate::summary::put_own(&staged, summary, signature, now).await?;
+    }
+    if !plan.retention.is_empty() {
+        let pruned =
+            crate::retention::prune_staged(snapshots, &staged, &plan.retention, now).await?;
+        if !pruned.is_empty() {
+            observer.line(&format!(
+                "{}: retention cut {} commits: {} objects ({}) leave the snapshot",
+                plan.remote,
+                pruned.cut.len(),
+                pruned.removed.len(),
+                human_bytes(pruned.removed_bytes)
+            ));
+        }
     }
     let number = staged.record().number;
     drop(walker);
     staged.publish().await?;
     Ok(Some(number))
+}
+
+/// Walks the commits of the other collections' refs an upstream summary
+/// lists (`refs/mirrors/…`), as deep as the run's refs.
+async fn walk_collection_refs(
+    walker: &Walker<'_>,
+    summary: &[u8],
+    plan: &MirrorPlan,
+) -> Result<Vec<CollectionRef>, MirrorError> {
+    let summary = Summary::parse(summary).map_err(bad("upstream summary"))?;
+    let refs = extras::collection_refs(&summary)?;
+    for r in &refs {
+        if walker.observer.cancelled() {
+            return Err(MirrorError::Cancelled);
+        }
+        walker
+            .commit(&r.name, r.checksum, plan.depth, 0, true)
+            .await?;
+        walker.observer.line(&format!(
+            "{}: ({}, {}) → {}",
+            plan.remote, r.collection, r.name, r.checksum
+        ));
+    }
+    Ok(refs)
+}
+
+/// Static deltas, delta indexes, flatpak's summary index and the collection
+/// refs, copied beside the upstream summary they belong to.
+async fn copy_extras(
+    upstream: &Upstream,
+    staged: &Staged,
+    summary: &[u8],
+    selected: &BTreeMap<String, Checksum>,
+    collection_refs: &[CollectionRef],
+    counters: &Counters,
+    now: i64,
+) -> Result<(), MirrorError> {
+    let summary = Summary::parse(summary).map_err(bad("upstream summary"))?;
+    let mut commits: BTreeSet<Checksum> = selected.values().copied().collect();
+    commits.extend(collection_refs.iter().map(|r| r.checksum));
+    Extras {
+        upstream,
+        staged,
+        bytes: &counters.bytes,
+        now,
+    }
+    .copy(&summary, &commits, collection_refs)
+    .await?;
+    Ok(())
 }
 
 /// The refs under `refs/heads/` of snapshot `id`, and their paths.
@@ -490,34 +644,14 @@ fn own_summary(
     commits: &HashMap<Checksum, (u64, u64)>,
     now: i64,
 ) -> Summary {
-    Summary {
-        refs: refs
-            .iter()
-            .map(|(name, checksum)| {
-                let (size, timestamp) = commits.get(checksum).copied().unwrap_or_default();
-                SummaryRef {
-                    name: name.clone(),
-                    commit_size: size,
-                    checksum: *checksum,
-                    metadata: vec![("ostree.commit.timestamp".into(), be_u64_value(timestamp))],
-                }
-            })
-            .collect(),
-        metadata: vec![
-            (
-                "ostree.summary.last-modified".into(),
-                be_u64_value(now.max(0) as u64),
-            ),
-            (
-                "ostree.summary.mode".into(),
-                crate::gvariant::Value::Str("archive-z2".into()),
-            ),
-            (
-                "ostree.summary.tombstone-commits".into(),
-                crate::gvariant::Value::Bool(false),
-            ),
-        ],
-    }
+    let refs = refs
+        .iter()
+        .map(|(name, checksum)| {
+            let (size, timestamp) = commits.get(checksum).copied().unwrap_or_default();
+            SummaryRef::of_commit(name.clone(), *checksum, size, timestamp)
+        })
+        .collect();
+    Summary::written_by_wharf(refs, now)
 }
 
 /// `mode=` in the `[core]` group of a repository's config.
@@ -559,6 +693,9 @@ struct Walker<'a> {
     /// Commit checksum → (object size, timestamp), for a summary of our own.
     commits: Mutex<HashMap<Checksum, (u64, u64)>>,
     now: i64,
+    /// Keys every commit taken must be signed by.
+    trust: Option<Arc<wharf_sign::Keyring>>,
+    retention: Retention,
 }
 
 impl Walker<'_> {
@@ -689,23 +826,77 @@ impl Walker<'_> {
         .boxed()
     }
 
-    /// A commit with its tree, then `depth` of its parents (-1: all).
-    fn commit(
+    /// The bytes of a stored object of the staged snapshot.
+    async fn read_stored(
         &self,
+        name: &ObjectName,
+        entry: &wharf_meta::SnapshotEntry,
+    ) -> Result<Bytes, MirrorError> {
+        let stream = self.snapshots.open(entry, None).await?;
+        let chunks: Vec<Bytes> = stream
+            .try_collect()
+            .await
+            .map_err(|e| MirrorError::Refused(format!("reading stored {name}: {e}")))?;
+        Ok(Bytes::from(chunks.concat()))
+    }
+
+    /// With trusted keys, the commit must carry a signature by one of them
+    /// in its detached metadata; checked before anything it reaches is fetched.
+    fn check_signature(
+        &self,
+        ref_name: &str,
+        checksum: Checksum,
+        commit: &[u8],
+        detached: Option<&[u8]>,
+    ) -> Result<(), MirrorError> {
+        let Some(trust) = &self.trust else {
+            return Ok(());
+        };
+        let who = crate::signature::verify(trust, commit, detached).map_err(|source| {
+            MirrorError::CommitSignature {
+                commit: checksum,
+                ref_name: ref_name.to_owned(),
+                source,
+            }
+        })?;
+        tracing::debug!(%checksum, ref_name, "commit signed by {who}");
+        Ok(())
+    }
+
+    /// A commit with its tree, then `depth` of its parents (-1: all), as
+    /// far as the ref's retention keeps them; `index` steps behind the ref.
+    fn commit<'b>(
+        &'b self,
+        ref_name: &'b str,
         checksum: Checksum,
         depth: i64,
+        index: u64,
         required: bool,
-    ) -> BoxFuture<'_, Result<(), MirrorError>> {
+    ) -> BoxFuture<'b, Result<(), MirrorError>> {
         async move {
+            let rule = self.retention.rule_for(ref_name);
+            let cut =
+                |commit: &Commit| rule.is_some_and(|r| !r.keeps(index, commit.timestamp, self.now));
             let name = ObjectName::new(checksum, ObjectType::Commit);
+            let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
             let bytes = match self.present(&name).await? {
                 Some(entry) => {
-                    let stream = self.snapshots.open(&entry, None).await?;
-                    let chunks: Vec<Bytes> = stream
-                        .try_collect()
-                        .await
-                        .map_err(|e| MirrorError::Refused(format!("reading stored {name}: {e}")))?;
-                    Bytes::from(chunks.concat())
+                    let bytes = self.read_stored(&name, &entry).await?;
+                    let commit =
+                        Commit::parse(&bytes).map_err(bad(format!("stored commit {name}")))?;
+                    if cut(&commit) {
+                        // Retention ends the history here; pruning removes it.
+                        return Ok(());
+                    }
+                    if self.trust.is_some() {
+                        // Stored before keys were configured, perhaps: checked all the same.
+                        let detached = match self.present(&meta_name).await? {
+                            Some(e) => Some(self.read_stored(&meta_name, &e).await?),
+                            None => None,
+                        };
+                        self.check_signature(ref_name, checksum, &bytes, detached.as_deref())?;
+                    }
+                    bytes
                 }
                 None => {
                     let Some(bytes) = self.fetch(&name, required).await? else {
@@ -716,14 +907,20 @@ impl Walker<'_> {
                         .map_err(bad(format!("upstream commit {name}")))?;
                     let commit =
                         Commit::parse(&bytes).map_err(bad(format!("upstream commit {name}")))?;
-                    let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
+                    if cut(&commit) {
+                        // Retention would cut it: nothing of it is fetched.
+                        return Ok(());
+                    }
                     let detached = self.fetch(&meta_name, false).await?;
+                    if let Some(detached) = &detached {
+                        verify_metadata(&meta_name, detached)
+                            .map_err(bad(format!("upstream {meta_name}")))?;
+                    }
+                    self.check_signature(ref_name, checksum, &bytes, detached.as_deref())?;
                     self.leaf(ObjectName::new(commit.root_meta, ObjectType::DirMeta))
                         .await?;
                     self.dirtree(commit.root_tree).await?;
                     if let Some(detached) = detached {
-                        verify_metadata(&meta_name, &detached)
-                            .map_err(bad(format!("upstream {meta_name}")))?;
                         self.store(&meta_name, detached).await?;
                     }
                     self.store(&name, bytes.clone()).await?;
@@ -736,7 +933,10 @@ impl Walker<'_> {
                 .expect("commits lock")
                 .insert(checksum, (bytes.len() as u64, commit.timestamp));
             match commit.parent {
-                Some(parent) if depth != 0 => self.commit(parent, depth - 1, false).await,
+                Some(parent) if depth != 0 => {
+                    self.commit(ref_name, parent, depth - 1, index + 1, false)
+                        .await
+                }
                 _ => Ok(()),
             }
         }

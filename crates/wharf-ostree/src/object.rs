@@ -256,7 +256,7 @@ fn xattrs_of(v: Value) -> Xattrs {
         .collect()
 }
 
-fn xattrs_value(x: &Xattrs) -> Value {
+pub(crate) fn xattrs_value(x: &Xattrs) -> Value {
     Value::Array(
         Type::parse("(ayay)").expect("literal"),
         x.iter()

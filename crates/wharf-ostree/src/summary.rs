@@ -25,7 +25,41 @@ pub struct Summary {
     pub metadata: Metadata,
 }
 
+impl SummaryRef {
+    /// A ref as Wharf lists it: its commit's size and timestamp, as `ostree summary -u` does.
+    pub fn of_commit(name: String, checksum: Checksum, commit_size: u64, timestamp: u64) -> Self {
+        SummaryRef {
+            name,
+            commit_size,
+            checksum,
+            metadata: vec![("ostree.commit.timestamp".into(), be_u64_value(timestamp))],
+        }
+    }
+}
+
 impl Summary {
+    /// A summary Wharf writes itself (a subset mirror, `wharf ostree commit`),
+    /// with the repository metadata `ostree summary -u` writes.
+    pub fn written_by_wharf(refs: Vec<SummaryRef>, now: i64) -> Summary {
+        Summary {
+            refs,
+            metadata: vec![
+                (
+                    "ostree.summary.last-modified".into(),
+                    be_u64_value(now.max(0) as u64),
+                ),
+                (
+                    "ostree.summary.mode".into(),
+                    Value::Str("archive-z2".into()),
+                ),
+                (
+                    "ostree.summary.tombstone-commits".into(),
+                    Value::Bool(false),
+                ),
+            ],
+        }
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Summary, ObjectError> {
         let v = decode_normal(&Type::parse(SUMMARY_TYPE).expect("literal"), bytes)?;
         let Value::Tuple(mut m) = v else {
@@ -94,4 +128,31 @@ impl Summary {
 /// A big-endian `t`, as OSTree writes timestamps into metadata.
 pub fn be_u64_value(x: u64) -> Value {
     Value::U64(u64::from_le(x.to_be()))
+}
+
+/// Stores a summary Wharf wrote with `signature` (Wharf's `summary.sig` for
+/// exactly these bytes) or, without one, with no `summary.sig` at all: a
+/// signature left from upstream or an earlier summary never signs this one.
+pub(crate) async fn put_own(
+    staged: &wharf_snapshot::Staged,
+    summary: Vec<u8>,
+    signature: Option<Vec<u8>>,
+    now: i64,
+) -> Result<(), wharf_snapshot::SnapshotError> {
+    let path = |p: &str| wharf_core::TreePath::new(p).expect("a valid literal path");
+    let sig_path = path("summary.sig");
+    match signature {
+        Some(sig) => {
+            staged
+                .put_bytes(&sig_path, bytes::Bytes::from(sig), None, now)
+                .await?;
+        }
+        None => {
+            staged.remove(std::slice::from_ref(&sig_path)).await?;
+        }
+    }
+    staged
+        .put_bytes(&path("summary"), bytes::Bytes::from(summary), None, now)
+        .await?;
+    Ok(())
 }

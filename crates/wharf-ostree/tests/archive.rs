@@ -187,6 +187,10 @@ async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothin
         refs: RefSelection::All,
         depth: -1,
         concurrency: 8,
+        trust: None,
+        signer: None,
+        retention: Default::default(),
+        deltas: Default::default(),
     };
     let first = run_mirror(&s, &plan, &Quiet).await;
     assert_eq!(first.failure, None, "{}", first.line());
@@ -309,4 +313,127 @@ async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothin
     assert!(served(&s, &subset.repository, "refs/heads/main")
         .await
         .is_none());
+}
+
+fn push_settings() -> wharf_ostree::push::PushSettings {
+    wharf_ostree::push::PushSettings {
+        signer: None,
+        retention: Box::new(|_| Default::default()),
+        deltas: Default::default(),
+        max_object_bytes: 1 << 30,
+        mirrored: Vec::new(),
+        keep_retired: 3,
+    }
+}
+
+async fn upload(
+    push: &wharf_ostree::push::Push,
+    repo: &RepoName,
+    object: &wharf_ostree::push::LocalObject,
+    bytes: Vec<u8>,
+) -> Result<wharf_ostree::push::Stored, wharf_ostree::push::PushError> {
+    let body: wharf_ostree::push::Body = Box::pin(futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(Bytes::from(bytes))
+    }));
+    push.put_object(repo, object.name, None, body).await
+}
+
+#[tokio::test]
+async fn a_ref_moves_only_once_every_object_its_commit_reaches_is_held() {
+    use wharf_ostree::push::{local_closure, local_ref, Push, PushError, Stored};
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = make_repo(dir.path());
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/pushed").unwrap();
+    let push = Push::new(s.clone(), push_settings());
+    let commit = local_ref(&upstream, "main").unwrap();
+    let closure = local_closure(&upstream, commit).unwrap();
+    assert!(closure.len() > 40, "{} objects", closure.len());
+    let names: Vec<ObjectName> = closure.iter().map(|o| o.name).collect();
+    assert_eq!(push.missing(&repo, &names).await.unwrap(), names);
+
+    // Every object but one content object, deep in the tree, goes up.
+    let held_back = closure
+        .iter()
+        .rev()
+        .find(|o| o.name.kind == ObjectType::File)
+        .unwrap();
+    for o in closure.iter().filter(|o| o.name != held_back.name) {
+        let bytes = std::fs::read(&o.file).unwrap();
+        assert_eq!(upload(&push, &repo, o, bytes).await.unwrap(), Stored::New);
+    }
+    assert_eq!(
+        push.missing(&repo, &names).await.unwrap(),
+        vec![held_back.name]
+    );
+    match push.move_ref(&repo, "main", commit, None).await {
+        Err(PushError::Missing { missing, .. }) => assert_eq!(missing, vec![held_back.name]),
+        other => panic!("a move with an object missing: {other:?}"),
+    }
+    assert!(s.published(&repo).await.unwrap().is_none());
+
+    // Wrong bytes under its name are refused and kept nowhere.
+    let mut bad = std::fs::read(&held_back.file).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    assert!(matches!(
+        upload(&push, &repo, held_back, bad).await,
+        Err(PushError::BadObject { .. })
+    ));
+    assert_eq!(
+        push.missing(&repo, &names).await.unwrap(),
+        vec![held_back.name]
+    );
+
+    let bytes = std::fs::read(&held_back.file).unwrap();
+    upload(&push, &repo, held_back, bytes).await.unwrap();
+    let moved = push.move_ref(&repo, "main", commit, None).await.unwrap();
+    assert_eq!(moved.objects as usize, closure.len());
+    assert!(push.missing(&repo, &names).await.unwrap().is_empty());
+    assert_eq!(
+        served(&s, &repo, "refs/heads/main").await.unwrap(),
+        format!("{commit}\n").into_bytes()
+    );
+    assert!(served(&s, &repo, "summary").await.is_some());
+    // The session gave up what was published.
+    let session = s
+        .list(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.note == wharf_ostree::push::SESSION_NOTE)
+        .unwrap();
+    assert_eq!(s.meta().snapshot_totals(&session.id).await.unwrap().0, 0);
+
+    // Held objects are not stored twice; a stale parent is refused; the same
+    // commit again publishes nothing.
+    let again = std::fs::read(&closure[0].file).unwrap();
+    assert_eq!(
+        upload(&push, &repo, &closure[0], again).await.unwrap(),
+        Stored::Held
+    );
+    assert!(matches!(
+        push.move_ref(&repo, "main", commit, Some(held_back.name.checksum))
+            .await,
+        Err(PushError::Stale { .. })
+    ));
+    let same = push
+        .move_ref(&repo, "main", commit, Some(commit))
+        .await
+        .unwrap();
+    assert!(same.snapshot.is_none());
+    // A commit bound to another ref is refused.
+    let other = local_ref(&upstream, "os/x86_64/stable").unwrap();
+    for o in local_closure(&upstream, other).unwrap() {
+        let bytes = std::fs::read(&o.file).unwrap();
+        upload(&push, &repo, &o, bytes).await.unwrap();
+    }
+    assert!(matches!(
+        push.move_ref(&repo, "main", other, None).await,
+        Err(PushError::Invalid(m)) if m.contains("ref-binding")
+    ));
+
+    // A local repository missing an object offers nothing.
+    std::fs::remove_file(&held_back.file).unwrap();
+    assert!(local_closure(&upstream, commit).is_err());
 }

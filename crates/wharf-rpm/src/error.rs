@@ -12,9 +12,24 @@ pub enum RpmError {
     /// Bytes fetched from upstream are not what its metadata promised.
     #[error("{0}")]
     Verification(String),
+    /// `repomd.xml.asc` is missing or does not verify against the configured keys.
+    #[error("{0}")]
+    Signature(String),
     /// The upstream could not be reached or refused a request.
     #[error("{0}")]
     Upstream(String),
+    /// An uploaded file is not a well-formed RPM package (or not the one expected).
+    #[error("{0}")]
+    Package(String),
+    /// The change conflicts with what the repository holds.
+    #[error("{0}")]
+    Conflict(String),
+    /// What the change names is not there.
+    #[error("{0}")]
+    NotFound(String),
+    /// An upload is larger than the configured cap.
+    #[error("{0}")]
+    TooLarge(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(String),

@@ -1,5 +1,6 @@
-//! rpm-md repositories: reading `repomd.xml` and primary, and mirroring an
-//! upstream repository into a published snapshot.
+//! rpm-md repositories: reading `repomd.xml` and primary, mirroring an
+//! upstream repository into a published snapshot, and hosted repositories
+//! whose metadata Wharf writes from uploaded packages ([`hosted`]).
 //!
 //! The crate only *produces snapshots*: `wharf-http` serves `/rpm/<repo>/…`
 //! from whatever snapshot is published. A mirror run ([`mirror::run`]) fetches
@@ -8,12 +9,22 @@
 //! publishes them at once, so a client never sees a half-updated repository.
 
 mod checksum;
+pub mod compose;
 mod compression;
+pub mod createrepo;
 mod error;
+pub mod evr;
+pub mod filter;
+pub mod header;
+pub mod hosted;
 mod location;
 pub mod mirror;
+mod package;
 mod primary;
+pub mod promote;
+mod regenerate;
 mod repomd;
+pub mod retention;
 mod source;
 mod xml;
 

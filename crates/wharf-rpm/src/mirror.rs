@@ -14,7 +14,18 @@
 //!    so the previous one stays served, untouched.
 //!
 //! Policies: `exact` (the tree is exactly upstream's) and `additive` (packages
-//! of the previous snapshot that upstream dropped stay downloadable).
+//! of the previous snapshot that upstream dropped stay downloadable, and stay
+//! in the metadata). With keys configured, every package's header signature
+//! must verify against them too, whether fetched or already stored.
+//!
+//! A filtered remote ([`PackageFilter`]) or an additive one does not serve
+//! upstream's package lists: only primary is fetched (to choose and verify
+//! packages), then Wharf writes primary, filelists and other for the packages
+//! the snapshot holds ([`crate::regenerate`]), keeps comps, updateinfo and
+//! modules as upstream wrote them, and signs its own repomd.xml. Such a run
+//! is "unchanged" when upstream's repomd.xml (and `.asc`) and the remote's
+//! settings are those the published snapshot was made from, which its note
+//! records.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +39,11 @@ use wharf_snapshot::{Base, Snapshots, Staged};
 
 use crate::checksum::{Checksum, ChecksumHasher};
 use crate::compression::Compression;
+use crate::filter::{Newest, PackageFilter};
 use crate::location::Location;
+use crate::package::{check_signature, stored_header};
 use crate::primary::{for_each_package, PackageEntry};
+use crate::regenerate::{kept_kind, write_metadata, KeptRecord};
 use crate::repomd::{DataRecord, Repomd, MAX_REPOMD_BYTES};
 use crate::source::Source;
 use crate::RpmError;
@@ -59,6 +73,39 @@ pub struct MirrorPlan {
     pub policy: Policy,
     /// Transfers in flight at once.
     pub concurrency: usize,
+    /// Keys `repodata/repomd.xml.asc` and every package's header signature
+    /// must verify against; `None`: neither is checked.
+    pub trust: Option<Arc<wharf_sign::Keyring>>,
+    /// Which upstream packages are kept; everything by default.
+    pub filter: PackageFilter,
+    /// Wharf's keys, which sign the repomd.xml Wharf writes for a filtered or
+    /// additive mirror; `None`: it stays unsigned.
+    pub signer: Option<Arc<wharf_sign::SigningKeys>>,
+}
+
+impl MirrorPlan {
+    /// Whether Wharf writes this mirror's metadata itself (a filter, or the
+    /// additive policy) instead of serving upstream's byte for byte.
+    pub fn regenerates(&self) -> bool {
+        self.policy == Policy::Additive || !self.filter.is_everything()
+    }
+
+    /// What a published snapshot's note records of the run that made it, so a
+    /// later run can tell that neither upstream nor the settings changed.
+    fn marker(&self, repomd: &[u8], asc: Option<&Bytes>) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            repomd,
+            asc.map_or(&b""[..], |a| a.as_ref()),
+            self.filter.fingerprint().as_bytes(),
+            format!("{:?}", self.policy).as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        format!("[upstream {}]", hex::encode(h.finalize()))
+    }
 }
 
 /// Called as a run goes, for progress bars and job progress.
@@ -96,6 +143,10 @@ pub struct MirrorSummary {
     pub reused_packages: u64,
     /// Packages kept although upstream dropped them (additive).
     pub kept_packages: u64,
+    /// Packages of upstream's primary the filter left out.
+    pub filtered_out: u64,
+    /// Wharf wrote the metadata (filtered or additive).
+    pub regenerated: bool,
     /// Bytes fetched from upstream.
     pub bytes_fetched: u64,
     /// The number of the snapshot published, when one was.
@@ -122,6 +173,12 @@ impl MirrorSummary {
                 ", {} dropped upstream and kept",
                 self.kept_packages
             ));
+        }
+        if self.filtered_out > 0 {
+            line.push_str(&format!(", {} left out by the filter", self.filtered_out));
+        }
+        if self.regenerated {
+            line.push_str(", metadata written by wharf");
         }
         if let Some(id) = self.snapshot {
             line.push_str(&format!("; published snapshot {id}"));
@@ -188,7 +245,29 @@ pub async fn run(
         })?;
     let asc = plan.source.fetch_small(REPOMD_ASC, 1 << 20).await?;
     summary.bytes_fetched += repomd_bytes.len() as u64 + asc.as_ref().map_or(0, |a| a.len() as u64);
-    if unchanged(snapshots, &plan.repository, &repomd_bytes, asc.as_ref()).await? {
+    if let Some(trust) = &plan.trust {
+        // Before anything else is fetched: an unsigned upstream costs nothing more.
+        let asc = asc.as_ref().ok_or_else(|| {
+            RpmError::Signature(format!(
+                "{}: missing, and gpg_keys are configured for this remote",
+                plan.source.describe(REPOMD_ASC)
+            ))
+        })?;
+        trust.verify_openpgp(&repomd_bytes, asc).map_err(|e| {
+            RpmError::Signature(format!(
+                "{} does not verify {}: {e}",
+                plan.source.describe(REPOMD_ASC),
+                REPOMD
+            ))
+        })?;
+    }
+    let marker = plan.marker(&repomd_bytes, asc.as_ref());
+    let same = if plan.regenerates() {
+        published_note_has(snapshots, &plan.repository, &marker).await?
+    } else {
+        unchanged(snapshots, &plan.repository, &repomd_bytes, asc.as_ref()).await?
+    };
+    if same {
         summary.unchanged = true;
         return Ok(summary);
     }
@@ -218,7 +297,7 @@ pub async fn run(
             &plan.repository,
             RepositoryKind::Rpm,
             base,
-            &format!("rpm-sync {}", plan.remote),
+            &format!("rpm-sync {} {marker}", plan.remote),
         )
         .await
         .map_err(|e| store_error("stage a snapshot", e))?;
@@ -226,7 +305,6 @@ pub async fn run(
         snapshots,
         &staged,
         plan,
-        &repomd,
         &data,
         primary,
         &repomd_bytes,
@@ -251,6 +329,19 @@ pub async fn run(
             Err(e)
         }
     }
+}
+
+/// Whether the published snapshot was made from `marker` (see [`MirrorPlan::marker`]).
+async fn published_note_has(
+    snapshots: &Snapshots,
+    repository: &RepoName,
+    marker: &str,
+) -> Result<bool, RpmError> {
+    let published = snapshots
+        .published(repository)
+        .await
+        .map_err(|e| store_error("read the published snapshot", e))?;
+    Ok(published.is_some_and(|p| p.note.ends_with(marker)))
 }
 
 /// Whether upstream's repomd.xml (and signature) are the published ones.
@@ -292,7 +383,6 @@ async fn fill(
     snapshots: &Snapshots,
     staged: &Staged,
     plan: &MirrorPlan,
-    repomd: &Repomd,
     data: &[(&DataRecord, TreePath)],
     primary: &DataRecord,
     repomd_bytes: &Bytes,
@@ -304,8 +394,10 @@ async fn fill(
     let counting = Counting {
         inner: observer,
         bytes: &fetched,
+        blobs: snapshots.blobs(),
     };
     let concurrency = plan.concurrency.max(1);
+    let regenerate = plan.regenerates();
     if plan.policy == Policy::Additive {
         // The previous metadata files are not upstream's any more; only packages are kept.
         remove_prefix(staged, "repodata/").await?;
@@ -313,7 +405,27 @@ async fn fill(
     // Built as a list first: a closure over borrowed records here makes the
     // job handler's future fail the higher-ranked `Send` check.
     let mut files = Vec::with_capacity(data.len());
+    let mut kept = Vec::new();
     for (record, path) in data {
+        if regenerate {
+            // Only what Wharf keeps, and primary, which chooses the packages.
+            if kept_kind(&record.kind) {
+                let open = match (&record.open_checksum, record.open_size) {
+                    (Some(c), Some(n)) if c.kind() == crate::ChecksumKind::Sha256 => {
+                        Some((c.hex().to_string(), n))
+                    }
+                    _ => None,
+                };
+                kept.push(KeptRecord {
+                    kind: record.kind.clone(),
+                    path: path.clone(),
+                    open,
+                    timestamp: record.timestamp.unwrap_or_else(now),
+                });
+            } else if record.kind != "primary" {
+                continue;
+            }
+        }
         files.push(copy(
             staged,
             &plan.source,
@@ -325,11 +437,12 @@ async fn fill(
             &counting,
         ));
     }
+    let files_len = files.len() as u64;
     futures_util::stream::iter(files)
         .buffer_unordered(concurrency)
         .try_collect::<Vec<bool>>()
         .await?;
-    summary.metadata_files = repomd.records.len() as u64;
+    summary.metadata_files = files_len;
     if observer.cancelled() {
         return Err(RpmError::Cancelled);
     }
@@ -348,13 +461,48 @@ async fn fill(
         .await
         .map_err(|e| store_error("read back primary", e))?;
     let compression = Compression::from_name(primary_path.as_str())?;
+    let bridge = |body| tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    // "Newest N" needs every version of a name before the first is chosen: a
+    // first pass over primary, remembering N versions per name.
+    let first_pass = match plan.filter.newest {
+        Some(_) => Some(bridge(
+            snapshots
+                .blobs()
+                .read(&stored.blob, None)
+                .await
+                .map_err(|e| store_error("read back primary", e))?,
+        )),
+        None => None,
+    };
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<PackageEntry>(256);
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let reader = bridge(body);
+    let filter = plan.filter.clone();
     let parser = tokio::task::spawn_blocking(move || {
+        let newest = match first_pass {
+            Some(first) => {
+                let mut newest = Newest::new(filter.newest.unwrap_or(1));
+                for_each_package(
+                    std::io::BufReader::with_capacity(64 << 10, compression.decoder(first)?),
+                    |entry| {
+                        if filter.admits(&entry) {
+                            newest.see(&entry);
+                        }
+                        Ok(())
+                    },
+                )?;
+                Some(newest)
+            }
+            None => None,
+        };
         let decoded = compression.decoder(reader)?;
         for_each_package(
             std::io::BufReader::with_capacity(64 << 10, decoded),
-            |entry| sender.blocking_send(entry).map_err(|_| RpmError::Cancelled),
+            |entry| {
+                if !filter.admits(&entry) || newest.as_ref().is_some_and(|n| !n.keeps(&entry)) {
+                    return Ok(());
+                }
+                sender.blocking_send(entry).map_err(|_| RpmError::Cancelled)
+            },
         )
     });
     let entries = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
@@ -382,6 +530,18 @@ async fn fill(
                     counting,
                 )
                 .await?;
+                if let Some(trust) = &plan.trust {
+                    // Stored bytes too: they may come from a run without keys.
+                    let what = format!("{} (package {nevra})", path.as_str());
+                    let stored = staged
+                        .entry(&path)
+                        .await
+                        .map_err(|e| store_error(&what, e))?
+                        .ok_or_else(|| RpmError::Store(format!("{what} vanished")))?;
+                    let (header, head) =
+                        stored_header(snapshots.blobs(), &stored.blob, stored.size, &what).await?;
+                    check_signature(&header, &head, trust, &what)?;
+                }
                 if was_fetched {
                     fetched_packages.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -415,16 +575,39 @@ async fn fill(
         return Err(e);
     }
     let count = parsed??;
-    summary.packages = count;
+    summary.packages = listed.len() as u64;
+    summary.filtered_out = count.saturating_sub(listed.len() as u64);
     summary.reused_packages = reused.load(Ordering::Relaxed);
     summary.fetched_packages = fetched_packages.load(Ordering::Relaxed);
     if plan.policy == Policy::Additive {
         summary.kept_packages = count_kept(staged, &listed).await?;
     }
-    if let Some(asc) = asc {
-        put_small(staged, REPOMD_ASC, asc).await?;
+    if regenerate {
+        // Upstream's primary lists what the filter left out; Wharf's replaces it.
+        if !kept.iter().any(|k| k.path == primary_path) {
+            staged
+                .remove(std::slice::from_ref(&primary_path))
+                .await
+                .map_err(|e| store_error("remove upstream's primary", e))?;
+        }
+        if observer.cancelled() {
+            return Err(RpmError::Cancelled);
+        }
+        write_metadata(
+            snapshots.blobs(),
+            staged,
+            &kept,
+            plan.signer.as_deref(),
+            now(),
+        )
+        .await?;
+        summary.regenerated = true;
+    } else {
+        if let Some(asc) = asc {
+            put_small(staged, REPOMD_ASC, asc).await?;
+        }
+        put_small(staged, REPOMD, repomd_bytes.clone()).await?;
     }
-    put_small(staged, REPOMD, repomd_bytes.clone()).await?;
     summary.bytes_fetched += fetched.load(Ordering::Relaxed);
     Ok(())
 }
@@ -491,11 +674,21 @@ async fn copy(
     let what = what.as_str();
     let digest = checksum.as_digest();
     if let Some(digest) = &digest {
-        let reused = staged
-            .put_existing(path, digest, modified_at)
+        // A look at the blob store first (no database write): a new file then
+        // costs no write transaction before its own, which matters when
+        // `concurrency` writers queue for SQLite's one write lock.
+        let stored = counting
+            .blobs
+            .stat(digest)
             .await
-            .map_err(|e| store_error(what, e))?;
-        if reused {
+            .map_err(|e| store_error(what, e))?
+            .is_some();
+        if stored
+            && staged
+                .put_existing(path, digest, modified_at)
+                .await
+                .map_err(|e| store_error(what, e))?
+        {
             return Ok(false);
         }
     }
@@ -545,6 +738,7 @@ async fn copy(
 struct Counting<'a> {
     inner: &'a dyn MirrorObserver,
     bytes: &'a AtomicU64,
+    blobs: &'a wharf_blob::BlobStore,
 }
 
 struct Check {

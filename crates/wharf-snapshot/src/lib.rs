@@ -31,6 +31,24 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 /// A repository created on another replica is served within this time.
 const NAMES_TTL: Duration = Duration::from_secs(1);
 
+/// How old the list of names must be before a path naming none of them reads
+/// it again.
+const NAMES_MISS_TTL: Duration = Duration::from_millis(100);
+
+/// The longest of `names` that `raw` names (itself, or a prefix ending at a `/`).
+fn longest_named<'a>(names: &'a [RepoName], raw: &str) -> Option<&'a RepoName> {
+    let mut best: Option<&RepoName> = None;
+    for name in names {
+        let n = name.as_str();
+        let names_it = raw == n
+            || (raw.len() > n.len() && raw.starts_with(n) && raw.as_bytes()[n.len()] == b'/');
+        if names_it && best.is_none_or(|b| n.len() > b.as_str().len()) {
+            best = Some(name);
+        }
+    }
+    best
+}
+
 /// Repository names of one kind, and when they were read.
 type NamesRead = (Instant, Arc<Vec<RepoName>>);
 
@@ -255,17 +273,18 @@ impl Snapshots {
         kind: RepositoryKind,
         raw: &str,
     ) -> Result<Option<Located>, SnapshotError> {
-        let names = self.names(kind).await?;
-        let mut best: Option<&RepoName> = None;
-        for name in names.iter() {
-            let n = name.as_str();
-            let names_it = raw == n
-                || (raw.len() > n.len() && raw.starts_with(n) && raw.as_bytes()[n.len()] == b'/');
-            if names_it && best.is_none_or(|b| n.len() > b.as_str().len()) {
-                best = Some(name);
-            }
+        let mut names = self.names(kind).await?;
+        if longest_named(&names, raw).is_none() && self.names_older_than(kind, NAMES_MISS_TTL) {
+            // A miss may be a repository created by another process a moment
+            // ago (a CLI sync or promotion beside the server): the list is
+            // read again, at most once per NAMES_MISS_TTL, so probes of
+            // names that do not exist cannot turn into a query each.
+            self.forget_names(kind);
+            names = self.names(kind).await?;
         }
-        let Some(repo) = best else { return Ok(None) };
+        let Some(repo) = longest_named(&names, raw) else {
+            return Ok(None);
+        };
         let rest = raw[repo.as_str().len()..].trim_start_matches('/');
         if rest.is_empty() {
             return Ok(Some(Located {
@@ -298,6 +317,14 @@ impl Snapshots {
             .expect("names lock")
             .insert(kind, (Instant::now(), names.clone()));
         Ok(names)
+    }
+
+    fn names_older_than(&self, kind: RepositoryKind, age: Duration) -> bool {
+        self.names
+            .lock()
+            .expect("names lock")
+            .get(&kind)
+            .is_none_or(|(at, _)| at.elapsed() >= age)
     }
 
     fn forget_names(&self, kind: RepositoryKind) {
@@ -417,6 +444,34 @@ impl Staged {
         Ok(StoredEntry { digest, size })
     }
 
+    /// Streams `body` into the blob store without recording it: a batch of
+    /// files is stored one by one and then recorded in one transaction with
+    /// [`record_stored`](Staged::record_stored) (one commit instead of one per
+    /// file). Until then the bytes are an orphan that only the collector's
+    /// grace period (from the moment they were stored) protects, so record
+    /// them well within it.
+    pub async fn store_unrecorded(&self, body: ByteStream) -> Result<StoredEntry, SnapshotError> {
+        let blobs = &self.snapshots.blobs;
+        let upload = uuid::Uuid::new_v4().simple().to_string();
+        let (digest, size) =
+            wharf_blob::stage_stream_of_unknown_digest(blobs, &upload, body).await?;
+        if let Err(e) = blobs.publish_upload(&upload, &digest).await {
+            blobs.abort_upload(&upload).await?;
+            return Err(e.into());
+        }
+        Ok(StoredEntry { digest, size })
+    }
+
+    /// Records blobs stored with [`store_unrecorded`](Staged::store_unrecorded),
+    /// each claimed live, in one transaction.
+    pub async fn record_stored(&self, entries: &[SnapshotEntry]) -> Result<(), SnapshotError> {
+        Ok(self
+            .snapshots
+            .meta
+            .claim_snapshot_entries(self.id(), entries)
+            .await?)
+    }
+
     /// [`put_stream`](Staged::put_stream) for bytes already in memory (small
     /// files: OSTree metadata objects, repomd.xml).
     pub async fn put_bytes(
@@ -511,6 +566,21 @@ impl Staged {
     /// Publishes it; returns the snapshot it replaced.
     pub async fn publish(self) -> Result<Option<SnapshotId>, SnapshotError> {
         self.snapshots.publish(self.id()).await
+    }
+
+    /// Publishes it only if the repository still publishes `expected` (the
+    /// snapshot this one was prepared from; `None`: nothing), checked in the
+    /// publishing transaction; `false`, with nothing changed and this one still
+    /// staged, when another writer published meanwhile.
+    pub async fn publish_replacing(
+        &self,
+        expected: Option<&SnapshotId>,
+    ) -> Result<bool, SnapshotError> {
+        Ok(self
+            .snapshots
+            .meta
+            .publish_snapshot_replacing(self.id(), expected)
+            .await?)
     }
 
     /// Deletes it unpublished.

@@ -150,6 +150,18 @@ impl WharfServer {
         format!("http://{}", self.addr)
     }
 
+    /// Bytes the server has caused to be written to storage so far
+    /// (`write_bytes` of `/proc/PID/io`: counted when pages are dirtied, so a
+    /// file written and deleted before it reached the disk still counts).
+    pub fn storage_write_bytes(&self) -> Result<u64> {
+        let child = self.child.as_ref().context("wharf server is not running")?;
+        let io = fs::read_to_string(format!("/proc/{}/io", child.id()))?;
+        io.lines()
+            .find_map(|line| line.strip_prefix("write_bytes:"))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+            .context("no write_bytes in /proc/PID/io")
+    }
+
     /// The server's peak resident memory so far (`VmHWM`), for asserting that memory stays flat.
     pub fn peak_rss_bytes(&self) -> Result<u64> {
         let child = self.child.as_ref().context("wharf server is not running")?;

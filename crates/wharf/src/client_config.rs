@@ -278,7 +278,9 @@ pub(crate) enum RepoClientConfig {
         /// The RPM repository.
         #[arg(long)]
         repo: String,
-        /// The signing key's URL for `gpgkey=`; default: `<server>/rpm/REPO/repodata/repomd.xml.key`.
+        /// The signing keys' URLs for `gpgkey=` (space-separated); default: Wharf's own key,
+        /// `<server>/keys/wharf.asc`, which signs hosted repositories' repomd.xml. A mirror
+        /// serves upstream's repomd.xml.asc and packages: give the upstream's key then.
         #[arg(long)]
         gpgkey: Option<String>,
     },
@@ -291,9 +293,25 @@ pub(crate) enum RepoClientConfig {
         #[arg(long)]
         path: Option<String>,
     },
+    /// Print the `ostree remote add` command, the remote's config section and the
+    /// kickstart `ostreesetup` line for the OSTree repository REPO (served at /ostree/REPO/).
+    Ostree {
+        /// The OSTree repository.
+        #[arg(long)]
+        repo: String,
+        /// The remote's name on the client; default: REPO with `/` written `-`.
+        #[arg(long)]
+        remote: Option<String>,
+        /// The ref kickstart deploys; default: the mirror's one named ref, if it has one.
+        #[arg(long = "ref")]
+        ref_name: Option<String>,
+        /// `ostreesetup --osname`; default: the remote's name.
+        #[arg(long)]
+        osname: Option<String>,
+    },
 }
 
-/// The text `wharf client-config dnf|kickstart` prints.
+/// The text `wharf client-config dnf|kickstart|ostree` prints.
 pub(crate) fn repo_client_config(
     config: &Config,
     what: &RepoClientConfig,
@@ -315,11 +333,30 @@ pub(crate) fn repo_client_config(
                     }
                 })
                 .collect();
+            let mirrored_by = config
+                .rpm
+                .remotes
+                .iter()
+                .find(|r| r.repository == repo.as_str());
             let key = gpgkey
                 .clone()
-                .unwrap_or_else(|| format!("{base}/rpm/{repo}/repodata/repomd.xml.key"));
+                .unwrap_or_else(|| format!("{base}/keys/wharf.asc"));
+            let note = match (mirrored_by, gpgkey) {
+                (Some(remote), None) if remote.regenerates_metadata() => format!(
+                    "# {repo} mirrors remote {:?} with metadata wharf writes and signs (gpgkey= \
+                     below); its packages keep the upstream's signatures: add that key's URL \
+                     to gpgkey=, after wharf's\n",
+                    remote.name
+                ),
+                (Some(remote), None) => format!(
+                    "# {repo} mirrors remote {:?}: its repomd.xml.asc and packages are signed by \
+                     the upstream's key; put that key's URL in gpgkey= (or pass --gpgkey)\n",
+                    remote.name
+                ),
+                _ => String::new(),
+            };
             Ok(format!(
-                "[{id}]\nname={repo} (wharf at {authority})\nbaseurl={base}/rpm/{repo}/\n\
+                "{note}[{id}]\nname={repo} (wharf at {authority})\nbaseurl={base}/rpm/{repo}/\n\
                  enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={key}\n"
             ))
         }
@@ -336,7 +373,144 @@ pub(crate) fn repo_client_config(
             };
             Ok(format!("url --url={base}/files/{repo}/{dir}\n"))
         }
+        RepoClientConfig::Ostree {
+            repo,
+            remote,
+            ref_name,
+            osname,
+        } => ostree_client_config(
+            config,
+            &base,
+            repo,
+            remote.as_deref(),
+            ref_name.as_deref(),
+            osname.as_deref(),
+        ),
     }
+}
+
+/// What stock ostree and Anaconda need for one OSTree repository. Which key
+/// verifies what depends on how the repository is filled: a mirror of all refs
+/// serves the upstream's summary and commits, both signed by the upstream's key;
+/// a mirror of some refs serves the upstream's commits under Wharf's own summary,
+/// signed with Wharf's key; a hosted repository is Wharf's alone.
+fn ostree_client_config(
+    config: &Config,
+    base: &str,
+    repo: &str,
+    remote: Option<&str>,
+    ref_name: Option<&str>,
+    osname: Option<&str>,
+) -> anyhow::Result<String> {
+    let repo =
+        wharf_core::RepoName::parse(repo).with_context(|| format!("repository name {repo:?}"))?;
+    let remote = match remote {
+        Some(r) => r.to_owned(),
+        None => repo.as_str().replace('/', "-"),
+    };
+    if remote.is_empty()
+        || !remote
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("remote name {remote:?}: use letters, digits, '-', '_' and '.'");
+    }
+    let osname = osname.unwrap_or(&remote);
+    if osname.is_empty()
+        || !osname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("osname {osname:?}: use letters, digits, '-', '_' and '.'");
+    }
+    let mirror = config
+        .ostree
+        .remotes
+        .iter()
+        .find(|r| r.repository == repo.as_str());
+    let all_refs = mirror.is_some_and(|m| m.refs.is_empty() || m.refs.iter().any(|r| r == "*"));
+    let ref_name = match ref_name {
+        Some(r) => Some(r.to_owned()),
+        None => mirror.and_then(|m| match m.refs.as_slice() {
+            [one] if !one.contains(['*', '?']) => Some(one.clone()),
+            _ => None,
+        }),
+    };
+    if let Some(r) = &ref_name {
+        if !wharf_ostree::object::validate_ref_name(r) {
+            bail!("ref {r:?} is not a valid ref name");
+        }
+    }
+    let url = format!("{base}/ostree/{repo}/");
+    let wharf_key = format!("{base}/keys/wharf.asc");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# OSTree repository {repo}, written by `wharf client-config ostree`."
+    );
+    let key_file = match mirror {
+        Some(m) if all_refs => {
+            let _ = writeln!(
+                out,
+                "# A mirror of every ref of {:?} ({}): its summary and commits are the upstream's,\n\
+                 # signed by the upstream's key. Export that key as upstream-key.asc (for example\n\
+                 # `gpg --armor --export KEYID > upstream-key.asc` on the upstream's signing host).",
+                m.name, m.url
+            );
+            "upstream-key.asc"
+        }
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "# A mirror of some refs of {:?} ({}): the commits are signed by the upstream's key,\n\
+                 # the summary by Wharf's ({wharf_key}). Import both: put the upstream's key\n\
+                 # beside Wharf's in one file, or run `ostree remote gpg-import {remote} -k FILE`\n\
+                 # for the upstream's.\n\
+                 curl -fsSL -o wharf.asc {wharf_key}",
+                m.name, m.url
+            );
+            "wharf.asc"
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "# Hosted here: commits and summary are signed with Wharf's key.\n\
+                 curl -fsSL -o wharf.asc {wharf_key}"
+            );
+            "wharf.asc"
+        }
+    };
+    let _ = writeln!(
+        out,
+        "ostree remote add --set=gpg-verify=true --set=gpg-verify-summary=true \
+         --gpg-import={key_file} {remote} {url}"
+    );
+    let _ = writeln!(
+        out,
+        "\n# The same remote in /etc/ostree/remotes.d/{remote}.conf (or the repository's config);\n\
+         # its keys then go in /etc/pki/ostree/{remote}.gpg (or /etc/ostree/remotes.d/{remote}.gpg).\n\
+         [remote \"{remote}\"]\nurl={url}\ngpg-verify=true\ngpg-verify-summary=true"
+    );
+    let _ = writeln!(
+        out,
+        "\n# Kickstart (Anaconda verifies with the keys its image carries in /etc/pki/ostree/)."
+    );
+    match &ref_name {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "ostreesetup --osname={osname} --remote={remote} --url={url} --ref={r}"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "# name the ref to deploy with --ref to get this line filled in:\n\
+                 # ostreesetup --osname={osname} --remote={remote} --url={url} --ref=REF"
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -359,11 +533,13 @@ mod repo_client_config_tests {
         )
         .unwrap();
         assert!(dnf.starts_with("[fedora-40]\n"), "{dnf}");
+        assert!(
+            dnf.contains("gpgkey=https://wharf.example/keys/wharf.asc\n"),
+            "{dnf}"
+        );
         assert!(dnf.contains("baseurl=https://wharf.example/rpm/fedora/40/\n"));
         assert!(dnf.contains("repo_gpgcheck=1\n"));
-        assert!(
-            dnf.contains("gpgkey=https://wharf.example/rpm/fedora/40/repodata/repomd.xml.key\n")
-        );
+
         let ks = repo_client_config(
             &config,
             &RepoClientConfig::Kickstart {
@@ -384,5 +560,53 @@ mod repo_client_config_tests {
             },
         )
         .is_err());
+    }
+
+    #[test]
+    fn ostree_remote_and_kickstart() {
+        let config = Config::parse(
+            "[server]\nexternal_url = \"https://wharf.example\"\n\
+             [[ostree.remotes]]\nname = \"fedora\"\nurl = \"https://ostree.example/repo\"\n\
+             repository = \"os/fedora\"\nrefs = [\"fedora/x86_64/silverblue\"]\n",
+            "x.toml",
+        )
+        .unwrap();
+        let ostree = |repo: &str, ref_name: Option<&str>| {
+            repo_client_config(
+                &config,
+                &RepoClientConfig::Ostree {
+                    repo: repo.into(),
+                    remote: None,
+                    ref_name: ref_name.map(str::to_owned),
+                    osname: None,
+                },
+            )
+        };
+        let subset = ostree("os/fedora", None).unwrap();
+        assert!(
+            subset.contains(
+                "ostree remote add --set=gpg-verify=true --set=gpg-verify-summary=true \
+                 --gpg-import=wharf.asc os-fedora https://wharf.example/ostree/os/fedora/\n"
+            ),
+            "{subset}"
+        );
+        assert!(subset.contains("curl -fsSL -o wharf.asc https://wharf.example/keys/wharf.asc\n"));
+        assert!(subset.contains("upstream's key"), "{subset}");
+        assert!(subset.contains(
+            "[remote \"os-fedora\"]\nurl=https://wharf.example/ostree/os/fedora/\ngpg-verify=true\n"
+        ));
+        assert!(subset.contains(
+            "ostreesetup --osname=os-fedora --remote=os-fedora \
+             --url=https://wharf.example/ostree/os/fedora/ --ref=fedora/x86_64/silverblue\n"
+        ));
+        let hosted = ostree("os/mine", None).unwrap();
+        assert!(
+            hosted.contains("# ostreesetup --osname=os-mine"),
+            "{hosted}"
+        );
+        assert!(hosted.contains("signed with Wharf's key"));
+        assert!(ostree("os/mine", Some("a b")).is_err());
+        assert!(ostree("os/mine", Some("../x")).is_err());
+        assert!(ostree("../x", None).is_err());
     }
 }

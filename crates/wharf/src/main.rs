@@ -8,14 +8,20 @@
 mod admin;
 mod bundle;
 mod client_config;
+mod data_dir;
 mod files;
+mod interrupt;
 mod jobs;
 mod ostree;
+mod ostree_progress;
+mod ostree_prune;
+mod ostree_push;
 mod pull_through;
 mod repo;
 mod retention;
 mod rpm;
 mod serve;
+mod signing;
 mod snapshot;
 mod sync;
 #[cfg(test)]
@@ -121,6 +127,13 @@ enum Command {
         #[command(subcommand)]
         repo: Option<client_config::RepoClientConfig>,
     },
+    /// Wharf's own signing keys (generated on first use in DATA_DIR/keys/, or [signing]).
+    SigningKey {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: signing::SigningKeyCommand,
+    },
     /// Re-hash every stored blob and cross-check the database; exits 1 on any problem.
     Check {
         #[command(flatten)]
@@ -161,7 +174,7 @@ enum Command {
         #[command(subcommand)]
         cmd: jobs::JobsCommand,
     },
-    /// OSTree repositories: `wharf ostree import --repo R --from PATH`.
+    /// OSTree repositories: `wharf ostree import|commit|prune|push`.
     Ostree {
         #[command(flatten)]
         common: CommonArgs,
@@ -182,6 +195,14 @@ enum Command {
         common: CommonArgs,
         #[command(subcommand)]
         cmd: files::FilesCommand,
+    },
+    /// Upload packages into and remove them from hosted RPM repositories
+    /// (served at /rpm/<repo>/ with metadata Wharf writes).
+    Rpm {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        cmd: rpm::RpmCommand,
     },
     /// Create and list repositories (oci, ostree, rpm, files).
     Repo {
@@ -357,6 +378,7 @@ fn init_logging(config: &Config) -> LogGuard {
 /// Creates the data directory owner-only (0700): it holds the database, whose
 /// token signing keys let anyone who reads them forge registry tokens.
 fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    data_dir::refuse_foreign_owner(dir)?;
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -393,6 +415,7 @@ pub(crate) async fn open_stores(config: &Config) -> anyhow::Result<(Arc<BlobStor
 /// Opens existing stores (for `gc` and `check`); never creates one.
 async fn open_existing_stores(loaded: &Loaded) -> anyhow::Result<(Arc<BlobStore>, Meta)> {
     let dir = &loaded.config.storage.data_dir;
+    data_dir::refuse_foreign_owner(dir)?;
     let marker = dir.join("blobs").join("layout-version");
     if !marker.is_file() {
         return Err(no_store(
@@ -409,6 +432,7 @@ async fn open_existing_stores(loaded: &Loaded) -> anyhow::Result<(Arc<BlobStore>
 
 /// Opens only the metadata database of an existing store (for the account and grant commands).
 async fn open_existing_meta(loaded: &Loaded) -> anyhow::Result<Meta> {
+    data_dir::refuse_foreign_owner(&loaded.config.storage.data_dir)?;
     match Meta::connect_existing(&loaded.config.database_url()).await {
         Ok(meta) => Ok(meta),
         Err(wharf_meta::MetaError::NoStore(why)) => Err(no_store(loaded, &why)),
@@ -503,6 +527,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             meta.close().await;
             res
         }
+        // A client of a server: no configuration, no data directory.
+        Command::Ostree {
+            cmd: ostree::OstreeCommand::Push(args),
+            ..
+        } => ostree_push::push(args).await,
         Command::Ostree { common, cmd } => {
             let loaded = common.load_with_origin()?;
             loaded.config.validate()?;
@@ -621,6 +650,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             meta.close().await;
             res
         }
+        Command::Rpm { common, cmd } => {
+            let loaded = common.load_with_origin()?;
+            let (blobs, meta) = open_existing_stores(&loaded).await?;
+            let snapshots = snapshot::snapshots(&loaded.config, &blobs, &meta);
+            let res = rpm::rpm(&loaded.config, &snapshots, cmd).await;
+            meta.close().await;
+            res
+        }
         Command::Repo { common, cmd } => {
             let meta = open_meta(&common).await?;
             let res = repo::repo(&meta, cmd).await;
@@ -651,6 +688,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let res = admin::audit(&meta, limit, json).await;
             meta.close().await;
             res
+        }
+        Command::SigningKey { common, cmd } => {
+            let config = common.load()?;
+            config.validate()?;
+            signing::command(&config, cmd)
         }
         Command::Check { common } => {
             let loaded = common.load_with_origin()?;

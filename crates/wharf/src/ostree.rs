@@ -1,6 +1,6 @@
 //! OSTree from the binary's side: lowering `[[ostree.remotes]]` into a
 //! `wharf_ostree::MirrorPlan`, the `ostree-sync:<remote>` job handler, the
-//! OSTree part of `wharf sync`, and `wharf ostree import`.
+//! OSTree part of `wharf sync`, `wharf ostree import` and `wharf ostree commit`.
 //!
 //! `wharf ostree import --from PATH` is a mirror run whose upstream is a local
 //! directory: the same walk, the same verification of every object, the same
@@ -40,6 +40,82 @@ pub(crate) enum OstreeCommand {
         #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
         depth: i64,
     },
+    /// Commit the directory TREE onto BRANCH of REPO (parent: the branch's current commit),
+    /// write the summary for every ref, and publish, as `ostree commit` into an archive would.
+    Commit {
+        /// The repository (kind ostree); created if missing. Not one a remote mirrors.
+        #[arg(long = "repo", value_name = "REPO")]
+        repo: String,
+        #[arg(long, short = 'b', value_name = "BRANCH")]
+        branch: String,
+        #[arg(long, value_name = "DIR")]
+        tree: std::path::PathBuf,
+        #[arg(long, short = 's', default_value = "")]
+        subject: String,
+        #[arg(long, default_value = "")]
+        body: String,
+        /// Commit metadata, a string (repeatable), e.g. `version=40.1`.
+        #[arg(long = "add-metadata-string", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+        /// Every file and directory owned by UID in the commit.
+        #[arg(long = "owner-uid", value_name = "UID")]
+        owner_uid: Option<u32>,
+        #[arg(long = "owner-gid", value_name = "GID")]
+        owner_gid: Option<u32>,
+        /// PATH (inside the tree) gets MODE (octal permission bits) in the commit (repeatable).
+        #[arg(long = "mode-override", value_name = "PATH=MODE")]
+        mode_overrides: Vec<String>,
+        /// Generate a static delta from the branch's previous commit to the new one.
+        #[arg(long = "generate-deltas")]
+        generate_deltas: bool,
+        /// Also a static delta from nothing to the new commit (for first pulls).
+        #[arg(long = "delta-from-scratch")]
+        delta_from_scratch: bool,
+    },
+    /// Show (`--dry-run`) or publish what REPO's `[[ostree.retention]]` rules cut.
+    Prune(crate::ostree_prune::PruneArgs),
+    /// Push a ref of a local archive repository to a Wharf server: only the
+    /// objects it lacks are sent, then the server moves BRANCH and publishes.
+    Push(crate::ostree_push::PushArgs),
+}
+
+fn key_value(what: &str, s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => bail!("{what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+/// The push side `/api/v1/ostree` calls: Wharf's keys sign pushed commits and
+/// the summary, `[[ostree.retention]]` applies, and repositories a remote
+/// fills take no push.
+pub(crate) fn push_surface(
+    config: &Config,
+    snapshots: &Snapshots,
+) -> anyhow::Result<wharf_ostree::push::Push> {
+    let mirrored = config
+        .ostree
+        .remotes
+        .iter()
+        .map(|r| {
+            RepoName::parse(&r.repository)
+                .with_context(|| format!("ostree.remotes {:?}: repository", r.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rules = config.clone();
+    Ok(wharf_ostree::push::Push::new(
+        snapshots.clone(),
+        wharf_ostree::push::PushSettings {
+            signer: Some(crate::signing::keys(config)?),
+            retention: Box::new(move |repo| {
+                crate::ostree_prune::retention_for(&rules, repo.as_str())
+            }),
+            deltas: wharf_ostree::delta::DeltaSettings::default(),
+            max_object_bytes: config.ostree.max_object_bytes,
+            mirrored,
+            keep_retired: config.publish.keep_retired,
+        },
+    ))
 }
 
 /// The remotes' names, for the job catalog.
@@ -75,7 +151,7 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
 
 /// Lowers one remote; reads the password file and CA bundle now, so a job
 /// picks up a rotated password at its next run.
-pub(crate) fn plan(remote: &OstreeRemoteConfig) -> anyhow::Result<MirrorPlan> {
+pub(crate) fn plan(config: &Config, remote: &OstreeRemoteConfig) -> anyhow::Result<MirrorPlan> {
     let (credentials, ca_bundle) = crate::sync::remote_secrets(
         "ostree.remotes",
         &remote.name,
@@ -100,6 +176,19 @@ pub(crate) fn plan(remote: &OstreeRemoteConfig) -> anyhow::Result<MirrorPlan> {
         },
         depth: remote.depth,
         concurrency: remote.concurrency as usize,
+        trust: crate::signing::trust(
+            "ostree.remotes",
+            &remote.name,
+            &remote.gpg_keys,
+            &remote.ed25519_keys,
+        )?,
+        signer: Some(crate::signing::keys(config)?),
+        retention: crate::ostree_prune::retention_for(config, &remote.repository),
+        deltas: wharf_ostree::delta::DeltaSettings {
+            from_previous: remote.generate_deltas,
+            from_scratch: remote.generate_deltas && remote.delta_from_scratch,
+            min_saving_percent: remote.delta_min_saving_percent,
+        },
     })
 }
 
@@ -117,7 +206,8 @@ impl JobHandler for OstreeSyncJobHandler {
                     "no [[ostree.remotes]] is named {target:?} in this server's configuration"
                 )));
             };
-            let plan = plan(remote).map_err(|e| JobError::Failed(format!("{target}: {e:#}")))?;
+            let plan = plan(&self.config, remote)
+                .map_err(|e| JobError::Failed(format!("{target}: {e:#}")))?;
             let observer = JobObserver { progress };
             let summary = run_mirror(&self.snapshots, &plan, &observer).await;
             prune(&self.config, &self.snapshots, &plan, &summary).await;
@@ -144,8 +234,10 @@ impl MirrorObserver for JobObserver<'_> {
     fn fetched(&self, _metadata: u64, _content: u64, bytes: u64) {
         self.progress.advance(0, bytes);
     }
-    fn line(&self, line: &str) {
+    fn ref_done(&self) {
         self.progress.advance(1, 0);
+    }
+    fn line(&self, line: &str) {
         tracing::debug!("{line}");
     }
     fn cancelled(&self) -> bool {
@@ -180,18 +272,7 @@ impl MirrorObserver for Plain {
 }
 
 fn interrupt_flag() -> Arc<AtomicBool> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("wharf: stopping; the staged snapshot is resumed by the next run (Ctrl-C again to kill)");
-            flag.store(true, Ordering::Relaxed);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
-    interrupted
+    crate::interrupt::on_ctrl_c("; the staged snapshot is resumed by the next run")
 }
 
 /// After a publish, retired snapshots beyond `publish.keep_retired` go (never within their grace period).
@@ -212,11 +293,18 @@ async fn run_plain(
     plan: &MirrorPlan,
     interrupted: Arc<AtomicBool>,
 ) -> bool {
-    let observer = Plain {
-        interrupted,
-        objects: AtomicU64::new(0),
+    let summary = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let bars = crate::ostree_progress::Bars::new(&plan.remote, interrupted);
+        let summary = run_mirror(snapshots, plan, &bars).await;
+        bars.finish();
+        summary
+    } else {
+        let observer = Plain {
+            interrupted,
+            objects: AtomicU64::new(0),
+        };
+        run_mirror(snapshots, plan, &observer).await
     };
-    let summary = run_mirror(snapshots, plan, &observer).await;
     prune(config, snapshots, plan, &summary).await;
     println!("{}", summary.line());
     summary.failure.is_none() && !summary.cancelled
@@ -234,7 +322,7 @@ pub(crate) async fn sync(
         if only.is_some_and(|n| n != remote.name) {
             continue;
         }
-        match plan(remote) {
+        match plan(config, remote) {
             Ok(plan) => ok &= run_plain(config, snapshots, &plan, interrupted.clone()).await,
             Err(e) => {
                 println!("{}: failed, nothing published: {e:#}", remote.name);
@@ -255,6 +343,8 @@ pub(crate) async fn ostree(
     cmd: OstreeCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        OstreeCommand::Prune(args) => crate::ostree_prune::prune(config, snapshots, args).await,
+        OstreeCommand::Push(args) => crate::ostree_push::push(args).await,
         OstreeCommand::Import {
             repo,
             from,
@@ -273,7 +363,7 @@ pub(crate) async fn ostree(
             }
             let plan = MirrorPlan {
                 remote: "import".into(),
-                repository,
+                repository: repository.clone(),
                 upstream: UpstreamSettings {
                     url: from.display().to_string(),
                     concurrency: 16,
@@ -286,6 +376,10 @@ pub(crate) async fn ostree(
                 },
                 depth,
                 concurrency: 16,
+                trust: None,
+                signer: Some(crate::signing::keys(config)?),
+                retention: crate::ostree_prune::retention_for(config, repository.as_str()),
+                deltas: wharf_ostree::delta::DeltaSettings::default(),
             };
             Ok(
                 if run_plain(config, snapshots, &plan, interrupt_flag()).await {
@@ -294,6 +388,91 @@ pub(crate) async fn ostree(
                     ExitCode::FAILURE
                 },
             )
+        }
+        OstreeCommand::Commit {
+            repo,
+            branch,
+            tree,
+            subject,
+            body,
+            metadata,
+            owner_uid,
+            owner_gid,
+            mode_overrides,
+            generate_deltas,
+            delta_from_scratch,
+        } => {
+            let repository = RepoName::parse(&repo).with_context(|| format!("--repo {repo:?}"))?;
+            if let Some(remote) = config
+                .ostree
+                .remotes
+                .iter()
+                .find(|r| r.repository == repository.as_str())
+            {
+                bail!(
+                    "--repo {repository} is filled by [[ostree.remotes]] {:?}; commit into a repository of its own",
+                    remote.name
+                );
+            }
+            let metadata = metadata
+                .iter()
+                .map(|m| key_value("--add-metadata-string", m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut overrides = std::collections::BTreeMap::new();
+            for m in &mode_overrides {
+                let (path, mode) = key_value("--mode-override", m)?;
+                let mode = u32::from_str_radix(&mode, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .with_context(|| {
+                        format!("--mode-override {m:?}: MODE is octal, at most 7777")
+                    })?;
+                overrides.insert(path.trim_matches('/').to_owned(), mode);
+            }
+            let plan = wharf_ostree::commit::CommitPlan {
+                repository: repository.clone(),
+                branch,
+                tree,
+                subject,
+                body,
+                metadata,
+                owner_uid,
+                owner_gid,
+                mode_overrides: overrides,
+                timestamp: None,
+                signer: Some(crate::signing::keys(config)?),
+                retention: crate::ostree_prune::retention_for(config, repository.as_str()),
+                deltas: wharf_ostree::delta::DeltaSettings {
+                    from_previous: generate_deltas,
+                    from_scratch: delta_from_scratch,
+                    min_saving_percent: 0,
+                },
+            };
+            let outcome = wharf_ostree::commit::commit_tree(snapshots, &plan)
+                .await
+                .with_context(|| format!("committing onto {}", plan.branch))?;
+            println!("{}", outcome.checksum);
+            println!(
+                "{}: {} objects written; parent {}; snapshot {} published",
+                plan.branch,
+                outcome.new_objects,
+                outcome
+                    .parent
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                outcome.snapshot
+            );
+            for g in &outcome.deltas {
+                println!(
+                    "static delta {} generated: {} in {} part(s), {} fallback(s), instead of {} of objects",
+                    g.name,
+                    wharf_ostree::mirror::human_bytes(g.delta_bytes),
+                    g.parts,
+                    g.fallbacks,
+                    wharf_ostree::mirror::human_bytes(g.object_bytes)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wharf_config::{remote_authority, Config};
+use wharf_meta::Meta;
 use wharf_mirror::{names, ProxyRemote, PullThrough, PullThroughPolicy};
 use wharf_oci::Registry;
 
@@ -15,6 +16,7 @@ use wharf_oci::Registry;
 pub(crate) fn build(
     config: &Config,
     registry: &Registry,
+    meta: &Meta,
 ) -> anyhow::Result<Option<Arc<PullThrough>>> {
     if config.mirror.remotes.is_empty() {
         return Ok(None);
@@ -48,5 +50,9 @@ pub(crate) fn build(
             pull_through,
         });
     }
-    Ok(Some(PullThrough::new(registry.clone(), remotes)))
+    Ok(Some(PullThrough::new(
+        registry.clone(),
+        meta.clone(),
+        remotes,
+    )))
 }

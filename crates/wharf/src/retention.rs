@@ -21,6 +21,7 @@ pub(crate) const JOB_TARGET: &str = "oci";
 
 /// `[retention]` lowered; `validate` has already checked every pattern and regex.
 pub(crate) fn policy(config: &Config) -> anyhow::Result<RetentionPolicy> {
+    let protect = optional_regex(&config.retention.protect)?;
     let rules = config
         .retention
         .rules
@@ -30,9 +31,9 @@ pub(crate) fn policy(config: &Config) -> anyhow::Result<RetentionPolicy> {
                 repositories: RepoPattern::parse(&r.repositories).map_err(anyhow::Error::msg)?,
                 selects_tags: r.selects_tags(),
                 keep_newest: usize::try_from(r.keep_newest).unwrap_or(usize::MAX),
-                keep_tags: (!r.keep_tags.is_empty())
-                    .then(|| regex::Regex::new(&r.keep_tags))
-                    .transpose()?,
+                keep_newest_matching: optional_regex(&r.keep_newest_matching)?,
+                keep_tags: optional_regex(&r.keep_tags)?,
+                protect: protect.clone(),
                 keep_pushed_within_secs: (r.keep_pushed_within_days > 0)
                     .then(|| r.keep_pushed_within_days as i64 * 86_400),
                 keep_pulled_within_secs: (r.keep_pulled_within_days > 0)
@@ -45,6 +46,13 @@ pub(crate) fn policy(config: &Config) -> anyhow::Result<RetentionPolicy> {
         rules,
         untagged_grace_secs: i64::try_from(config.gc.grace_period_secs).unwrap_or(i64::MAX),
     })
+}
+
+/// An empty key is no pattern.
+fn optional_regex(pattern: &str) -> anyhow::Result<Option<regex::Regex>> {
+    Ok((!pattern.is_empty())
+        .then(|| regex::Regex::new(pattern))
+        .transpose()?)
 }
 
 /// `[[quota]]` lowered.

@@ -137,6 +137,13 @@ pub(crate) async fn serve(
             }),
         )
         .with(
+            crate::files::JOB_KIND,
+            Arc::new(crate::files::FilesSyncJobHandler {
+                config: Arc::new(config.clone()),
+                snapshots: snapshots.clone(),
+            }),
+        )
+        .with(
             "retention",
             Arc::new(crate::retention::RetentionJobHandler {
                 config: Arc::new(config.clone()),
@@ -147,7 +154,7 @@ pub(crate) async fn serve(
     // Background work — the scheduler, certificate reloads, audit writes of
     // finished requests — that shutdown waits for before closing the database.
     let tracker = TaskTracker::new();
-    let pull_through = crate::pull_through::build(&config, &registry)?;
+    let pull_through = crate::pull_through::build(&config, &registry, &meta)?;
     let pulls = registry.clone();
     let app = wharf_http::router(wharf_http::AppState {
         registry,
@@ -165,8 +172,11 @@ pub(crate) async fn serve(
         access_log,
         jobs: crate::sync::job_catalog(&config),
         pull_through,
+        rpm: crate::rpm::hosted(&config, &snapshots)?,
+        files: crate::files::surface(&config, &meta, &blobs, &snapshots),
+        ostree: crate::ostree::push_surface(&config, &snapshots)?,
         snapshots,
-        files: crate::files::surface(&config, &meta, &blobs),
+        public_keys: crate::signing::public_keys(&*crate::signing::keys(&config)?)?,
     });
     let listener = tokio::net::TcpListener::bind(&plan.listen)
         .await
@@ -328,6 +338,11 @@ fn warn_loose_modes(config: &Config) {
     }
     for cert in &config.tls.certificates {
         paths.push((cert.key.clone(), 0o600));
+    }
+    let keys = dir.join(wharf_sign::KEYS_DIR);
+    paths.push((keys.clone(), 0o700));
+    for name in [wharf_sign::OPENPGP_KEY_FILE, wharf_sign::ED25519_KEY_FILE] {
+        paths.push((keys.join(name), 0o600));
     }
     for (path, wanted) in paths {
         if let Some(mode) = loose_mode(&path) {

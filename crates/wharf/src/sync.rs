@@ -55,6 +55,7 @@ pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
         )
         .with(crate::rpm::JOB_KIND, crate::rpm::remote_names(config))
         .with("ostree-sync", crate::ostree::remote_names(config))
+        .with(crate::files::JOB_KIND, crate::files::remote_names(config))
         .with("retention", crate::retention::job_targets(config))
 }
 
@@ -63,6 +64,7 @@ pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
 pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
     let mut schedules = oci_schedules(config);
     schedules.extend(crate::rpm::schedules(config));
+    schedules.extend(crate::files::schedules(config));
     schedules
 }
 
@@ -306,9 +308,16 @@ pub(crate) async fn sync(
                 crate::rpm::sync_foreground(config, &snapshots, r).await,
             ));
         }
+        if let Some(r) = config.files.remotes.iter().find(|r| r.name == name) {
+            return Ok(code(
+                crate::files::sync_foreground(config, &snapshots, r).await,
+            ));
+        }
         return sync_oci(config, blobs, meta, remote).await;
     }
-    let tree_remotes = !config.ostree.remotes.is_empty() || !config.rpm.remotes.is_empty();
+    let tree_remotes = !config.ostree.remotes.is_empty()
+        || !config.rpm.remotes.is_empty()
+        || !config.files.remotes.is_empty();
     if !tree_remotes {
         return sync_oci(config, blobs, meta, None).await;
     }
@@ -321,6 +330,9 @@ pub(crate) async fn sync(
     }
     for r in &config.rpm.remotes {
         ok &= crate::rpm::sync_foreground(config, &snapshots, r).await;
+    }
+    for r in &config.files.remotes {
+        ok &= crate::files::sync_foreground(config, &snapshots, r).await;
     }
     Ok(code(ok))
 }
@@ -336,7 +348,7 @@ async fn sync_oci(
         Some(name) => match config.mirror.remotes.iter().find(|r| r.name == name) {
             Some(r) => vec![r],
             None => bail!(
-                "no [[mirror.remotes]], [[ostree.remotes]] or [[rpm.remotes]] is named {name:?} (configured: {})",
+                "no [[mirror.remotes]], [[ostree.remotes]], [[rpm.remotes]] or [[files.remotes]] is named {name:?} (configured: {})",
                 names_of(config)
             ),
         },
@@ -363,19 +375,7 @@ async fn sync_oci(
         },
     );
     // Ctrl-C stops the run between tags, as a cancelled job does; a second one kills.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("wharf: stopping after the tags in flight (Ctrl-C again to kill)");
-                interrupted.store(true, Ordering::Relaxed);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
-    }
+    let interrupted = crate::interrupt::on_ctrl_c(" after the tags in flight");
     let terminal = std::io::stdout().is_terminal();
     let mut failures: Vec<String> = Vec::new();
     for remote in remotes {
@@ -514,6 +514,7 @@ fn names_of(config: &Config) -> String {
         .map(|r| r.name.as_str())
         .chain(config.rpm.remotes.iter().map(|r| r.name.as_str()))
         .chain(config.ostree.remotes.iter().map(|r| r.name.as_str()))
+        .chain(config.files.remotes.iter().map(|r| r.name.as_str()))
         .collect();
     if names.is_empty() {
         return "none".to_owned();

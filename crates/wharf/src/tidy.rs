@@ -64,6 +64,9 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("wharf-tls", &["wharf-core"]),
     ("wharf-meta", &["wharf-core"]),
     ("wharf-blob", &["wharf-core"]),
+    // Shared infrastructure of the tree formats, like the blob store: OpenPGP
+    // and ed25519 keys and signatures over bytes; it knows no format.
+    ("wharf-sign", &[]),
     ("wharf-auth", &["wharf-core", "wharf-meta"]),
     ("wharf-oci", &["wharf-core", "wharf-meta", "wharf-blob"]),
     ("wharf-jobs", &["wharf-core", "wharf-meta", "wharf-blob"]),
@@ -90,7 +93,13 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
     // A tree format: OSTree's objects, verified, into snapshots.
     (
         "wharf-ostree",
-        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+        &[
+            "wharf-core",
+            "wharf-meta",
+            "wharf-blob",
+            "wharf-snapshot",
+            "wharf-sign",
+        ],
     ),
     (
         "wharf-http",
@@ -107,12 +116,22 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "wharf-mirror",
             // The lookaside cache and file-repository writes.
             "wharf-files",
+            // Hosted RPM repositories' uploads (/api/v1/rpm).
+            "wharf-rpm",
+            // OSTree pushes (/api/v1/ostree).
+            "wharf-ostree",
         ],
     ),
     // A format: rpm-md trees become snapshots through wharf-snapshot.
     (
         "wharf-rpm",
-        &["wharf-core", "wharf-meta", "wharf-blob", "wharf-snapshot"],
+        &[
+            "wharf-core",
+            "wharf-meta",
+            "wharf-blob",
+            "wharf-snapshot",
+            "wharf-sign",
+        ],
     ),
     ("wharf-testkit", &[]),
     ("wharf-conformance", &[]),

@@ -54,6 +54,12 @@ mod operator;
 mod oras;
 #[path = "e2e/ostree.rs"]
 mod ostree;
+#[path = "e2e/ostree_deltas.rs"]
+mod ostree_deltas;
+#[path = "e2e/ostree_push.rs"]
+mod ostree_push;
+#[path = "e2e/ostree_retention.rs"]
+mod ostree_retention;
 #[path = "e2e/persistence.rs"]
 mod persistence;
 #[path = "e2e/podman.rs"]
@@ -70,10 +76,16 @@ mod repos;
 mod retention;
 #[path = "e2e/rpm.rs"]
 mod rpm;
+#[path = "e2e/rpm_hosted.rs"]
+mod rpm_hosted;
+#[path = "e2e/rpm_mirror.rs"]
+mod rpm_mirror;
 #[path = "e2e/shutdown.rs"]
 mod shutdown;
 #[path = "e2e/signin.rs"]
 mod signin;
+#[path = "e2e/signing.rs"]
+mod signing;
 #[path = "e2e/skopeo.rs"]
 mod skopeo;
 #[path = "e2e/streaming.rs"]

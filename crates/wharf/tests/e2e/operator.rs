@@ -389,3 +389,103 @@ fn a_first_start_with_a_mismatched_tls_key_keeps_the_admin_password() -> Result<
     );
     Ok(())
 }
+
+/// Root running a management command on the service account's data directory is refused before
+/// anything is written, naming the owner; as the owner again, the same commands work. (These
+/// tests run as root, as CI does; the directory is handed to another uid with chown.)
+#[test]
+fn root_is_refused_on_a_data_directory_that_belongs_to_the_service_account() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = scratch()?;
+    let (config, _) = config_with_password(tmp.path(), "")?;
+    let data = tmp.path().join("data");
+    let mut server = RawServer::start_ready(serve_command(
+        tmp.path(),
+        Some(&config),
+        "127.0.0.1:0",
+        &data,
+    ))?;
+    server.stop()?;
+    // The server generated its signing keys; without them `signing-key show` would make new ones.
+    fs::remove_dir_all(data.join("keys"))?;
+    ensure!(
+        fs::metadata(&data)?.uid() == 0,
+        "these tests run as root (as CI does)"
+    );
+    // uid 65534 is Debian's `nobody`.
+    let chown = |owner: &str| -> Result<()> {
+        let status = std::process::Command::new("chown")
+            .args(["-R", owner])
+            .arg(&data)
+            .status()?;
+        ensure!(status.success(), "chown {owner} failed");
+        Ok(())
+    };
+    chown("65534:65534")?;
+    let commands: [&[&str]; 3] = [&["signing-key", "show"], &["user", "list"], &["check"]];
+    for args in commands {
+        let out = wharf_command(tmp.path())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success(),
+            "`wharf {}` ran as root on nobody's data directory:\n{stderr}",
+            args.join(" ")
+        );
+        ensure!(
+            stderr.contains("belongs to nobody (uid 65534)") && stderr.contains("sudo -u nobody"),
+            "`wharf {}`: the refusal names no owner:\n{stderr}",
+            args.join(" ")
+        );
+    }
+    ensure!(
+        !data.join("keys").exists(),
+        "a refused command still generated keys"
+    );
+    let foreign: Vec<String> = walk(&data)?
+        .into_iter()
+        .filter(|(_, uid)| *uid != 65534)
+        .map(|(p, uid)| format!("{p} (uid {uid})"))
+        .collect();
+    ensure!(
+        foreign.is_empty(),
+        "refused commands left files of another owner: {foreign:?}"
+    );
+    chown("0:0")?;
+    let out = wharf_command(tmp.path())
+        .args(["signing-key", "show", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()?;
+    ensure!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("BEGIN PGP PUBLIC KEY"),
+        "as the owner: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every path under `dir` with its owner's uid.
+fn walk(dir: &Path) -> Result<Vec<(String, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![(dir.display().to_string(), fs::metadata(dir)?.uid())];
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if fs::symlink_metadata(&path)?.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push((
+                path.display().to_string(),
+                fs::symlink_metadata(&path)?.uid(),
+            ));
+        }
+    }
+    Ok(out)
+}

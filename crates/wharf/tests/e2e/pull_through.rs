@@ -4,7 +4,10 @@
 //! `hosts.toml`, pull `<upstream>/x/y:tag` from Wharf; with the upstream stopped, both pulls still
 //! succeed (serve-stale). Also: `?ns=` answers only from the mirror, never from a local repository
 //! of that name; an unknown `ns` and an allow-list miss are refused without asking the upstream;
-//! concurrent cold GETs of one blob make one upstream fetch.
+//! concurrent cold GETs of one blob make one upstream fetch, and a 256 MiB one is streamed to
+//! its clients from the one staging file it is stored through (Wharf's peak RSS stays far below
+//! the blob, and Wharf writes its bytes to storage once); tag validation times survive a restart (no
+//! HEAD within the TTL), and a restarted Wharf whose upstream is down still serves the cache.
 //!
 //! The upstream is Debian's docker-registry behind htpasswd, filled with skopeo.
 
@@ -41,6 +44,15 @@ fn upstream_digest(upstream: &DockerRegistry, repo_ref: &str) -> Result<String> 
 
 /// A Wharf whose one remote is `upstream` with pull-through for `x/*`, readable anonymously.
 fn start_wharf(tmp: &Path, upstream: &DockerRegistry) -> Result<(WharfServer, String)> {
+    start_wharf_ttl(tmp, upstream, 1)
+}
+
+/// As [`start_wharf`], with tags trusted for `ttl_secs` before a HEAD revalidates them.
+fn start_wharf_ttl(
+    tmp: &Path,
+    upstream: &DockerRegistry,
+    ttl_secs: u64,
+) -> Result<(WharfServer, String)> {
     let password_file = tmp.join("upstream-password");
     fs::write(&password_file, format!("{PASSWORD}\n"))?;
     #[cfg(unix)]
@@ -64,7 +76,7 @@ password_file = "{}"
 
 [mirror.remotes.pull_through]
 repositories = ["x/*"]
-tag_ttl_secs = 1
+tag_ttl_secs = {ttl_secs}
 upstream_timeout_secs = 3
 "#,
         upstream.url(),
@@ -79,6 +91,11 @@ upstream_timeout_secs = 3
 
 /// Upstream GETs of `path`, from docker-registry's log.
 fn upstream_gets(upstream: &DockerRegistry, path: &str) -> Result<usize> {
+    upstream_requests(upstream, "GET", path)
+}
+
+/// Upstream requests of `method` for `path`, from docker-registry's log.
+fn upstream_requests(upstream: &DockerRegistry, method: &str, path: &str) -> Result<usize> {
     let log = upstream
         .data_dir()
         .parent()
@@ -88,7 +105,7 @@ fn upstream_gets(upstream: &DockerRegistry, path: &str) -> Result<usize> {
     // One access line per request, in combined log format.
     Ok(text
         .lines()
-        .filter(|l| l.contains(&format!("\"GET {path} ")))
+        .filter(|l| l.contains(&format!("\"{method} {path} ")))
         .count())
 }
 
@@ -420,5 +437,155 @@ fn podman_and_containerd_pull_through_the_printed_configuration_and_after_the_up
         String::from_utf8_lossy(&never.body)
     );
     ensure!(String::from_utf8_lossy(&never.body).contains("UNAVAILABLE"));
+    Ok(())
+}
+
+#[test]
+fn a_large_cold_blob_is_fetched_once_written_once_and_memory_stays_flat() -> Result<()> {
+    let tmp = scratch()?;
+    let upstream = DockerRegistry::start_with_htpasswd(USER, PASSWORD)?;
+    let mut src = layout(tmp.path(), "src")?;
+    let huge = src.add_image("huge", &ImageSpec::new(1, 256 * 1024 * 1024))?;
+    push_upstream(&upstream, &src.reference("huge"), "x/huge:v1")?;
+    let (server, _) = start_wharf(tmp.path(), &upstream)?;
+    let prefix = upstream.host().replace(':', "_");
+    let layer = &huge.layers[0];
+    ensure!(layer.size > 256 * 1024 * 1024);
+    let url = format!("{}/v2/{prefix}/x/huge/blobs/{}", server.url(), layer.digest);
+    let written_before = server.storage_write_bytes()?;
+
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let out = tmp.path().join(format!("client-{i}"));
+            let url = url.clone();
+            std::thread::spawn(move || -> Result<(PathBuf, String)> {
+                let got = run_with_timeout(
+                    Command::new("curl")
+                        .args(["-sSf", "-o"])
+                        .arg(&out)
+                        .args(["-w", "%{time_starttransfer} %{time_total}"])
+                        .arg(&url),
+                    Duration::from_secs(300),
+                )?;
+                Ok((out, got.stdout))
+            })
+        })
+        .collect();
+    for client in clients {
+        let (out, times) = client.join().expect("client thread")?;
+        let sum = run(Command::new("sha256sum").arg(&out))?;
+        let digest = format!(
+            "sha256:{}",
+            sum.stdout.split_whitespace().next().unwrap_or("")
+        );
+        ensure!(
+            digest == layer.digest && fs::metadata(&out)?.len() == layer.size,
+            "{}: {digest}",
+            out.display()
+        );
+        // The first byte came long before the last: streamed, not stored first.
+        let (start, total) = times
+            .split_once(' ')
+            .and_then(|(a, b)| Some((a.parse::<f64>().ok()?, b.parse::<f64>().ok()?)))
+            .context("curl's times")?;
+        ensure!(start < total / 2.0, "first byte at {start} s of {total} s");
+        fs::remove_file(&out)?;
+    }
+    let fetched = upstream_gets(&upstream, &format!("/v2/x/huge/blobs/{}", layer.digest))?;
+    ensure!(fetched == 1, "{fetched} upstream GETs of one blob");
+    // The clients are served from the staging file the blob is stored
+    // through: its bytes reach storage once, not once for the clients and
+    // again for the store (the database's few pages are the rest).
+    let written = server.storage_write_bytes()? - written_before;
+    eprintln!(
+        "wharf wrote {} MiB to storage for a {} MiB blob",
+        written >> 20,
+        layer.size >> 20
+    );
+    ensure!(
+        written >= layer.size && written < layer.size + layer.size / 2,
+        "wharf wrote {written} bytes to storage for a blob of {}",
+        layer.size
+    );
+    let peak = server.peak_rss_bytes()?;
+    eprintln!(
+        "wharf peak RSS {} MiB for a {} MiB blob and 4 clients",
+        peak >> 20,
+        layer.size >> 20
+    );
+    ensure!(
+        peak < 96 * 1024 * 1024,
+        "wharf's peak RSS was {} MiB for a {} MiB blob",
+        peak >> 20,
+        layer.size >> 20
+    );
+    // Stored whole: served from the store now, with no further fetch.
+    let again = run(Command::new("curl")
+        .args(["-sSf", &url])
+        .stdout(Stdio::null()))?;
+    drop(again);
+    ensure!(upstream_gets(&upstream, &format!("/v2/x/huge/blobs/{}", layer.digest))? == 1);
+    // Nothing of the fetch is left in staging.
+    let staging = fs::read_dir(server.data_dir().join("blobs").join("uploads"))?.count();
+    ensure!(staging == 0, "{staging} staging files left behind");
+    Ok(())
+}
+
+#[test]
+fn tag_validations_survive_a_restart_and_a_dead_upstream_still_serves_the_cache() -> Result<()> {
+    let tmp = scratch()?;
+    let upstream = DockerRegistry::start_with_htpasswd(USER, PASSWORD)?;
+    let mut src = layout(tmp.path(), "src")?;
+    let image = src.add_image("v1", &ImageSpec::new(1, 64 * 1024))?;
+    push_upstream(&upstream, &src.reference("v1"), "x/y:v1")?;
+    let want = upstream_digest(&upstream, "x/y:v1")?;
+    let (mut server, mirror) = start_wharf_ttl(tmp.path(), &upstream, 3600)?;
+    let prefix = upstream.host().replace(':', "_");
+    let manifest = format!("/v2/{prefix}/x/y/manifests/v1");
+    let pulled = get(&server, &manifest)?;
+    ensure!(pulled.status == 200 && sha256_digest(&pulled.body) == want);
+    wait_stored(&server, &format!("/v2/{prefix}/x/y/tags/list"))?;
+    let blob = format!("/v2/{prefix}/x/y/blobs/{}", image.layers[0].digest);
+    ensure!(get(&server, &blob)?.status == 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let heads = || upstream_requests(&upstream, "HEAD", "/v2/x/y/manifests/v1");
+    let before = heads()?;
+    ensure!(before >= 1, "the first pull sent no HEAD upstream");
+
+    // Restarted within the TTL: the tag is answered from the store, no HEAD goes upstream.
+    server.restart()?;
+    for _ in 0..3 {
+        let again = get(&server, &manifest)?;
+        ensure!(again.status == 200 && sha256_digest(&again.body) == want);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        heads()? == before,
+        "{} HEADs upstream after a restart within the TTL",
+        heads()? - before
+    );
+
+    // The upstream goes away and the TTL is over: a restarted Wharf still serves the cache.
+    drop(upstream);
+    fs::write(
+        tmp.path().join("wharf.toml"),
+        mirror.replace("tag_ttl_secs = 3600", "tag_ttl_secs = 1"),
+    )?;
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart()?;
+    let stale = get(&server, &manifest)?;
+    ensure!(
+        stale.status == 200 && sha256_digest(&stale.body) == want,
+        "with the upstream down: {} {}",
+        stale.status,
+        String::from_utf8_lossy(&stale.body)
+    );
+    ensure!(get(&server, &blob)?.status == 200);
+    let copied = tmp.path().join("copied");
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/{prefix}/x/y:v1", server.host()))
+        .arg(format!("dir:{}", copied.display())))?;
+    ensure!(sha256_digest(&fs::read(copied.join("manifest.json"))?) == want);
     Ok(())
 }

@@ -2,11 +2,14 @@
 //! deletes nothing; `wharf retention` deletes them through the registry, and `wharf gc` then
 //! shrinks the blob directory by exactly their bytes; a `[[quota]]` refuses (403 `DENIED`, which
 //! skopeo reports) the push that would take its namespace over the limit, counting blobs the
-//! namespace's repositories share once.
+//! namespace's repositories share once. The `retention:oci` job, run by the schedule on a real
+//! server and queued with `wharf jobs run`, deletes exactly what the dry run listed, with
+//! `keep_newest` counting only the tags `keep_newest_matching` matches and `protect` holding.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wharf_testkit::fixture::{Image, ImageSpec};
@@ -224,5 +227,142 @@ bytes = 700000
         "{}",
         report.stdout
     );
+    Ok(())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done()? {
+        ensure!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
+
+/// The rules of the scheduled test: the newest `v*` tag, and whatever `protect` holds.
+const PATTERN_RULES: &str = r#"
+[gc]
+interval_secs = 0
+[retention]
+protect = "^lts-"
+{schedule}
+[[retention.rules]]
+repositories = "team/**"
+keep_newest = 1
+keep_newest_matching = "^v"
+"#;
+
+fn pattern_config(schedule: &str) -> String {
+    PATTERN_RULES.replace("{schedule}", schedule)
+}
+
+#[test]
+fn the_schedule_and_a_queued_job_delete_what_the_dry_run_listed() -> Result<()> {
+    let tmp = scratch()?;
+    let config = tmp.path().join("wharf.toml");
+    fs::write(&config, pattern_config(""))?;
+    let mut server = WharfServer::start_with_config(WHARF, Some(&config))?;
+    let mut src = layout(tmp.path(), "src")?;
+    let push = |server: &WharfServer, src: &mut wharf_testkit::fixture::OciLayout, tag: &str| {
+        let image = src.add_image(tag, &ImageSpec::new(1, 32 * 1024))?;
+        skopeo_copy(
+            &src.reference(tag),
+            &format!("docker://{}/team/app:{tag}", server.host()),
+            &[],
+        )?;
+        // Push times are kept in seconds.
+        std::thread::sleep(Duration::from_millis(1100));
+        anyhow::Ok(image)
+    };
+    let mut images = std::collections::HashMap::new();
+    for tag in ["v1", "lts-1", "dev1", "v2", "v3"] {
+        images.insert(tag, push(&server, &mut src, tag)?);
+    }
+    let repo = |server: &WharfServer| format!("docker://{}/team/app", server.host());
+
+    // keep_newest counts only v* tags: v3 stays, v1 and v2 go, and so does dev1, which no
+    // keep_* key keeps; lts-1 is protected.
+    let dry = run(&mut wharf_cli(&server, &["retention", "--dry-run"]))?;
+    let mut listed = Vec::new();
+    for line in dry
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("would delete "))
+    {
+        listed.push(line.replacen("would delete ", "", 1));
+    }
+    listed.sort();
+    let mut expected: Vec<String> = ["v1", "v2", "dev1"]
+        .iter()
+        .map(|t| {
+            format!(
+                "manifest team/app@{} with tags {t}",
+                images[t].manifest.digest
+            )
+        })
+        .collect();
+    expected.sort();
+    ensure!(
+        listed == expected,
+        "the dry run listed {listed:#?}\n{}",
+        dry.stdout
+    );
+
+    // The schedule runs the retention:oci job with no command, deleting exactly that.
+    fs::write(
+        &config,
+        pattern_config("interval_secs = 1\njitter_secs = 0"),
+    )?;
+    server.restart()?;
+    wait_for(
+        "the scheduled retention run",
+        Duration::from_secs(60),
+        || Ok(list_tags(&repo(&server))? == ["lts-1", "v3"]),
+    )?;
+    let jobs = run(&mut wharf_cli(&server, &["jobs", "list", "--json"]))?;
+    let summaries: Vec<serde_json::Value> = jobs
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        summaries.iter().any(|j| j["key"] == "retention:oci"
+            && j["state"] == "succeeded"
+            && j["summary"]
+                .as_str()
+                .is_some_and(|s| s
+                    .starts_with("retention: deleted 3 tags and 3 manifests in 1 repositories"))),
+        "no scheduled retention job deleted the three: {}",
+        jobs.stdout
+    );
+    for tag in ["lts-1", "v3"] {
+        ensure!(served_digest(&format!("{}:{tag}", repo(&server)))? == images[tag].manifest.digest);
+    }
+
+    // Without the schedule, `wharf jobs run retention:oci` queues the job for the server's
+    // worker: v4 pushed now makes v3 the one to go.
+    fs::write(&config, pattern_config(""))?;
+    server.restart()?;
+    images.insert("v4", push(&server, &mut src, "v4")?);
+    ensure!(list_tags(&repo(&server))? == ["lts-1", "v3", "v4"]);
+    let queued = run(&mut wharf_cli(
+        &server,
+        &["jobs", "run", "retention:oci", "--wait"],
+    ))?;
+    ensure!(queued.stdout.contains("succeeded"), "{}", queued.stdout);
+    ensure!(
+        queued
+            .stdout
+            .contains("retention: deleted 1 tags and 1 manifests in 1 repositories"),
+        "{}",
+        queued.stdout
+    );
+    ensure!(
+        list_tags(&repo(&server))? == ["lts-1", "v4"],
+        "after the queued job: {:?}",
+        list_tags(&repo(&server))?
+    );
+    let check = server.check()?;
+    ensure!(check.status.success(), "wharf check: {}", check.stdout);
     Ok(())
 }

@@ -7,6 +7,9 @@
 //! corrupted package, a corrupted metadata file) fails the sync with a message naming the file,
 //! publishes nothing and leaves the previous snapshot served; and a client that read the old
 //! repomd.xml still finds the old metadata and packages after a new snapshot is published.
+//! Hosted repositories: packages uploaded with `wharf rpm upload` and `PUT /api/v1/rpm/…`,
+//! read by dnf (repoquery, groups, advisories, install), the old metadata served after a new
+//! upload, and bad packages and hostile names refused with nothing published.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use wharf_testkit::fixture::rpm::{
-    build_rpm, comps_xml, createrepo, modifyrepo, updateinfo_xml, RpmSpec,
+    build_rpm, comps_xml, createrepo, modifyrepo, updateinfo_xml, GpgKey, RpmSpec,
 };
 use wharf_testkit::{run, run_expect_failure, Tool, WharfServer};
 
@@ -24,13 +27,13 @@ use crate::acme::free_port;
 use crate::support::wharf_cli;
 
 /// `python3 -m http.server` over a directory, stopped on drop.
-struct Upstream {
+pub(crate) struct Upstream {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Upstream {
-    fn serve(dir: &Path) -> Result<Upstream> {
+    pub(crate) fn serve(dir: &Path) -> Result<Upstream> {
         let port = free_port()?;
         let child = Command::new(Tool::find("python3").path())
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
@@ -109,7 +112,7 @@ fn tree(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
-fn server_with_remote(work: &Path, upstream: &str, extra: &str) -> Result<WharfServer> {
+pub(crate) fn server_with_remote(work: &Path, upstream: &str, extra: &str) -> Result<WharfServer> {
     let config = work.join("wharf.toml");
     fs::write(
         &config,
@@ -121,20 +124,24 @@ fn server_with_remote(work: &Path, upstream: &str, extra: &str) -> Result<WharfS
     WharfServer::start_with_config(env!("CARGO_BIN_EXE_wharf"), Some(&config))
 }
 
-fn sync(server: &WharfServer) -> Result<String> {
+pub(crate) fn sync(server: &WharfServer) -> Result<String> {
     let out = run(&mut wharf_cli(server, &["sync", "up"]))?;
     Ok(out.stdout.trim().to_owned())
 }
 
 /// dnf against the mirror only, in its own installroot, cache and repo directory.
-struct Dnf {
-    root: PathBuf,
-    reposdir: PathBuf,
+pub(crate) struct Dnf {
+    pub(crate) root: PathBuf,
+    pub(crate) reposdir: PathBuf,
     cache: PathBuf,
 }
 
 impl Dnf {
     fn new(work: &Path, server: &WharfServer) -> Result<Dnf> {
+        Dnf::for_repo(work, server, "el/base")
+    }
+
+    pub(crate) fn for_repo(work: &Path, server: &WharfServer, repo: &str) -> Result<Dnf> {
         let dnf = Dnf {
             root: work.join("installroot"),
             reposdir: work.join("repos.d"),
@@ -147,7 +154,7 @@ impl Dnf {
         fs::write(
             dnf.reposdir.join("wharf.repo"),
             format!(
-                "[wharf]\nname=Wharf mirror\nbaseurl={}/rpm/el/base/\nenabled=1\ngpgcheck=0\n\
+                "[wharf]\nname=Wharf mirror\nbaseurl={}/rpm/{repo}/\nenabled=1\ngpgcheck=0\n\
                  username={user}\npassword={password}\nmetadata_expire=0\n",
                 server.url()
             ),
@@ -156,11 +163,20 @@ impl Dnf {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_checking(false, args)
+    }
+
+    /// `checking`: dnf applies the repository's gpgcheck/repo_gpgcheck settings
+    /// instead of `--nogpgcheck`.
+    pub(crate) fn cmd_checking(&self, checking: bool, args: &[&str]) -> Command {
         let mut cmd = Command::new(Tool::find("dnf").path());
         cmd.arg("--installroot")
             .arg(&self.root)
-            .args(["--releasever", "12", "-y", "--nogpgcheck", "--quiet"])
-            .arg(format!("--setopt=reposdir={}", self.reposdir.display()))
+            .args(["--releasever", "12", "-y", "--quiet"]);
+        if !checking {
+            cmd.arg("--nogpgcheck");
+        }
+        cmd.arg(format!("--setopt=reposdir={}", self.reposdir.display()))
             .arg(format!("--setopt=cachedir={}", self.cache.display()))
             .args([
                 "--setopt=skip_if_unavailable=0",
@@ -171,7 +187,7 @@ impl Dnf {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<String> {
         Ok(run(&mut self.cmd(args))?.stdout)
     }
 }
@@ -311,7 +327,8 @@ fn fetch_all(server: &WharfServer, expected: &BTreeMap<String, Vec<u8>>) -> Resu
     Ok(matched)
 }
 
-fn get(server: &WharfServer, path: &str) -> Result<Option<Vec<u8>>> {
+/// GET `/rpm/REPO/PATH` with the server's credentials: the body, or `None` on 404.
+pub(crate) fn get_in(server: &WharfServer, repo: &str, path: &str) -> Result<Option<Vec<u8>>> {
     let (user, password) = server.credentials();
     let out = Command::new("curl")
         .args([
@@ -321,7 +338,7 @@ fn get(server: &WharfServer, path: &str) -> Result<Option<Vec<u8>>> {
             "-w",
             "\n%{http_code}",
         ])
-        .arg(format!("{}/rpm/el/base/{path}", server.url()))
+        .arg(format!("{}/rpm/{repo}/{path}", server.url()))
         .output()?;
     let mut body = out.stdout;
     let at = body
@@ -333,8 +350,13 @@ fn get(server: &WharfServer, path: &str) -> Result<Option<Vec<u8>>> {
     match status.as_str() {
         "200" => Ok(Some(body)),
         "404" => Ok(None),
-        other => bail!("GET {path}: {other}"),
+        other => bail!("GET {repo}/{path}: {other}"),
     }
+}
+
+/// A file of the mirror `el/base`.
+fn get(server: &WharfServer, path: &str) -> Result<Option<Vec<u8>>> {
+    get_in(server, "el/base", path)
 }
 
 /// The href of the primary record in a repomd.xml.
@@ -455,5 +477,359 @@ fn locations_outside_the_tree_are_refused_naming_the_package() -> Result<()> {
         get(&server, "repodata/repomd.xml")?.is_none(),
         "something was published"
     );
+    Ok(())
+}
+
+/// curl with the server's credentials (`auth`), `--path-as-is` so hostile paths reach the
+/// server unnormalized: the status and the body.
+pub(crate) fn curl_api(
+    server: &WharfServer,
+    auth: bool,
+    method: &str,
+    path: &str,
+    upload: Option<&Path>,
+) -> Result<(u16, String)> {
+    let (user, password) = server.credentials();
+    let mut cmd = Command::new(Tool::find("curl").path());
+    cmd.args(["-s", "--path-as-is", "-X", method, "-w", "\n%{http_code}"]);
+    if auth {
+        cmd.arg("-u").arg(format!("{user}:{password}"));
+    }
+    if let Some(file) = upload {
+        cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+    }
+    let out = cmd.arg(format!("{}{path}", server.url())).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').context("curl printed no status")?;
+    Ok((status.trim().parse()?, body.to_owned()))
+}
+
+/// A file of the hosted repository `hosted/el`.
+fn hosted_file(server: &WharfServer, path: &str) -> Result<Option<Vec<u8>>> {
+    get_in(server, "hosted/el", path)
+}
+
+#[test]
+fn hosted_repositories_take_uploads_dnf_installs_and_bad_packages_publish_nothing() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let built = work.path().join("built");
+    let mut hello1 = RpmSpec::new("hello", "1.0");
+    hello1.requires = vec!["libdep".into()];
+    hello1.extra = vec![
+        "Recommends: extra".into(),
+        "Provides: greeting = 1.0".into(),
+    ];
+    let mut hello2 = RpmSpec::new("hello", "2.0");
+    hello2.epoch = Some(2);
+    hello2.requires = vec!["libdep >= 0.3".into()];
+    hello2.extra = vec!["Obsoletes: oldhello < 2".into()];
+    let mut libdep = RpmSpec::new("libdep", "0.3");
+    libdep.arch = "x86_64".into();
+    let mut libdep_arm = libdep.clone();
+    libdep_arm.arch = "aarch64".into();
+    let extra = RpmSpec::new("extra", "5");
+    let rpms: Vec<PathBuf> = [&hello1, &hello2, &libdep, &libdep_arm, &extra]
+        .iter()
+        .map(|s| build_rpm(s, &built))
+        .collect::<Result<_>>()?;
+    let comps = work.path().join("comps.xml");
+    fs::write(&comps, comps_xml(&["hello"]))?;
+    let updateinfo = work.path().join("updateinfo.xml");
+    fs::write(&updateinfo, updateinfo_xml("libdep", "0.3", "1", "x86_64"))?;
+
+    // el/base is a mirror's (its upstream never answers: only the refusal matters).
+    let server = server_with_remote(work.path(), "http://127.0.0.1:9/", "")?;
+    let refused = run_expect_failure(&mut wharf_cli(
+        &server,
+        &[
+            "rpm",
+            "upload",
+            "--repo",
+            "el/base",
+            rpms[0].to_str().context("path")?,
+        ],
+    ))?;
+    ensure!(
+        refused.stderr.contains("filled by an rpm mirror"),
+        "{}",
+        refused.stderr
+    );
+
+    // The CLI: four packages, comps and updateinfo in one snapshot.
+    let mut args = vec![
+        "rpm".to_string(),
+        "upload".into(),
+        "--repo".into(),
+        "hosted/el".into(),
+        "--comps".into(),
+        comps.display().to_string(),
+        "--updateinfo".into(),
+        updateinfo.display().to_string(),
+    ];
+    for rpm in [&rpms[0], &rpms[2], &rpms[3], &rpms[4]] {
+        args.push(rpm.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&mut wharf_cli(&server, &args))?;
+    ensure!(
+        out.stdout.contains("hosted/el: 4 packages") && out.stdout.contains("published"),
+        "{}",
+        out.stdout
+    );
+
+    let dnf = Dnf::for_repo(&work.path().join("dnf1"), &server, "hosted/el")?;
+    dnf.run(&["makecache"])?;
+
+    // repomd.xml is signed with Wharf's own key, which anyone may fetch: dnf with
+    // repo_gpgcheck=1 and that key takes the repository.
+    let wharf_key = work.path().join("wharf.asc");
+    run(Command::new(Tool::find("curl").path())
+        .args(["-sf", "-o"])
+        .arg(&wharf_key)
+        .arg(format!("{}/keys/wharf.asc", server.url())))?;
+    let checked = Dnf::for_repo(&work.path().join("dnf-checked"), &server, "hosted/el")?;
+    let repo_file = checked.reposdir.join("wharf.repo");
+    let text = fs::read_to_string(&repo_file)?.replace(
+        "gpgcheck=0\n",
+        &format!(
+            "gpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
+            wharf_key.display()
+        ),
+    );
+    fs::write(&repo_file, text)?;
+    run(&mut checked.cmd_checking(true, &["makecache"]))
+        .context("dnf makecache with repo_gpgcheck=1 and Wharf's key")?;
+    let nevra = "%{name}-%{epoch}:%{version}-%{release}.%{arch}\n";
+    let listed = dnf.run(&["repoquery", "--forcearch=aarch64", "--queryformat", nevra])?;
+    let mut listed: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+    listed.sort();
+    ensure!(
+        listed
+            == [
+                "extra-0:5-1.noarch",
+                "hello-0:1.0-1.noarch",
+                "libdep-0:0.3-1.aarch64",
+                "libdep-0:0.3-1.x86_64"
+            ],
+        "{listed:?}"
+    );
+    let requires = dnf.run(&["repoquery", "--requires", "hello"])?;
+    ensure!(requires.trim() == "libdep", "{requires}");
+    let recommends = dnf.run(&["repoquery", "--recommends", "hello"])?;
+    ensure!(recommends.trim() == "extra", "{recommends}");
+    let provides = dnf.run(&["repoquery", "--whatprovides", "greeting"])?;
+    ensure!(provides.trim() == "hello-0:1.0-1.noarch", "{provides}");
+    let groups = dnf.run(&["group", "list", "--hidden"])?;
+    ensure!(groups.contains("Wharf Test"), "{groups}");
+
+    // A client holding the old repomd.xml; the API uploads 2:2.0 and publishes.
+    let old_repomd = hosted_file(&server, "repodata/repomd.xml")?.context("no repomd.xml")?;
+    let old_primary = primary_href(&old_repomd)?;
+    let (status, body) = curl_api(
+        &server,
+        false,
+        "PUT",
+        "/api/v1/rpm/hosted/el/packages/hello-2.0-1.noarch.rpm",
+        Some(&rpms[1]),
+    )?;
+    ensure!(status == 401, "anonymous upload: {status} {body}");
+    let (status, body) = curl_api(
+        &server,
+        true,
+        "PUT",
+        "/api/v1/rpm/hosted/el/packages/hello-2.0-1.noarch.rpm",
+        Some(&rpms[1]),
+    )?;
+    ensure!(status == 201, "upload: {status} {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    ensure!(answer["package"] == "hello-2:2.0-1.noarch", "{answer}");
+    ensure!(
+        answer["sha256"].as_str()
+            == Some(wharf_core::Digest::sha256_of(&fs::read(&rpms[1])?).hex()),
+        "{answer}"
+    );
+    let new_repomd = hosted_file(&server, "repodata/repomd.xml")?.context("no repomd.xml")?;
+    ensure!(new_repomd != old_repomd, "a new repomd.xml is served");
+    ensure!(primary_href(&new_repomd)? != old_primary);
+    ensure!(
+        hosted_file(&server, &old_primary)?.is_some(),
+        "the old primary is still served within the grace period"
+    );
+    let (status, body) = curl_api(
+        &server,
+        true,
+        "PUT",
+        "/api/v1/rpm/hosted/el/packages/hello-2.0-1.noarch.rpm",
+        Some(&rpms[1]),
+    )?;
+    ensure!(status == 409, "a second upload: {status} {body}");
+
+    // Bad input: refused with a message, nothing published.
+    // A package not uploaded yet, so only its damage can be the reason.
+    let bytes = fs::read(build_rpm(&RpmSpec::new("fresh", "1"), &built)?)?;
+    let truncated = work.path().join("truncated.rpm");
+    fs::write(&truncated, &bytes[..bytes.len() - 100])?;
+    let not_rpm = work.path().join("notes.rpm");
+    fs::write(&not_rpm, b"just some text, not a package\n")?;
+    let flipped = work.path().join("flipped.rpm");
+    let mut flip = bytes.clone();
+    // In the middle of the main header, which its SHA-256 in the signature header covers.
+    let wharf_rpm::header::Parsed::Done(header) = wharf_rpm::header::parse(&bytes)? else {
+        bail!("the built package's headers do not parse");
+    };
+    flip[((header.header_start + header.header_end) / 2) as usize] ^= 0x40;
+    fs::write(&flipped, &flip)?;
+    let before = hosted_file(&server, "repodata/repomd.xml")?;
+    for (file, path, want) in [
+        (
+            &truncated,
+            "/api/v1/rpm/hosted/el/packages/t.rpm",
+            "truncated",
+        ),
+        (
+            &not_rpm,
+            "/api/v1/rpm/hosted/el/packages/n.rpm",
+            "not an RPM",
+        ),
+        (&flipped, "/api/v1/rpm/hosted/el/packages/f.rpm", "digest"),
+        (
+            &rpms[0],
+            "/api/v1/rpm/hosted/el/packages/../x.rpm",
+            "not a package file name",
+        ),
+        (
+            &rpms[0],
+            "/api/v1/rpm/hosted/el/packages/%2e%2e%2fx.rpm",
+            "not a package file name",
+        ),
+    ] {
+        let (status, body) = curl_api(&server, true, "PUT", path, Some(file))?;
+        ensure!(
+            status == 400 && body.contains(want),
+            "{path}: {status} {body}"
+        );
+    }
+    ensure!(
+        hosted_file(&server, "repodata/repomd.xml")? == before,
+        "nothing was published"
+    );
+    let refused = run_expect_failure(&mut wharf_cli(
+        &server,
+        &[
+            "rpm",
+            "upload",
+            "--repo",
+            "hosted/el",
+            truncated.to_str().context("path")?,
+        ],
+    ))?;
+    ensure!(
+        refused.stderr.contains("truncated") && refused.stderr.contains("nothing was published"),
+        "{}",
+        refused.stderr
+    );
+
+    // dnf installs the newest hello with its dependency.
+    let dnf = Dnf::for_repo(&work.path().join("dnf2"), &server, "hosted/el")?;
+    dnf.run(&["install", "hello"])?;
+    let installed = run(Command::new(Tool::find("rpm").path())
+        .arg("--root")
+        .arg(&dnf.root)
+        .args(["-q", "hello", "libdep"]))?
+    .stdout;
+    ensure!(
+        installed.contains("hello-2.0-1.noarch") && installed.contains("libdep-0.3-1.x86_64"),
+        "{installed}"
+    );
+    // dnf lists advisories of installed packages only: libdep 0.3 is now.
+    let advisories = dnf.run(&["updateinfo", "list", "--all"])?;
+    ensure!(advisories.contains("WHARF-2026-0001"), "{advisories}");
+
+    // Removal, by the CLI and the API.
+    run(&mut wharf_cli(
+        &server,
+        &["rpm", "rm", "--repo", "hosted/el", "hello-1.0-1.noarch"],
+    ))?;
+    let (status, body) = curl_api(
+        &server,
+        true,
+        "DELETE",
+        "/api/v1/rpm/hosted/el/packages/libdep-0.3-1.aarch64",
+        None,
+    )?;
+    ensure!(status == 200, "delete: {status} {body}");
+    let (status, _) = curl_api(
+        &server,
+        true,
+        "DELETE",
+        "/api/v1/rpm/hosted/el/packages/libdep-0.3-1.aarch64",
+        None,
+    )?;
+    ensure!(status == 404, "a second delete: {status}");
+    let dnf = Dnf::for_repo(&work.path().join("dnf3"), &server, "hosted/el")?;
+    let listed = dnf.run(&["repoquery", "--forcearch=aarch64", "--queryformat", nevra])?;
+    let mut listed: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+    listed.sort();
+    ensure!(
+        listed
+            == [
+                "extra-0:5-1.noarch",
+                "hello-2:2.0-1.noarch",
+                "libdep-0:0.3-1.x86_64"
+            ],
+        "{listed:?}"
+    );
+    Ok(())
+}
+
+/// `[rpm] upload_gpg_keys`: a hosted repository takes only packages a trusted key signed
+/// (rpmsign's header signature); unsigned ones and ones another key signed are refused, and
+/// nothing of a refused upload is published.
+#[test]
+fn upload_gpg_keys_take_only_packages_a_trusted_key_signed() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let built = work.path().join("built");
+    let trusted = GpgKey::generate("packager")?;
+    let intruder = GpgKey::generate("intruder")?;
+    let good = build_rpm(&RpmSpec::new("good", "1.0"), &built)?;
+    trusted.sign_rpm(&good)?;
+    let unsigned = build_rpm(&RpmSpec::new("plain", "1.0"), &built)?;
+    let forged = build_rpm(&RpmSpec::new("forged", "1.0"), &built)?;
+    intruder.sign_rpm(&forged)?;
+
+    let config = work.path().join("wharf.toml");
+    fs::write(
+        &config,
+        format!(
+            "[rpm]\nupload_gpg_keys = [\"{}\"]\n",
+            trusted.public_key.display()
+        ),
+    )?;
+    let server = WharfServer::start_with_config(env!("CARGO_BIN_EXE_wharf"), Some(&config))?;
+    let upload = |rpm: &Path| {
+        wharf_cli(
+            &server,
+            &[
+                "rpm",
+                "upload",
+                "--repo",
+                "hosted/el",
+                rpm.to_str().expect("utf-8 path"),
+            ],
+        )
+    };
+    run(&mut upload(&good))?;
+    let repomd = hosted_file(&server, "repodata/repomd.xml")?.context("no repomd.xml")?;
+    for (rpm, why) in [
+        (&unsigned, "is not signed"),
+        (&forged, "not one a trusted key made"),
+    ] {
+        let refused = run_expect_failure(&mut upload(rpm))?;
+        ensure!(refused.stderr.contains(why), "{}", refused.stderr);
+    }
+    // Still the snapshot of the one good package.
+    ensure!(hosted_file(&server, "repodata/repomd.xml")?.as_ref() == Some(&repomd));
+    ensure!(hosted_file(&server, "Packages/good-1.0-1.noarch.rpm")?.is_some());
+    ensure!(hosted_file(&server, "Packages/plain-1.0-1.noarch.rpm")?.is_none());
     Ok(())
 }
