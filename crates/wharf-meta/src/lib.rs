@@ -50,8 +50,8 @@ pub use refs::RefOwner;
 pub use repos::RepositoryRecord;
 pub use retention::{ManifestAge, TagPush};
 pub use snapshots::{
-    DirChild, ExistingEntry, ServedEntry, SnapshotBase, SnapshotEntry, SnapshotId, SnapshotRecord,
-    SnapshotState,
+    DirChild, EntryBatch, ExistingEntry, ServedEntry, SnapshotBase, SnapshotEntry, SnapshotId,
+    SnapshotRecord, SnapshotState,
 };
 
 /// What went wrong in the metadata layer.

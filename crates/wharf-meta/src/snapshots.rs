@@ -300,6 +300,78 @@ async fn release_if_unused(
     Ok(())
 }
 
+/// Entries of staged snapshots recorded together, each blob claimed live, in
+/// one transaction (see [`Meta::begin_entry_batch`]): many writers' files
+/// cost one commit instead of one each. Dropping it without
+/// [`commit`](EntryBatch::commit) rolls everything back.
+pub struct EntryBatch {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    staged: std::collections::HashSet<SnapshotId>,
+}
+
+impl std::fmt::Debug for EntryBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryBatch")
+            .field("snapshots", &self.staged.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EntryBatch {
+    /// Claims `entry.blob` live (creating its row) and records `entry` in
+    /// staged snapshot `id`. `false`, with nothing written for it, when the
+    /// collector is deleting the blob: store it through
+    /// [`Meta::claim_blob`], which waits for the deletion.
+    pub async fn claim_and_record(
+        &mut self,
+        id: &SnapshotId,
+        entry: &SnapshotEntry,
+    ) -> Result<bool, MetaError> {
+        if !self.staged.contains(id) {
+            require_staged(&mut self.tx, self.backend, id).await?;
+            self.staged.insert(id.clone());
+        }
+        let claimed = sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
+             VALUES ($1, $2, $3, $3, 'live') \
+             ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
+             WHERE blobs.state = 'live' RETURNING digest",
+        )
+        .bind(entry.blob.to_string())
+        .bind(entry.size as i64)
+        .bind(unix_now())
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .is_some();
+        if !claimed {
+            return Ok(false);
+        }
+        crate::refs::add_candidate(&mut self.tx, &entry.blob).await?;
+        upsert_entry(&mut self.tx, id, entry).await?;
+        Ok(true)
+    }
+
+    /// Commits every entry recorded.
+    pub async fn commit(self) -> Result<(), MetaError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Meta {
+    /// Starts an [`EntryBatch`]. Claim its blobs in digest order: on
+    /// PostgreSQL each claim locks the blob's row until the commit, and two
+    /// batches taking rows in one order never deadlock.
+    pub async fn begin_entry_batch(&self) -> Result<EntryBatch, MetaError> {
+        Ok(EntryBatch {
+            tx: self.write_tx().await?,
+            backend: self.backend,
+            staged: Default::default(),
+        })
+    }
+}
+
 impl BlobClaim {
     /// Records the claimed blob at `path` in staged snapshot `id`, in the claim's
     /// transaction: the blob cannot be collected between being stored and being

@@ -9,7 +9,7 @@
 //! half-fetched image never shows as a local tag.
 //!
 //! Blobs are single-flight: the first miss starts one upstream GET, whose
-//! body goes straight into the store's upload (`Registry::put_blob_observed`):
+//! body goes straight into the store's upload (`Registry::stage_blob_observed`):
 //! the bytes are written once, into the staging area that becomes the blob by
 //! rename. Every client waiting for that blob reads the upload from its own
 //! offset (`Registry::read_upload`) and follows it as it grows, so memory
@@ -17,7 +17,9 @@
 //! size, and late joiners start from the first byte. A client's stream ends
 //! only after the store verified the digest, so no one receives a complete
 //! body that was not the blob; a mismatch discards the upload and cuts them
-//! all.
+//! all. It does not wait for the blob to be made durable and recorded: the
+//! bytes are the blob's once verified, and that commit (an fsync, a rename
+//! and a database transaction) would otherwise be on every cold pull's path.
 //!
 //! Tags are revalidated with a HEAD after the remote's TTL; digests never
 //! are. The time of the last validation is kept in the metadata database
@@ -113,7 +115,11 @@ pub struct ProxiedBlob {
 #[derive(Clone)]
 enum Phase {
     Connecting,
-    Streaming { size: Option<u64> },
+    Streaming {
+        size: Option<u64>,
+    },
+    /// Every byte is staged and the digest matched; being stored.
+    Verified,
     Stored,
     Failed(String),
 }
@@ -663,7 +669,7 @@ impl Store<'_> {
             match &*phase.borrow_and_update() {
                 Phase::Stored => return Ok(()),
                 Phase::Failed(e) => return Err(e.clone()),
-                Phase::Connecting | Phase::Streaming { .. } => {}
+                Phase::Connecting | Phase::Streaming { .. } | Phase::Verified => {}
             }
             if phase.changed().await.is_err() {
                 return Err("blob fetch ended without an outcome".into());
@@ -696,10 +702,14 @@ async fn fetch_into_store(
         written.written.store(staged, Ordering::Release);
         written.phase.send_modify(|_| {});
     });
-    registry
-        .put_blob_observed(local, digest, &flight.upload, body, progress)
+    let size = registry
+        .stage_blob_observed(digest, &flight.upload, body, progress)
         .await
-        .map(|_| ())
+        .map_err(|e| e.to_string())?;
+    flight.phase.send_replace(Phase::Verified);
+    registry
+        .publish_staged_blob(local, &flight.upload, digest, size)
+        .await
         .map_err(|e| e.to_string())
 }
 
@@ -719,7 +729,7 @@ async fn follow(
         match current {
             Phase::Connecting => {}
             Phase::Streaming { size } => break size,
-            Phase::Stored => break Some(flight.written.load(Ordering::Acquire)),
+            Phase::Verified | Phase::Stored => break Some(flight.written.load(Ordering::Acquire)),
             Phase::Failed(e) => {
                 return Err(if e.contains("upstream has no") {
                     ProxyError::NotFound(format!("{}: {e}", remote.name))
@@ -817,7 +827,7 @@ impl Reader {
                 continue;
             }
             match current {
-                Phase::Stored => {
+                Phase::Verified | Phase::Stored => {
                     self.done = true;
                     return None;
                 }

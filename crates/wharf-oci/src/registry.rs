@@ -348,35 +348,46 @@ impl Registry {
         Ok(size)
     }
 
-    /// A fresh upload id, for [`put_blob_observed`](Registry::put_blob_observed).
+    /// A fresh upload id, for [`stage_blob_observed`](Registry::stage_blob_observed).
     pub fn new_upload_id() -> String {
         new_id()
     }
 
-    /// [`put_blob`](Registry::put_blob) into the upload `id`, telling
-    /// `progress` the staged size as the bytes are written, so that
+    /// Stages `body` as `digest` in the upload `id`, telling `progress` the
+    /// staged size as the bytes are written, so that
     /// [`read_upload`](Registry::read_upload) can serve them to others while
     /// they arrive: the bytes are written once, into the staging area that
-    /// becomes the blob.
-    pub async fn put_blob_observed(
+    /// becomes the blob. Returns the size once the digest is verified; the
+    /// blob is stored only by [`publish_staged_blob`](Registry::publish_staged_blob).
+    pub async fn stage_blob_observed(
         &self,
-        repo: &RepoName,
         digest: &Digest,
         id: &str,
         body: ByteStream,
         progress: wharf_blob::Progress,
     ) -> Result<u64, OciError> {
-        let size =
-            wharf_blob::stage_stream_observed(&*self.blobs, id, digest, body, progress).await?;
+        Ok(wharf_blob::stage_stream_observed(&*self.blobs, id, digest, body, progress).await?)
+    }
+
+    /// Publishes the verified upload `id` of
+    /// [`stage_blob_observed`](Registry::stage_blob_observed) as `digest`,
+    /// linked into `repo`; the upload is discarded if that fails.
+    pub async fn publish_staged_blob(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), OciError> {
         if let Err(e) = self.publish_blob(repo, id, digest, size).await {
             self.blobs.abort_upload(id).await?;
             return Err(e);
         }
-        Ok(size)
+        Ok(())
     }
 
     /// `len` bytes from `offset` of the upload `id` of
-    /// [`put_blob_observed`](Registry::put_blob_observed) for `digest`, bytes
+    /// [`stage_blob_observed`](Registry::stage_blob_observed) for `digest`, bytes
     /// its progress has announced: from the staging area while it is one, from
     /// the committed blob once it was published. `BlobUnknown` when it is
     /// neither (the upload was discarded: its digest did not match).

@@ -11,8 +11,10 @@
 //! [`Snapshots::locate`] which repository a URL path names and
 //! [`Snapshots::resolve`] which blob answers it.
 
+mod batch;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,6 +111,8 @@ pub struct Snapshots {
     blobs: Arc<BlobStore>,
     grace: Duration,
     names: Arc<Mutex<HashMap<RepositoryKind, NamesRead>>>,
+    /// Started by the first file stored (it needs a runtime).
+    committer: Arc<OnceLock<batch::Committer>>,
 }
 
 impl std::fmt::Debug for Snapshots {
@@ -127,6 +131,7 @@ impl Snapshots {
             blobs,
             grace: DEFAULT_GRACE,
             names: Arc::default(),
+            committer: Arc::default(),
         }
     }
 
@@ -134,6 +139,11 @@ impl Snapshots {
     pub fn with_grace(mut self, grace: Duration) -> Snapshots {
         self.grace = grace;
         self
+    }
+
+    fn committer(&self) -> &batch::Committer {
+        self.committer
+            .get_or_init(|| batch::Committer::start(self.meta.clone(), self.blobs.clone()))
     }
 
     /// The grace period.
@@ -426,6 +436,30 @@ impl Staged {
             ),
             None => wharf_blob::stage_stream_of_unknown_digest(blobs, &upload, body).await?,
         };
+        let entry = SnapshotEntry {
+            path: path.clone(),
+            blob: digest.clone(),
+            size,
+            modified_at,
+        };
+        match self
+            .snapshots
+            .committer()
+            .submit(self.id(), entry, &upload)
+            .await
+        {
+            batch::Outcome::Committed => return Ok(StoredEntry { digest, size }),
+            batch::Outcome::Failed(e) => {
+                blobs.abort_upload(&upload).await?;
+                return Err(e);
+            }
+            batch::Outcome::Published => {
+                self.record_published(path, &digest, size, modified_at)
+                    .await?;
+                return Ok(StoredEntry { digest, size });
+            }
+            batch::Outcome::Retry => {}
+        }
         let mut claim = match meta.claim_blob(&digest, size).await {
             Ok(claim) => claim,
             Err(e) => {
@@ -442,6 +476,26 @@ impl Staged {
             .await?;
         claim.commit().await?;
         Ok(StoredEntry { digest, size })
+    }
+
+    /// Records bytes a failed batch left in the store, unrecorded, under a
+    /// claim of their own.
+    async fn record_published(
+        &self,
+        path: &TreePath,
+        digest: &Digest,
+        size: u64,
+        modified_at: i64,
+    ) -> Result<(), SnapshotError> {
+        let mut claim = self.snapshots.meta.claim_blob(digest, size).await?;
+        if self.snapshots.blobs.stat(digest).await?.is_none() {
+            return Err(BlobError::NotFound(digest.clone()).into());
+        }
+        claim
+            .put_snapshot_entry(self.id(), path, size, modified_at)
+            .await?;
+        claim.commit().await?;
+        Ok(())
     }
 
     /// Streams `body` into the blob store without recording it: a batch of
@@ -508,6 +562,11 @@ impl Staged {
         digest: &Digest,
         modified_at: i64,
     ) -> Result<bool, SnapshotError> {
+        // A write transaction only when there are bytes to record (a mirror
+        // asks this of every object it has not seen).
+        if self.snapshots.blobs.stat(digest).await?.is_none() {
+            return Ok(false);
+        }
         let missing = self
             .put_existing_many(&[ExistingEntry {
                 path: path.clone(),

@@ -1,0 +1,167 @@
+//! Group commit of stored files. Every [`Staged::put_stream`](crate::Staged::put_stream)
+//! in the process hands its verified upload to one committer task, which
+//! records whatever has queued up meanwhile in one transaction: each blob
+//! claimed live, each entry recorded, then every upload renamed into the
+//! store (in parallel), then one commit.
+//!
+//! Why: an OSTree mirror stores thousands of small objects with many in
+//! flight. One transaction per object serialises them on the database's
+//! single writer (SQLite), with each object's fsync, rename and directory
+//! fsync done while holding it; the writers then wait seconds for a pooled
+//! connection. A batch pays that once for everything that queued while the
+//! previous batch committed, and a lone writer still commits at once.
+//!
+//! The guarantees are those of one claim ([`wharf_meta::BlobClaim`]): the
+//! claims are taken, and on PostgreSQL their rows locked, before the bytes
+//! are renamed into place, and the entries naming them commit in the same
+//! transaction, so the collector can never take a blob between its bytes
+//! arriving and its reference. Claims are taken in digest order, so two
+//! batches never deadlock on each other's rows.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use wharf_blob::BlobStore;
+use wharf_meta::{Meta, SnapshotEntry, SnapshotId};
+
+use crate::SnapshotError;
+
+/// Uploads recorded in one transaction, at most.
+const MAX_BATCH: usize = 256;
+
+/// What became of one submitted upload.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Stored and recorded.
+    Committed,
+    /// Nothing done: the upload is intact; store it alone (a blob the
+    /// collector is deleting, or a batch that failed before any rename).
+    Retry,
+    /// The bytes are in the store but not recorded (the batch failed after
+    /// renaming them): record them alone.
+    Published,
+    /// The upload could not be renamed into the store.
+    Failed(SnapshotError),
+}
+
+struct Pending {
+    snapshot: SnapshotId,
+    entry: SnapshotEntry,
+    upload: String,
+    done: oneshot::Sender<Outcome>,
+}
+
+impl Pending {
+    fn answer(self, outcome: Outcome) {
+        // A writer that went away needs no answer; its upload is expired later.
+        let _ = self.done.send(outcome);
+    }
+}
+
+/// The handle of the committer task.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Committer {
+    /// Starts the task on the current runtime.
+    pub(crate) fn start(meta: Meta, blobs: Arc<BlobStore>) -> Committer {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Pending>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                commit_batch(&meta, &blobs, batch).await;
+            }
+        });
+        Committer { queue }
+    }
+
+    /// Records the verified upload `upload` as `entry` of staged snapshot
+    /// `snapshot`, with whatever else is queued.
+    pub(crate) async fn submit(
+        &self,
+        snapshot: &SnapshotId,
+        entry: SnapshotEntry,
+        upload: &str,
+    ) -> Outcome {
+        let (done, answer) = oneshot::channel();
+        let pending = Pending {
+            snapshot: snapshot.clone(),
+            entry,
+            upload: upload.to_owned(),
+            done,
+        };
+        if self.queue.send(pending).is_err() {
+            return Outcome::Retry;
+        }
+        // The task ended (its runtime shut down) before answering: only the
+        // lone path can tell what is left.
+        answer.await.unwrap_or(Outcome::Retry)
+    }
+}
+
+async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
+    batch.sort_by(|a, b| a.entry.blob.cmp(&b.entry.blob));
+    let mut tx = match meta.begin_entry_batch().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::debug!(error = %e, "batch of {} uploads: no transaction; stored one by one", batch.len());
+            batch.into_iter().for_each(|p| p.answer(Outcome::Retry));
+            return;
+        }
+    };
+    let mut claimed = Vec::with_capacity(batch.len());
+    let mut pending = batch.into_iter();
+    while let Some(p) = pending.next() {
+        match tx.claim_and_record(&p.snapshot, &p.entry).await {
+            Ok(true) => claimed.push(p),
+            Ok(false) => p.answer(Outcome::Retry),
+            Err(e) => {
+                // The transaction may be unusable (PostgreSQL aborts it on
+                // any error): nothing was renamed yet, so everyone stores alone,
+                // and the one at fault meets its error there.
+                tracing::debug!(error = %e, "batch of uploads failed; stored one by one");
+                drop(tx);
+                claimed
+                    .into_iter()
+                    .chain(std::iter::once(p))
+                    .chain(pending)
+                    .for_each(|p| p.answer(Outcome::Retry));
+                return;
+            }
+        }
+    }
+    let renamed = futures_util::future::join_all(
+        claimed
+            .iter()
+            .map(|p| blobs.publish_upload(&p.upload, &p.entry.blob)),
+    )
+    .await;
+    if renamed.iter().any(Result::is_err) {
+        drop(tx);
+        for (p, result) in claimed.into_iter().zip(renamed) {
+            p.answer(match result {
+                Ok(()) => Outcome::Published,
+                Err(e) => Outcome::Failed(e.into()),
+            });
+        }
+        return;
+    }
+    let outcome = tx.commit().await;
+    for p in claimed {
+        p.answer(match &outcome {
+            Ok(()) => Outcome::Committed,
+            Err(_) => Outcome::Published,
+        });
+    }
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "committing a batch of uploads failed; recording them one by one");
+    }
+}
