@@ -134,10 +134,11 @@ pub trait StagingWriter: Send + 'static {
     /// more is written through this writer.
     async fn write_part(&mut self, part: Part) -> io::Result<()>;
 
-    /// Makes every part written so far durable: after this returns they
-    /// survive a crash. Called even when the body failed, so that what did
-    /// arrive stays.
-    async fn finish(self: Box<Self>) -> io::Result<()>;
+    /// Ends the writes. With `durable`, every part written so far survives a
+    /// crash once this returns; it is called so even when the body failed, so
+    /// that what did arrive stays. Without, the bytes need only be readable:
+    /// a one-shot upload is made durable when it is completed, or discarded.
+    async fn finish(self: Box<Self>, durable: bool) -> io::Result<()>;
 }
 
 /// Where staged uploads, their hash states and committed blobs are kept.

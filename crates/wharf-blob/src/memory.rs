@@ -101,7 +101,7 @@ impl StagingWriter for MemoryStagingWriter {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> io::Result<()> {
+    async fn finish(self: Box<Self>, _durable: bool) -> io::Result<()> {
         Ok(())
     }
 }

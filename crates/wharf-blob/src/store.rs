@@ -448,11 +448,12 @@ impl BlobStore {
             failed,
             ..
         } = pipeline;
-        // Acknowledged bytes must survive a crash, and before any state says
-        // they were hashed.
+        // Acknowledged bytes of a resumable upload must survive a crash, and
+        // before any state says they were hashed; a one-shot upload's are made
+        // durable when it is completed.
         let write_result = match (failed, writer) {
             (Some(e), _) => Err(e),
-            (None, Some(writer)) => writer.finish().await,
+            (None, Some(writer)) => writer.finish(save_state).await,
             (None, None) => Ok(()),
         };
         let new_size = start + written;

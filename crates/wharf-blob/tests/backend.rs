@@ -605,7 +605,7 @@ async fn stage_interleaved(rig: &Rig, id: &str, own: &[u8], staged: &[&[u8]]) {
             .await
             .unwrap();
     }
-    writer.finish().await.unwrap();
+    writer.finish(true).await.unwrap();
     backend.put_state(&uid, own_state).await.unwrap();
 }
 

@@ -202,7 +202,7 @@ async fn concurrent_stores_racing_a_zero_grace_collector_lose_nothing() {
                 let policy = wharf_jobs::GcPolicy {
                     grace_period: std::time::Duration::ZERO,
                     upload_expiry: std::time::Duration::from_secs(3600),
-                    full: runs % 4 == 0,
+                    full: runs.is_multiple_of(4),
                 };
                 wharf_jobs::collect_garbage(&blobs, &meta, policy)
                     .await
