@@ -118,6 +118,8 @@ pub struct MirrorSummary {
     pub bytes: u64,
     /// Files checked against an upstream `SHA256SUMS`.
     pub verified: u64,
+    /// Files kept from the published snapshot, unchanged at their path.
+    pub kept: u64,
     /// The snapshot published; `None`: nothing changed (or the run failed).
     pub published: Option<i64>,
     /// Why it failed; then nothing was published.
@@ -404,7 +406,9 @@ async fn run_inner(
             .snapshot_entry(&p.id, &tree_path(SUMS_NAME)?)
             .await?
             .is_some();
-        if summary.fetched == 0 && had_sums && files == summary.files + 1 {
+        // Counted by what was kept, not by what was fetched: a changed file
+        // whose new bytes the store already held is fetched by no one.
+        if summary.kept == summary.files && had_sums && files == summary.files + 1 {
             staged.discard().await?;
             return Ok(());
         }
@@ -643,6 +647,7 @@ impl Walk<'_> {
                 if let Some(p) = &previous {
                     if p.size == meta.len() && p.modified_at == modified && keep(p).await? {
                         summary.verified += u64::from(expected.is_some());
+                        summary.kept += 1;
                         return Ok(true);
                     }
                 }
@@ -683,6 +688,7 @@ impl Walk<'_> {
                     if let Some(p) = &previous {
                         if keep(p).await? {
                             summary.verified += u64::from(expected.is_some());
+                            summary.kept += 1;
                             return Ok(true);
                         }
                     }
@@ -706,6 +712,7 @@ impl Walk<'_> {
                         && keep(p).await?
                     {
                         summary.verified += u64::from(expected.is_some());
+                        summary.kept += 1;
                         return Ok(true);
                     }
                 }

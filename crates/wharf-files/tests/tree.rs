@@ -147,3 +147,62 @@ async fn sums_list_every_other_file_across_pages_and_follow_removals() {
         Err(TreeError::Mirrored(_))
     ));
 }
+
+struct Quiet;
+impl wharf_files::mirror::MirrorObserver for Quiet {}
+
+fn plan(remote: &str, repo: &RepoName, dir: &std::path::Path) -> wharf_files::mirror::MirrorPlan {
+    wharf_files::mirror::MirrorPlan {
+        remote: remote.into(),
+        repository: repo.clone(),
+        source: wharf_files::mirror::SourceSettings {
+            url: dir.display().to_string(),
+            credentials: None,
+            ca_bundle: None,
+        },
+    }
+}
+
+/// A mirror run that changes only a file whose new bytes the store already
+/// held (so nothing is transferred) still publishes the change: "unchanged"
+/// means every file was kept from the published snapshot, not "nothing fetched".
+#[tokio::test]
+async fn a_change_to_bytes_already_stored_is_published() {
+    use wharf_files::mirror::run_mirror;
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let write = |p: &str, b: &[u8]| {
+        let p = dir.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b).unwrap();
+    };
+    let sums = |b: &[u8]| format!("{}  a.txt\n", Digest::sha256_of(b).hex());
+    write("other/c.txt", b"three");
+    write("up/a.txt", b"one");
+    write("up/b.txt", b"two");
+    write("up/SHA256SUMS", sums(b"one").as_bytes());
+    let other = RepoName::parse("m/other").unwrap();
+    let repo = RepoName::parse("m/one").unwrap();
+    let first = run_mirror(
+        &s,
+        &plan("other", &other, &dir.path().join("other")),
+        &Quiet,
+    )
+    .await;
+    assert!(first.published.is_some(), "{}", first.line());
+    let up = dir.path().join("up");
+    let run = run_mirror(&s, &plan("one", &repo, &up), &Quiet).await;
+    assert!(run.published.is_some(), "{}", run.line());
+    let again = run_mirror(&s, &plan("one", &repo, &up), &Quiet).await;
+    assert_eq!(again.published, None, "{}", again.line());
+    assert_eq!(again.kept, 2, "{}", again.line());
+
+    // a.txt now holds the bytes m/other already stored, as its checksum says.
+    write("up/a.txt", b"three");
+    write("up/SHA256SUMS", sums(b"three").as_bytes());
+    let changed = run_mirror(&s, &plan("one", &repo, &up), &Quiet).await;
+    assert_eq!(changed.failure, None);
+    assert_eq!(changed.fetched, 0, "{}", changed.line());
+    assert!(changed.published.is_some(), "{}", changed.line());
+    assert_eq!(served(&s, &repo, "a.txt").await.unwrap(), b"three");
+}
