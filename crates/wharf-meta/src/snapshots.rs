@@ -319,37 +319,42 @@ impl std::fmt::Debug for EntryBatch {
 }
 
 impl EntryBatch {
-    /// Claims `entry.blob` live (creating its row) and records `entry` in
-    /// staged snapshot `id`. `false`, with nothing written for it, when the
-    /// collector is deleting the blob: store it through
-    /// [`Meta::claim_blob`], which waits for the deletion.
-    pub async fn claim_and_record(
-        &mut self,
-        id: &SnapshotId,
-        entry: &SnapshotEntry,
-    ) -> Result<bool, MetaError> {
-        if !self.staged.contains(id) {
-            require_staged(&mut self.tx, self.backend, id).await?;
-            self.staged.insert(id.clone());
-        }
+    /// Claims `blob` live, creating its row with `size` if it has none.
+    /// `false`, with nothing written, when the collector is deleting it: store
+    /// it through [`Meta::claim_blob`], which waits for the deletion. Claim
+    /// every blob of the batch, in digest order, before recording any entry:
+    /// a lone claim takes its blob's row and then the snapshot's, so a batch
+    /// taking rows in the same order never deadlocks with one.
+    pub async fn claim(&mut self, blob: &Digest, size: u64) -> Result<bool, MetaError> {
         let claimed = sqlx::query(
             "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
              VALUES ($1, $2, $3, $3, 'live') \
              ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
              WHERE blobs.state = 'live' RETURNING digest",
         )
-        .bind(entry.blob.to_string())
-        .bind(entry.size as i64)
+        .bind(blob.to_string())
+        .bind(size as i64)
         .bind(unix_now())
         .fetch_optional(&mut *self.tx)
         .await?
         .is_some();
-        if !claimed {
-            return Ok(false);
+        if claimed {
+            crate::refs::add_candidate(&mut self.tx, blob).await?;
         }
-        crate::refs::add_candidate(&mut self.tx, &entry.blob).await?;
-        upsert_entry(&mut self.tx, id, entry).await?;
-        Ok(true)
+        Ok(claimed)
+    }
+
+    /// Records `entry`, whose blob this batch claimed, in staged snapshot `id`.
+    pub async fn record(
+        &mut self,
+        id: &SnapshotId,
+        entry: &SnapshotEntry,
+    ) -> Result<(), MetaError> {
+        if !self.staged.contains(id) {
+            require_staged(&mut self.tx, self.backend, id).await?;
+            self.staged.insert(id.clone());
+        }
+        upsert_entry(&mut self.tx, id, entry).await
     }
 
     /// Commits every entry recorded.
@@ -360,9 +365,10 @@ impl EntryBatch {
 }
 
 impl Meta {
-    /// Starts an [`EntryBatch`]. Claim its blobs in digest order: on
-    /// PostgreSQL each claim locks the blob's row until the commit, and two
-    /// batches taking rows in one order never deadlock.
+    /// Starts an [`EntryBatch`]. On PostgreSQL each claim locks the blob's
+    /// row and each snapshot recorded into is locked, until the commit: claim
+    /// in digest order, then record in snapshot order, and batches and lone
+    /// claims never deadlock on each other.
     pub async fn begin_entry_batch(&self) -> Result<EntryBatch, MetaError> {
         Ok(EntryBatch {
             tx: self.write_tx().await?,

@@ -15,8 +15,9 @@
 //! claims are taken, and on PostgreSQL their rows locked, before the bytes
 //! are renamed into place, and the entries naming them commit in the same
 //! transaction, so the collector can never take a blob between its bytes
-//! arriving and its reference. Claims are taken in digest order, so two
-//! batches never deadlock on each other's rows.
+//! arriving and its reference. Rows are taken in one order — blobs by
+//! digest, then snapshots — which is the order a lone claim takes its blob
+//! and snapshot in, so batches and lone claims never deadlock.
 
 use std::sync::Arc;
 
@@ -117,16 +118,17 @@ async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
             return;
         }
     };
+    // Blob rows first, in digest order, then the snapshots' rows: the order a
+    // lone claim takes them in.
     let mut claimed = Vec::with_capacity(batch.len());
     let mut pending = batch.into_iter();
     while let Some(p) = pending.next() {
-        match tx.claim_and_record(&p.snapshot, &p.entry).await {
+        match tx.claim(&p.entry.blob, p.entry.size).await {
             Ok(true) => claimed.push(p),
             Ok(false) => p.answer(Outcome::Retry),
             Err(e) => {
                 // The transaction may be unusable (PostgreSQL aborts it on
-                // any error): nothing was renamed yet, so everyone stores alone,
-                // and the one at fault meets its error there.
+                // any error): nothing was renamed yet, so everyone stores alone.
                 tracing::debug!(error = %e, "batch of uploads failed; stored one by one");
                 drop(tx);
                 claimed
@@ -137,6 +139,24 @@ async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
                 return;
             }
         }
+    }
+    claimed.sort_by(|a, b| {
+        (a.snapshot.as_str(), a.entry.path.as_str())
+            .cmp(&(b.snapshot.as_str(), b.entry.path.as_str()))
+    });
+    let mut failed = None;
+    for p in &claimed {
+        if let Err(e) = tx.record(&p.snapshot, &p.entry).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    if let Some(e) = failed {
+        // The one at fault (a snapshot discarded meanwhile) meets its error alone.
+        tracing::debug!(error = %e, "batch of uploads failed; stored one by one");
+        drop(tx);
+        claimed.into_iter().for_each(|p| p.answer(Outcome::Retry));
+        return;
     }
     let renamed = futures_util::future::join_all(
         claimed

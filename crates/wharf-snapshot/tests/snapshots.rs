@@ -190,7 +190,36 @@ async fn url_paths_split_at_the_longest_repository_of_the_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_stores_racing_a_zero_grace_collector_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = snapshots(dir.path()).await;
+    race_stores_against_the_collector(snapshots(dir.path()).await).await;
+}
+
+/// The same on PostgreSQL, where every claim and snapshot is a row lock held
+/// to the commit: batches, lone claims and the collector must never deadlock
+/// or let a blob go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_stores_racing_a_zero_grace_collector_lose_nothing_on_postgres() {
+    let base = std::env::var("WHARF_TEST_POSTGRES_URL").expect(
+        "WHARF_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+    );
+    let admin = wharf_meta::Meta::connect(&base).await.unwrap();
+    let name = format!("wharf_snap_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_admin(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let meta = wharf_meta::Meta::connect(&format!("{prefix}/{name}"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = wharf_blob::fs::open(dir.path().join("blobs"))
+        .await
+        .unwrap();
+    race_stores_against_the_collector(Snapshots::new(meta, Arc::new(blobs))).await;
+}
+
+async fn race_stores_against_the_collector(s: Snapshots) {
     let meta = s.meta().clone();
     let blobs = s.blobs().clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
