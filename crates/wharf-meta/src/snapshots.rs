@@ -827,9 +827,6 @@ impl Meta {
         Ok(())
     }
 
-    /// Deletes the retired snapshots of `repo` beyond the newest `keep_retired`
-    /// that were retired before `retired_before` (never one inside the grace
-    /// period). Returns what was deleted.
     /// Publishes staged snapshot `id` only if the snapshot its repository
     /// publishes now is still `expected` (`None`: none is published), checked
     /// in the publishing transaction; `false` (nothing changed) otherwise. A
@@ -884,46 +881,9 @@ impl Meta {
         Ok(true)
     }
 
-    /// Claims blobs just placed in the blob store and records them in staged
-    /// snapshot `id`, all in one transaction (one commit for a batch of
-    /// uploads instead of one per file). The bytes must already be stored:
-    /// their fresh modification time keeps the collector's orphan sweep off
-    /// them until this commits, and the claims keep it off afterwards. A blob
-    /// the collector is deleting refuses the whole batch ([`MetaError::Busy`]).
-    pub async fn claim_snapshot_entries(
-        &self,
-        id: &SnapshotId,
-        entries: &[SnapshotEntry],
-    ) -> Result<(), MetaError> {
-        let mut tx = self.write_tx().await?;
-        require_staged(&mut tx, self.backend, id).await?;
-        let now = unix_now();
-        for e in entries {
-            let claimed = sqlx::query(
-                "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
-                 VALUES ($1, $2, $3, $3, 'live') \
-                 ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
-                 WHERE blobs.state = 'live' RETURNING digest",
-            )
-            .bind(e.blob.to_string())
-            .bind(e.size as i64)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-            if !claimed {
-                return Err(MetaError::Busy(format!(
-                    "blob {} is being deleted by garbage collection; store it again",
-                    e.blob
-                )));
-            }
-            crate::refs::add_candidate(&mut tx, &e.blob).await?;
-            upsert_entry(&mut tx, id, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
+    /// Deletes the retired snapshots of `repo` beyond the newest `keep_retired`
+    /// that were retired before `retired_before` (never one inside the grace
+    /// period). Returns what was deleted.
     pub async fn prune_snapshots(
         &self,
         repo: &RepoName,

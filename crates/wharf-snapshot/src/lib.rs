@@ -503,7 +503,8 @@ impl Staged {
     /// [`record_stored`](Staged::record_stored) (one commit instead of one per
     /// file). Until then the bytes are an orphan that only the collector's
     /// grace period (from the moment they were stored) protects, so record
-    /// them well within it.
+    /// them well within it; bytes it did not protect are refused by
+    /// `record_stored`, not recorded.
     pub async fn store_unrecorded(&self, body: ByteStream) -> Result<StoredEntry, SnapshotError> {
         let blobs = &self.snapshots.blobs;
         let upload = uuid::Uuid::new_v4().simple().to_string();
@@ -517,13 +518,32 @@ impl Staged {
     }
 
     /// Records blobs stored with [`store_unrecorded`](Staged::store_unrecorded),
-    /// each claimed live, in one transaction.
+    /// each claimed live, in one transaction. Bytes a collection took before
+    /// their claim (possible only with a grace period shorter than the time
+    /// since they were stored) are refused, never recorded: once a blob is
+    /// claimed the collector cannot take it, so its bytes are checked then.
     pub async fn record_stored(&self, entries: &[SnapshotEntry]) -> Result<(), SnapshotError> {
-        Ok(self
-            .snapshots
-            .meta
-            .claim_snapshot_entries(self.id(), entries)
-            .await?)
+        let mut sorted: Vec<&SnapshotEntry> = entries.iter().collect();
+        // Blob rows in digest order, as the group commit takes them.
+        sorted.sort_by(|a, b| a.blob.cmp(&b.blob));
+        let mut tx = self.snapshots.meta.begin_entry_batch().await?;
+        for e in &sorted {
+            if !tx.claim(&e.blob, e.size).await? {
+                return Err(MetaError::Busy(format!(
+                    "blob {} is being deleted by garbage collection; store it again",
+                    e.blob
+                ))
+                .into());
+            }
+            if self.snapshots.blobs.stat(&e.blob).await?.is_none() {
+                return Err(BlobError::NotFound(e.blob.clone()).into());
+            }
+        }
+        for e in sorted {
+            tx.record(self.id(), e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// [`put_stream`](Staged::put_stream) for bytes already in memory (small

@@ -190,7 +190,7 @@ async fn url_paths_split_at_the_longest_repository_of_the_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_stores_racing_a_zero_grace_collector_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    race_stores_against_the_collector(snapshots(dir.path()).await).await;
+    race_stores_against_the_collector(snapshots(dir.path()).await, 30).await;
 }
 
 /// The same on PostgreSQL, where every claim and snapshot is a row lock held
@@ -216,10 +216,10 @@ async fn concurrent_stores_racing_a_zero_grace_collector_lose_nothing_on_postgre
     let blobs = wharf_blob::fs::open(dir.path().join("blobs"))
         .await
         .unwrap();
-    race_stores_against_the_collector(Snapshots::new(meta, Arc::new(blobs))).await;
+    race_stores_against_the_collector(Snapshots::new(meta, Arc::new(blobs)), 15).await;
 }
 
-async fn race_stores_against_the_collector(s: Snapshots) {
+async fn race_stores_against_the_collector(s: Snapshots, rounds: u32) {
     let meta = s.meta().clone();
     let blobs = s.blobs().clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -242,7 +242,7 @@ async fn race_stores_against_the_collector(s: Snapshots) {
         })
     };
     let repo = RepoName::parse("race/tree").unwrap();
-    for round in 0..30u32 {
+    for round in 0..rounds {
         let staged = s
             .stage(&repo, RepositoryKind::Files, Base::Empty, "race")
             .await
@@ -282,4 +282,69 @@ async fn race_stores_against_the_collector(s: Snapshots) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let runs = collector.await.unwrap();
     assert!(runs >= 2, "the collector ran {runs} times");
+}
+
+/// Bytes stored unrecorded (a batch of uploads recorded later) that a
+/// collection with no grace took meanwhile are refused when recorded, never
+/// recorded as a file whose blob is gone.
+#[tokio::test]
+async fn unrecorded_bytes_a_collection_took_are_refused_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("rpm/hosted").unwrap();
+    let staged = s
+        .stage(&repo, RepositoryKind::Rpm, Base::Empty, "upload")
+        .await
+        .unwrap();
+    let kept = staged
+        .store_unrecorded(Box::pin(futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"recorded in time"))
+        })))
+        .await
+        .unwrap();
+    let lost = staged
+        .store_unrecorded(Box::pin(futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"taken by the collection"))
+        })))
+        .await
+        .unwrap();
+    let entry = |p: &str, stored: &wharf_snapshot::StoredEntry| wharf_meta::SnapshotEntry {
+        path: path(p),
+        blob: stored.digest.clone(),
+        size: stored.size,
+        modified_at: 1,
+    };
+    staged
+        .record_stored(&[entry("Packages/a.rpm", &kept)])
+        .await
+        .unwrap();
+    // The orphan sweep takes bytes older than the cutoff, which has a second's resolution.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let policy = wharf_jobs::GcPolicy {
+        grace_period: std::time::Duration::ZERO,
+        upload_expiry: std::time::Duration::from_secs(3600),
+        full: true,
+    };
+    let report = wharf_jobs::collect_garbage(s.blobs(), s.meta(), policy)
+        .await
+        .unwrap();
+    assert_eq!(report.blobs_deleted, 1, "{report:?}");
+    let err = staged
+        .record_stored(&[entry("Packages/b.rpm", &lost)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::Blob(BlobError::NotFound(_))),
+        "{err}"
+    );
+    assert!(staged
+        .entry(&path("Packages/b.rpm"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(staged
+        .entry(&path("Packages/a.rpm"))
+        .await
+        .unwrap()
+        .is_some());
 }
