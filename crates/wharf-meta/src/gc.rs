@@ -87,6 +87,30 @@ impl BlobClaim {
     }
 }
 
+/// Marks `digest` live and used now, creating its row with `size` if it has
+/// none; `false` (nothing written) when a collector is deleting it. The
+/// upsert only touches a live row, and on PostgreSQL it locks the row until
+/// the transaction ends.
+pub(crate) async fn claim_live(
+    conn: &mut sqlx::AnyConnection,
+    digest: &Digest,
+    size: u64,
+    now: i64,
+) -> Result<bool, MetaError> {
+    Ok(sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
+         VALUES ($1, $2, $3, $3, 'live') \
+         ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
+         WHERE blobs.state = 'live' RETURNING digest",
+    )
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some())
+}
+
 impl Meta {
     /// Claims `digest` live, creating its row with `size` if it has none, and
     /// waits while a collector is deleting it. See [`BlobClaim`].
@@ -99,19 +123,7 @@ impl Meta {
             // The upsert only touches a live row; a `deleting` row stays as it is
             // and the statement returns nothing. On PostgreSQL the upsert also
             // locks the row until this transaction ends.
-            let claimed = sqlx::query(
-                "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
-                 VALUES ($1, $2, $3, $3, 'live') \
-                 ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
-                 WHERE blobs.state = 'live' RETURNING digest",
-            )
-            .bind(&d)
-            .bind(size as i64)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-            if claimed {
+            if claim_live(&mut tx, digest, size, now).await? {
                 // Garbage unless something references it before the grace period ends.
                 crate::refs::add_candidate(&mut tx, digest).await?;
                 return Ok(BlobClaim {

@@ -326,18 +326,7 @@ impl EntryBatch {
     /// a lone claim takes its blob's row and then the snapshot's, so a batch
     /// taking rows in the same order never deadlocks with one.
     pub async fn claim(&mut self, blob: &Digest, size: u64) -> Result<bool, MetaError> {
-        let claimed = sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at, last_used_at, state) \
-             VALUES ($1, $2, $3, $3, 'live') \
-             ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
-             WHERE blobs.state = 'live' RETURNING digest",
-        )
-        .bind(blob.to_string())
-        .bind(size as i64)
-        .bind(unix_now())
-        .fetch_optional(&mut *self.tx)
-        .await?
-        .is_some();
+        let claimed = crate::gc::claim_live(&mut self.tx, blob, size, unix_now()).await?;
         if claimed {
             crate::refs::add_candidate(&mut self.tx, blob).await?;
         }

@@ -10,7 +10,6 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -135,16 +134,13 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
         .remotes
         .iter()
         .filter_map(|r| {
-            let cadence = crate::serve::cadence(r.interval_secs, &r.schedule)?;
-            Some(wharf_jobs::Schedule {
-                name: format!("ostree-sync:{}", r.name),
-                job: wharf_jobs::JobKind::Handled {
-                    kind: "ostree-sync".into(),
-                    target: r.name.clone(),
-                },
-                cadence,
-                jitter: Duration::from_secs(r.jitter_secs),
-            })
+            crate::serve::remote_schedule(
+                "ostree-sync",
+                &r.name,
+                r.interval_secs,
+                &r.schedule,
+                r.jitter_secs,
+            )
         })
         .collect()
 }

@@ -9,7 +9,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -35,16 +34,13 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
         .remotes
         .iter()
         .filter_map(|r| {
-            let cadence = crate::serve::cadence(r.interval_secs, &r.schedule)?;
-            Some(wharf_jobs::Schedule {
-                name: format!("{JOB_KIND}:{}", r.name),
-                job: wharf_jobs::JobKind::Handled {
-                    kind: JOB_KIND.into(),
-                    target: r.name.clone(),
-                },
-                cadence,
-                jitter: Duration::from_secs(r.jitter_secs),
-            })
+            crate::serve::remote_schedule(
+                JOB_KIND,
+                &r.name,
+                r.interval_secs,
+                &r.schedule,
+                r.jitter_secs,
+            )
         })
         .collect()
 }

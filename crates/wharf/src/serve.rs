@@ -529,6 +529,26 @@ pub(crate) fn cadence(interval_secs: u64, cron: &str) -> Option<wharf_jobs::Cade
     (interval_secs > 0).then(|| wharf_jobs::Cadence::Every(Duration::from_secs(interval_secs)))
 }
 
+/// The schedule of a remote's sync job `KIND:NAME` (a `JobKind::Handled`
+/// with the remote as its target), when the remote has a cadence.
+pub(crate) fn remote_schedule(
+    kind: &str,
+    name: &str,
+    interval_secs: u64,
+    cron: &str,
+    jitter_secs: u64,
+) -> Option<wharf_jobs::Schedule> {
+    Some(wharf_jobs::Schedule {
+        name: format!("{kind}:{name}"),
+        job: wharf_jobs::JobKind::Handled {
+            kind: kind.into(),
+            target: name.into(),
+        },
+        cadence: cadence(interval_secs, cron)?,
+        jitter: Duration::from_secs(jitter_secs),
+    })
+}
+
 /// A short random suffix that tells two processes with the same pid apart
 /// (containers), for lease ownership.
 fn uuid_like() -> String {

@@ -72,16 +72,13 @@ fn oci_schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
     remotes_with_sync(config)
         .into_iter()
         .filter_map(|r| {
-            let cadence = crate::serve::cadence(r.interval_secs, &r.schedule)?;
-            Some(wharf_jobs::Schedule {
-                name: format!("sync:{}", r.name),
-                job: wharf_jobs::JobKind::Handled {
-                    kind: "sync".into(),
-                    target: r.name.clone(),
-                },
-                cadence,
-                jitter: Duration::from_secs(r.jitter_secs),
-            })
+            crate::serve::remote_schedule(
+                "sync",
+                &r.name,
+                r.interval_secs,
+                &r.schedule,
+                r.jitter_secs,
+            )
         })
         .chain(crate::ostree::schedules(config))
         .collect()
