@@ -11,10 +11,12 @@
 //! Blobs are single-flight: the first miss starts one upstream GET, whose
 //! body goes straight into the store's upload (`Registry::stage_blob_observed`):
 //! the bytes are written once, into the staging area that becomes the blob by
-//! rename. Every client waiting for that blob reads the upload from its own
-//! offset (`Registry::read_upload`) and follows it as it grows, so memory
-//! stays bounded (a part in the store, a chunk per client) whatever the blob's
-//! size, and late joiners start from the first byte. A client's stream ends
+//! rename. The newest few MiB of chunks stay in memory as they arrive, and a
+//! client keeping up is served from them; one further behind (a late joiner)
+//! reads the upload from its own offset (`Registry::read_upload`) and follows
+//! it as it grows. So memory stays bounded (the window, a part in the store, a
+//! chunk per client) whatever the blob's size, late joiners start from the
+//! first byte, and a lone client costs no file read per chunk. A client's stream ends
 //! only after the store verified the digest, so no one receives a complete
 //! body that was not the blob; a mismatch discards the upload and cuts them
 //! all. It does not wait for the blob to be made durable and recorded: the
@@ -130,7 +132,51 @@ struct Flight {
     upload: String,
     /// How many bytes of the upload are written (readable).
     written: AtomicU64,
+    /// The newest chunks received from the upstream, so that clients keeping
+    /// up are served from memory as the bytes arrive; one that falls behind
+    /// reads the upload instead.
+    recent: Mutex<RecentChunks>,
     phase: watch::Sender<Phase>,
+}
+
+/// Bytes of recent chunks a flight keeps in memory.
+const RECENT_BYTES: usize = 4 << 20;
+
+/// A window of a flight's bytes: chunks by their offset, in order.
+#[derive(Default)]
+struct RecentChunks {
+    chunks: std::collections::VecDeque<(u64, bytes::Bytes)>,
+    bytes: usize,
+    /// The offset after the last chunk.
+    end: u64,
+}
+
+impl Flight {
+    /// Keeps `chunk`, the next bytes from the upstream.
+    fn received(&self, chunk: &bytes::Bytes) {
+        let mut recent = lock(&self.recent);
+        let at = recent.end;
+        recent.end += chunk.len() as u64;
+        recent.bytes += chunk.len();
+        recent.chunks.push_back((at, chunk.clone()));
+        while recent.bytes > RECENT_BYTES {
+            match recent.chunks.pop_front() {
+                Some((_, old)) => recent.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The kept bytes from `offset` to the end of the chunk holding it.
+    fn recent_at(&self, offset: u64) -> Option<bytes::Bytes> {
+        let recent = lock(&self.recent);
+        let i = recent
+            .chunks
+            .partition_point(|(at, c)| at + c.len() as u64 <= offset);
+        let (at, chunk) = recent.chunks.get(i)?;
+        let skip = usize::try_from(offset.checked_sub(*at)?).ok()?;
+        (skip < chunk.len()).then(|| chunk.slice(skip..))
+    }
 }
 
 struct PendingManifest {
@@ -520,6 +566,7 @@ impl PullThrough {
         let flight = Arc::new(Flight {
             upload: Registry::new_upload_id(),
             written: AtomicU64::new(0),
+            recent: Mutex::default(),
             phase: watch::Sender::new(Phase::Connecting),
         });
         flights.insert(key.clone(), flight.clone());
@@ -697,6 +744,11 @@ async fn fetch_into_store(
             Err(_) => return Err(format!("no answer within {timeout:?}")),
         };
     flight.phase.send_replace(Phase::Streaming { size });
+    let teed = flight.clone();
+    let body: ByteStream = Box::pin(body.inspect_ok(move |chunk| {
+        teed.received(chunk);
+        teed.phase.send_modify(|_| {});
+    }));
     let written = flight.clone();
     let progress: wharf_blob::Progress = Arc::new(move |staged| {
         written.written.store(staged, Ordering::Release);
@@ -797,9 +849,13 @@ impl Reader {
                     None => self.reading = None,
                 }
             }
-            // Marked seen before `written` is read, so a write after the
-            // read wakes the wait below.
+            // Marked seen before `written` and the recent chunks are read,
+            // so bytes arriving after the read wake the wait below.
             let current = self.phase.borrow_and_update().clone();
+            if let Some(chunk) = self.flight.recent_at(self.next) {
+                self.next += chunk.len() as u64;
+                return Some(Ok(chunk));
+            }
             let written = self.flight.written.load(Ordering::Acquire);
             if self.next < written {
                 // Everything announced so far in one read: a late joiner
