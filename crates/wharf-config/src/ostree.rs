@@ -16,7 +16,16 @@ pub struct OstreeConfig {
     pub retention: Vec<OstreeRetentionConfig>,
     /// Largest object one `PUT /api/v1/ostree/…/objects/…` takes, in bytes.
     pub max_object_bytes: u64,
+    /// Objects pushed over `/api/v1/ostree` that no ref move took are
+    /// dropped this many seconds after their upload (the hourly
+    /// `ostree-sessions:expire` job); 0 keeps them until `wharf snapshot
+    /// discard`.
+    pub push_session_ttl_secs: u64,
 }
+
+/// Default of `ostree.push_session_ttl_secs`: a day, far longer than any push
+/// takes between its first upload and its ref move.
+pub const DEFAULT_PUSH_SESSION_TTL_SECS: u64 = 24 * 3600;
 
 /// Default of `ostree.max_object_bytes`: 1 GiB. A pushed object is verified
 /// in memory (as a mirrored one is), so the cap bounds a request's memory.
@@ -28,6 +37,7 @@ impl Default for OstreeConfig {
             remotes: Vec::new(),
             retention: Vec::new(),
             max_object_bytes: DEFAULT_OSTREE_MAX_OBJECT_BYTES,
+            push_session_ttl_secs: DEFAULT_PUSH_SESSION_TTL_SECS,
         }
     }
 }

@@ -798,10 +798,34 @@ impl Meta {
     /// Deletes snapshot `id` (staged or retired; never the published one) and
     /// drops its references, so garbage collection may take what only it held.
     pub async fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), MetaError> {
+        self.delete_snapshot_unless(id, false).await.map(|_| ())
+    }
+
+    /// Deletes staged or retired snapshot `id` only if it has no entries, in
+    /// the transaction that checks it, so an entry recorded meanwhile is
+    /// never dropped with it; `false` when entries kept it.
+    pub async fn delete_snapshot_if_empty(&self, id: &SnapshotId) -> Result<bool, MetaError> {
+        self.delete_snapshot_unless(id, true).await
+    }
+
+    async fn delete_snapshot_unless(
+        &self,
+        id: &SnapshotId,
+        only_if_empty: bool,
+    ) -> Result<bool, MetaError> {
         let mut tx = self.write_tx().await?;
         let state = locked_state(&mut tx, self.backend, id).await?;
         if state == SnapshotState::Published {
             return Err(MetaError::SnapshotPublished(id.to_string()));
+        }
+        if only_if_empty
+            && sqlx::query("SELECT 1 FROM snapshot_entries WHERE snapshot = $1 LIMIT 1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+        {
+            return Ok(false);
         }
         sqlx::query("DELETE FROM snapshot_entries WHERE snapshot = $1")
             .bind(id.as_str())
@@ -813,7 +837,7 @@ impl Meta {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Publishes staged snapshot `id` only if the snapshot its repository

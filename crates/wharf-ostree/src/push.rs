@@ -11,8 +11,10 @@
 //! content) and only then recorded there, under a live claim, so the blob is
 //! held by `blob_refs` from the transaction that records it and the collector
 //! never takes it; a crash or a second server process loses nothing, since
-//! the session is in the database. Objects of an abandoned push stay until
-//! the session is discarded (`wharf snapshot discard`).
+//! the session is in the database. Objects of an abandoned push are dropped
+//! once they are older than `ostree.push_session_ttl_secs`
+//! ([`Push::expire_sessions`], the `ostree-sessions:expire` job), and a
+//! session left empty is discarded; the collector then reclaims their bytes.
 //!
 //! **Moving a ref** stages a snapshot from the published one and walks the
 //! commit: an object the published snapshot holds is a complete subtree (the
@@ -137,6 +139,17 @@ impl From<CommitError> for PushError {
             other => PushError::Failed(other.to_string()),
         }
     }
+}
+
+/// What [`Push::expire_sessions`] dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Objects dropped from sessions, no ref move having taken them.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Sessions discarded because nothing was left in them.
+    pub sessions: u64,
 }
 
 /// What a push may do, lowered by the binary from the configuration.
@@ -408,6 +421,47 @@ impl Push {
             .collect();
         found.sort_by_key(|s| s.number);
         Ok(found.into_iter().map(|s| s.id).collect())
+    }
+
+    /// Drops from the push sessions of every OSTree repository the objects
+    /// uploaded before `uploaded_before` (Unix seconds) that no ref move has
+    /// taken, and discards the sessions left empty. A push that resumes later
+    /// is told by [`Push::missing`] to upload them again.
+    pub async fn expire_sessions(&self, uploaded_before: i64) -> Result<Expired, PushError> {
+        let mut expired = Expired::default();
+        let repos = self
+            .snapshots
+            .meta()
+            .list_repositories(Some(RepositoryKind::Ostree))
+            .await?;
+        for repo in repos {
+            let _held = self.session_lock.lock().await;
+            for id in self.sessions(&repo.name).await? {
+                let session = self.snapshots.resume(&id).await?;
+                let mut stale = Vec::new();
+                let mut after: Option<TreePath> = None;
+                loop {
+                    let page = session
+                        .entries(None, after.as_ref(), RECORD_BATCH as u32)
+                        .await?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.path.clone());
+                    for e in &page {
+                        if e.modified_at < uploaded_before {
+                            expired.bytes += e.size;
+                            stale.push(e.path.clone());
+                        }
+                    }
+                }
+                for chunk in stale.chunks(RECORD_BATCH) {
+                    expired.objects += session.remove(chunk).await?;
+                }
+                if session.discard_if_empty().await? {
+                    expired.sessions += 1;
+                }
+            }
+        }
+        Ok(expired)
     }
 
     /// The session uploads go to, created on the first upload.

@@ -437,3 +437,54 @@ async fn a_ref_moves_only_once_every_object_its_commit_reaches_is_held() {
     std::fs::remove_file(&held_back.file).unwrap();
     assert!(local_closure(&upstream, commit).is_err());
 }
+
+#[tokio::test]
+async fn what_an_abandoned_push_uploaded_expires_and_its_session_is_discarded() {
+    use wharf_ostree::push::{local_closure, local_ref, Expired, Push, SESSION_NOTE};
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = make_repo(dir.path());
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/abandoned").unwrap();
+    let push = Push::new(s.clone(), push_settings());
+    let commit = local_ref(&upstream, "main").unwrap();
+    let closure = local_closure(&upstream, commit).unwrap();
+    let names: Vec<ObjectName> = closure.iter().map(|o| o.name).collect();
+    for o in &closure {
+        upload(&push, &repo, o, std::fs::read(&o.file).unwrap())
+            .await
+            .unwrap();
+    }
+    let session = || async {
+        s.list(&repo)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.note == SESSION_NOTE)
+    };
+    let now = wharf_meta::unix_now();
+    // Nothing was uploaded before an hour ago: nothing goes.
+    assert_eq!(
+        push.expire_sessions(now - 3600).await.unwrap(),
+        Expired::default()
+    );
+    assert!(push.missing(&repo, &names).await.unwrap().is_empty());
+    assert!(session().await.is_some());
+
+    // Everything was uploaded before a second from now: all of it goes, and
+    // the empty session with it.
+    let expired = push.expire_sessions(now + 1).await.unwrap();
+    assert_eq!(expired.objects as usize, closure.len());
+    assert!(expired.bytes > 0);
+    assert_eq!(expired.sessions, 1);
+    assert!(session().await.is_none(), "the empty session stays");
+    assert_eq!(push.missing(&repo, &names).await.unwrap(), names);
+
+    // The push starts over and completes.
+    for o in &closure {
+        upload(&push, &repo, o, std::fs::read(&o.file).unwrap())
+            .await
+            .unwrap();
+    }
+    let moved = push.move_ref(&repo, "main", commit, None).await.unwrap();
+    assert_eq!(moved.objects as usize, closure.len());
+}

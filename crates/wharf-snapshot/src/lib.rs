@@ -666,4 +666,14 @@ impl Staged {
     pub async fn discard(self) -> Result<(), SnapshotError> {
         self.snapshots.discard(self.id()).await
     }
+
+    /// Discards it only if it holds no entries, checked in the deleting
+    /// transaction; `false` when entries kept it.
+    pub async fn discard_if_empty(&self) -> Result<bool, SnapshotError> {
+        Ok(self
+            .snapshots
+            .meta
+            .delete_snapshot_if_empty(self.id())
+            .await?)
+    }
 }

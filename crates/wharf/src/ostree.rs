@@ -127,7 +127,8 @@ pub(crate) fn remote_names(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// One `ostree-sync:<remote>` schedule per remote with a cadence.
+/// One `ostree-sync:<remote>` schedule per remote with a cadence, and the
+/// hourly expiry of abandoned push sessions.
 pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
     config
         .ostree
@@ -142,7 +143,57 @@ pub(crate) fn schedules(config: &Config) -> Vec<wharf_jobs::Schedule> {
                 r.jitter_secs,
             )
         })
+        .chain(
+            (config.ostree.push_session_ttl_secs > 0).then(|| wharf_jobs::Schedule {
+                name: format!("{SESSIONS_JOB_KIND}:{SESSIONS_JOB_TARGET}"),
+                job: wharf_jobs::JobKind::Handled {
+                    kind: SESSIONS_JOB_KIND.into(),
+                    target: SESSIONS_JOB_TARGET.into(),
+                },
+                cadence: wharf_jobs::Cadence::Every(std::time::Duration::from_secs(3600)),
+                jitter: std::time::Duration::from_secs(300),
+            }),
+        )
         .collect()
+}
+
+/// The job that drops what abandoned pushes uploaded (`ostree-sessions:expire`).
+pub(crate) const SESSIONS_JOB_KIND: &str = "ostree-sessions";
+/// Its one target.
+pub(crate) const SESSIONS_JOB_TARGET: &str = "expire";
+
+/// The `ostree-sessions` job kind: [`wharf_ostree::push::Push::expire_sessions`]
+/// with `ostree.push_session_ttl_secs`.
+pub(crate) struct PushSessionsJobHandler {
+    pub(crate) push: wharf_ostree::push::Push,
+    pub(crate) ttl_secs: u64,
+}
+
+impl JobHandler for PushSessionsJobHandler {
+    fn run<'a>(&'a self, target: &'a str, _progress: &'a dyn Progress) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            if target != SESSIONS_JOB_TARGET {
+                return Err(JobError::Failed(format!(
+                    "{SESSIONS_JOB_KIND} has no target {target:?}: expected {SESSIONS_JOB_TARGET:?}"
+                )));
+            }
+            if self.ttl_secs == 0 {
+                return Ok("ostree.push_session_ttl_secs = 0: push sessions are kept".into());
+            }
+            let cutoff = wharf_meta::unix_now()
+                .saturating_sub(i64::try_from(self.ttl_secs).unwrap_or(i64::MAX));
+            let expired = self
+                .push
+                .expire_sessions(cutoff)
+                .await
+                .map_err(|e| JobError::Failed(e.to_string()))?;
+            Ok(format!(
+                "dropped {} object(s) ({} bytes) that abandoned pushes uploaded over {} s ago; \
+                 discarded {} empty session(s)",
+                expired.objects, expired.bytes, self.ttl_secs, expired.sessions
+            ))
+        })
+    }
 }
 
 /// Lowers one remote; reads the password file and CA bundle now, so a job

@@ -114,6 +114,7 @@ pub(crate) async fn serve(
     let registry = Registry::new(blobs.clone(), meta.clone(), plan.registry.clone())
         .with_quotas(crate::retention::quotas(&config)?);
     let snapshots = crate::snapshot::snapshots(&config, &blobs, &meta);
+    let ostree_push = crate::ostree::push_surface(&config, &snapshots)?;
     let handlers = wharf_jobs::Handlers::new()
         .with(
             "sync",
@@ -141,6 +142,13 @@ pub(crate) async fn serve(
             Arc::new(crate::files::FilesSyncJobHandler {
                 config: Arc::new(config.clone()),
                 snapshots: snapshots.clone(),
+            }),
+        )
+        .with(
+            crate::ostree::SESSIONS_JOB_KIND,
+            Arc::new(crate::ostree::PushSessionsJobHandler {
+                push: ostree_push.clone(),
+                ttl_secs: config.ostree.push_session_ttl_secs,
             }),
         )
         .with(
@@ -174,7 +182,7 @@ pub(crate) async fn serve(
         pull_through,
         rpm: crate::rpm::hosted(&config, &snapshots)?,
         files: crate::files::surface(&config, &meta, &blobs, &snapshots),
-        ostree: crate::ostree::push_surface(&config, &snapshots)?,
+        ostree: ostree_push,
         snapshots,
         public_keys: crate::signing::public_keys(&*crate::signing::keys(&config)?)?,
     });

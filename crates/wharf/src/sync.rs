@@ -55,6 +55,10 @@ pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
         )
         .with(crate::rpm::JOB_KIND, crate::rpm::remote_names(config))
         .with("ostree-sync", crate::ostree::remote_names(config))
+        .with(
+            crate::ostree::SESSIONS_JOB_KIND,
+            vec![crate::ostree::SESSIONS_JOB_TARGET.to_owned()],
+        )
         .with(crate::files::JOB_KIND, crate::files::remote_names(config))
         .with("retention", crate::retention::job_targets(config))
 }
