@@ -52,6 +52,11 @@ pub struct RpmHostedConfig {
     /// drops older ones. 0: keep all.
     #[serde(default)]
     pub keep_versions: u32,
+    /// Store every uploaded package as a copy signed with Wharf's OpenPGP
+    /// key (its header signature replaced; header and payload unchanged), so
+    /// dnf's `gpgcheck=1` with `/keys/wharf.asc` takes packages built unsigned.
+    #[serde(default)]
+    pub write_signed_rpms: bool,
 }
 
 /// What a mirror keeps when upstream drops a package.
@@ -71,8 +76,19 @@ pub enum RpmPolicy {
 pub struct RpmRemoteConfig {
     /// Name used by `wharf sync REMOTE` and the `rpm-sync:NAME` job; unique across every kind of remote.
     pub name: String,
-    /// The repository's root: `https://…/` (or `http://` with `insecure_http`), or a local directory.
+    /// The repository's root: `https://…/` (or `http://` with `insecure_http`), or a local
+    /// directory. Leave empty when `metalink` or `mirrorlist` names the mirrors instead.
+    #[serde(default)]
     pub url: String,
+    /// A metalink (`https://mirrors.example/metalink?repo=…&arch=…`): its mirrors are tried by
+    /// preference and one is used only if its repomd.xml matches a SHA-256/384/512 hash the
+    /// metalink lists, as dnf does. Instead of `url`.
+    #[serde(default)]
+    pub metalink: String,
+    /// A mirrorlist (one base URL per line): the first mirror serving a repomd.xml is used; it
+    /// vouches for nothing, so pair it with `gpg_keys`. Instead of `url`.
+    #[serde(default)]
+    pub mirrorlist: String,
     /// The local rpm repository filled.
     pub repository: String,
     /// Permit a plain-HTTP `url`.
@@ -148,9 +164,12 @@ impl RpmRemoteConfig {
         self.filtered() || self.policy == RpmPolicy::Additive
     }
 
-    /// Whether `url` is http(s) (else a local directory).
+    /// Whether upstream is reached over http(s) (else a local directory).
     pub fn is_http(&self) -> bool {
-        self.url.starts_with("http://") || self.url.starts_with("https://")
+        self.url.starts_with("http://")
+            || self.url.starts_with("https://")
+            || !self.metalink.is_empty()
+            || !self.mirrorlist.is_empty()
     }
 }
 
@@ -180,6 +199,31 @@ impl RpmConfig {
                 ));
             }
             names.push(&r.name);
+            let lists = [("metalink", &r.metalink), ("mirrorlist", &r.mirrorlist)];
+            let given: Vec<&str> = [("url", &r.url)]
+                .into_iter()
+                .chain(lists)
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k)
+                .collect();
+            if given.len() > 1 {
+                problems.push(format!(
+                    "{at}: {} are given; set exactly one of url, metalink and mirrorlist",
+                    given.join(" and ")
+                ));
+            }
+            for (key, value) in lists {
+                if value.starts_with("http://") {
+                    if !r.insecure_http {
+                        problems.push(format!(
+                            "{at}.{key}: {value:?} is plain HTTP; use https:// or set \
+                             insecure_http = true"
+                        ));
+                    }
+                } else if !value.is_empty() && !value.starts_with("https://") {
+                    problems.push(format!("{at}.{key}: {value:?} is not an http(s) URL"));
+                }
+            }
             if r.url.starts_with("http://") {
                 if !r.insecure_http {
                     problems.push(format!(
@@ -194,8 +238,8 @@ impl RpmConfig {
                     "{at}.url: {:?} is neither http(s):// nor a local directory",
                     r.url
                 ));
-            } else if r.url.is_empty() {
-                problems.push(format!("{at}.url: required"));
+            } else if given.is_empty() {
+                problems.push(format!("{at}.url: required (or metalink, or mirrorlist)"));
             }
             if let Err(e) = wharf_core::RepoName::parse(&r.repository) {
                 problems.push(format!("{at}.repository: {:?}: {e}", r.repository));

@@ -42,6 +42,11 @@ const SIG_RSA: u32 = 268;
 const SIG_DSA: u32 = 267;
 const SIG_PGP: u32 = 1002;
 const SIG_GPG: u32 = 1005;
+const SIG_RESERVEDSPACE: u32 = 1008;
+/// `RPMTAG_HEADERSIGNATURES`: the region tag of a signature header.
+const REGION_SIGNATURES: u32 = 62;
+/// Data types (`RPM_*_TYPE`).
+const TYPE_BIN: u32 = 7;
 
 /// Main header tags used for rpm-md metadata.
 #[allow(missing_docs)]
@@ -326,6 +331,186 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, RpmError> {
     Ok(Parsed::Done(Box::new(header)))
 }
 
+/// The length of one entry's data at the start of `rest`, as rpm's
+/// `dataLength` computes it; `None` when it overruns `rest`.
+fn data_len(rest: &[u8], kind: u32, count: usize) -> Option<usize> {
+    let width = match kind {
+        1 | 2 => 1,
+        3 => 2,
+        4 => 4,
+        5 => 8,
+        TYPE_BIN => return (count <= rest.len()).then_some(count),
+        6..=9 => {
+            let n = if kind == 6 { 1 } else { count };
+            let mut len = 0;
+            for _ in 0..n {
+                len += rest.get(len..)?.iter().position(|b| *b == 0)? + 1;
+            }
+            return Some(len);
+        }
+        _ => return None,
+    };
+    count.checked_mul(width).filter(|len| *len <= rest.len())
+}
+
+fn push_entry(index: &mut Vec<u8>, tag: u32, kind: u32, offset: usize, count: u32) {
+    for word in [tag, kind, offset as u32, count] {
+        index.extend_from_slice(&word.to_be_bytes());
+    }
+}
+
+/// The alignment rpm requires of a type's data in a header store.
+fn alignment(kind: u32) -> usize {
+    match kind {
+        3 => 2,
+        4 => 4,
+        5 => 8,
+        _ => 1,
+    }
+}
+
+/// rpm's signature tag for a header-only OpenPGP signature: RSA keys go
+/// under `RSAHEADER`, every other algorithm (DSA, EdDSA, ECDSA) under
+/// `DSAHEADER`, as `rpmsign` files them.
+fn header_signature_tag(signature: &[u8]) -> Result<u32, RpmError> {
+    let not_a_signature = || bad("the package signer returned no OpenPGP signature packet");
+    let first = *signature.first().ok_or_else(not_a_signature)?;
+    if first & 0x80 == 0 {
+        return Err(not_a_signature());
+    }
+    // The packet header: the new format's tag and length octets, or the old one's.
+    let (tag, body_at) = if first & 0x40 != 0 {
+        let len_at = signature.get(1).copied().ok_or_else(not_a_signature)?;
+        let len_octets = match len_at {
+            0..=191 => 1,
+            192..=223 => 2,
+            255 => 5,
+            _ => return Err(not_a_signature()),
+        };
+        (first & 0x3f, 1 + len_octets)
+    } else {
+        let len_octets = match first & 3 {
+            0 => 1,
+            1 => 2,
+            2 => 4,
+            _ => return Err(not_a_signature()),
+        };
+        ((first >> 2) & 0x0f, 1 + len_octets)
+    };
+    if tag != 2 {
+        return Err(not_a_signature());
+    }
+    let body = signature.get(body_at..).ok_or_else(not_a_signature)?;
+    // v4 (and v5/v6): version, type, public-key algorithm; v3 keeps the
+    // algorithm after its hashed material and key ID.
+    let algorithm = match body.first() {
+        Some(3) => body.get(15),
+        Some(4..=6) => body.get(2),
+        _ => None,
+    }
+    .copied()
+    .ok_or_else(not_a_signature)?;
+    Ok(if (1..=3).contains(&algorithm) {
+        SIG_RSA
+    } else {
+        SIG_DSA
+    })
+}
+
+/// The leading bytes of a package (at least through its main header, as
+/// [`parse`] read them) with its signature header rewritten to carry
+/// `signature`, a binary OpenPGP signature of the main header, in place of
+/// any signatures it carried: what `rpmsign --resign` does. The main header
+/// and payload are untouched, so every digest but the signatures stays valid;
+/// `RESERVEDSPACE` (left by rpmbuild for this) shrinks so that, when it can,
+/// the file keeps its size and the main header its offset.
+pub fn with_header_signature(
+    bytes: &[u8],
+    header: &RpmHeader,
+    signature: &[u8],
+) -> Result<Vec<u8>, RpmError> {
+    let sig_tag = header_signature_tag(signature)?;
+    let mut need = 0;
+    let sig = section(&bytes[LEAD_LEN..], "signature", &mut need)?
+        .ok_or_else(|| bad("the signature header is incomplete"))?;
+    let header_start = header.header_start as usize;
+    let mut kept: Vec<(u32, u32, u32, &[u8])> = Vec::new();
+    let mut reserved = false;
+    for e in sig.index.chunks_exact(16) {
+        let word = |i: usize| u32::from_be_bytes(e[i..i + 4].try_into().expect("4 bytes"));
+        let (tag, kind, offset, count) = (word(0), word(4), word(8) as usize, word(12));
+        match tag {
+            REGION_SIGNATURES | SIG_RSA | SIG_DSA | SIG_PGP | SIG_GPG => continue,
+            SIG_RESERVEDSPACE => {
+                reserved = true;
+                continue;
+            }
+            _ => {}
+        }
+        let rest = sig.store.get(offset..).ok_or_else(|| {
+            bad(format!(
+                "the signature header's tag {tag} lies outside its store"
+            ))
+        })?;
+        let len = data_len(rest, kind, count as usize).ok_or_else(|| {
+            bad(format!(
+                "the signature header's tag {tag} overruns its store"
+            ))
+        })?;
+        kept.push((tag, kind, count, &rest[..len]));
+    }
+    let len = u32::try_from(signature.len()).map_err(|_| bad("the signature is too large"))?;
+    kept.push((sig_tag, TYPE_BIN, len, signature));
+    kept.sort_by_key(|(tag, ..)| *tag);
+
+    let build = |entries: &[(u32, u32, u32, &[u8])]| -> Vec<u8> {
+        // The region entry first, its trailer last in the store.
+        let count = entries.len() + 1;
+        let mut index = Vec::with_capacity(16 * count);
+        let mut store: Vec<u8> = Vec::new();
+        let mut rest_index = Vec::with_capacity(16 * entries.len());
+        for (tag, kind, n, data) in entries {
+            let align = alignment(*kind);
+            store.resize(store.len().div_ceil(align) * align, 0);
+            push_entry(&mut rest_index, *tag, *kind, store.len(), *n);
+            store.extend_from_slice(data);
+        }
+        let trailer_at = store.len();
+        let negative_index = (-(16 * count as i64)) as i32 as u32;
+        for word in [REGION_SIGNATURES, TYPE_BIN, negative_index, 16] {
+            store.extend_from_slice(&word.to_be_bytes());
+        }
+        push_entry(&mut index, REGION_SIGNATURES, TYPE_BIN, trailer_at, 16);
+        index.extend(rest_index);
+        let mut out = HEADER_MAGIC.to_vec();
+        out.extend_from_slice(&(count as u32).to_be_bytes());
+        out.extend_from_slice(&(store.len() as u32).to_be_bytes());
+        out.extend(index);
+        out.extend(store);
+        out
+    };
+    let mut section_bytes = build(&kept);
+    let old_len = header_start - LEAD_LEN;
+    if reserved {
+        // Another entry (16 index bytes) and its data must fit exactly into
+        // what the old header took, padding included.
+        let room = old_len.checked_sub(section_bytes.len() + 16);
+        if let Some(room) = room.filter(|r| *r > 0) {
+            let zeros = vec![0u8; room];
+            let mut with_reserve = kept.clone();
+            with_reserve.push((SIG_RESERVEDSPACE, TYPE_BIN, room as u32, &zeros));
+            with_reserve.sort_by_key(|(tag, ..)| *tag);
+            section_bytes = build(&with_reserve);
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len() + signature.len());
+    out.extend_from_slice(&bytes[..LEAD_LEN]);
+    out.extend_from_slice(&section_bytes);
+    out.resize(out.len().div_ceil(8) * 8, 0);
+    out.extend_from_slice(&bytes[header_start..]);
+    Ok(out)
+}
+
 impl RpmHeader {
     /// A string tag (the first of an array).
     pub fn string(&self, tag: u32) -> Option<&str> {
@@ -551,6 +736,90 @@ mod tests {
                 "a flip at {at} in the main header passed"
             );
         }
+    }
+
+    /// A v4 OpenPGP signature packet (new format) made by `algorithm`; the
+    /// rest is filler, as only rpm's tag choice reads it here.
+    fn signature_packet(algorithm: u8) -> Vec<u8> {
+        let mut body = vec![4, 0, algorithm, 8];
+        body.extend(std::iter::repeat_n(0xab, 60));
+        let mut out = vec![0xc2, body.len() as u8];
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn a_new_header_signature_replaces_the_old_and_leaves_header_and_payload_alone() {
+        let bytes = sample();
+        let Parsed::Done(h) = parse(&bytes).unwrap() else {
+            panic!()
+        };
+        let eddsa = signature_packet(22);
+        let signed = with_header_signature(&bytes, &h, &eddsa).unwrap();
+        let Parsed::Done(s) = parse(&signed).unwrap() else {
+            panic!("the signed copy does not parse")
+        };
+        assert!(s.signed);
+        assert_eq!(s.header_signature.as_deref(), Some(&eddsa[..]));
+        assert_eq!(
+            &signed[s.header_start as usize..],
+            &bytes[h.header_start as usize..],
+            "header and payload are byte for byte the original's"
+        );
+        assert_eq!(s.header_start % 8, 0);
+        // Signing again replaces the signature: an RSA one goes under RSAHEADER.
+        let rsa = signature_packet(1);
+        let again = with_header_signature(&signed, &s, &rsa).unwrap();
+        let Parsed::Done(a) = parse(&again).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.header_signature.as_deref(), Some(&rsa[..]));
+        let sig = section(&again[LEAD_LEN..], "signature", &mut 0)
+            .unwrap()
+            .unwrap();
+        let tags = entries(&sig, "signature").unwrap();
+        assert!(tags.contains_key(&SIG_RSA) && !tags.contains_key(&SIG_DSA));
+        // The region trailer says the region holds every entry.
+        let trailer = &sig.store[sig.store.len() - 16..];
+        let count = sig.index.len() as i32 / 16;
+        assert_eq!(&trailer[..4], &REGION_SIGNATURES.to_be_bytes());
+        assert_eq!(
+            i32::from_be_bytes(trailer[8..12].try_into().unwrap()),
+            -16 * count
+        );
+        assert!(with_header_signature(&bytes, &h, b"not a packet").is_err());
+    }
+
+    #[test]
+    fn reserved_space_absorbs_the_signature_so_the_header_keeps_its_offset() {
+        let main = section_bytes(&[
+            (tag::NAME, 6, 1, string("hello")),
+            (tag::VERSION, 6, 1, string("1.0")),
+            (tag::RELEASE, 6, 1, string("1")),
+        ]);
+        let digest = hex::encode(sha2::Sha256::digest(&main));
+        let size = (main.len() as u32 + 4).to_be_bytes().to_vec();
+        let sig = section_bytes(&[
+            (SIG_SHA256, 6, 1, string(&digest)),
+            (SIG_SIZE, 4, 1, size),
+            (SIG_RESERVEDSPACE, 7, 4128, vec![0; 4128]),
+        ]);
+        let mut bytes = LEAD_MAGIC.to_vec();
+        bytes.extend_from_slice(&[3, 0]);
+        bytes.resize(LEAD_LEN, 0);
+        bytes.extend_from_slice(&sig);
+        bytes.resize(bytes.len().div_ceil(8) * 8, 0);
+        bytes.extend(main);
+        bytes.extend_from_slice(b"data");
+        let Parsed::Done(h) = parse(&bytes).unwrap() else {
+            panic!()
+        };
+        let signed = with_header_signature(&bytes, &h, &signature_packet(22)).unwrap();
+        let Parsed::Done(s) = parse(&signed).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.header_start, h.header_start);
+        assert_eq!(signed.len(), bytes.len());
     }
 
     #[test]

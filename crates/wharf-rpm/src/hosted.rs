@@ -41,6 +41,15 @@ pub trait PackageVerifier: Send + Sync {
     fn verify(&self, signed: &[u8], signature: &[u8]) -> Result<(), SignError>;
 }
 
+/// Signs packages (`[[rpm.hosted]] write_signed_rpms`): returns a binary
+/// OpenPGP signature packet over `header` (a package's main header, magic
+/// included), which becomes the package's header signature. Wharf's own key
+/// lives elsewhere; this crate only calls it.
+pub trait PackageSigner: Send + Sync {
+    /// The binary signature of `header`.
+    fn sign_header(&self, header: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
 /// Why signing failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -69,6 +78,8 @@ pub struct Hosted {
     mirrored: Arc<Vec<RepoName>>,
     signer: Option<Arc<dyn MetadataSigner>>,
     verifier: Option<Arc<dyn PackageVerifier>>,
+    /// Repositories whose uploads are stored as signed copies, and the signer.
+    signed_copies: Option<SignedCopies>,
     keep_retired: u32,
     /// Versions kept per package name and arch, by repository (retention).
     keep_versions: Arc<HashMap<RepoName, u32>>,
@@ -77,6 +88,13 @@ pub struct Hosted {
     /// The largest package an upload may send.
     max_upload_bytes: u64,
     locks: Arc<Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Which repositories store their uploads as signed copies, and who signs them.
+#[derive(Clone)]
+struct SignedCopies {
+    repos: Arc<HashSet<RepoName>>,
+    signer: Arc<dyn PackageSigner>,
 }
 
 /// The default cap of one uploaded package: 2 GiB.
@@ -138,6 +156,7 @@ impl Hosted {
             mirrored: Arc::new(mirrored),
             signer,
             verifier: None,
+            signed_copies: None,
             keep_retired,
             keep_versions: Arc::default(),
             compositions: Arc::default(),
@@ -184,6 +203,29 @@ impl Hosted {
     pub fn with_package_verifier(mut self, verifier: Arc<dyn PackageVerifier>) -> Hosted {
         self.verifier = Some(verifier);
         self
+    }
+
+    /// The same, storing what is uploaded to `repos` as a copy signed by
+    /// `signer` (replacing the package's own signatures; header and payload
+    /// unchanged), as Koji's `dist-repo --write-signed-rpms` writes them.
+    pub fn with_signed_copies(
+        mut self,
+        repos: HashSet<RepoName>,
+        signer: Arc<dyn PackageSigner>,
+    ) -> Hosted {
+        self.signed_copies = Some(SignedCopies {
+            repos: Arc::new(repos),
+            signer,
+        });
+        self
+    }
+
+    /// The signer of `repo`'s uploads, when it stores signed copies.
+    fn package_signer(&self, repo: &RepoName) -> Option<&Arc<dyn PackageSigner>> {
+        self.signed_copies
+            .as_ref()
+            .filter(|copies| copies.repos.contains(repo))
+            .map(|copies| &copies.signer)
     }
 
     async fn published_id(
@@ -326,6 +368,27 @@ async fn read_headers(body: &mut ByteStream) -> Result<(Box<RpmHeader>, Vec<u8>)
     }
 }
 
+/// `head` (a package's leading bytes, through its main header) signed by
+/// `signer`, and its headers read again from the signed bytes.
+fn sign_copy(
+    signer: &dyn PackageSigner,
+    header: Box<RpmHeader>,
+    head: Vec<u8>,
+) -> Result<(Box<RpmHeader>, Vec<u8>), RpmError> {
+    let main = &head[header.header_start as usize..header.header_end as usize];
+    let signature = signer
+        .sign_header(main)
+        .map_err(|e| RpmError::Store(format!("signing {}: {}", header.nevra(), e.0)))?;
+    let signed = header::with_header_signature(&head, &header, &signature)?;
+    match header::parse(&signed)? {
+        Parsed::Done(h) => Ok((h, signed)),
+        Parsed::NeedMore(_) => Err(RpmError::Package(format!(
+            "{}: its signed copy does not read back",
+            header.nevra()
+        ))),
+    }
+}
+
 impl Session {
     /// The repository changed.
     pub fn repo(&self) -> &RepoName {
@@ -360,6 +423,10 @@ impl Session {
                 ))
             })?;
         }
+        let (header, head) = match self.hosted.package_signer(&self.repo) {
+            Some(signer) => sign_copy(signer.as_ref(), header, head)?,
+            None => (header, head),
+        };
         let path = tree_path(&format!("{PACKAGES_DIR}/{}.rpm", header.nvra()))?;
         let limit = self.hosted.max_upload_bytes;
         let expected = header.signed_size.map(|s| header.header_start + s);

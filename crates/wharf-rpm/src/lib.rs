@@ -19,6 +19,7 @@ pub mod header;
 pub mod hosted;
 mod location;
 pub mod mirror;
+pub mod mirrorlist;
 mod package;
 mod primary;
 pub mod promote;

@@ -16,6 +16,7 @@ use wharf_config::{Config, RpmPolicy, RpmRemoteConfig};
 use wharf_core::RepoName;
 use wharf_jobs::{HandlerFuture, JobError, JobHandler, Progress};
 use wharf_rpm::mirror::{MirrorObserver, MirrorPlan, MirrorSummary, Policy};
+use wharf_rpm::mirrorlist::ListKind;
 use wharf_rpm::{RpmError, Source, SourceSettings};
 use wharf_snapshot::Snapshots;
 
@@ -56,13 +57,27 @@ pub(crate) fn plan(config: &Config, remote: &RpmRemoteConfig) -> anyhow::Result<
         &remote.password_file,
         &remote.ca_bundle,
     )?;
-    let source = Source::new(
-        &remote.url,
-        SourceSettings {
-            credentials,
-            ca_bundle,
-        },
-    )?;
+    let settings = SourceSettings {
+        credentials,
+        ca_bundle,
+    };
+    let source = if !remote.metalink.is_empty() {
+        Source::listed(
+            ListKind::Metalink,
+            &remote.metalink,
+            settings,
+            remote.insecure_http,
+        )?
+    } else if !remote.mirrorlist.is_empty() {
+        Source::listed(
+            ListKind::Mirrorlist,
+            &remote.mirrorlist,
+            settings,
+            remote.insecure_http,
+        )?
+    } else {
+        Source::new(&remote.url, settings)?
+    };
     Ok(MirrorPlan {
         remote: remote.name.clone(),
         source,
@@ -214,8 +229,16 @@ pub(crate) fn hosted(
         .iter()
         .filter_map(|r| RepoName::parse(&r.repository).ok())
         .collect();
-    let signer: Arc<dyn wharf_rpm::hosted::MetadataSigner> =
-        Arc::new(WharfSigner(crate::signing::keys(config)?));
+    let keys = WharfSigner(crate::signing::keys(config)?);
+    let signed_copies: std::collections::HashSet<RepoName> = config
+        .rpm
+        .hosted
+        .iter()
+        .filter(|h| h.write_signed_rpms)
+        .filter_map(|h| RepoName::parse(&h.repository).ok())
+        .collect();
+    let package_signer: Arc<dyn wharf_rpm::hosted::PackageSigner> = Arc::new(keys.clone());
+    let signer: Arc<dyn wharf_rpm::hosted::MetadataSigner> = Arc::new(keys);
     let keep_versions = config
         .rpm
         .hosted
@@ -230,6 +253,7 @@ pub(crate) fn hosted(
         config.publish.keep_retired,
     )
     .with_retention(keep_versions)
+    .with_signed_copies(signed_copies, package_signer)
     .with_compositions(compositions(config)?)
     .with_max_upload_bytes(
         config
@@ -279,8 +303,18 @@ impl wharf_rpm::hosted::PackageVerifier for TrustedPackages {
     }
 }
 
-/// Wharf's own key as the signer of hosted repomd.xml files.
+/// Wharf's own key as the signer of hosted repomd.xml files and of the
+/// packages of `write_signed_rpms` repositories.
+#[derive(Clone)]
 struct WharfSigner(Arc<wharf_sign::SigningKeys>);
+
+impl wharf_rpm::hosted::PackageSigner for WharfSigner {
+    fn sign_header(&self, header: &[u8]) -> Result<Vec<u8>, wharf_rpm::hosted::SignError> {
+        self.0
+            .sign_openpgp(header)
+            .map_err(|e| wharf_rpm::hosted::SignError(e.to_string()))
+    }
+}
 
 impl wharf_rpm::hosted::MetadataSigner for WharfSigner {
     fn sign_armored(&self, data: &[u8]) -> Result<Vec<u8>, wharf_rpm::hosted::SignError> {

@@ -833,3 +833,122 @@ fn upload_gpg_keys_take_only_packages_a_trusted_key_signed() -> Result<()> {
     ensure!(hosted_file(&server, "Packages/plain-1.0-1.noarch.rpm")?.is_none());
     Ok(())
 }
+
+/// A metalink for repomd.xml whose SHA-256 is `sha256`, listing `mirrors`
+/// (base URLs) with their preferences.
+fn metalink(sha256: &str, mirrors: &[(&str, u32)]) -> String {
+    let urls: String = mirrors
+        .iter()
+        .map(|(base, preference)| {
+            format!(
+                "<url protocol=\"http\" type=\"http\" location=\"XX\" preference=\"{preference}\">\
+                 {base}repodata/repomd.xml</url>\n"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<metalink version=\"3.0\" \
+         xmlns=\"http://www.metalinker.org/\" type=\"dynamic\" \
+         xmlns:mm0=\"http://fedorahosted.org/mirrormanager\">\n<files>\n\
+         <file name=\"repomd.xml\">\n<mm0:timestamp>1700000000</mm0:timestamp>\n\
+         <verification>\n<hash type=\"md5\">00000000000000000000000000000000</hash>\n\
+         <hash type=\"sha256\">{sha256}</hash>\n</verification>\n\
+         <resources maxconnections=\"1\">\n{urls}</resources>\n</file>\n</files>\n</metalink>\n"
+    )
+}
+
+fn server_with_list(work: &Path, key: &str, list_url: &str) -> Result<WharfServer> {
+    fs::create_dir_all(work)?;
+    let config = work.join("wharf.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[rpm.remotes]]\nname = \"up\"\n{key} = \"{list_url}\"\ninsecure_http = true\n\
+             repository = \"el/base\"\n"
+        ),
+    )?;
+    WharfServer::start_with_config(env!("CARGO_BIN_EXE_wharf"), Some(&config))
+}
+
+#[test]
+fn metalinks_choose_a_mirror_whose_repomd_they_vouch_for_and_mirrorlists_the_first_that_answers(
+) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let good_dir = work.path().join("good");
+    fs::create_dir_all(&good_dir)?;
+    build_upstream(&good_dir)?;
+    // A stale mirror: a valid repository, but not the one the metalink vouches for.
+    let stale_dir = work.path().join("stale");
+    build_rpm(&RpmSpec::new("stale", "1"), &stale_dir)?;
+    createrepo(&stale_dir, &[])?;
+    let good = Upstream::serve(&good_dir)?;
+    let stale = Upstream::serve(&stale_dir)?;
+    let lists_dir = work.path().join("lists");
+    fs::create_dir_all(&lists_dir)?;
+    let lists = Upstream::serve(&lists_dir)?;
+    let repomd = fs::read(good_dir.join("repodata/repomd.xml"))?;
+    let sha256 = wharf_core::Digest::sha256_of(&repomd).hex().to_owned();
+    let dead = "http://127.0.0.1:9/";
+
+    // Preference order: the stale mirror, a dead one, then the good one.
+    fs::write(
+        lists_dir.join("metalink.xml"),
+        metalink(&sha256, &[(&stale.url, 100), (dead, 95), (&good.url, 90)]),
+    )?;
+    let server = server_with_list(
+        &work.path().join("m"),
+        "metalink",
+        &format!("{}metalink.xml", lists.url),
+    )?;
+    let out = sync(&server)?;
+    ensure!(out.contains("up"), "{out}");
+    ensure!(
+        get_in(&server, "el/base", "repodata/repomd.xml")? == Some(repomd.clone()),
+        "the mirror's repomd.xml is not the one the metalink vouches for"
+    );
+    let expected = tree(&good_dir)?;
+    ensure!(fetch_all(&server, &expected)? == expected.len());
+    drop(server);
+
+    // A metalink no mirror matches publishes nothing, naming why.
+    fs::write(
+        lists_dir.join("bad.xml"),
+        metalink(&"0".repeat(64), &[(&stale.url, 100), (&good.url, 90)]),
+    )?;
+    let server = server_with_list(
+        &work.path().join("b"),
+        "metalink",
+        &format!("{}bad.xml", lists.url),
+    )?;
+    let refused = run_expect_failure(&mut wharf_cli(&server, &["sync", "up"]))?;
+    ensure!(
+        refused
+            .stderr
+            .contains("no mirror served a usable repomd.xml")
+            && refused
+                .stderr
+                .contains("not the repomd.xml the metalink vouches for"),
+        "{}",
+        refused.stderr
+    );
+    ensure!(get_in(&server, "el/base", "repodata/repomd.xml")?.is_none());
+    drop(server);
+
+    // A mirrorlist: the dead mirror is passed over, the next one serves.
+    fs::write(
+        lists_dir.join("mirrorlist"),
+        format!("# repo = el arch = x86_64\n{dead}\n{}\n", good.url),
+    )?;
+    let server = server_with_list(
+        &work.path().join("l"),
+        "mirrorlist",
+        &format!("{}mirrorlist", lists.url),
+    )?;
+    sync(&server)?;
+    ensure!(get_in(&server, "el/base", "repodata/repomd.xml")? == Some(repomd));
+    let dnf = Dnf::new(&work.path().join("dnf"), &server)?;
+    dnf.run(&["makecache"])?;
+    let listed = dnf.run(&["repoquery", "--queryformat", "%{name}\n", "hello"])?;
+    ensure!(listed.contains("hello"), "{listed}");
+    Ok(())
+}

@@ -473,3 +473,123 @@ fn a_composed_repository_follows_its_members_first_wins() -> Result<()> {
     );
     Ok(())
 }
+
+/// Where the main header starts: the second header magic in the file (the
+/// first opens the signature header).
+fn main_header_start(rpm: &[u8]) -> Result<usize> {
+    const MAGIC: [u8; 4] = [0x8e, 0xad, 0xe8, 0x01];
+    rpm.windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == MAGIC)
+        .map(|(i, _)| i)
+        .nth(1)
+        .context("no main header")
+}
+
+#[test]
+fn write_signed_rpms_stores_signed_copies_that_rpm_verifies_and_dnf_installs_with_gpgcheck(
+) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let built = work.path().join("built");
+    let unsigned = build_rpm(&RpmSpec::new("hello", "1.0"), &built)?;
+    let config = work.path().join("wharf.toml");
+    fs::write(
+        &config,
+        "[[rpm.hosted]]\nrepository = \"el/signed\"\nwrite_signed_rpms = true\n",
+    )?;
+    let server = WharfServer::start_with_config(env!("CARGO_BIN_EXE_wharf"), Some(&config))?;
+    // One package through the CLI, one through the API.
+    run(&mut wharf_cli(
+        &server,
+        &[
+            "rpm",
+            "upload",
+            "--repo",
+            "el/signed",
+            unsigned.to_str().context("path")?,
+        ],
+    ))?;
+    let libdep = build_rpm(&RpmSpec::new("libdep", "0.3"), &built)?;
+    let (status, body) = curl_api(
+        &server,
+        true,
+        "PUT",
+        "/api/v1/rpm/el/signed/packages/libdep-0.3-1.noarch.rpm",
+        Some(&libdep),
+    )?;
+    ensure!(status == 201, "API upload: {status} {body}");
+
+    let key = work.path().join("wharf.asc");
+    run(Command::new(Tool::find("curl").path())
+        .args(["-sf", "-o"])
+        .arg(&key)
+        .arg(format!("{}/keys/wharf.asc", server.url())))?;
+    let rpmdb = work.path().join("rpmdb");
+    fs::create_dir_all(&rpmdb)?;
+    run(Command::new(Tool::find("rpmkeys").path())
+        .arg("--root")
+        .arg(&rpmdb)
+        .arg("--import")
+        .arg(&key))?;
+    let checksig = |file: &std::path::Path| -> Result<String> {
+        let out = Command::new(Tool::find("rpmkeys").path())
+            .arg("--root")
+            .arg(&rpmdb)
+            .arg("--checksig")
+            .arg(file)
+            .output()?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    let original = checksig(&unsigned)?;
+    ensure!(
+        !original.contains("signatures"),
+        "the built package is already signed: {original}"
+    );
+    for (name, source) in [
+        ("hello-1.0-1.noarch.rpm", &unsigned),
+        ("libdep-0.3-1.noarch.rpm", &libdep),
+    ] {
+        let served = get_in(&server, "el/signed", &format!("Packages/{name}"))?
+            .with_context(|| format!("{name} is not served"))?;
+        let copy = work.path().join(name);
+        fs::write(&copy, &served)?;
+        let verdict = checksig(&copy)?;
+        ensure!(
+            verdict.contains("digests signatures OK"),
+            "{name}: rpmkeys --checksig with Wharf's key: {verdict}"
+        );
+        let source = fs::read(source)?;
+        ensure!(
+            served[main_header_start(&served)?..] == source[main_header_start(&source)?..],
+            "{name}: the signed copy's header and payload differ from the upload"
+        );
+    }
+
+    // dnf with gpgcheck=1 and repo_gpgcheck=1 installs the signed copies.
+    let dnf = Dnf::for_repo(&work.path().join("dnf"), &server, "el/signed")?;
+    let repo_file = dnf.reposdir.join("wharf.repo");
+    let text = fs::read_to_string(&repo_file)?.replace(
+        "gpgcheck=0\n",
+        &format!(
+            "gpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
+            key.display()
+        ),
+    );
+    fs::write(&repo_file, text)?;
+    run(&mut dnf.cmd_checking(true, &["install", "hello", "libdep"]))
+        .context("dnf install with gpgcheck=1 from a write_signed_rpms repository")?;
+    let installed = run(Command::new(Tool::find("rpm").path())
+        .arg("--root")
+        .arg(&dnf.root)
+        .args(["-q", "hello", "libdep"]))?
+    .stdout;
+    ensure!(
+        installed.contains("hello-1.0-1.noarch") && installed.contains("libdep-0.3-1.noarch"),
+        "{installed}"
+    );
+    Ok(())
+}
