@@ -114,32 +114,7 @@ struct Builder<'a> {
 }
 
 fn xattrs(path: &Path) -> Result<Xattrs, CommitError> {
-    let size = match rustix::fs::llistxattr_query(path) {
-        Ok(n) => n,
-        // A file system without xattrs has none to record.
-        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(io(path)(e.into())),
-    };
-    let mut names = vec![0u8; size];
-    let n = rustix::fs::llistxattr(path, &mut names[..]).map_err(|e| io(path)(e.into()))?;
-    names.truncate(n);
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let name_str = std::ffi::OsStr::new(std::str::from_utf8(name).map_err(|_| {
-            CommitError::Refused(format!("{}: an xattr name is not UTF-8", path.display()))
-        })?);
-        let len = rustix::fs::lgetxattr_query(path, name_str).map_err(|e| io(path)(e.into()))?;
-        let mut value = vec![0u8; len];
-        let n = rustix::fs::lgetxattr(path, name_str, &mut value[..])
-            .map_err(|e| io(path)(e.into()))?;
-        value.truncate(n);
-        // The GVariant string's NUL is part of the name OSTree records.
-        let mut recorded = name.to_vec();
-        recorded.push(0);
-        out.push((recorded, value));
-    }
-    out.sort();
-    Ok(out)
+    crate::local::read_xattrs(path).map_err(io(path))
 }
 
 impl Builder<'_> {

@@ -6,6 +6,7 @@ pub mod commit;
 pub mod delta;
 pub mod extras;
 pub mod gvariant;
+pub mod local;
 pub mod mirror;
 pub mod object;
 pub mod push;

@@ -24,6 +24,7 @@ use wharf_core::{Digest, RepoName, RepositoryKind, TreePath};
 use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
 
 use crate::extras::{self, CollectionRef, Extras};
+use crate::local::LocalMode;
 use crate::object::{
     parse_ref_file, validate_ref_name, verify_filez, verify_metadata, Checksum, Commit, DirTree,
     ObjectError, ObjectName, ObjectType,
@@ -265,13 +266,30 @@ async fn mirror(
         ))
     })?;
     let mode = repo_mode(&config);
-    if !matches!(mode.as_deref(), Some("archive-z2" | "archive")) {
-        return Err(MirrorError::Refused(format!(
-            "{}: mode={} is not an archive repository (only archive repositories are mirrored)",
-            upstream.describe(),
-            mode.unwrap_or_else(|| "(none)".into())
-        )));
-    }
+    let local_mode = mode.as_deref().and_then(LocalMode::from_config_mode);
+    let upstream = match (local_mode, upstream.list_local_refs().is_some()) {
+        (Some(LocalMode::Archive), _) => upstream,
+        // A local repository in a bare mode: its content objects are read as archive ones.
+        (Some(m), true) => upstream.with_local_mode(m),
+        _ => {
+            return Err(MirrorError::Refused(format!(
+                "{}: mode={} cannot be read (a remote must be an archive repository; \
+                 a local path may also be bare, bare-user or bare-user-only)",
+                upstream.describe(),
+                mode.unwrap_or_else(|| "(none)".into())
+            )))
+        }
+    };
+    let fetch = |path: &'static str| {
+        let upstream = upstream.clone();
+        async move {
+            let got = upstream.get(path).await?;
+            if let Some(b) = &got {
+                counters.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            Ok::<_, MirrorError>(got)
+        }
+    };
 
     // The refs upstream has: from its summary, else (a local repository) its refs/heads.
     let upstream_summary = fetch("summary").await?;

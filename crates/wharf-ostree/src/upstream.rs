@@ -3,10 +3,12 @@
 //! nothing there", which is all the walk needs; a local path is just another
 //! upstream, so `wharf ostree import` shares every check a sync makes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::local::LocalMode;
 
 /// What went wrong talking to an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,8 @@ pub enum Upstream {
         base: String,
         credentials: Option<(String, String)>,
     },
-    Local(PathBuf),
+    /// A repository on a local path, in any mode [`LocalMode`] reads.
+    Local { root: PathBuf, mode: LocalMode },
 }
 
 /// One fetched file: its bytes (`None`: not there).
@@ -84,7 +87,11 @@ impl Upstream {
                 "{url:?}: only http(s):// URLs and local paths are upstreams"
             )))
         } else {
-            Ok(Upstream::Local(PathBuf::from(&settings.url)))
+            // Archive until the repository's config says otherwise (`with_local_mode`).
+            Ok(Upstream::Local {
+                root: PathBuf::from(&settings.url),
+                mode: LocalMode::Archive,
+            })
         }
     }
 
@@ -92,22 +99,47 @@ impl Upstream {
     pub fn describe(&self) -> String {
         match self {
             Upstream::Http { base, .. } => base.clone(),
-            Upstream::Local(p) => p.display().to_string(),
+            Upstream::Local { root, .. } => root.display().to_string(),
+        }
+    }
+
+    /// A local repository read in `mode` (its config's); an HTTP upstream is
+    /// always an archive.
+    pub fn with_local_mode(self, mode: LocalMode) -> Upstream {
+        match self {
+            Upstream::Local { root, .. } => Upstream::Local { root, mode },
+            http => http,
         }
     }
 
     /// The file at `path` (relative, already validated by the caller).
     pub async fn get(&self, path: &str) -> Result<Fetched, UpstreamError> {
         match self {
-            Upstream::Local(root) => match tokio::fs::read(root.join(path)).await {
-                Ok(b) => Ok(Some(Bytes::from(b))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
-                Err(source) => Err(UpstreamError::Local {
-                    path: root.join(path).display().to_string(),
-                    source,
-                }),
-            },
+            Upstream::Local { root, mode } if *mode != LocalMode::Archive => {
+                match path.strip_suffix(".filez") {
+                    // A content object: read from its `.file` as the archive form.
+                    Some(stem) if path.starts_with("objects/") => {
+                        let file = root.join(format!("{stem}.file"));
+                        let mode = *mode;
+                        let shown = file.display().to_string();
+                        tokio::task::spawn_blocking(move || {
+                            crate::local::read_as_filez(&file, mode)
+                        })
+                        .await
+                        .map_err(|e| UpstreamError::Local {
+                            path: shown.clone(),
+                            source: std::io::Error::other(e.to_string()),
+                        })?
+                        .map(|b| b.map(Bytes::from))
+                        .map_err(|source| UpstreamError::Local {
+                            path: shown,
+                            source,
+                        })
+                    }
+                    _ => read_local(root, path).await,
+                }
+            }
+            Upstream::Local { root, .. } => read_local(root, path).await,
             Upstream::Http {
                 client,
                 base,
@@ -161,7 +193,7 @@ impl Upstream {
     /// The refs under `refs/heads` of a local repository (an HTTP upstream
     /// cannot be listed: its refs come from the summary).
     pub fn list_local_refs(&self) -> Option<Vec<(String, PathBuf)>> {
-        let Upstream::Local(root) = self else {
+        let Upstream::Local { root, .. } = self else {
             return None;
         };
         let heads = root.join("refs/heads");
@@ -187,6 +219,18 @@ impl Upstream {
         }
         out.sort();
         Some(out)
+    }
+}
+
+async fn read_local(root: &Path, path: &str) -> Result<Fetched, UpstreamError> {
+    match tokio::fs::read(root.join(path)).await {
+        Ok(b) => Ok(Some(Bytes::from(b))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
+        Err(source) => Err(UpstreamError::Local {
+            path: root.join(path).display().to_string(),
+            source,
+        }),
     }
 }
 

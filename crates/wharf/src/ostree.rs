@@ -24,12 +24,13 @@ use wharf_snapshot::Snapshots;
 /// `wharf ostree …`
 #[derive(Subcommand)]
 pub(crate) enum OstreeCommand {
-    /// Take refs from a local archive repository into REPO, verified, and publish them.
+    /// Take refs from a local repository (archive or bare, bare-user, bare-user-only) into
+    /// REPO, verified, and publish them.
     Import {
         /// The local repository (kind ostree) to fill; created if missing.
         #[arg(long = "repo", value_name = "REPO")]
         repo: String,
-        /// The ostree repository's directory (mode=archive).
+        /// The ostree repository's directory (mode archive, bare, bare-user or bare-user-only).
         #[arg(long = "from", value_name = "PATH")]
         from: std::path::PathBuf,
         /// A ref to take (repeatable; globs allowed); default: every ref.

@@ -1021,3 +1021,131 @@ fn wharf_ostree_commit_checks_out_identically_with_its_overrides() -> Result<()>
     );
     Ok(())
 }
+
+/// `wharf ostree import` of repositories that `ostree commit` wrote in the bare modes (what a
+/// build host or rpm-ostree compose leaves): each content object is read as the archive object
+/// it would be, verified against its name, and served; a stock client pulls the same commit
+/// checksum and fsck finds nothing wrong. Ownership recorded only in bare-user's
+/// `user.ostreemeta` (root here, without the file being root-owned) survives.
+#[test]
+fn bare_repositories_import_with_their_commit_checksums() -> Result<()> {
+    let tmp = scratch()?;
+    let dir = tmp.path();
+    let tree = dir.join("tree");
+    make_tree(&tree, "bare", 30)?;
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        "[[auth.grants]]\nsubject = \"anonymous\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n",
+    )?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let server = WharfServer::start_with_config(bin, Some(&config))?;
+    for mode in ["bare-user", "bare-user-only", "bare"] {
+        let src = dir.join(format!("src-{mode}"));
+        run(ostree(&src).args(["init", &format!("--mode={mode}")]))?;
+        let mut commit = ostree(&src);
+        commit
+            .args(["commit", "-b", "main", "-s", "built here"])
+            .arg(format!("--tree=dir={}", tree.display()));
+        match mode {
+            // Recorded in the xattr only: the files stay the build user's.
+            "bare-user" => commit.args(["--owner-uid=0", "--owner-gid=0"]),
+            // A bare-user-only commit cannot hold setuid bits or xattrs.
+            "bare-user-only" => commit.arg("--canonical-permissions"),
+            _ => &mut commit,
+        };
+        let checksum = run(&mut commit)?.stdout.trim().to_owned();
+        let repo = format!("os/{mode}");
+        let imported = run(&mut wharf_cli(
+            &server,
+            &[
+                "ostree",
+                "import",
+                "--repo",
+                &repo,
+                "--from",
+                &src.display().to_string(),
+            ],
+        ))?;
+        ensure!(imported.stdout.contains("published"), "{mode}: {imported}");
+        let served = curl_bytes(&format!("{}/ostree/{repo}/refs/heads/main", server.url()))?;
+        ensure!(
+            String::from_utf8(served)?.trim() == checksum,
+            "{mode}: the served ref is not the commit ostree made"
+        );
+        let client = dir.join(format!("client-{mode}"));
+        run(ostree(&client).args(["init", "--mode=archive"]))?;
+        run(ostree(&client).args([
+            "remote",
+            "add",
+            "--no-gpg-verify",
+            "wharf",
+            &format!("{}/ostree/{repo}/", server.url()),
+        ]))?;
+        run(ostree(&client).args(["pull", "--mirror", "wharf", "main"]))?;
+        run(ostree(&client).args(["fsck"]))?;
+        let pulled = run(ostree(&client).args(["rev-parse", "main"]))?;
+        ensure!(pulled.stdout.trim() == checksum, "{mode}: pulled {pulled}");
+        let listing = run(ostree(&client).args(["ls", "-R", "main", "/usr/bin"]))?;
+        let su = listing
+            .stdout
+            .lines()
+            .find(|l| l.ends_with("/usr/bin/su"))
+            .context("su listed")?;
+        let expected = match mode {
+            "bare-user" => "-04755 0 0",
+            "bare-user-only" => "-00755 0 0",
+            _ => "-04755 0 0",
+        };
+        ensure!(su.starts_with(expected), "{mode}: {su}");
+    }
+    // A content object that is not what its name says is refused; nothing is published.
+    let src = dir.join("src-bare-user");
+    let victim = walk_files(&src.join("objects"))?
+        .into_iter()
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "file")
+                && std::fs::read(p).is_ok_and(|b| b.starts_with(b"#!/bin/sh"))
+        })
+        .context("a tool's object")?;
+    let mut bytes = std::fs::read(&victim)?;
+    bytes.push(b'\n');
+    std::fs::write(&victim, bytes)?;
+    let refused = run_expect_failure(&mut wharf_cli(
+        &server,
+        &[
+            "ostree",
+            "import",
+            "--repo",
+            "os/tampered",
+            "--from",
+            &src.display().to_string(),
+        ],
+    ))?;
+    ensure!(refused.stdout.contains("checksum"), "{refused}");
+    let gone = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "{}/ostree/os/tampered/refs/heads/main",
+            server.url()
+        ))
+        .output()?;
+    ensure!(gone.stdout == b"404", "{:?}", gone);
+    Ok(())
+}
+
+fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
