@@ -249,22 +249,16 @@ async fn mirror(
     counters: &Counters,
 ) -> Result<Option<i64>, MirrorError> {
     let upstream = Upstream::new(&plan.upstream)?;
-    let fetch = |path: &'static str| {
-        let upstream = upstream.clone();
-        async move {
-            let got = upstream.get(path).await?;
-            if let Some(b) = &got {
-                counters.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-            }
-            Ok::<_, MirrorError>(got)
-        }
-    };
-    let config = fetch("config").await?.ok_or_else(|| {
+    // Read before `fetch` below: the mode it names decides how a local upstream is read.
+    let config = upstream.get("config").await?.ok_or_else(|| {
         MirrorError::Refused(format!(
             "{}: no config file: not an OSTree repository",
             upstream.describe()
         ))
     })?;
+    counters
+        .bytes
+        .fetch_add(config.len() as u64, Ordering::Relaxed);
     let mode = repo_mode(&config);
     let local_mode = mode.as_deref().and_then(LocalMode::from_config_mode);
     let upstream = match (local_mode, upstream.list_local_refs().is_some()) {
