@@ -172,6 +172,41 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes a staging area; a missing one is not an error.
     async fn delete_staging(&self, id: &UploadId) -> io::Result<()>;
 
+    /// Stores blobs whose bytes are in memory (the generic layer checked each
+    /// digest), each atomically and durably as [`complete`](Backend::complete)
+    /// does, with one result per item in order. The default stages and
+    /// completes each in turn; a backend may write them all at once.
+    async fn put_many(&self, items: &[(Digest, Bytes)]) -> Vec<io::Result<()>> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut results = Vec::with_capacity(items.len());
+        for (digest, bytes) in items {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = UploadId(format!("put-{}-{n}", std::process::id()));
+            let result = async {
+                self.create_staging(&id).await?;
+                let mut writer = self.open_staging(&id).await?;
+                writer.write_part(Part::from(bytes.clone())).await?;
+                writer.finish(false).await?;
+                self.complete(&id, digest).await
+            }
+            .await;
+            if result.is_err() {
+                let _ = self.delete_staging(&id).await;
+            }
+            results.push(result);
+        }
+        results
+    }
+
+    /// [`complete`](Backend::complete) for many staging areas, each written
+    /// moments ago (their modification time is already fresh), with one
+    /// result per item in order. A backend may make them durable together:
+    /// every `Ok` item is a durable blob once this returns. The default
+    /// completes them side by side.
+    async fn complete_many(&self, items: &[(UploadId, Digest)]) -> Vec<io::Result<()>> {
+        futures_util::future::join_all(items.iter().map(|(id, d)| self.complete(id, d))).await
+    }
+
     /// Every staging area.
     fn list_staging(&self) -> ListStream<'_, ListedStaging>;
 

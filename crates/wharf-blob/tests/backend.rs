@@ -418,6 +418,77 @@ async fn verify_then_publish(store: &BlobStore) {
     );
 }
 
+/// Blobs put together from memory: each verified (a wrong digest stores
+/// nothing of it and fails alone), readable once the call returns, and no
+/// staging area is left behind; uploads published together likewise, with an
+/// unverified one checked on its own.
+async fn many_at_once_are_verified_one_by_one(store: &BlobStore) {
+    let good: Vec<Bytes> = (0..40u8)
+        .map(|i| Bytes::from(pattern(100 + i as usize, i)))
+        .collect();
+    let liar = Bytes::from_static(b"not what it claims");
+    let claimed = Digest::sha256_of(b"something else");
+    let mut items: Vec<(Digest, Bytes)> = good
+        .iter()
+        .map(|b| (Digest::sha256_of(b), b.clone()))
+        .collect();
+    items.insert(7, (claimed.clone(), liar));
+    // The same blob twice in one call is harmless.
+    items.push(items[0].clone());
+    let results = store.put_many(&items).await;
+    assert_eq!(results.len(), items.len());
+    for (i, r) in results.iter().enumerate() {
+        if i == 7 {
+            assert!(matches!(r, Err(BlobError::DigestMismatch { .. })), "{r:?}");
+        } else {
+            assert!(r.is_ok(), "item {i}: {r:?}");
+        }
+    }
+    assert_eq!(store.stat(&claimed).await.unwrap(), None);
+    for b in &good {
+        let d = Digest::sha256_of(b);
+        assert_eq!(
+            collect(store.read(&d, None).await.unwrap()).await,
+            b.to_vec()
+        );
+    }
+    let staged: Vec<_> = store.list_uploads().try_collect().await.unwrap();
+    assert!(staged.is_empty(), "staging left behind: {staged:?}");
+
+    let a = Bytes::from_static(b"uploaded a");
+    let b = Bytes::from_static(b"uploaded b");
+    let (da, db) = (Digest::sha256_of(&a), Digest::sha256_of(&b));
+    put_stream_staged(store, "ua", &da, a.clone()).await;
+    // Staged but never verified here: published alone, after its own check.
+    store.create_upload("ub").await.unwrap();
+    store.append("ub", bytes_stream(b.clone())).await.unwrap();
+    let wrong = Digest::sha256_of(b"neither");
+    store.create_upload("uc").await.unwrap();
+    store.append("uc", bytes_stream(b.clone())).await.unwrap();
+    let results = store
+        .publish_uploads(&[("ua", &da), ("ub", &db), ("uc", &wrong), ("bad id!", &da)])
+        .await;
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(matches!(results[2], Err(BlobError::DigestMismatch { .. })));
+    assert!(matches!(results[3], Err(BlobError::InvalidUploadId(_))));
+    assert_eq!(
+        collect(store.read(&da, None).await.unwrap()).await,
+        a.to_vec()
+    );
+    assert_eq!(
+        collect(store.read(&db, None).await.unwrap()).await,
+        b.to_vec()
+    );
+    assert_eq!(store.stat(&wrong).await.unwrap(), None);
+}
+
+/// Stages and verifies a one-shot upload without publishing it.
+async fn put_stream_staged(store: &BlobStore, id: &str, digest: &Digest, data: Bytes) {
+    wharf_blob::stage_stream(store, id, digest, bytes_stream(data))
+        .await
+        .unwrap();
+}
+
 /// A restart before every chunk: each new store goes on from the saved hash
 /// state, reads none of the bytes staged before it, and the digest is right.
 async fn restart_between_chunks_rehashes_nothing(rig: &Rig) {
@@ -850,6 +921,7 @@ macro_rules! every_backend {
                     delete_and_hostile_ids,
                     publish_without_verify_checks_the_digest,
                     observed_upload_is_readable_while_it_grows,
+                    many_at_once_are_verified_one_by_one,
                 ],
                 rig: [
                     restart_between_chunks_rehashes_nothing,

@@ -80,6 +80,31 @@ pub(crate) async fn add_refs(
     Ok(())
 }
 
+/// [`add_refs`] in one statement per few hundred blobs (give each once).
+pub(crate) async fn add_refs_many(
+    conn: &mut sqlx::AnyConnection,
+    owner: &RefOwner,
+    blobs: &[&Digest],
+) -> Result<(), MetaError> {
+    let key = owner.key();
+    for chunk in blobs.chunks(400) {
+        let mut sql = String::from("INSERT INTO blob_refs (blob, owner) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, $1)", i + 2));
+        }
+        sql.push_str(" ON CONFLICT (blob, owner) DO NOTHING");
+        let mut query = sqlx::query(&sql).bind(&key);
+        for blob in chunk {
+            query = query.bind(blob.to_string());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Drops every reference `owner` holds; the blobs it held become candidates.
 pub(crate) async fn drop_refs(
     conn: &mut sqlx::AnyConnection,

@@ -1569,6 +1569,97 @@ async fn tag_validations_persist_and_keep_the_latest(db: Db) {
     assert_eq!(db.meta.tag_validated_at(&r, &other).await.unwrap(), None);
 }
 
+/// A group commit's multi-row claims and records: a digest given twice gets
+/// one answer, a blob being deleted is not claimed (nothing written for it),
+/// and an entry replaced within a snapshot releases the blob no entry names.
+async fn entry_batches_claim_and_record_many(db: Db) {
+    use wharf_core::RepositoryKind;
+    use wharf_meta::{SnapshotBase, SnapshotEntry};
+    let r = repo("files/batch");
+    let staged = db
+        .meta
+        .create_snapshot(&r, RepositoryKind::Files, &SnapshotBase::Empty, "batch")
+        .await
+        .unwrap();
+    let (d1, d2, d3) = (
+        Digest::sha256_of(b"one"),
+        Digest::sha256_of(b"deleted"),
+        Digest::sha256_of(b"three"),
+    );
+    db.meta
+        .claim_blob(&d2, 7)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let SweepOutcome::Marked(mark) = db
+        .meta
+        .mark_for_deletion(&d2, wharf_meta::unix_now() + 10, false)
+        .await
+        .unwrap()
+    else {
+        panic!("an unreferenced blob is marked");
+    };
+    let entry = |p: &str, blob: &Digest| SnapshotEntry {
+        path: tree(p),
+        blob: blob.clone(),
+        size: 3,
+        modified_at: 1,
+    };
+    let mut batch = db.meta.begin_entry_batch().await.unwrap();
+    let claimed = batch
+        .claim_many(&[(&d1, 3), (&d1, 3), (&d2, 7)])
+        .await
+        .unwrap();
+    assert_eq!(claimed, vec![true, true, false]);
+    let (a, b) = (entry("a", &d1), entry("b", &d1));
+    batch.record_many(&staged.id, &[&a, &b]).await.unwrap();
+    batch.commit().await.unwrap();
+    db.meta.finish_deletion(&mark).await.unwrap();
+    let got = db
+        .meta
+        .snapshot_entry(&staged.id, &tree("b"))
+        .await
+        .unwrap();
+    assert_eq!(got.map(|e| e.blob), Some(d1.clone()));
+    let cutoff = wharf_meta::unix_now() + 10;
+    assert!(matches!(
+        db.meta.mark_for_deletion(&d1, cutoff, false).await.unwrap(),
+        SweepOutcome::Kept
+    ));
+    // "a" now names d3; "b" still names d1, which stays referenced.
+    let mut batch = db.meta.begin_entry_batch().await.unwrap();
+    assert_eq!(batch.claim_many(&[(&d3, 3)]).await.unwrap(), vec![true]);
+    let a3 = entry("a", &d3);
+    batch.record_many(&staged.id, &[&a3]).await.unwrap();
+    batch.commit().await.unwrap();
+    assert!(matches!(
+        db.meta.mark_for_deletion(&d1, cutoff, false).await.unwrap(),
+        SweepOutcome::Kept
+    ));
+    // Then "b" too, given twice in one call: the last entry is kept, d1 is released.
+    let mut batch = db.meta.begin_entry_batch().await.unwrap();
+    batch.claim_many(&[(&d3, 3)]).await.unwrap();
+    let (b1, b3) = (entry("b", &d1), entry("b", &d3));
+    batch.record_many(&staged.id, &[&b1, &b3]).await.unwrap();
+    batch.commit().await.unwrap();
+    let got = db
+        .meta
+        .snapshot_entry(&staged.id, &tree("b"))
+        .await
+        .unwrap();
+    assert_eq!(got.map(|e| e.blob), Some(d3.clone()));
+    assert!(matches!(
+        db.meta.mark_for_deletion(&d1, cutoff, false).await.unwrap(),
+        SweepOutcome::Marked(_)
+    ));
+    assert!(matches!(
+        db.meta.mark_for_deletion(&d3, cutoff, false).await.unwrap(),
+        SweepOutcome::Kept
+    ));
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -1664,6 +1755,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn uploads_expire() {
                 super::uploads_expire(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn entry_batches_claim_and_record_many() {
+                super::entry_batches_claim_and_record_many(super::$backend().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_writers() {

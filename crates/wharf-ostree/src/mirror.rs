@@ -11,7 +11,7 @@
 //! it, and what makes a crashed run resumable: its staged snapshot holds only
 //! complete subtrees, and the next run goes on from it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -450,8 +450,10 @@ async fn mirror(
                 .await?
         }
     };
+    let staged_objects = object_paths(&staged).await?;
     let walker = Walker {
         staged: staged.clone(),
+        staged_objects,
         snapshots: snapshots.clone(),
         upstream: upstream.clone(),
         permits: Semaphore::new(plan.concurrency.max(1)),
@@ -692,9 +694,33 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The paths under `objects/` of a staged snapshot.
+async fn object_paths(staged: &Staged) -> Result<HashSet<String>, MirrorError> {
+    let objects = tree_path("objects")?;
+    let mut paths = HashSet::new();
+    let mut after: Option<TreePath> = None;
+    loop {
+        let page = staged
+            .entries(Some(&objects), after.as_ref(), 10_000)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.path.clone());
+        paths.extend(page.into_iter().map(|e| e.path.as_str().to_owned()));
+    }
+    Ok(paths)
+}
+
+/// Objects up to this size are verified on the walking task: a hop to a
+/// blocking thread costs more than inflating them.
+const INLINE_VERIFY_BYTES: usize = 64 * 1024;
+
 /// One run's walk over the object graph.
 struct Walker<'a> {
     staged: Staged,
+    /// The objects the staged snapshot held when the walk began, read once
+    /// (a query per object was a large share of a mirror's time); what the
+    /// walk stores itself is tracked by `cells`.
+    staged_objects: HashSet<String>,
     snapshots: Snapshots,
     upstream: Upstream,
     permits: Semaphore,
@@ -725,6 +751,11 @@ impl Walker<'_> {
         name: &ObjectName,
     ) -> Result<Option<wharf_meta::SnapshotEntry>, MirrorError> {
         Ok(self.staged.entry(&tree_path(&name.path())?).await?)
+    }
+
+    /// Whether the staged snapshot held `name` when the walk began.
+    fn staged_before(&self, name: &ObjectName) -> bool {
+        self.staged_objects.contains(&name.path())
     }
 
     /// Fetches an object's bytes from upstream, `concurrency` at a time.
@@ -778,7 +809,7 @@ impl Walker<'_> {
     async fn leaf(&self, name: ObjectName) -> Result<(), MirrorError> {
         let cell = self.cell(name);
         cell.get_or_try_init(|| async {
-            if self.present(&name).await?.is_some() {
+            if self.staged_before(&name) {
                 return Ok(());
             }
             if name.kind == ObjectType::DirMeta {
@@ -793,11 +824,15 @@ impl Walker<'_> {
                 }
             }
             let bytes = self.fetch(&name, true).await?.expect("required");
-            let checked = bytes.clone();
-            let what = name.to_string();
-            let verdict = tokio::task::spawn_blocking(move || verify_metadata(&name, &checked))
-                .await
-                .map_err(|e| MirrorError::Refused(format!("verifying {what}: {e}")))?;
+            let verdict = if bytes.len() <= INLINE_VERIFY_BYTES {
+                verify_metadata(&name, &bytes)
+            } else {
+                let checked = bytes.clone();
+                let what = name.to_string();
+                tokio::task::spawn_blocking(move || verify_metadata(&name, &checked))
+                    .await
+                    .map_err(|e| MirrorError::Refused(format!("verifying {what}: {e}")))?
+            };
             verdict.map_err(bad(format!("upstream object {name}")))?;
             self.store(&name, bytes).await
         })
@@ -811,7 +846,7 @@ impl Walker<'_> {
             let name = ObjectName::new(checksum, ObjectType::DirTree);
             let cell = self.cell(name);
             cell.get_or_try_init(|| async {
-                if self.present(&name).await?.is_some() {
+                if self.staged_before(&name) {
                     return Ok(());
                 }
                 let bytes = self.fetch(&name, true).await?.expect("required");

@@ -2,7 +2,8 @@
 //! in the process hands its verified upload to one committer task, which
 //! records whatever has queued up meanwhile in one transaction: each blob
 //! claimed live, each entry recorded, then every upload renamed into the
-//! store (in parallel), then one commit.
+//! store (made durable together, see `BlobStore::publish_uploads`), then
+//! one commit.
 //!
 //! Why: an OSTree mirror stores thousands of small objects with many in
 //! flight. One transaction per object serialises them on the database's
@@ -45,10 +46,19 @@ pub(crate) enum Outcome {
     Failed(SnapshotError),
 }
 
+/// Where a submitted file's bytes are.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// A verified one-shot upload of the blob store.
+    Upload(String),
+    /// Small bytes held in memory, written by the batch itself.
+    Bytes(bytes::Bytes),
+}
+
 struct Pending {
     snapshot: SnapshotId,
     entry: SnapshotEntry,
-    upload: String,
+    body: Body,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -84,19 +94,19 @@ impl Committer {
         Committer { queue }
     }
 
-    /// Records the verified upload `upload` as `entry` of staged snapshot
+    /// Stores `body` and records it as `entry` of staged snapshot
     /// `snapshot`, with whatever else is queued.
     pub(crate) async fn submit(
         &self,
         snapshot: &SnapshotId,
         entry: SnapshotEntry,
-        upload: &str,
+        body: Body,
     ) -> Outcome {
         let (done, answer) = oneshot::channel();
         let pending = Pending {
             snapshot: snapshot.clone(),
             entry,
-            upload: upload.to_owned(),
+            body,
             done,
         };
         if self.queue.send(pending).is_err() {
@@ -120,24 +130,28 @@ async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
     };
     // Blob rows first, in digest order, then the snapshots' rows: the order a
     // lone claim takes them in.
+    let wanted: Vec<(&wharf_core::Digest, u64)> = batch
+        .iter()
+        .map(|p| (&p.entry.blob, p.entry.size))
+        .collect();
+    let answers = match tx.claim_many(&wanted).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            // The transaction may be unusable (PostgreSQL aborts it on any
+            // error): nothing was renamed yet, so everyone stores alone.
+            tracing::debug!(error = %e, "batch of uploads failed; stored one by one");
+            drop(tx);
+            batch.into_iter().for_each(|p| p.answer(Outcome::Retry));
+            return;
+        }
+    };
     let mut claimed = Vec::with_capacity(batch.len());
-    let mut pending = batch.into_iter();
-    while let Some(p) = pending.next() {
-        match tx.claim(&p.entry.blob, p.entry.size).await {
-            Ok(true) => claimed.push(p),
-            Ok(false) => p.answer(Outcome::Retry),
-            Err(e) => {
-                // The transaction may be unusable (PostgreSQL aborts it on
-                // any error): nothing was renamed yet, so everyone stores alone.
-                tracing::debug!(error = %e, "batch of uploads failed; stored one by one");
-                drop(tx);
-                claimed
-                    .into_iter()
-                    .chain(std::iter::once(p))
-                    .chain(pending)
-                    .for_each(|p| p.answer(Outcome::Retry));
-                return;
-            }
+    for (p, ok) in batch.into_iter().zip(answers) {
+        if ok {
+            claimed.push(p);
+        } else {
+            // Being deleted by the collector: the lone path waits for it.
+            p.answer(Outcome::Retry);
         }
     }
     claimed.sort_by(|a, b| {
@@ -145,8 +159,9 @@ async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
             .cmp(&(b.snapshot.as_str(), b.entry.path.as_str()))
     });
     let mut failed = None;
-    for p in &claimed {
-        if let Err(e) = tx.record(&p.snapshot, &p.entry).await {
+    for group in claimed.chunk_by(|a, b| a.snapshot == b.snapshot) {
+        let entries: Vec<&SnapshotEntry> = group.iter().map(|p| &p.entry).collect();
+        if let Err(e) = tx.record_many(&group[0].snapshot, &entries).await {
             failed = Some(e);
             break;
         }
@@ -158,12 +173,7 @@ async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
         claimed.into_iter().for_each(|p| p.answer(Outcome::Retry));
         return;
     }
-    let renamed = futures_util::future::join_all(
-        claimed
-            .iter()
-            .map(|p| blobs.publish_upload(&p.upload, &p.entry.blob)),
-    )
-    .await;
+    let renamed = place(blobs, &claimed).await;
     if renamed.iter().any(Result::is_err) {
         drop(tx);
         for (p, result) in claimed.into_iter().zip(renamed) {
@@ -184,4 +194,39 @@ async fn commit_batch(meta: &Meta, blobs: &BlobStore, mut batch: Vec<Pending>) {
     if let Err(e) = outcome {
         tracing::warn!(error = %e, "committing a batch of uploads failed; recording them one by one");
     }
+}
+
+/// Puts every claimed file's bytes at its blob path: uploads renamed, bytes
+/// in memory written, each kind together; one result per file in order.
+async fn place(blobs: &BlobStore, claimed: &[Pending]) -> Vec<Result<(), wharf_blob::BlobError>> {
+    let mut upload_at = Vec::new();
+    let mut uploads = Vec::new();
+    let mut bytes_at = Vec::new();
+    let mut bytes = Vec::new();
+    for (i, p) in claimed.iter().enumerate() {
+        match &p.body {
+            Body::Upload(id) => {
+                upload_at.push(i);
+                uploads.push((id.as_str(), &p.entry.blob));
+            }
+            Body::Bytes(b) => {
+                bytes_at.push(i);
+                bytes.push((p.entry.blob.clone(), b.clone()));
+            }
+        }
+    }
+    let (published, written) =
+        futures_util::future::join(blobs.publish_uploads(&uploads), blobs.put_many(&bytes)).await;
+    let mut results: Vec<Option<Result<(), wharf_blob::BlobError>>> =
+        claimed.iter().map(|_| None).collect();
+    for (i, r) in upload_at.into_iter().zip(published) {
+        results[i] = Some(r);
+    }
+    for (i, r) in bytes_at.into_iter().zip(written) {
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every file answered"))
+        .collect()
 }

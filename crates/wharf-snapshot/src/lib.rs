@@ -29,6 +29,12 @@ use wharf_meta::{
 /// published one lacks, unless configured otherwise (`publish.grace_secs`).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
+/// Files up to this size given whole to [`Staged::put_bytes`] are written by
+/// the group commit itself, many with one flush, instead of each staging an
+/// upload of its own (an OSTree mirror stores thousands of objects of a few
+/// hundred bytes; larger files are streamed as before).
+const SMALL_FILE_BYTES: usize = 64 * 1024;
+
 /// How long the list of repository names used to split URL paths is trusted.
 /// A repository created on another replica is served within this time.
 const NAMES_TTL: Duration = Duration::from_secs(1);
@@ -413,19 +419,10 @@ impl Staged {
         expected: Option<&Digest>,
         modified_at: i64,
     ) -> Result<StoredEntry, SnapshotError> {
-        let meta = &self.snapshots.meta;
         let blobs = &self.snapshots.blobs;
         if let Some(expected) = expected {
-            if self.put_existing(path, expected, modified_at).await? {
-                let size = meta
-                    .snapshot_entry(self.id(), path)
-                    .await?
-                    .map(|e| e.size)
-                    .unwrap_or_default();
-                return Ok(StoredEntry {
-                    digest: expected.clone(),
-                    size,
-                });
+            if let Some(stored) = self.existing(path, expected, modified_at).await? {
+                return Ok(stored);
             }
         }
         let upload = uuid::Uuid::new_v4().simple().to_string();
@@ -436,6 +433,44 @@ impl Staged {
             ),
             None => wharf_blob::stage_stream_of_unknown_digest(blobs, &upload, body).await?,
         };
+        self.record_staged(path, &upload, digest, size, modified_at)
+            .await
+    }
+
+    /// Records the stored blob `expected` at `path` if it is stored.
+    async fn existing(
+        &self,
+        path: &TreePath,
+        expected: &Digest,
+        modified_at: i64,
+    ) -> Result<Option<StoredEntry>, SnapshotError> {
+        if !self.put_existing(path, expected, modified_at).await? {
+            return Ok(None);
+        }
+        let size = self
+            .snapshots
+            .meta
+            .snapshot_entry(self.id(), path)
+            .await?
+            .map(|e| e.size)
+            .unwrap_or_default();
+        Ok(Some(StoredEntry {
+            digest: expected.clone(),
+            size,
+        }))
+    }
+
+    /// Publishes the verified upload `upload` and records it at `path`:
+    /// through the group commit, else under a claim of its own.
+    async fn record_staged(
+        &self,
+        path: &TreePath,
+        upload: &str,
+        digest: Digest,
+        size: u64,
+        modified_at: i64,
+    ) -> Result<StoredEntry, SnapshotError> {
+        let blobs = &self.snapshots.blobs;
         let entry = SnapshotEntry {
             path: path.clone(),
             blob: digest.clone(),
@@ -445,12 +480,12 @@ impl Staged {
         match self
             .snapshots
             .committer()
-            .submit(self.id(), entry, &upload)
+            .submit(self.id(), entry, batch::Body::Upload(upload.to_owned()))
             .await
         {
             batch::Outcome::Committed => return Ok(StoredEntry { digest, size }),
             batch::Outcome::Failed(e) => {
-                blobs.abort_upload(&upload).await?;
+                blobs.abort_upload(upload).await?;
                 return Err(e);
             }
             batch::Outcome::Published => {
@@ -460,15 +495,31 @@ impl Staged {
             }
             batch::Outcome::Retry => {}
         }
+        self.claim_and_record(path, upload, digest, size, modified_at)
+            .await
+    }
+
+    /// Publishes the verified upload `upload` under a claim of its own and
+    /// records it at `path`.
+    async fn claim_and_record(
+        &self,
+        path: &TreePath,
+        upload: &str,
+        digest: Digest,
+        size: u64,
+        modified_at: i64,
+    ) -> Result<StoredEntry, SnapshotError> {
+        let meta = &self.snapshots.meta;
+        let blobs = &self.snapshots.blobs;
         let mut claim = match meta.claim_blob(&digest, size).await {
             Ok(claim) => claim,
             Err(e) => {
-                blobs.abort_upload(&upload).await?;
+                blobs.abort_upload(upload).await?;
                 return Err(e.into());
             }
         };
-        if let Err(e) = blobs.publish_upload(&upload, &digest).await {
-            blobs.abort_upload(&upload).await?;
+        if let Err(e) = blobs.publish_upload(upload, &digest).await {
+            blobs.abort_upload(upload).await?;
             return Err(e.into());
         }
         claim
@@ -555,10 +606,58 @@ impl Staged {
         expected: Option<&Digest>,
         modified_at: i64,
     ) -> Result<StoredEntry, SnapshotError> {
-        let body: ByteStream = Box::pin(futures_util::stream::once(async move {
-            Ok::<_, std::io::Error>(bytes)
-        }));
-        self.put_stream(path, body, expected, modified_at).await
+        if bytes.len() > SMALL_FILE_BYTES {
+            let body: ByteStream = Box::pin(futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(bytes)
+            }));
+            return self.put_stream(path, body, expected, modified_at).await;
+        }
+        let digest = Digest::sha256_of(&bytes);
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(BlobError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual: digest,
+                }
+                .into());
+            }
+            if let Some(stored) = self.existing(path, expected, modified_at).await? {
+                return Ok(stored);
+            }
+        }
+        let size = bytes.len() as u64;
+        let entry = SnapshotEntry {
+            path: path.clone(),
+            blob: digest.clone(),
+            size,
+            modified_at,
+        };
+        let body = batch::Body::Bytes(bytes.clone());
+        match self
+            .snapshots
+            .committer()
+            .submit(self.id(), entry, body)
+            .await
+        {
+            batch::Outcome::Committed => Ok(StoredEntry { digest, size }),
+            batch::Outcome::Failed(e) => Err(e),
+            batch::Outcome::Published => {
+                self.record_published(path, &digest, size, modified_at)
+                    .await?;
+                Ok(StoredEntry { digest, size })
+            }
+            batch::Outcome::Retry => {
+                // Stored alone, under a claim of its own.
+                let body: ByteStream = Box::pin(futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(bytes)
+                }));
+                let blobs = &self.snapshots.blobs;
+                let upload = uuid::Uuid::new_v4().simple().to_string();
+                wharf_blob::stage_stream(blobs, &upload, &digest, body).await?;
+                self.claim_and_record(path, &upload, digest, size, modified_at)
+                    .await
+            }
+        }
     }
 
     /// [`put_stream`](Staged::put_stream) from a reader (a local file).
