@@ -230,6 +230,25 @@ pub trait Backend: Send + Sync + 'static {
     /// does not read.
     async fn read(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<ByteStream>;
 
+    /// The whole committed blob in memory if it holds at most `max` bytes,
+    /// else `None` (stream it with [`read`](Backend::read)). A small file
+    /// served whole goes out with its response headers in one write, and a
+    /// backend may read it in one step. The default stats, then reads.
+    async fn read_small(&self, digest: &Digest, max: u64) -> io::Result<Option<Bytes>> {
+        let Some(meta) = self.stat(digest).await? else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        if meta.size > max {
+            return Ok(None);
+        }
+        let mut stream = self.read(digest, 0, meta.size).await?;
+        let mut buf = Vec::with_capacity(meta.size as usize);
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(Some(Bytes::from(buf)))
+    }
+
     /// Removes a committed blob; a missing one is not an error.
     async fn delete(&self, digest: &Digest) -> io::Result<()>;
 

@@ -289,6 +289,14 @@ impl BlobStore {
         Ok(self.backend.stat(digest).await?.map(|m| m.size))
     }
 
+    /// A committed blob whole in memory if it holds at most `max` bytes, else
+    /// `None` (stream it with [`read`](BlobStore::read)).
+    pub async fn read_small(&self, digest: &Digest, max: u64) -> Result<Option<Bytes>, BlobError> {
+        not_found_as(self.backend.read_small(digest, max).await, || {
+            BlobError::NotFound(digest.clone())
+        })
+    }
+
     /// Streams a committed blob, or the given range of it.
     pub async fn read(
         &self,

@@ -68,6 +68,13 @@ fn surface_prefix(kind: RepositoryKind) -> &'static str {
     }
 }
 
+/// The part of a kind's tree whose names say their bytes (served from an
+/// in-memory index, see `Snapshots::resolve_addressed`): OSTree objects are
+/// named by their checksums.
+fn content_addressed(kind: RepositoryKind) -> Option<&'static str> {
+    matches!(kind, RepositoryKind::Ostree).then_some("objects/")
+}
+
 /// Whether a kind's directories are listed. OSTree clients never list (and an
 /// `objects/` directory holds hundreds of thousands of names).
 fn lists_directories(kind: RepositoryKind) -> bool {
@@ -106,7 +113,15 @@ async fn serve_inner(
     let located = guard::admit(state, req, kind, raw, Action::Pull).await?;
     let snapshots = &state.snapshots;
     if let (Some(path), false) = (&located.path, wants_dir) {
-        if let Some(served) = snapshots.resolve(&located.repo, path).await? {
+        let served = match content_addressed(kind) {
+            Some(prefix) => {
+                snapshots
+                    .resolve_addressed(&located.repo, path, prefix)
+                    .await?
+            }
+            None => snapshots.resolve(&located.repo, path).await?,
+        };
+        if let Some(served) = served {
             return file_response(state, &served.entry, req.headers(), head).await;
         }
     }
@@ -194,6 +209,12 @@ async fn file_response(
     };
     let mut res = if head {
         status.into_response()
+    } else if let Some(whole) = match range {
+        // A small file goes out whole, with its headers in one write.
+        None => state.snapshots.read_small(entry).await?,
+        Some(_) => None,
+    } {
+        (status, Body::from(whole)).into_response()
     } else {
         let body = state.snapshots.open(entry, range).await?;
         (status, Body::from_stream(body)).into_response()

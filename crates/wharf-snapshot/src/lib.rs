@@ -29,6 +29,42 @@ use wharf_meta::{
 /// published one lacks, unless configured otherwise (`publish.grace_secs`).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
+/// Content-addressed entries of one snapshot held in memory at most (about
+/// 200 bytes each): a larger snapshot is served with a query per name.
+pub const ADDRESSED_INDEX_MAX: usize = 200_000;
+
+/// How often a name missing from a content-addressed index may read the
+/// index again (a new snapshot may have been published by another process).
+const ADDRESSED_REREAD: Duration = Duration::from_secs(1);
+
+/// The content-addressed entries of a published snapshot, as read at `read_at`.
+struct AddressedIndex {
+    /// `None`: nothing was published, or the snapshot was too large to hold.
+    snapshot: Option<SnapshotId>,
+    read_at: Instant,
+    entries: HashMap<String, SnapshotEntry>,
+    /// The snapshot held more than [`ADDRESSED_INDEX_MAX`]: read again rarely.
+    too_large: bool,
+}
+
+impl AddressedIndex {
+    fn reread_after(&self) -> Duration {
+        if self.too_large {
+            ADDRESSED_TOO_LARGE_REREAD
+        } else {
+            ADDRESSED_REREAD
+        }
+    }
+}
+
+/// How often a snapshot too large to index is looked at again.
+const ADDRESSED_TOO_LARGE_REREAD: Duration = Duration::from_secs(600);
+
+/// Files up to this size are read whole and served with their headers in
+/// one write (OSTree objects, repomd.xml); larger ones are streamed in
+/// chunks that hold no thread while the client does not read.
+pub const SMALL_READ_BYTES: u64 = 32 * 1024;
+
 /// Files up to this size given whole to [`Staged::put_bytes`] are written by
 /// the group commit itself, many with one flush, instead of each staging an
 /// upload of its own (an OSTree mirror stores thousands of objects of a few
@@ -117,6 +153,11 @@ pub struct Snapshots {
     blobs: Arc<BlobStore>,
     grace: Duration,
     names: Arc<Mutex<HashMap<RepositoryKind, NamesRead>>>,
+    /// Per repository and prefix, the published snapshot's content-addressed
+    /// entries, read once (see [`Snapshots::resolve_addressed`]).
+    addressed: Arc<Mutex<HashMap<(RepoName, String), Arc<AddressedIndex>>>>,
+    /// Held while an index is read, so a burst of misses reads it once.
+    addressed_load: Arc<tokio::sync::Mutex<()>>,
     /// Started by the first file stored (it needs a runtime).
     committer: Arc<OnceLock<batch::Committer>>,
 }
@@ -137,6 +178,8 @@ impl Snapshots {
             blobs,
             grace: DEFAULT_GRACE,
             names: Arc::default(),
+            addressed: Arc::default(),
+            addressed_load: Arc::default(),
             committer: Arc::default(),
         }
     }
@@ -360,6 +403,106 @@ impl Snapshots {
             .await?)
     }
 
+    /// [`resolve`](Snapshots::resolve) for a path under `prefix` whose name
+    /// says its bytes (OSTree's `objects/`: the same name is the same bytes
+    /// in every snapshot). Such entries of the published snapshot are read
+    /// into memory once, up to [`ADDRESSED_INDEX_MAX`] of them, so a pull of
+    /// thousands of objects costs no query per object; a name missing from
+    /// the index (a newer snapshot, or a larger one) is resolved as usual.
+    ///
+    /// Why it answers what `resolve` would: an index is used only while it is
+    /// younger than the grace period, and the snapshot it was read from was
+    /// published when it was read, so it is still published or retired within
+    /// the grace period, whose entries are served (and whose blobs are kept)
+    /// all the same.
+    pub async fn resolve_addressed(
+        &self,
+        repo: &RepoName,
+        path: &TreePath,
+        prefix: &str,
+    ) -> Result<Option<ServedEntry>, SnapshotError> {
+        if !path.as_str().starts_with(prefix) {
+            return self.resolve(repo, path).await;
+        }
+        let key = (repo.clone(), prefix.to_owned());
+        let index = self.addressed.lock().expect("index lock").get(&key).cloned();
+        if let Some(hit) = index.as_ref().and_then(|i| self.addressed_hit(i, path)) {
+            return Ok(Some(hit));
+        }
+        let stale = index.is_none_or(|i| i.read_at.elapsed() >= i.reread_after());
+        if stale && self.grace > ADDRESSED_REREAD {
+            let _loading = self.addressed_load.lock().await;
+            let current = self.addressed.lock().expect("index lock").get(&key).cloned();
+            let index = match current {
+                Some(i) if i.read_at.elapsed() < i.reread_after() => i,
+                _ => {
+                    let read = Arc::new(self.read_addressed(repo, prefix).await?);
+                    self.addressed
+                        .lock()
+                        .expect("index lock")
+                        .insert(key, read.clone());
+                    read
+                }
+            };
+            if let Some(hit) = self.addressed_hit(&index, path) {
+                return Ok(Some(hit));
+            }
+        }
+        self.resolve(repo, path).await
+    }
+
+    fn addressed_hit(&self, index: &AddressedIndex, path: &TreePath) -> Option<ServedEntry> {
+        if index.read_at.elapsed() >= self.grace {
+            return None;
+        }
+        let snapshot = index.snapshot.clone()?;
+        index.entries.get(path.as_str()).map(|e| ServedEntry {
+            entry: e.clone(),
+            snapshot,
+            current: true,
+        })
+    }
+
+    async fn read_addressed(
+        &self,
+        repo: &RepoName,
+        prefix: &str,
+    ) -> Result<AddressedIndex, SnapshotError> {
+        let read_at = Instant::now();
+        let mut index = AddressedIndex {
+            snapshot: None,
+            read_at,
+            entries: HashMap::new(),
+            too_large: false,
+        };
+        let Some(published) = self.meta.published_snapshot(repo).await? else {
+            return Ok(index);
+        };
+        let Ok(under) = TreePath::new(prefix.trim_end_matches('/')) else {
+            return Ok(index);
+        };
+        let mut after: Option<TreePath> = None;
+        loop {
+            let page = self
+                .meta
+                .snapshot_entries(&published.id, Some(&under), after.as_ref(), 10_000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.path.clone());
+            for e in page {
+                index.entries.insert(e.path.as_str().to_owned(), e);
+            }
+            if index.entries.len() > ADDRESSED_INDEX_MAX {
+                // Too large to hold: every name is resolved with a query.
+                index.entries = HashMap::new();
+                index.too_large = true;
+                return Ok(index);
+            }
+        }
+        index.snapshot = Some(published.id);
+        Ok(index)
+    }
+
     /// What directory `dir` (the top when `None`) of `repo`'s published
     /// snapshot holds, at most `limit` names; `None` when nothing is published
     /// or no entry lies below `dir`.
@@ -377,6 +520,27 @@ impl Snapshots {
             .snapshot_children(&published.id, dir, limit)
             .await?;
         Ok((dir.is_none() || !children.is_empty()).then_some(children))
+    }
+
+    /// The bytes of a served entry whole, if it is a small file (at most
+    /// [`SMALL_READ_BYTES`]); `None` for a larger one, to be streamed with
+    /// [`open`](Snapshots::open).
+    pub async fn read_small(&self, entry: &SnapshotEntry) -> Result<Option<Bytes>, SnapshotError> {
+        if entry.size > SMALL_READ_BYTES {
+            return Ok(None);
+        }
+        let Some(bytes) = self.blobs.read_small(&entry.blob, SMALL_READ_BYTES).await? else {
+            return Ok(None);
+        };
+        if bytes.len() as u64 != entry.size {
+            return Err(SnapshotError::Blob(BlobError::Io(std::io::Error::other(format!(
+                "blob {} holds {} bytes, its entry says {}",
+                entry.blob,
+                bytes.len(),
+                entry.size
+            )))));
+        }
+        Ok(Some(bytes))
     }
 
     /// The bytes of a served entry, or a range of them.
