@@ -425,14 +425,24 @@ impl Snapshots {
             return self.resolve(repo, path).await;
         }
         let key = (repo.clone(), prefix.to_owned());
-        let index = self.addressed.lock().expect("index lock").get(&key).cloned();
+        let index = self
+            .addressed
+            .lock()
+            .expect("index lock")
+            .get(&key)
+            .cloned();
         if let Some(hit) = index.as_ref().and_then(|i| self.addressed_hit(i, path)) {
             return Ok(Some(hit));
         }
         let stale = index.is_none_or(|i| i.read_at.elapsed() >= i.reread_after());
         if stale && self.grace > ADDRESSED_REREAD {
             let _loading = self.addressed_load.lock().await;
-            let current = self.addressed.lock().expect("index lock").get(&key).cloned();
+            let current = self
+                .addressed
+                .lock()
+                .expect("index lock")
+                .get(&key)
+                .cloned();
             let index = match current {
                 Some(i) if i.read_at.elapsed() < i.reread_after() => i,
                 _ => {
@@ -533,12 +543,14 @@ impl Snapshots {
             return Ok(None);
         };
         if bytes.len() as u64 != entry.size {
-            return Err(SnapshotError::Blob(BlobError::Io(std::io::Error::other(format!(
-                "blob {} holds {} bytes, its entry says {}",
-                entry.blob,
-                bytes.len(),
-                entry.size
-            )))));
+            return Err(SnapshotError::Blob(BlobError::Io(std::io::Error::other(
+                format!(
+                    "blob {} holds {} bytes, its entry says {}",
+                    entry.blob,
+                    bytes.len(),
+                    entry.size
+                ),
+            ))));
         }
         Ok(Some(bytes))
     }

@@ -348,3 +348,81 @@ async fn unrecorded_bytes_a_collection_took_are_refused_not_recorded() {
         .unwrap()
         .is_some());
 }
+
+/// Content-addressed names resolve from the in-memory index of the published
+/// snapshot, and a name only a newer snapshot has (published by another
+/// process a moment ago, or right here) is served at once all the same;
+/// small files read whole equal their streamed bytes.
+#[tokio::test]
+async fn content_addressed_names_are_served_from_the_index_and_new_ones_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/tree").unwrap();
+    let first = s
+        .stage(&repo, RepositoryKind::Ostree, Base::Empty, "one")
+        .await
+        .unwrap();
+    first
+        .put_bytes(
+            &path("objects/aa/one.filez"),
+            Bytes::from_static(b"one"),
+            None,
+            1,
+        )
+        .await
+        .unwrap();
+    first
+        .put_bytes(&path("summary"), Bytes::from_static(b"s1"), None, 1)
+        .await
+        .unwrap();
+    first.publish().await.unwrap();
+    let one = s
+        .resolve_addressed(&repo, &path("objects/aa/one.filez"), "objects/")
+        .await
+        .unwrap()
+        .expect("served");
+    assert_eq!(one.entry.blob, Digest::sha256_of(b"one"));
+    assert_eq!(
+        s.read_small(&one.entry).await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    // Another process's view of the same store publishes a second snapshot.
+    let other = snapshots(dir.path()).await;
+    let second = other
+        .stage(&repo, RepositoryKind::Ostree, Base::Published, "two")
+        .await
+        .unwrap();
+    second
+        .put_bytes(
+            &path("objects/bb/two.filez"),
+            Bytes::from_static(b"two"),
+            None,
+            2,
+        )
+        .await
+        .unwrap();
+    second
+        .put_bytes(&path("summary"), Bytes::from_static(b"s2"), None, 2)
+        .await
+        .unwrap();
+    second.publish().await.unwrap();
+    let two = s
+        .resolve_addressed(&repo, &path("objects/bb/two.filez"), "objects/")
+        .await
+        .unwrap()
+        .expect("a new object is served at once");
+    assert_eq!(two.entry.blob, Digest::sha256_of(b"two"));
+    assert!(s
+        .resolve_addressed(&repo, &path("objects/cc/none.filez"), "objects/")
+        .await
+        .unwrap()
+        .is_none());
+    // Outside the prefix, the published snapshot answers as ever.
+    assert_eq!(read_all(&s, &repo, "summary", None).await, b"s2");
+    let summary = s
+        .resolve_addressed(&repo, &path("summary"), "objects/")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.entry.blob, Digest::sha256_of(b"s2"));
+}
