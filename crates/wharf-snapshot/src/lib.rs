@@ -37,6 +37,9 @@ pub const ADDRESSED_INDEX_MAX: usize = 200_000;
 /// index again (a new snapshot may have been published by another process).
 const ADDRESSED_REREAD: Duration = Duration::from_secs(1);
 
+/// The indexes, per repository and prefix.
+type AddressedIndexes = HashMap<(RepoName, String), Arc<AddressedIndex>>;
+
 /// The content-addressed entries of a published snapshot, as read at `read_at`.
 struct AddressedIndex {
     /// `None`: nothing was published, or the snapshot was too large to hold.
@@ -155,7 +158,7 @@ pub struct Snapshots {
     names: Arc<Mutex<HashMap<RepositoryKind, NamesRead>>>,
     /// Per repository and prefix, the published snapshot's content-addressed
     /// entries, read once (see [`Snapshots::resolve_addressed`]).
-    addressed: Arc<Mutex<HashMap<(RepoName, String), Arc<AddressedIndex>>>>,
+    addressed: Arc<Mutex<AddressedIndexes>>,
     /// Held while an index is read, so a burst of misses reads it once.
     addressed_load: Arc<tokio::sync::Mutex<()>>,
     /// Started by the first file stored (it needs a runtime).
