@@ -51,11 +51,15 @@ struct AddressedIndex {
 }
 
 impl AddressedIndex {
+    /// A second, and a second more per 10,000 entries: misses (objects of a
+    /// snapshot published since, probes of absent names) on a large index
+    /// must not turn into reading it whole every second; they are resolved
+    /// by a query meanwhile.
     fn reread_after(&self) -> Duration {
         if self.too_large {
             ADDRESSED_TOO_LARGE_REREAD
         } else {
-            ADDRESSED_REREAD
+            ADDRESSED_REREAD * (1 + (self.entries.len() / 10_000) as u32)
         }
     }
 }
