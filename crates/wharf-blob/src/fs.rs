@@ -169,10 +169,7 @@ fn complete_moves(root: &Path, moves: Vec<(PathBuf, PathBuf)>) -> Vec<io::Result
             rustix::fs::syncfs(&dir).map_err(io::Error::from)
         };
         if let Err(e) = sync() {
-            return moves
-                .iter()
-                .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
-                .collect();
+            return failing_all(moves.iter().map(|_| Ok(())).collect(), &e);
         }
         let mut made = std::collections::HashSet::new();
         let results: Vec<io::Result<()>> = moves
@@ -189,10 +186,7 @@ fn complete_moves(root: &Path, moves: Vec<(PathBuf, PathBuf)>) -> Vec<io::Result
             .collect();
         match sync() {
             Ok(()) => results,
-            Err(e) => results
-                .into_iter()
-                .map(|r| r.and(Err(io::Error::new(e.kind(), e.to_string()))))
-                .collect(),
+            Err(e) => failing_all(results, &e),
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -216,12 +210,18 @@ fn complete_moves(root: &Path, moves: Vec<(PathBuf, PathBuf)>) -> Vec<io::Result
         let synced: io::Result<()> = dirs.iter().try_for_each(|d| sync_dir(d));
         match synced {
             Ok(()) => results,
-            Err(e) => results
-                .into_iter()
-                .map(|r| r.and(Err(io::Error::new(e.kind(), e.to_string()))))
-                .collect(),
+            Err(e) => failing_all(results, &e),
         }
     }
+}
+
+/// `results` with every success turned into `e`: a step after them failed
+/// for the whole batch.
+fn failing_all(results: Vec<io::Result<()>>, e: &io::Error) -> Vec<io::Result<()>> {
+    results
+        .into_iter()
+        .map(|r| r.and_then(|()| Err(io::Error::new(e.kind(), e.to_string()))))
+        .collect()
 }
 
 /// `None` for a file that vanished between a directory listing and a look at it.
@@ -467,12 +467,7 @@ impl Backend for FsBackend {
                 .collect())
         })
         .await
-        .unwrap_or_else(|e| {
-            let kind = e.kind();
-            (0..n)
-                .map(|_| Err(io::Error::new(kind, e.to_string())))
-                .collect()
-        })
+        .unwrap_or_else(|e| failing_all((0..n).map(|_| Ok(())).collect(), &e))
     }
 
     async fn complete_many(&self, items: &[(UploadId, Digest)]) -> Vec<io::Result<()>> {
@@ -484,12 +479,7 @@ impl Backend for FsBackend {
         let n = moves.len();
         blocking(move || Ok(complete_moves(&root, moves)))
             .await
-            .unwrap_or_else(|e| {
-                let kind = e.kind();
-                (0..n)
-                    .map(|_| Err(io::Error::new(kind, e.to_string())))
-                    .collect()
-            })
+            .unwrap_or_else(|e| failing_all((0..n).map(|_| Ok(())).collect(), &e))
     }
 
     async fn delete_staging(&self, id: &UploadId) -> io::Result<()> {

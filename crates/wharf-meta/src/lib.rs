@@ -292,6 +292,22 @@ async fn has_schema(conn: &mut AnyConnection) -> bool {
 }
 
 /// The URL without its password, for messages.
+/// `rows` comma-separated groups for a multi-row statement: `row(p)` writes
+/// one, its parameters numbered from `p`; row `i` starts at
+/// `first + i * per_row`. Numbered `$n` parameters are what both databases
+/// take through sqlx's `Any` driver.
+pub(crate) fn sql_rows(
+    rows: usize,
+    first: usize,
+    per_row: usize,
+    row: impl Fn(usize) -> String,
+) -> String {
+    (0..rows)
+        .map(|i| row(first + i * per_row))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -61,41 +61,19 @@ impl RefOwner {
     }
 }
 
-/// Records that `owner` needs each of `blobs`.
+/// Records that `owner` needs each of `blobs`, a few hundred to a statement
+/// (a blob given twice is harmless: the conflict does nothing).
 pub(crate) async fn add_refs(
     conn: &mut sqlx::AnyConnection,
     owner: &RefOwner,
     blobs: &[&Digest],
 ) -> Result<(), MetaError> {
     let key = owner.key();
-    for blob in blobs {
-        sqlx::query(
-            "INSERT INTO blob_refs (blob, owner) VALUES ($1, $2) ON CONFLICT (blob, owner) DO NOTHING",
-        )
-        .bind(blob.to_string())
-        .bind(&key)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// [`add_refs`] in one statement per few hundred blobs (give each once).
-pub(crate) async fn add_refs_many(
-    conn: &mut sqlx::AnyConnection,
-    owner: &RefOwner,
-    blobs: &[&Digest],
-) -> Result<(), MetaError> {
-    let key = owner.key();
     for chunk in blobs.chunks(400) {
-        let mut sql = String::from("INSERT INTO blob_refs (blob, owner) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("(${}, $1)", i + 2));
-        }
-        sql.push_str(" ON CONFLICT (blob, owner) DO NOTHING");
+        let sql = format!(
+            "INSERT INTO blob_refs (blob, owner) VALUES {} ON CONFLICT (blob, owner) DO NOTHING",
+            crate::sql_rows(chunk.len(), 2, 1, |p| format!("(${p}, $1)"))
+        );
         let mut query = sqlx::query(&sql).bind(&key);
         for blob in chunk {
             query = query.bind(blob.to_string());

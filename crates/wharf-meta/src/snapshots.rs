@@ -361,19 +361,15 @@ impl EntryBatch {
         let now = unix_now();
         let mut claimed = std::collections::HashSet::new();
         for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from(
-                "INSERT INTO blobs (digest, size, created_at, last_used_at, state) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(${}, ${}, $1, $1, 'live')", 2 * i + 2, 2 * i + 3));
-            }
             // As in a lone claim, only a live row is touched; one being deleted is not returned.
-            sql.push_str(
-                " ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
+            let sql = format!(
+                "INSERT INTO blobs (digest, size, created_at, last_used_at, state) VALUES {} \
+                 ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at \
                  WHERE blobs.state = 'live' RETURNING digest",
+                crate::sql_rows(chunk.len(), 2, 2, |p| format!(
+                    "(${p}, ${}, $1, $1, 'live')",
+                    p + 1
+                ))
             );
             let mut query = sqlx::query(&sql).bind(now);
             for (digest, size) in chunk {
@@ -390,14 +386,10 @@ impl EntryBatch {
             .collect();
         // Garbage unless something references them before the grace period ends.
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from("INSERT INTO gc_candidates (blob) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(${})", i + 1));
-            }
-            sql.push_str(" ON CONFLICT (blob) DO NOTHING");
+            let sql = format!(
+                "INSERT INTO gc_candidates (blob) VALUES {} ON CONFLICT (blob) DO NOTHING",
+                crate::sql_rows(chunk.len(), 1, 1, |p| format!("(${p})"))
+            );
             let mut query = sqlx::query(&sql);
             for d in chunk {
                 query = query.bind(d);
@@ -432,16 +424,10 @@ impl EntryBatch {
         let distinct: Vec<&SnapshotEntry> = by_path.into_values().collect();
         for chunk in distinct.chunks(ROWS_PER_STATEMENT / 2) {
             // What the paths held, to release blobs no entry names any more.
-            let mut sql = String::from(
-                "SELECT path, blob FROM snapshot_entries WHERE snapshot = $1 AND path IN (",
+            let sql = format!(
+                "SELECT path, blob FROM snapshot_entries WHERE snapshot = $1 AND path IN ({})",
+                crate::sql_rows(chunk.len(), 2, 1, |p| format!("${p}"))
             );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", i + 2));
-            }
-            sql.push(')');
             let mut query = sqlx::query(&sql).bind(id.as_str());
             for e in chunk {
                 query = query.bind(e.path.as_str());
@@ -452,19 +438,13 @@ impl EntryBatch {
                 let blob: String = row.try_get(1)?;
                 replaced.push((path, blob));
             }
-            let mut sql = String::from(
-                "INSERT INTO snapshot_entries (snapshot, path, blob, size, modified_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let b = 4 * i + 2;
-                sql.push_str(&format!("($1, ${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3));
-            }
-            sql.push_str(
-                " ON CONFLICT (snapshot, path) DO UPDATE SET blob = excluded.blob, \
+            let sql = format!(
+                "INSERT INTO snapshot_entries (snapshot, path, blob, size, modified_at) VALUES {} \
+                 ON CONFLICT (snapshot, path) DO UPDATE SET blob = excluded.blob, \
                  size = excluded.size, modified_at = excluded.modified_at",
+                crate::sql_rows(chunk.len(), 2, 4, |p| {
+                    format!("($1, ${p}, ${}, ${}, ${})", p + 1, p + 2, p + 3)
+                })
             );
             let mut query = sqlx::query(&sql).bind(id.as_str());
             for e in chunk {
@@ -478,12 +458,8 @@ impl EntryBatch {
             let mut blobs: Vec<&Digest> = chunk.iter().map(|e| &e.blob).collect();
             blobs.sort();
             blobs.dedup();
-            crate::refs::add_refs_many(
-                &mut self.tx,
-                &RefOwner::Snapshot { id: id.clone() },
-                &blobs,
-            )
-            .await?;
+            crate::refs::add_refs(&mut self.tx, &RefOwner::Snapshot { id: id.clone() }, &blobs)
+                .await?;
             for (path, old) in replaced {
                 let now = chunk
                     .iter()

@@ -25,6 +25,13 @@ use wharf_meta::{
     SnapshotRecord, SnapshotState,
 };
 
+/// `bytes` as a body of one chunk.
+fn one_chunk(bytes: Bytes) -> ByteStream {
+    Box::pin(futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(bytes)
+    }))
+}
+
 /// How long a snapshot that was replaced keeps answering for the paths the
 /// published one lacks, unless configured otherwise (`publish.grace_secs`).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -653,7 +660,6 @@ impl Staged {
         size: u64,
         modified_at: i64,
     ) -> Result<StoredEntry, SnapshotError> {
-        let blobs = &self.snapshots.blobs;
         let entry = SnapshotEntry {
             path: path.clone(),
             blob: digest.clone(),
@@ -661,25 +667,49 @@ impl Staged {
             modified_at,
         };
         match self
-            .snapshots
-            .committer()
-            .submit(self.id(), entry, batch::Body::Upload(upload.to_owned()))
+            .through_batch(entry, batch::Body::Upload(upload.to_owned()))
             .await
         {
-            batch::Outcome::Committed => return Ok(StoredEntry { digest, size }),
-            batch::Outcome::Failed(e) => {
-                blobs.abort_upload(upload).await?;
-                return Err(e);
+            Ok(Some(stored)) => Ok(stored),
+            Ok(None) => {
+                self.claim_and_record(path, upload, digest, size, modified_at)
+                    .await
             }
-            batch::Outcome::Published => {
-                self.record_published(path, &digest, size, modified_at)
-                    .await?;
-                return Ok(StoredEntry { digest, size });
+            Err(e) => {
+                // Nothing left to publish: the staging area goes (a no-op if it was renamed).
+                self.snapshots.blobs.abort_upload(upload).await?;
+                Err(e)
             }
-            batch::Outcome::Retry => {}
         }
-        self.claim_and_record(path, upload, digest, size, modified_at)
+    }
+
+    /// Hands `entry`, whose bytes are `body`, to the group commit: `None`
+    /// when it did nothing and the file is to be stored alone.
+    async fn through_batch(
+        &self,
+        entry: SnapshotEntry,
+        body: batch::Body,
+    ) -> Result<Option<StoredEntry>, SnapshotError> {
+        let stored = StoredEntry {
+            digest: entry.blob.clone(),
+            size: entry.size,
+        };
+        let (path, modified_at) = (entry.path.clone(), entry.modified_at);
+        match self
+            .snapshots
+            .committer()
+            .submit(self.id(), entry, body)
             .await
+        {
+            batch::Outcome::Committed => Ok(Some(stored)),
+            batch::Outcome::Failed(e) => Err(e),
+            batch::Outcome::Published => {
+                self.record_published(&path, &stored.digest, stored.size, modified_at)
+                    .await?;
+                Ok(Some(stored))
+            }
+            batch::Outcome::Retry => Ok(None),
+        }
     }
 
     /// Publishes the verified upload `upload` under a claim of its own and
@@ -790,10 +820,9 @@ impl Staged {
         modified_at: i64,
     ) -> Result<StoredEntry, SnapshotError> {
         if bytes.len() > SMALL_FILE_BYTES {
-            let body: ByteStream = Box::pin(futures_util::stream::once(async move {
-                Ok::<_, std::io::Error>(bytes)
-            }));
-            return self.put_stream(path, body, expected, modified_at).await;
+            return self
+                .put_stream(path, one_chunk(bytes), expected, modified_at)
+                .await;
         }
         let digest = Digest::sha256_of(&bytes);
         if let Some(expected) = expected {
@@ -815,32 +844,17 @@ impl Staged {
             size,
             modified_at,
         };
-        let body = batch::Body::Bytes(bytes.clone());
-        match self
-            .snapshots
-            .committer()
-            .submit(self.id(), entry, body)
-            .await
+        if let Some(stored) = self
+            .through_batch(entry, batch::Body::Bytes(bytes.clone()))
+            .await?
         {
-            batch::Outcome::Committed => Ok(StoredEntry { digest, size }),
-            batch::Outcome::Failed(e) => Err(e),
-            batch::Outcome::Published => {
-                self.record_published(path, &digest, size, modified_at)
-                    .await?;
-                Ok(StoredEntry { digest, size })
-            }
-            batch::Outcome::Retry => {
-                // Stored alone, under a claim of its own.
-                let body: ByteStream = Box::pin(futures_util::stream::once(async move {
-                    Ok::<_, std::io::Error>(bytes)
-                }));
-                let blobs = &self.snapshots.blobs;
-                let upload = uuid::Uuid::new_v4().simple().to_string();
-                wharf_blob::stage_stream(blobs, &upload, &digest, body).await?;
-                self.claim_and_record(path, &upload, digest, size, modified_at)
-                    .await
-            }
+            return Ok(stored);
         }
+        // Stored alone, under a claim of its own.
+        let upload = uuid::Uuid::new_v4().simple().to_string();
+        wharf_blob::stage_stream(&self.snapshots.blobs, &upload, &digest, one_chunk(bytes)).await?;
+        self.claim_and_record(path, &upload, digest, size, modified_at)
+            .await
     }
 
     /// [`put_stream`](Staged::put_stream) from a reader (a local file).
