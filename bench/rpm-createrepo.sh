@@ -2,14 +2,17 @@
 # A hosted repository's metadata for N packages (default 500, and 2N to show memory staying
 # flat): `wharf rpm upload` (store every package, hashing it, then write primary, filelists,
 # other and repomd.xml, and publish) against `createrepo_c --no-database` over the same files.
-#   bench/rpm-createrepo.sh [WHARF_BINARY] [N]   (default target/release/wharf, 500)
-# Then `wharf rpm rm` of one package, which rewrites the metadata of all the others (metadata
-# generation alone). Prints wall time and max RSS of each (GNU time -v). Needs rpmbuild, createrepo_c and
+#   bench/rpm-createrepo.sh [WHARF_BINARY] [N] [ROUNDS]   (default target/release/wharf, 500, 5)
+# Then ROUNDS times each, alternating: `wharf rpm rm` of one package, which rewrites the metadata
+# of all the others (metadata generation alone), and `createrepo_c --no-database` from scratch
+# (and, for reference, `createrepo_c --update`, which reuses its previous metadata). Prints wall
+# time and max RSS of each run (GNU time -v) and the medians. Needs rpmbuild, createrepo_c and
 # /usr/bin/time. One rpmbuild run makes all packages (subpackages of one spec, each with its
 # own file, requirement and provide). Run on an idle machine; each figure is one run.
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/wharf}")
 N=${2:-500}
+ROUNDS=${3:-5}
 D=$(mktemp -d ${TMPDIR:-/tmp}/wharf-rpm-bench.XXXXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; rm -rf "$D"' EXIT
@@ -34,13 +37,21 @@ build() { # COUNT OUTDIR
     --define 'debug_package %{nil}' "$spec" >/dev/null 2>&1
 }
 
-measure() { # LABEL CMD...
+measure() { # LABEL CMD...  (also appends the wall seconds to $D/LABEL.times)
   local label=$1; shift
+  local start end secs rss
+  # GNU time's wall clock has 10 ms steps; the clock around it has nanoseconds.
+  start=$(date +%s%N)
   /usr/bin/time -v "$@" > /dev/null 2> "$D/time.txt"
-  local wall rss
-  wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$D/time.txt")
+  end=$(date +%s%N)
+  secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
   rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$D/time.txt")
-  echo "$label wall=$wall max_rss_kib=$rss"
+  echo "$secs" >> "$D/$label.times"
+  echo "$label wall=${secs}s max_rss_kib=$rss"
+}
+
+median() { # LABEL
+  sort -n "$D/$1.times" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 cat > "$D/wharf.toml" <<EOT
@@ -58,10 +69,22 @@ for count in "$N" $(( 2 * N )); do
   files=("$D/rpms-$count"/noarch/bench?*.rpm)
   echo "packages=${#files[@]} bytes=$(du -sb "$D/rpms-$count" | cut -f1)"
   measure "wharf_rpm_upload_$count" "$BIN" rpm upload --config "$D/wharf.toml" --repo "bench/r$count" "${files[@]}"
-  # Metadata alone: removing one package rewrites the metadata of all the others from their
-  # stored headers.
-  measure "wharf_rpm_rm_one_regenerates_$count" "$BIN" rpm rm --config "$D/wharf.toml" --repo "bench/r$count" bench1-1-1.noarch
   mkdir -p "$D/c-$count"
   cp "${files[@]}" "$D/c-$count/"
-  measure "createrepo_c_$count" createrepo_c --no-database --quiet "$D/c-$count"
+  for round in $(seq "$ROUNDS"); do
+    # Metadata alone: removing one package rewrites the metadata of all the others from their
+    # stored headers.
+    measure "wharf_rpm_rm_one_regenerates_$count" "$BIN" rpm rm --config "$D/wharf.toml" \
+      --repo "bench/r$count" "bench$round-1-1.noarch"
+    rm -rf "$D/c-$count/repodata"
+    measure "createrepo_c_$count" createrepo_c --no-database --quiet "$D/c-$count"
+    rm -f "$D/c-$count/bench$round-1-1.noarch.rpm"
+    measure "createrepo_c_update_$count" createrepo_c --update --no-database --quiet "$D/c-$count"
+  done
+  w=$(median "wharf_rpm_rm_one_regenerates_$count")
+  c=$(median "createrepo_c_$count")
+  u=$(median "createrepo_c_update_$count")
+  echo "median packages=$count wharf_rewrite=${w}s createrepo_c=${c}s createrepo_c_update=${u}s" \
+    "ratio=$(awk -v a="$w" -v b="$c" 'BEGIN { printf "%.2f", a / b }')" \
+    "ratio_update=$(awk -v a="$w" -v b="$u" 'BEGIN { printf "%.2f", a / b }')"
 done

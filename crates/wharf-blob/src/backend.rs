@@ -249,6 +249,37 @@ pub trait Backend: Send + Sync + 'static {
         Ok(Some(Bytes::from(buf)))
     }
 
+    /// At most `max` bytes of a committed blob from `offset`, fewer when it
+    /// ends sooner (none past its end), in memory: a format reading a
+    /// file's leading headers (an RPM's) needs neither its size first nor a
+    /// stream. The default stats, then reads.
+    async fn read_at(&self, digest: &Digest, offset: u64, max: u64) -> io::Result<Bytes> {
+        let Some(meta) = self.stat(digest).await? else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        let len = meta.size.saturating_sub(offset).min(max);
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let mut stream = self.read(digest, offset, len).await?;
+        let mut buf = Vec::with_capacity(len as usize);
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// The first `max` bytes (fewer when shorter) of each of many committed
+    /// blobs: what a format reads to list many files by their headers. A
+    /// backend may read them in one step; the default reads one by one.
+    async fn read_heads(&self, digests: &[Digest], max: u64) -> Vec<io::Result<Bytes>> {
+        let mut heads = Vec::with_capacity(digests.len());
+        for digest in digests {
+            heads.push(self.read_at(digest, 0, max).await);
+        }
+        heads
+    }
+
     /// Removes a committed blob; a missing one is not an error.
     async fn delete(&self, digest: &Digest) -> io::Result<()>;
 

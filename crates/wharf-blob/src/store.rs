@@ -297,6 +297,31 @@ impl BlobStore {
         })
     }
 
+    /// At most `max` bytes of a committed blob from `offset`, in memory;
+    /// fewer when it ends sooner.
+    pub async fn read_at(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        max: u64,
+    ) -> Result<Bytes, BlobError> {
+        not_found_as(self.backend.read_at(digest, offset, max).await, || {
+            BlobError::NotFound(digest.clone())
+        })
+    }
+
+    /// The first `max` bytes (fewer when shorter) of each of `digests`, in
+    /// their order, each `NotFound` on its own when it is not stored.
+    pub async fn read_heads(&self, digests: &[Digest], max: u64) -> Vec<Result<Bytes, BlobError>> {
+        self.backend
+            .read_heads(digests, max)
+            .await
+            .into_iter()
+            .zip(digests)
+            .map(|(head, digest)| not_found_as(head, || BlobError::NotFound(digest.clone())))
+            .collect()
+    }
+
     /// Streams a committed blob, or the given range of it.
     pub async fn read(
         &self,

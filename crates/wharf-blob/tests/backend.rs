@@ -114,6 +114,12 @@ impl Backend for Counting {
     async fn read(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<ByteStream> {
         self.inner.read(digest, offset, len).await
     }
+    async fn read_at(&self, digest: &Digest, offset: u64, max: u64) -> io::Result<Bytes> {
+        self.inner.read_at(digest, offset, max).await
+    }
+    async fn read_heads(&self, digests: &[Digest], max: u64) -> Vec<io::Result<Bytes>> {
+        self.inner.read_heads(digests, max).await
+    }
     async fn delete(&self, digest: &Digest) -> io::Result<()> {
         self.inner.delete(digest).await
     }
@@ -207,6 +213,33 @@ async fn range_reads(store: &BlobStore) {
         matches!(err, BlobError::RangeNotSatisfiable { size: 10_000, .. }),
         "{err}"
     );
+    // In memory from an offset: at most what was asked, fewer at the end,
+    // nothing past it; a blob that is not there is NotFound.
+    assert_eq!(store.read_at(&digest, 0, 100).await.unwrap(), &data[..100]);
+    assert_eq!(
+        store.read_at(&digest, 9_990, 100).await.unwrap(),
+        &data[9_990..]
+    );
+    assert!(store.read_at(&digest, 10_000, 1).await.unwrap().is_empty());
+    assert!(store.read_at(&digest, 20_000, 1).await.unwrap().is_empty());
+    let absent = Digest::sha256_of(b"never stored");
+    assert!(matches!(
+        store.read_at(&absent, 0, 1).await,
+        Err(BlobError::NotFound(_))
+    ));
+    // Many heads at once, in order; a missing one fails alone.
+    let short = b"short".to_vec();
+    let short_digest = Digest::sha256_of(&short);
+    put_stream(store, "u2b", &short_digest, chunks(vec![short.clone()]))
+        .await
+        .unwrap();
+    let heads = store
+        .read_heads(&[digest.clone(), absent.clone(), short_digest], 64)
+        .await;
+    assert_eq!(heads.len(), 3);
+    assert_eq!(heads[0].as_ref().unwrap(), &data[..64]);
+    assert!(matches!(heads[1], Err(BlobError::NotFound(_))));
+    assert_eq!(heads[2].as_ref().unwrap(), &short[..]);
 }
 
 async fn wrong_digest_is_refused_and_invisible(store: &BlobStore) {

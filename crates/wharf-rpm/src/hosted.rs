@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use wharf_blob::{ByteRange, ByteStream};
+use wharf_blob::ByteStream;
 use wharf_core::{Digest, RepoName, RepositoryKind, TreePath};
 use wharf_meta::{ExistingEntry, SnapshotEntry};
 use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
@@ -59,9 +59,37 @@ pub struct SignError(pub String);
 pub const PACKAGES_DIR: &str = "Packages";
 /// Entries read per page.
 pub(crate) const PAGE: u32 = 1000;
-/// The first read of a stored package when regenerating metadata: most
-/// headers fit, and a bigger one costs a second read.
-const FIRST_READ: u64 = 256 << 10;
+/// A generated metadata file at most this big is stored from memory.
+const IN_MEMORY_METADATA_BYTES: u64 = 8 << 20;
+
+/// Packages queued for each metadata file's writer thread.
+const WRITER_QUEUE: usize = 64;
+
+/// A stored package and its headers, as the metadata writers take it.
+struct StoredPackage {
+    entry: SnapshotEntry,
+    header: Box<RpmHeader>,
+}
+
+impl StoredPackage {
+    fn record(&self) -> PackageRecord<'_> {
+        PackageRecord {
+            header: &self.header,
+            sha256: self.entry.blob.hex(),
+            size: self.entry.size,
+            file_time: self.entry.modified_at,
+            href: self.entry.path.as_str(),
+        }
+    }
+}
+
+/// A generated metadata file to store: in memory or in a temporary file.
+enum MetadataBody {
+    /// Hashed as it is stored.
+    Bytes(Bytes),
+    /// Checked against its digest as it is stored.
+    File(tokio::fs::File, Digest),
+}
 
 fn store(e: SnapshotError) -> RpmError {
     RpmError::Store(e.to_string())
@@ -103,7 +131,9 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 << 30;
 /// meanwhile before it gives up.
 const ATTEMPTS: u32 = 8;
 /// Stored packages' headers read at once while the metadata is written.
-const HEADERS_AT_ONCE: usize = 8;
+const HEADERS_PER_READ: usize = 32;
+/// Groups of headers read at once.
+const GROUPS_AT_ONCE: usize = 2;
 /// Packages stored before their entries are recorded in one transaction.
 const BATCH: usize = 256;
 
@@ -922,37 +952,26 @@ pub(crate) async fn stored_header(
     snapshots: &Snapshots,
     entry: &wharf_meta::SnapshotEntry,
 ) -> Result<Box<RpmHeader>, RpmError> {
-    {
-        let blobs = snapshots.blobs();
-        let mut head: Vec<u8> = Vec::new();
-        loop {
-            let want = match header::parse(&head)? {
-                Parsed::Done(h) => return Ok(h),
-                Parsed::NeedMore(n) => (n as u64).max(FIRST_READ),
-            };
-            let start = head.len() as u64;
-            let end = want.min(entry.size);
-            if start >= end {
-                return Err(RpmError::Package(format!(
-                    "{} is truncated inside its headers",
-                    entry.path
-                )));
-            }
-            let mut stream = blobs
-                .read(
-                    &entry.blob,
-                    Some(ByteRange {
-                        start,
-                        end: end - 1,
-                    }),
-                )
-                .await
-                .map_err(|e| RpmError::Store(e.to_string()))?;
-            while let Some(chunk) = stream.next().await {
-                head.extend_from_slice(&chunk.map_err(|e| RpmError::Store(e.to_string()))?);
-            }
-        }
-    }
+    let (header, _) = crate::package::stored_header(
+        snapshots.blobs(),
+        &entry.blob,
+        entry.size,
+        entry.path.as_str(),
+    )
+    .await?;
+    Ok(header)
+}
+
+/// Many stored packages' headers, read together, in their order.
+async fn stored_headers(
+    snapshots: &Snapshots,
+    entries: &[SnapshotEntry],
+) -> Vec<Result<Box<RpmHeader>, RpmError>> {
+    let packages: Vec<_> = entries
+        .iter()
+        .map(|e| (&e.blob, e.size, e.path.as_str()))
+        .collect();
+    crate::package::stored_headers(snapshots.blobs(), &packages).await
 }
 
 impl Session {
@@ -981,59 +1000,75 @@ impl Session {
             }
         }
 
-        let temp = |_: ()| tempfile::tempfile().map_err(io);
-        let mut primary =
-            MetadataWriter::start(Kind::Primary, count, std::io::BufWriter::new(temp(())?))
-                .map_err(io)?;
-        let mut filelists =
-            MetadataWriter::start(Kind::Filelists, count, std::io::BufWriter::new(temp(())?))
-                .map_err(io)?;
-        let mut other =
-            MetadataWriter::start(Kind::Other, count, std::io::BufWriter::new(temp(())?))
-                .map_err(io)?;
+        // Each file is written on a thread of its own while the headers are
+        // read here: the XML and its compression are most of the work, and
+        // they need not wait on the store's reads or on each other.
+        let mut writers = Vec::new();
+        for kind in [Kind::Primary, Kind::Filelists, Kind::Other] {
+            let file = tempfile::tempfile().map_err(io)?;
+            let mut writer =
+                MetadataWriter::start(kind, count, std::io::BufWriter::new(file)).map_err(io)?;
+            let (queue, mut packages) =
+                tokio::sync::mpsc::channel::<Arc<StoredPackage>>(WRITER_QUEUE);
+            let thread = tokio::task::spawn_blocking(move || {
+                while let Some(p) = packages.blocking_recv() {
+                    writer.package(&p.record())?;
+                }
+                Ok::<_, std::io::Error>((kind, writer.finish()?))
+            });
+            writers.push((queue, thread));
+        }
         let mut after: Option<TreePath> = None;
         let mut written = 0u64;
-        loop {
+        'pages: loop {
             let page = self.packages_page(after.as_ref()).await?;
-            // A few headers read at once (each read waits on the store),
-            // taken in order, so at most that many are held.
+            // The headers are read a group at a time (one trip to the store
+            // each), the next group while this one is queued to the writers.
             // Each future owns what it reads (no borrow of the page), which
             // keeps the session's futures `Send` for any caller.
-            let read = |entry: &SnapshotEntry| {
+            let read = |group: &[SnapshotEntry]| {
                 let snapshots = self.hosted.snapshots.clone();
-                let entry = entry.clone();
+                let group = group.to_vec();
                 async move {
-                    let header = stored_header(&snapshots, &entry).await;
-                    (entry, header)
+                    let headers = stored_headers(&snapshots, &group).await;
+                    (group, headers)
                 }
             };
-            let mut queued = page.iter();
-            let mut headers = futures_util::stream::FuturesOrdered::new();
-            for entry in queued.by_ref().take(HEADERS_AT_ONCE) {
-                headers.push_back(read(entry));
+            let mut groups = page.chunks(HEADERS_PER_READ);
+            let mut reads = futures_util::stream::FuturesOrdered::new();
+            for group in groups.by_ref().take(GROUPS_AT_ONCE) {
+                reads.push_back(read(group));
             }
-            while let Some((entry, header)) = headers.next().await {
-                if let Some(next) = queued.next() {
-                    headers.push_back(read(next));
+            while let Some((group, headers)) = reads.next().await {
+                if let Some(next) = groups.next() {
+                    reads.push_back(read(next));
                 }
-                let header = header?;
-                let entry = &entry;
-                let record = PackageRecord {
-                    header: &header,
-                    sha256: entry.blob.hex(),
-                    size: entry.size,
-                    file_time: entry.modified_at,
-                    href: entry.path.as_str(),
-                };
-                primary.package(&record).map_err(io)?;
-                filelists.package(&record).map_err(io)?;
-                other.package(&record).map_err(io)?;
-                written += 1;
+                for (entry, header) in group.into_iter().zip(headers) {
+                    let package = Arc::new(StoredPackage {
+                        header: header?,
+                        entry,
+                    });
+                    for (queue, _) in &writers {
+                        if queue.send(package.clone()).await.is_err() {
+                            // That writer failed: its error is taken below.
+                            break 'pages;
+                        }
+                    }
+                    written += 1;
+                }
             }
             match page.last() {
                 Some(last) if page.len() == PAGE as usize => after = Some(last.path.clone()),
                 _ => break,
             }
+        }
+        let mut finished = Vec::new();
+        for (queue, thread) in writers {
+            drop(queue);
+            let done = thread
+                .await
+                .map_err(|e| RpmError::Store(format!("writing metadata: {e}")))?;
+            finished.push(done.map_err(io)?);
         }
         if written != count {
             return Err(RpmError::Store(format!(
@@ -1043,24 +1078,24 @@ impl Session {
 
         let now = wharf_meta::unix_now();
         let mut records = Vec::new();
-        for writer in [primary, filelists, other] {
-            let kind = writer.kind();
-            let (out, w) = writer.finish().map_err(io)?;
+        let mut files = Vec::new();
+        for (kind, (out, w)) in finished {
             let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
             file.flush().map_err(io)?;
             file.rewind().map_err(io)?;
+            let href = format!("repodata/{}-{}.xml.gz", w.checksum, kind.name());
             let digest = Digest::parse(&format!("sha256:{}", w.checksum))
                 .map_err(|e| RpmError::Store(e.to_string()))?;
-            let href = format!("repodata/{}-{}.xml.gz", w.checksum, kind.name());
-            self.staged
-                .put_reader(
-                    &tree_path(&href)?,
-                    tokio::fs::File::from_std(file),
-                    Some(&digest),
-                    now,
-                )
-                .await
-                .map_err(store)?;
+            // A small file goes in memory, so it joins the group commit's
+            // in-memory batch with the others.
+            let body = if w.size <= IN_MEMORY_METADATA_BYTES {
+                let mut bytes = Vec::with_capacity(w.size as usize);
+                std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
+                MetadataBody::Bytes(Bytes::from(bytes))
+            } else {
+                MetadataBody::File(tokio::fs::File::from_std(file), digest)
+            };
+            files.push((tree_path(&href)?, body));
             records.push(RepomdEntry {
                 kind: kind.name().to_string(),
                 href,
@@ -1099,23 +1134,28 @@ impl Session {
             let asc = signer
                 .sign_armored(&repomd)
                 .map_err(|e| RpmError::Store(format!("signing repomd.xml: {e}")))?;
-            self.staged
-                .put_bytes(
-                    &tree_path("repodata/repomd.xml.asc")?,
-                    Bytes::from(asc),
-                    None,
-                    now,
-                )
-                .await
-                .map_err(store)?;
+            files.push((
+                tree_path("repodata/repomd.xml.asc")?,
+                MetadataBody::Bytes(Bytes::from(asc)),
+            ));
         }
-        self.staged
-            .put_bytes(
-                &tree_path("repodata/repomd.xml")?,
-                Bytes::from(repomd),
-                None,
-                now,
-            )
+        files.push((
+            tree_path("repodata/repomd.xml")?,
+            MetadataBody::Bytes(Bytes::from(repomd)),
+        ));
+        // All at once: the group commit makes them durable together. The
+        // order inside the staged snapshot does not matter, as publishing
+        // switches all of them at once.
+        let staged = &self.staged;
+        let puts = files.into_iter().map(|(path, body)| async move {
+            match body {
+                MetadataBody::Bytes(bytes) => staged.put_bytes(&path, bytes, None, now).await,
+                MetadataBody::File(file, digest) => {
+                    staged.put_reader(&path, file, Some(&digest), now).await
+                }
+            }
+        });
+        futures_util::future::try_join_all(puts)
             .await
             .map_err(store)?;
         Ok(count)

@@ -2,8 +2,7 @@
 //! headers (a ranged read of the file's start, never the whole file) and the
 //! check of its header signature against a remote's keys.
 
-use futures_util::StreamExt;
-use wharf_blob::{BlobStore, ByteRange};
+use wharf_blob::BlobStore;
 use wharf_core::Digest;
 
 use crate::header::{self, Parsed, RpmHeader};
@@ -34,20 +33,54 @@ pub(crate) async fn stored_header(
                 "{what}: the file ends inside its headers"
             )));
         }
-        let mut stream = blobs
-            .read(
-                digest,
-                Some(ByteRange {
-                    start,
-                    end: end - 1,
-                }),
-            )
+        // One read into memory (one hop to the store, not a stream): metadata
+        // generation reads every package's headers this way.
+        let bytes = blobs
+            .read_at(digest, start, end - start)
             .await
             .map_err(|e| RpmError::Store(format!("{what}: {e}")))?;
-        while let Some(chunk) = stream.next().await {
-            head.extend_from_slice(&chunk.map_err(|e| RpmError::Store(format!("{what}: {e}")))?);
+        if bytes.is_empty() {
+            return Err(RpmError::Package(format!(
+                "{what}: the file ends inside its headers"
+            )));
+        }
+        if head.is_empty() {
+            head = Vec::from(bytes);
+        } else {
+            head.extend_from_slice(&bytes);
         }
     }
+}
+
+/// The headers of many stored packages (`(digest, size, what)`), their
+/// starts read together; a package whose headers do not fit the first read
+/// is read again on its own.
+pub(crate) async fn stored_headers(
+    blobs: &BlobStore,
+    packages: &[(&Digest, u64, &str)],
+) -> Vec<Result<Box<RpmHeader>, RpmError>> {
+    let digests: Vec<Digest> = packages.iter().map(|(d, _, _)| (*d).clone()).collect();
+    let heads = blobs.read_heads(&digests, FIRST_READ).await;
+    let mut headers = Vec::with_capacity(packages.len());
+    for (&(digest, size, what), head) in packages.iter().zip(heads) {
+        let parsed = match head {
+            Err(e) => Err(RpmError::Store(format!("{what}: {e}"))),
+            Ok(head) => match header::parse(&head) {
+                Ok(Parsed::Done(h)) => Ok(h),
+                Ok(Parsed::NeedMore(_)) if (head.len() as u64) < size => {
+                    stored_header(blobs, digest, size, what)
+                        .await
+                        .map(|(h, _)| h)
+                }
+                Ok(Parsed::NeedMore(_)) => Err(RpmError::Package(format!(
+                    "{what}: the file ends inside its headers"
+                ))),
+                Err(e) => Err(RpmError::Package(format!("{what}: {e}"))),
+            },
+        };
+        headers.push(parsed);
+    }
+    headers
 }
 
 /// `Ok` when the package's header signature (what rpmsign writes: an

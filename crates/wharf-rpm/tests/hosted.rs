@@ -490,6 +490,62 @@ async fn a_change_published_by_another_writer_is_not_undone() {
     assert_eq!(listed.len(), 2, "{listed:?}");
 }
 
+/// Metadata is written from headers read a group at a time, the first 256 KiB of each
+/// package; a package whose headers are bigger is read again whole. Both kinds, mixed in
+/// one group, are listed with everything they provide, and a second rewrite (a package
+/// removed) lists the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn packages_with_headers_past_the_first_read_are_listed_whole() {
+    let work = tempfile::tempdir().unwrap();
+    let built = work.path().join("built");
+    const PROVIDES: usize = 16_000;
+    let mut big = RpmSpec::new("bigheader", "1");
+    big.extra = (0..PROVIDES)
+        .map(|i| format!("Provides: capability-number-{i:05} = {i}"))
+        .collect();
+    let big = build_rpm(&big, &built).unwrap();
+    assert!(
+        fs::metadata(&big).unwrap().len() > 300 << 10,
+        "the fixture's headers must pass the first read"
+    );
+    let small: Vec<PathBuf> = ["a", "c", "d"]
+        .iter()
+        .map(|n| build_rpm(&RpmSpec::new(n, "1"), &built).unwrap())
+        .collect();
+    let s = snapshots(work.path()).await;
+    let hosted = Hosted::new(s.clone(), vec![], None, 3);
+    let repo = RepoName::parse("big/headers").unwrap();
+    let session = hosted.begin(&repo, "test").await.unwrap();
+    for rpm in small.iter().chain([&big]) {
+        let body: wharf_blob::ByteStream = Box::pin(tokio_util::io::ReaderStream::new(
+            tokio::fs::File::open(rpm).await.unwrap(),
+        ));
+        session.add_package(body).await.unwrap();
+    }
+    assert_eq!(session.finish(true).await.unwrap().packages, 4);
+    let listed = |expected: usize| {
+        let s = s.clone();
+        let repo = repo.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            export(&s, &repo, dir.path()).await;
+            let primary = data(dir.path(), "primary");
+            assert_eq!(packages(&primary).len(), expected);
+            let text = String::from_utf8(primary).unwrap();
+            assert_eq!(
+                text.matches("name=\"capability-number-").count(),
+                PROVIDES,
+                "every provide of the big package is listed"
+            );
+        }
+    };
+    listed(4).await;
+    let session = hosted.begin(&repo, "rm").await.unwrap();
+    session.remove_package("a-1-1.noarch").await.unwrap();
+    assert_eq!(session.finish(true).await.unwrap().packages, 3);
+    listed(3).await;
+}
+
 /// The race of two processes publishing the same repository: many writers, each with its
 /// own `Hosted` (no lock in common), begin, upload and finish at once; every package ends
 /// up in the published metadata, and every writer reports success.
