@@ -27,8 +27,9 @@ pub struct OstreeConfig {
 /// takes between its first upload and its ref move.
 pub const DEFAULT_PUSH_SESSION_TTL_SECS: u64 = 24 * 3600;
 
-/// Default of `ostree.max_object_bytes`: 1 GiB. A pushed object is verified
-/// in memory (as a mirrored one is), so the cap bounds a request's memory.
+/// Default of `ostree.max_object_bytes`: 1 GiB. A pushed content object
+/// streams through its check into the store; a metadata object is verified
+/// in memory, so the cap bounds that request's memory.
 pub const DEFAULT_OSTREE_MAX_OBJECT_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Default for OstreeConfig {

@@ -43,8 +43,8 @@ use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
 use crate::commit::{digest, read_entry, tree_path, write_summary, CommitError};
 use crate::delta::DeltaSettings;
 use crate::object::{
-    parse_ref_file, validate_ref_name, verify_metadata, Checksum, Commit, DirTree, ObjectError,
-    ObjectName, ObjectType,
+    parse_ref_file, validate_ref_name, verify_metadata, Checksum, Commit, DirTree, FilezVerifier,
+    ObjectError, ObjectName, ObjectType,
 };
 use crate::retention::Retention;
 
@@ -555,6 +555,9 @@ impl Push {
         body: Body,
     ) -> Result<Stored, PushError> {
         self.refuse_mirrored(repo)?;
+        if name.kind == ObjectType::File {
+            return self.put_filez(repo, name, declared, body).await;
+        }
         let bytes = self.read_capped(declared, body).await?;
         let checked = bytes.clone();
         // Inflating and hashing a large `.filez` is CPU work, off the runtime.
@@ -587,6 +590,54 @@ impl Push {
             .put_bytes(&path, bytes, Some(&expected), now())
             .await?;
         Ok(Stored::New)
+    }
+
+    /// A content object, verified as it streams into the store (never whole
+    /// in memory, whatever its size up to the cap): the stream fails at its
+    /// end unless the bytes are what `name` says, and then nothing is recorded.
+    async fn put_filez(
+        &self,
+        repo: &RepoName,
+        name: ObjectName,
+        declared: Option<u64>,
+        body: Body,
+    ) -> Result<Stored, PushError> {
+        let max = self.settings.max_object_bytes;
+        if declared.is_some_and(|n| n > max) {
+            return Err(PushError::TooLarge(max));
+        }
+        let path = object_path(&name)?;
+        let session = self.session(repo).await?;
+        let mut places: Vec<SnapshotId> = self
+            .snapshots
+            .published(repo)
+            .await?
+            .map(|p| p.id)
+            .into_iter()
+            .collect();
+        places.push(session.id().clone());
+        let held = self.holds(&places, &path).await?.is_some();
+        // Why the stream failed, when it was this check and not the store.
+        let refusal: Arc<std::sync::Mutex<Option<PushError>>> = Arc::default();
+        let checked = verified_filez(name, max, body, refusal.clone());
+        let refused = || refusal.lock().expect("refusal").take();
+        if held {
+            // Checked all the same, so a bad body is refused whether or not
+            // the object is already there.
+            let mut checked = checked;
+            while let Some(chunk) = checked.next().await {
+                if let Err(e) = chunk {
+                    return Err(refused().unwrap_or_else(|| {
+                        PushError::Invalid(format!("the body was cut off: {e}"))
+                    }));
+                }
+            }
+            return Ok(Stored::Held);
+        }
+        match session.put_stream(&path, checked, None, now()).await {
+            Ok(_) => Ok(Stored::New),
+            Err(e) => Err(refused().unwrap_or(PushError::Snapshot(e))),
+        }
     }
 
     /// Points `branch` of `repo` at `commit` once everything it reaches is
@@ -820,6 +871,70 @@ impl Push {
         tracing::debug!(branch, commit = %commit, "ref staged");
         Ok((taken, n_taken))
     }
+}
+
+/// `body` passed through a [`FilezVerifier`] and the size cap. A chunk past
+/// the cap, or the end of a body that is not the object `name` names, is an
+/// error (its reason left in `refusal`), so whatever stores the stream keeps
+/// nothing of it. Inflating runs on the task, a chunk at a time: a few
+/// hundred microseconds for a network read's worth of bytes.
+fn verified_filez(
+    name: ObjectName,
+    max: u64,
+    body: Body,
+    refusal: Arc<std::sync::Mutex<Option<PushError>>>,
+) -> Body {
+    struct Check {
+        body: Body,
+        verifier: Option<FilezVerifier>,
+        seen: u64,
+    }
+    let refuse = move |e: PushError| -> std::io::Error {
+        let message = e.to_string();
+        *refusal.lock().expect("refusal") = Some(e);
+        std::io::Error::other(message)
+    };
+    let start = Check {
+        body,
+        verifier: Some(FilezVerifier::new(name.checksum)),
+        seen: 0,
+    };
+    Box::pin(futures_util::stream::unfold(start, move |mut check| {
+        let refuse = refuse.clone();
+        async move {
+            let verifier = check.verifier.as_mut()?;
+            match check.body.next().await {
+                Some(Ok(chunk)) => {
+                    check.seen += chunk.len() as u64;
+                    let checked = if check.seen > max {
+                        Err(refuse(PushError::TooLarge(max)))
+                    } else {
+                        verifier
+                            .update(&chunk)
+                            .map(|()| chunk)
+                            .map_err(|source| refuse(PushError::BadObject { name, source }))
+                    };
+                    if checked.is_err() {
+                        check.verifier = None;
+                    }
+                    Some((checked, check))
+                }
+                Some(Err(e)) => {
+                    check.verifier = None;
+                    Some((Err(e), check))
+                }
+                None => {
+                    let verifier = check.verifier.take()?;
+                    match verifier.finish() {
+                        Ok(_) => None,
+                        Err(source) => {
+                            Some((Err(refuse(PushError::BadObject { name, source })), check))
+                        }
+                    }
+                }
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

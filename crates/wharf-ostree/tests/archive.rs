@@ -488,3 +488,82 @@ async fn what_an_abandoned_push_uploaded_expires_and_its_session_is_discarded() 
     let moved = push.move_ref(&repo, "main", commit, None).await.unwrap();
     assert_eq!(moved.objects as usize, closure.len());
 }
+
+/// A content object far bigger than one read streams through its check into the store:
+/// sent in 16 KiB chunks it is stored whole; the same with one flipped bit near its end, or
+/// past the cap with no length declared, is refused, and nothing of it is held.
+#[tokio::test]
+async fn a_big_content_object_is_verified_as_it_streams_and_a_bad_one_is_kept_nowhere() {
+    use wharf_ostree::object::{content_checksum, encode_filez, FileHeader};
+    use wharf_ostree::push::{Push, PushError, Stored};
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/big").unwrap();
+    let mut content = Vec::with_capacity(6 << 20);
+    let mut x: u64 = 1;
+    while content.len() < 6 << 20 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        content.extend_from_slice(&x.to_le_bytes()[..(x % 8) as usize]);
+        content.extend_from_slice(b"some text that compresses ");
+    }
+    let header = FileHeader {
+        size: content.len() as u64,
+        uid: 0,
+        gid: 0,
+        mode: 0o100644,
+        rdev: 0,
+        symlink_target: String::new(),
+        xattrs: Vec::new(),
+    };
+    let name = ObjectName::new(content_checksum(&header, &content), ObjectType::File);
+    let filez = Bytes::from(encode_filez(&header, &content));
+    assert!(filez.len() > 512 << 10, "{} bytes", filez.len());
+    let chunks = |bytes: Bytes| -> wharf_ostree::push::Body {
+        let parts: Vec<std::io::Result<Bytes>> = (0..bytes.len())
+            .step_by(16 << 10)
+            .map(|i| Ok(bytes.slice(i..(i + (16 << 10)).min(bytes.len()))))
+            .collect();
+        Box::pin(futures_util::stream::iter(parts))
+    };
+
+    let mut flipped = filez.to_vec();
+    let near_end = flipped.len() - 100;
+    flipped[near_end] ^= 0x10;
+    let push = Push::new(s.clone(), push_settings());
+    assert!(matches!(
+        push.put_object(&repo, name, None, chunks(Bytes::from(flipped)))
+            .await,
+        Err(PushError::BadObject { .. })
+    ));
+    assert_eq!(push.missing(&repo, &[name]).await.unwrap(), vec![name]);
+
+    let capped = Push::new(
+        s.clone(),
+        wharf_ostree::push::PushSettings {
+            max_object_bytes: 256 << 10,
+            ..push_settings()
+        },
+    );
+    assert!(matches!(
+        capped
+            .put_object(&repo, name, None, chunks(filez.clone()))
+            .await,
+        Err(PushError::TooLarge(_))
+    ));
+    assert_eq!(push.missing(&repo, &[name]).await.unwrap(), vec![name]);
+
+    assert_eq!(
+        push.put_object(&repo, name, None, chunks(filez.clone()))
+            .await
+            .unwrap(),
+        Stored::New
+    );
+    assert!(push.missing(&repo, &[name]).await.unwrap().is_empty());
+    // Held now: sent again it is checked, and not stored twice.
+    assert_eq!(
+        push.put_object(&repo, name, None, chunks(filez.clone()))
+            .await
+            .unwrap(),
+        Stored::Held
+    );
+}
