@@ -174,6 +174,49 @@ pub struct Snapshots {
     addressed_load: Arc<tokio::sync::Mutex<()>>,
     /// Started by the first file stored (it needs a runtime).
     committer: Arc<OnceLock<batch::Committer>>,
+    /// Small files served lately, by blob (see [`Snapshots::read_small`]).
+    small: Arc<Mutex<SmallFiles>>,
+}
+
+/// Most bytes of small files kept in memory for serving.
+const SMALL_CACHE_BYTES: usize = 64 << 20;
+
+/// Small served files by blob digest, least recently used dropped first. A
+/// blob's bytes never change, so a hit is always right; and a blob is only
+/// read here after an entry of a served snapshot resolved to it, which keeps
+/// it from collection, so nothing collected is served from here either.
+struct SmallFiles {
+    /// Bounded by bytes below, not by count.
+    files: hashlink::LruCache<Digest, Bytes>,
+    bytes: usize,
+}
+
+impl Default for SmallFiles {
+    fn default() -> SmallFiles {
+        SmallFiles {
+            files: hashlink::LruCache::new_unbounded(),
+            bytes: 0,
+        }
+    }
+}
+
+impl SmallFiles {
+    fn get(&mut self, digest: &Digest) -> Option<Bytes> {
+        self.files.get(digest).cloned()
+    }
+
+    fn insert(&mut self, digest: Digest, bytes: Bytes) {
+        self.bytes += bytes.len();
+        if let Some(old) = self.files.insert(digest, bytes) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > SMALL_CACHE_BYTES {
+            match self.files.remove_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Snapshots {
@@ -195,6 +238,7 @@ impl Snapshots {
             addressed: Arc::default(),
             addressed_load: Arc::default(),
             committer: Arc::default(),
+            small: Arc::default(),
         }
     }
 
@@ -553,6 +597,14 @@ impl Snapshots {
         if entry.size > SMALL_READ_BYTES {
             return Ok(None);
         }
+        // A pull of an OSTree repository asks for thousands of small objects,
+        // and a fleet asks for the same ones: from memory they cost no trip
+        // to a blocking thread and no open, read and close.
+        if let Some(bytes) = self.small.lock().expect("small files").get(&entry.blob) {
+            if bytes.len() as u64 == entry.size {
+                return Ok(Some(bytes));
+            }
+        }
         let Some(bytes) = self.blobs.read_small(&entry.blob, SMALL_READ_BYTES).await? else {
             return Ok(None);
         };
@@ -566,6 +618,10 @@ impl Snapshots {
                 ),
             ))));
         }
+        self.small
+            .lock()
+            .expect("small files")
+            .insert(entry.blob.clone(), bytes.clone());
         Ok(Some(bytes))
     }
 
