@@ -560,22 +560,14 @@ impl Push {
         }
         let bytes = self.read_capped(declared, body).await?;
         let checked = bytes.clone();
-        // Inflating and hashing a large `.filez` is CPU work, off the runtime.
+        // Parsing a large dirtree is CPU work, off the runtime.
         tokio::task::spawn_blocking(move || verify_metadata(&name, &checked))
             .await
             .map_err(|e| PushError::Failed(format!("verifying {name}: {e}")))?
             .map_err(|source| PushError::BadObject { name, source })?;
         let path = object_path(&name)?;
         let session = self.session(repo).await?;
-        let mut places: Vec<SnapshotId> = self
-            .snapshots
-            .published(repo)
-            .await?
-            .map(|p| p.id)
-            .into_iter()
-            .collect();
-        places.push(session.id().clone());
-        if self.holds(&places, &path).await?.is_some() {
+        if self.held(repo, &session, &path).await? {
             return Ok(Stored::Held);
         }
         let expected = if matches!(
@@ -590,6 +582,24 @@ impl Push {
             .put_bytes(&path, bytes, Some(&expected), now())
             .await?;
         Ok(Stored::New)
+    }
+
+    /// Whether `path` is in the published snapshot of `repo` or in `session`.
+    async fn held(
+        &self,
+        repo: &RepoName,
+        session: &Staged,
+        path: &TreePath,
+    ) -> Result<bool, PushError> {
+        let mut places: Vec<SnapshotId> = self
+            .snapshots
+            .published(repo)
+            .await?
+            .map(|p| p.id)
+            .into_iter()
+            .collect();
+        places.push(session.id().clone());
+        Ok(self.holds(&places, path).await?.is_some())
     }
 
     /// A content object, verified as it streams into the store (never whole
@@ -608,15 +618,7 @@ impl Push {
         }
         let path = object_path(&name)?;
         let session = self.session(repo).await?;
-        let mut places: Vec<SnapshotId> = self
-            .snapshots
-            .published(repo)
-            .await?
-            .map(|p| p.id)
-            .into_iter()
-            .collect();
-        places.push(session.id().clone());
-        let held = self.holds(&places, &path).await?.is_some();
+        let held = self.held(repo, &session, &path).await?;
         // Why the stream failed, when it was this check and not the store.
         let refusal: Arc<std::sync::Mutex<Option<PushError>>> = Arc::default();
         let checked = verified_filez(name, max, body, refusal.clone());
