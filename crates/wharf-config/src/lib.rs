@@ -26,7 +26,7 @@ pub use files::{
     DEFAULT_LOOKASIDE_MAX_UPLOAD_BYTES,
 };
 pub use mirror::{remote_authority, MirrorConfig, PullThroughConfig, RemoteConfig, SyncConfig};
-pub use ostree::{OstreeConfig, OstreeRemoteConfig, OstreeRetentionConfig};
+pub use ostree::{OstreeConfig, OstreeDeltasConfig, OstreeRemoteConfig, OstreeRetentionConfig};
 pub use reference::{render_reference, ConfigKey, REFERENCE};
 pub use retention::{QuotaConfig, RetentionConfig, RetentionRuleConfig};
 pub use rpm::{RpmComposedConfig, RpmConfig, RpmHostedConfig, RpmPolicy, RpmRemoteConfig};

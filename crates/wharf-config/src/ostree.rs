@@ -14,6 +14,8 @@ pub struct OstreeConfig {
     pub remotes: Vec<OstreeRemoteConfig>,
     /// History kept per ref, mirrored and hosted alike (`[[ostree.retention]]`).
     pub retention: Vec<OstreeRetentionConfig>,
+    /// Static deltas Wharf generates for a repository (`[[ostree.deltas]]`).
+    pub deltas: Vec<OstreeDeltasConfig>,
     /// Largest object one `PUT /api/v1/ostree/…/objects/…` takes, in bytes.
     pub max_object_bytes: u64,
     /// Objects pushed over `/api/v1/ostree` that no ref move took are
@@ -37,6 +39,7 @@ impl Default for OstreeConfig {
         OstreeConfig {
             remotes: Vec::new(),
             retention: Vec::new(),
+            deltas: Vec::new(),
             max_object_bytes: DEFAULT_OSTREE_MAX_OBJECT_BYTES,
             push_session_ttl_secs: DEFAULT_PUSH_SESSION_TTL_SECS,
         }
@@ -61,6 +64,31 @@ pub struct OstreeRetentionConfig {
     /// Keep commits younger than this many days (by commit timestamp); 0: none by age.
     #[serde(default)]
     pub keep_days: u64,
+}
+
+/// One `[[ostree.deltas]]` table: the static deltas the `ostree-deltas:REPO`
+/// job generates after each publish of the repository (a commit, a push, a
+/// mirror of a subset of refs), to each ref's commit.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OstreeDeltasConfig {
+    /// The repository (kind `ostree`).
+    pub repository: String,
+    /// Deltas from up to this many earlier commits of each ref (the commits
+    /// it was at before, then its parents); 0: none.
+    #[serde(default = "default_delta_depth")]
+    pub depth: u32,
+    /// Also a delta from nothing to each ref's commit, for first pulls.
+    #[serde(default)]
+    pub from_scratch: bool,
+    /// A generated delta is kept only if it saves at least this share
+    /// (percent) of the bytes fetched object by object.
+    #[serde(default)]
+    pub min_saving_percent: u8,
+}
+
+fn default_delta_depth() -> u32 {
+    1
 }
 
 /// One `[[ostree.remotes]]` entry.
@@ -110,9 +138,10 @@ pub struct OstreeRemoteConfig {
     /// ed25519 public key files (base64, one key a line) trusted for commits and the summary.
     #[serde(default)]
     pub ed25519_keys: Vec<PathBuf>,
-    /// For a mirror of a subset of refs (whose summary Wharf writes): when a
-    /// ref moves, generate a static delta from its previous commit. A mirror
-    /// of every ref copies upstream's deltas instead.
+    /// For a mirror of a subset of refs (whose summary Wharf writes): after
+    /// a publish, the `ostree-deltas` job generates a static delta to each
+    /// ref's commit from its previous one (`[[ostree.deltas]]` for the
+    /// repository says more). A mirror of every ref copies upstream's deltas instead.
     #[serde(default)]
     pub generate_deltas: bool,
     /// With `generate_deltas`, also a delta from nothing to each new commit.
@@ -231,6 +260,32 @@ impl OstreeConfig {
             super::key_files_problems(&format!("{at}.gpg_keys"), &r.gpg_keys, problems);
             super::key_files_problems(&format!("{at}.ed25519_keys"), &r.ed25519_keys, problems);
         }
+        for (i, d) in self.deltas.iter().enumerate() {
+            let at = format!("ostree.deltas[{i}]");
+            if let Err(e) = wharf_core::RepoName::parse(&d.repository) {
+                problems.push(format!("{at}.repository: {:?}: {e}", d.repository));
+            }
+            if self.deltas[..i]
+                .iter()
+                .any(|o| o.repository == d.repository)
+            {
+                problems.push(format!(
+                    "{at}.repository: {:?} has an earlier [[ostree.deltas]]",
+                    d.repository
+                ));
+            }
+            if d.depth > 16 {
+                problems.push(format!("{at}.depth: at most 16"));
+            }
+            if d.depth == 0 && !d.from_scratch {
+                problems.push(format!(
+                    "{at}: depth = 0 without from_scratch generates nothing; remove the table"
+                ));
+            }
+            if d.min_saving_percent > 99 {
+                problems.push(format!("{at}.min_saving_percent: must be between 0 and 99"));
+            }
+        }
         for (i, r) in self.retention.iter().enumerate() {
             let at = format!("ostree.retention[{i}]");
             if let Err(e) = wharf_core::RepoPattern::parse(&r.repositories) {
@@ -292,6 +347,31 @@ mod tests {
         assert_eq!(ok.ostree.remotes[0].concurrency, 16);
         assert_eq!(ok.ostree.remotes[0].depth, 0);
         assert!(!ok.ostree.remotes[0].is_local());
+    }
+
+    #[test]
+    fn delta_tables_are_validated() {
+        let cfg = Config::parse(
+            "[[ostree.deltas]]\nrepository = \"os/x\"\ndepth = 17\nmin_saving_percent = 100\n\
+             [[ostree.deltas]]\nrepository = \"os/x\"\ndepth = 0\n\
+             [[ostree.deltas]]\nrepository = \"Bad\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for expected in [
+            "ostree.deltas[0].depth: at most 16",
+            "ostree.deltas[0].min_saving_percent",
+            "ostree.deltas[1].repository: \"os/x\" has an earlier",
+            "ostree.deltas[1]: depth = 0 without from_scratch",
+            "ostree.deltas[2].repository",
+        ] {
+            assert!(err.contains(expected), "{expected:?} not in {err}");
+        }
+        let ok = Config::parse("[[ostree.deltas]]\nrepository = \"os/x\"\n", "x.toml").unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.ostree.deltas[0].depth, 1);
+        assert!(!ok.ostree.deltas[0].from_scratch);
     }
 
     #[test]

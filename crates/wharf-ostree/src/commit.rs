@@ -67,8 +67,6 @@ pub struct CommitPlan {
     pub signer: Option<std::sync::Arc<wharf_sign::SigningKeys>>,
     /// History kept per ref; applied to the staged snapshot before it is published.
     pub retention: crate::retention::Retention,
-    /// Static deltas to generate when the branch moves (none by default).
-    pub deltas: crate::delta::DeltaSettings,
 }
 
 /// What a commit made.
@@ -79,8 +77,6 @@ pub struct CommitOutcome {
     /// Objects written that the repository did not have.
     pub new_objects: u64,
     pub snapshot: i64,
-    /// The static deltas generated for this commit.
-    pub deltas: Vec<crate::delta::Generated>,
 }
 
 const S_IFMT: u32 = 0o170000;
@@ -102,7 +98,7 @@ pub(crate) fn tree_path(s: &str) -> Result<TreePath, CommitError> {
 
 /// The objects a tree becomes, by name, and its root (dirtree, dirmeta).
 struct Built {
-    objects: HashMap<ObjectName, Vec<u8>>,
+    objects: HashMap<ObjectName, Bytes>,
     root: (Checksum, Checksum),
 }
 
@@ -268,7 +264,11 @@ fn build(plan: &CommitPlan) -> Result<Built, CommitError> {
         )));
     }
     Ok(Built {
-        objects: b.objects,
+        objects: b
+            .objects
+            .into_iter()
+            .map(|(name, bytes)| (name, Bytes::from(bytes)))
+            .collect(),
         root,
     })
 }
@@ -306,23 +306,44 @@ pub async fn commit_tree(
             .await
             .map_err(|e| CommitError::Refused(format!("reading the tree: {e}")))??
     };
-    let staged = snapshots
-        .stage(
-            &plan.repository,
-            RepositoryKind::Ostree,
-            Base::Published,
-            &format!("ostree-commit:{}", plan.branch),
-        )
-        .await?;
-    match publish(snapshots, &staged, plan, built).await {
-        Ok(outcome) => Ok(outcome),
-        Err(e) => {
-            // Nothing of a failed commit is kept: the published snapshot stays as it was.
-            let _ = staged.discard().await;
-            Err(e)
+    // Published only over the snapshot it was staged from, so a push or
+    // another commit that landed meanwhile is never undone: then the commit
+    // is made again on top of it (the objects are stored already).
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let base = snapshots.published(&plan.repository).await?;
+        let staged = snapshots
+            .stage(
+                &plan.repository,
+                RepositoryKind::Ostree,
+                Base::Published,
+                &format!("ostree-commit:{}", plan.branch),
+            )
+            .await?;
+        let outcome = match stage_commit(snapshots, &staged, plan, &built).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Nothing of a failed commit is kept: the published snapshot stays as it was.
+                let _ = staged.discard().await;
+                return Err(e);
+            }
+        };
+        match staged.publish_replacing(base.as_ref().map(|b| &b.id)).await {
+            Ok(true) => return Ok(outcome),
+            Ok(false) => staged.discard().await?,
+            Err(e) => {
+                let _ = staged.discard().await;
+                return Err(e.into());
+            }
         }
     }
+    Err(CommitError::Refused(format!(
+        "{} was published by other writers {PUBLISH_ATTEMPTS} times during this commit; try again",
+        plan.repository
+    )))
 }
+
+/// How often a commit is staged again when another writer published first.
+const PUBLISH_ATTEMPTS: u32 = 8;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -331,11 +352,13 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn publish(
+/// Writes the commit of `built` onto the branch in `staged`, with the
+/// summary; the caller publishes.
+async fn stage_commit(
     snapshots: &Snapshots,
     staged: &Staged,
     plan: &CommitPlan,
-    built: Built,
+    built: &Built,
 ) -> Result<CommitOutcome, CommitError> {
     let ref_path = tree_path(&format!("refs/heads/{}", plan.branch))?;
     let parent = match read_entry(snapshots, staged, &ref_path).await? {
@@ -374,7 +397,7 @@ async fn publish(
     let checksum = Checksum::of(&commit_bytes);
     let now = timestamp as i64;
     let mut new_objects = 0u64;
-    for (name, bytes) in built.objects {
+    for (name, bytes) in &built.objects {
         let path = tree_path(&name.path())?;
         if staged.entry(&path).await?.is_some() {
             continue;
@@ -382,7 +405,7 @@ async fn publish(
         let expected = matches!(name.kind, ObjectType::DirTree | ObjectType::DirMeta)
             .then(|| digest(&name.checksum));
         staged
-            .put_bytes(&path, Bytes::from(bytes), expected.as_ref(), now)
+            .put_bytes(&path, bytes.clone(), expected.as_ref(), now)
             .await?;
         new_objects += 1;
     }
@@ -410,37 +433,34 @@ async fn publish(
     staged
         .put_bytes(&ref_path, Bytes::from(format!("{checksum}\n")), None, now)
         .await?;
-    let deltas = write_summary(
+    write_summary(
         snapshots,
         staged,
         plan.signer.as_deref(),
         &plan.retention,
-        &plan.deltas,
         now,
     )
     .await?;
     let number = staged.record().number;
-    staged.clone().publish().await?;
     Ok(CommitOutcome {
         checksum,
         parent,
         new_objects,
         snapshot: number,
-        deltas,
     })
 }
 
-/// Writes `config`, static deltas, retention and Wharf's own signed summary of
-/// every ref into `staged`, once its refs name what they should: the tail of a
-/// commit and of a push.
+/// Writes `config`, the static deltas still valid, retention and Wharf's own
+/// signed summary of every ref into `staged`, once its refs name what they
+/// should: the tail of a commit and of a push. New deltas are the
+/// `ostree-deltas` job's, after the publish.
 pub(crate) async fn write_summary(
     snapshots: &Snapshots,
     staged: &Staged,
     signer: Option<&wharf_sign::SigningKeys>,
     retention: &crate::retention::Retention,
-    deltas: &crate::delta::DeltaSettings,
     now: i64,
-) -> Result<Vec<crate::delta::Generated>, CommitError> {
+) -> Result<(), CommitError> {
     staged
         .put_bytes(
             &tree_path("config")?,
@@ -452,14 +472,12 @@ pub(crate) async fn write_summary(
     let mut summary = summary_of(snapshots, staged, now).await?;
     // Upstream's extras (if a mirror filled this repository) name a summary
     // no longer served; Wharf's deltas to the refs' commits stay listed.
-    // Deltas are generated before retention cuts the previous commit's
-    // objects, which the delta from it is read from.
     let heads: BTreeMap<String, Checksum> = summary
         .refs
         .iter()
         .map(|r| (r.name.clone(), r.checksum))
         .collect();
-    let (listing, generated) = crate::delta::refresh(snapshots, staged, &heads, deltas, now)
+    let listing = crate::delta::carry(snapshots, staged, &heads, now)
         .await
         .map_err(|e| CommitError::Refused(format!("static deltas: {e}")))?;
     crate::delta::list_in(&mut summary, &listing);
@@ -473,7 +491,7 @@ pub(crate) async fn write_summary(
         .transpose()
         .map_err(|e| CommitError::Refused(format!("signing the summary: {e}")))?;
     crate::summary::put_own(staged, summary, signature, now).await?;
-    Ok(generated)
+    Ok(())
 }
 
 pub(crate) fn digest(c: &Checksum) -> Digest {

@@ -34,8 +34,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use sha2::{Digest as _, Sha256};
-use wharf_core::{Digest, TreePath};
-use wharf_snapshot::{SnapshotError, Snapshots, Staged};
+use wharf_core::{Digest, RepoName, RepositoryKind, TreePath};
+use wharf_meta::{SnapshotEntry, SnapshotId, SnapshotState};
+use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
 
 use crate::extras::{delta_index_path, delta_map, DeltaName, STATIC_DELTAS_KEY};
 use crate::gvariant::{decode, Type, Value};
@@ -54,12 +55,14 @@ const PART_SIZE: usize = 16 << 20;
 /// `OSTREE_DELTAPART_VERSION`.
 const PART_VERSION: u32 = 0;
 
-/// Which deltas to generate when a ref moves.
+/// Which deltas the `ostree-deltas` job generates for each ref.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeltaSettings {
-    /// A delta from the ref's previous commit to its new one.
-    pub from_previous: bool,
-    /// Also a delta from nothing to the new commit (a first pull).
+    /// Deltas to the ref's commit from up to this many earlier commits: the
+    /// commits the ref was at in earlier snapshots (what clients hold), then
+    /// its parents. 0: none.
+    pub depth: u32,
+    /// Also a delta from nothing to the ref's commit (a first pull).
     pub from_scratch: bool,
     /// A delta is kept only if a client downloads at least this share
     /// (percent) less through it than by fetching the objects one by one.
@@ -69,7 +72,7 @@ pub struct DeltaSettings {
 impl DeltaSettings {
     /// Whether anything is generated at all.
     pub fn enabled(&self) -> bool {
-        self.from_previous || self.from_scratch
+        self.depth > 0 || self.from_scratch
     }
 }
 
@@ -98,6 +101,12 @@ pub enum DeltaError {
     Snapshot(#[from] SnapshotError),
     #[error("removing stale deltas: {0}")]
     Cleanup(#[source] Box<MirrorError>),
+    #[error("signing the summary: {0}")]
+    Sign(#[from] wharf_sign::SignError),
+    #[error("the published summary: {0}")]
+    Summary(#[source] ObjectError),
+    #[error("other writers published {0} times while deltas were generated")]
+    Contended(u32),
 }
 
 fn tree_path(s: &str) -> TreePath {
@@ -323,15 +332,47 @@ fn superblock(
     .encode())
 }
 
-/// Reads objects of a staged snapshot.
+/// Reads objects of a staged snapshot and, for what it lacks, of `older`
+/// ones: the `from` side of a delta may be a commit retention cut from the
+/// new snapshot, which a client at that commit still holds.
 struct Reader<'a> {
     snapshots: &'a Snapshots,
     staged: &'a Staged,
+    /// Retired snapshots of the repository, newest first.
+    older: &'a [SnapshotId],
 }
 
 impl Reader<'_> {
+    /// Only `staged`: what a delta *sends* must be in the snapshot that serves it.
+    fn current(&self) -> Reader<'_> {
+        Reader {
+            snapshots: self.snapshots,
+            staged: self.staged,
+            older: &[],
+        }
+    }
+
+    async fn entry(&self, p: &str) -> Result<Option<SnapshotEntry>, DeltaError> {
+        let path = tree_path(p);
+        if let Some(entry) = self.staged.entry(&path).await? {
+            return Ok(Some(entry));
+        }
+        for id in self.older {
+            if let Some(entry) = self
+                .snapshots
+                .meta()
+                .snapshot_entry(id, &path)
+                .await
+                .map_err(SnapshotError::from)?
+            {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
     async fn path(&self, p: &str) -> Result<Option<Vec<u8>>, DeltaError> {
-        let Some(entry) = self.staged.entry(&tree_path(p)).await? else {
+        let Some(entry) = self.entry(p).await? else {
             return Ok(None);
         };
         let chunks: Vec<Bytes> = self
@@ -482,21 +523,28 @@ fn inflate(name: &ObjectName, filez: &[u8]) -> Result<(FileHeader, Vec<u8>), Del
     Ok((header, content))
 }
 
-/// Generates the delta `name` from the objects in `staged` and stores its
-/// parts, then its superblock, there. `None` when it would not save
+/// Generates the delta `name` from the objects in `staged` (its `from`
+/// side may be read from `older` snapshots) and stores its parts, then its
+/// superblock, there. `None` when it would not save
 /// `settings.min_saving_percent` (nothing is stored then, but parts already
 /// written, which the snapshot's stale-delta cleanup removes).
 pub async fn generate(
     snapshots: &Snapshots,
     staged: &Staged,
+    older: &[SnapshotId],
     name: DeltaName,
     settings: &DeltaSettings,
     now: i64,
 ) -> Result<Option<Generated>, DeltaError> {
-    let reader = Reader { snapshots, staged };
+    let with_older = Reader {
+        snapshots,
+        staged,
+        older,
+    };
+    let reader = with_older.current();
     let (commit_bytes, commit) = reader.commit(name.to).await?;
     let have = match name.from {
-        Some(from) => reader.reachable(from).await?,
+        Some(from) => with_older.reachable(from).await?,
         None => HashSet::new(),
     };
     let missing = reader.missing(&commit, &have).await?;
@@ -628,42 +676,58 @@ async fn store_part(
 /// The deltas a summary Wharf writes lists, by name, with their superblocks' checksums.
 pub type Listing = BTreeMap<DeltaName, Checksum>;
 
-/// Brings the deltas of a snapshot whose summary Wharf is about to write up
-/// to date, before that summary replaces the one in `staged`: keeps the
-/// deltas the old summary listed that lead to a commit a ref in `heads` is at
-/// (and whose superblock is stored as listed), generates those `settings`
-/// asks for the refs that moved, removes every other delta and extra, writes
-/// `delta-indexes/` for the targets, and returns what the new summary lists.
-pub async fn refresh(
-    snapshots: &Snapshots,
-    staged: &Staged,
-    heads: &BTreeMap<String, Checksum>,
-    settings: &DeltaSettings,
-    now: i64,
-) -> Result<(Listing, Vec<Generated>), DeltaError> {
-    let reader = Reader { snapshots, staged };
-    // The summary still in `staged` is the one this run replaces.
-    let old = match reader.path("summary").await? {
-        Some(b) => Summary::parse(&b).ok(),
-        None => None,
+/// The deltas the summary in `staged` lists (empty when it lists none or
+/// cannot be read).
+async fn listed(reader: &Reader<'_>) -> Result<Listing, DeltaError> {
+    let Some(bytes) = reader.path("summary").await? else {
+        return Ok(Listing::new());
     };
-    let old_heads: BTreeMap<String, Checksum> = old
-        .iter()
-        .flat_map(|s| s.refs.iter().map(|r| (r.name.clone(), r.checksum)))
-        .collect();
-    let old_listed = old
-        .as_ref()
+    Ok(Summary::parse(&bytes)
+        .ok()
         .and_then(|s| {
             s.metadata
                 .iter()
                 .find(|(k, _)| k == STATIC_DELTAS_KEY)
                 .and_then(|(_, v)| delta_map(v, "the published summary").ok())
         })
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// Brings the deltas of a snapshot whose summary Wharf is about to write up
+/// to date with its refs, before that summary replaces the one in `staged`
+/// (a commit, a push, a subset mirror): keeps the deltas the old summary
+/// listed that lead to a commit a ref in `heads` is at (and whose superblock
+/// is stored as listed), removes every other delta and extra, writes
+/// `delta-indexes/` for the targets, and returns what the new summary lists.
+/// New deltas are the `ostree-deltas` job's ([`refresh_published`]), after
+/// the publish, so a ref move never waits for one.
+pub async fn carry(
+    snapshots: &Snapshots,
+    staged: &Staged,
+    heads: &BTreeMap<String, Checksum>,
+    now: i64,
+) -> Result<Listing, DeltaError> {
+    let reader = Reader {
+        snapshots,
+        staged,
+        older: &[],
+    };
     let targets: BTreeSet<Checksum> = heads.values().copied().collect();
+    let (listing, keep) = still_valid(staged, listed(&reader).await?, &targets).await?;
+    store_listing(staged, &listing, keep, now).await?;
+    Ok(listing)
+}
+
+/// Of `listed`, the deltas to one of `targets` whose superblock is stored as
+/// listed, and every path they hold.
+async fn still_valid(
+    staged: &Staged,
+    listed: Listing,
+    targets: &BTreeSet<Checksum>,
+) -> Result<(Listing, BTreeSet<String>), DeltaError> {
     let mut listing = Listing::new();
     let mut keep = BTreeSet::new();
-    for (name, sum) in old_listed {
+    for (name, sum) in listed {
         if !targets.contains(&name.to) {
             continue;
         }
@@ -684,49 +748,22 @@ pub async fn refresh(
         }
         listing.insert(name, sum);
     }
-    let mut generated = Vec::new();
-    for (ref_name, to) in heads {
-        let mut wanted = Vec::new();
-        if settings.from_previous {
-            if let Some(from) = old_heads.get(ref_name).filter(|f| *f != to) {
-                // A previous commit pruned from the snapshot has nothing to diff against.
-                let stored = staged
-                    .entry(&tree_path(
-                        &ObjectName::new(*from, ObjectType::Commit).path(),
-                    ))
-                    .await?
-                    .is_some();
-                if stored {
-                    wanted.push(DeltaName {
-                        from: Some(*from),
-                        to: *to,
-                    });
-                }
-            }
-        }
-        if settings.from_scratch {
-            wanted.push(DeltaName {
-                from: None,
-                to: *to,
-            });
-        }
-        for name in wanted {
-            if listing.contains_key(&name) {
-                continue;
-            }
-            if let Some(g) = generate(snapshots, staged, name, settings, now).await? {
-                keep.extend(g.paths.iter().cloned());
-                listing.insert(name, g.superblock);
-                generated.push(g);
-            }
-        }
-    }
+    Ok((listing, keep))
+}
+
+/// Removes every extra but `keep` and writes one `delta-indexes/` file per
+/// target of `listing`, for clients that look there rather than in the summary.
+async fn store_listing(
+    staged: &Staged,
+    listing: &Listing,
+    keep: BTreeSet<String>,
+    now: i64,
+) -> Result<(), DeltaError> {
     crate::extras::remove_all_except(staged, &keep)
         .await
         .map_err(|e| DeltaError::Cleanup(Box::new(e)))?;
-    // One index per target, for clients that look there rather than in the summary.
     let mut by_target: BTreeMap<Checksum, Listing> = BTreeMap::new();
-    for (name, sum) in &listing {
+    for (name, sum) in listing {
         by_target.entry(name.to).or_default().insert(*name, *sum);
     }
     for (to, deltas) in by_target {
@@ -744,7 +781,279 @@ pub async fn refresh(
             )
             .await?;
     }
-    Ok((listing, generated))
+    Ok(())
+}
+
+/// Retired snapshots a delta's `from` side is read from, newest first: enough
+/// to reach the commit a ref was at before its last move (each move is
+/// followed by the delta job's own snapshot).
+const OLDER_SNAPSHOTS_READ: usize = 6;
+
+/// How often [`refresh_published`] stages again when another writer
+/// published while it generated.
+const PUBLISH_ATTEMPTS: u32 = 8;
+
+/// What one [`refresh_published`] run did.
+#[derive(Debug, Clone)]
+pub struct DeltaRun {
+    pub outcome: DeltaOutcome,
+    /// The deltas it generated.
+    pub generated: Vec<Generated>,
+    /// The deltas the published summary lists afterwards.
+    pub listed: usize,
+}
+
+/// How a [`refresh_published`] run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// This snapshot (same refs, new deltas and summary) was published.
+    Published(i64),
+    /// Every wanted delta was already listed: nothing published.
+    UpToDate,
+    /// The repository publishes nothing yet.
+    NothingPublished,
+    /// The summary served is not Wharf's (a mirror of every ref serves
+    /// upstream's summary, signature and deltas): left alone.
+    UpstreamSummary,
+}
+
+impl DeltaRun {
+    /// The line the job history keeps.
+    pub fn line(&self, repo: &RepoName) -> String {
+        let what = match self.outcome {
+            DeltaOutcome::Published(n) => format!("snapshot {n} published"),
+            DeltaOutcome::UpToDate => "up to date, nothing published".into(),
+            DeltaOutcome::NothingPublished => "nothing is published yet".into(),
+            DeltaOutcome::UpstreamSummary => {
+                "serves upstream's summary and deltas; none generated".into()
+            }
+        };
+        format!(
+            "{repo}: {} static delta(s) generated, {} listed; {what}",
+            self.generated.len(),
+            self.listed
+        )
+    }
+}
+
+/// The `ostree-deltas` job: stages a snapshot from the one `repo` publishes,
+/// generates the deltas `settings` asks for each ref's commit that are not
+/// listed yet, drops those to commits no ref is at, writes the summary again
+/// (listing them, signed with `signer`) and publishes it only if `repo`
+/// still publishes the snapshot it started from; when another writer
+/// published meanwhile, it starts again from that one.
+pub async fn refresh_published(
+    snapshots: &Snapshots,
+    repo: &RepoName,
+    settings: &DeltaSettings,
+    signer: &wharf_sign::SigningKeys,
+    now: i64,
+) -> Result<DeltaRun, DeltaError> {
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let Some(published) = snapshots.published(repo).await? else {
+            return Ok(DeltaRun {
+                outcome: DeltaOutcome::NothingPublished,
+                generated: Vec::new(),
+                listed: 0,
+            });
+        };
+        let older: Vec<SnapshotId> = snapshots
+            .list(repo)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == SnapshotState::Retired)
+            .take(OLDER_SNAPSHOTS_READ)
+            .map(|s| s.id)
+            .collect();
+        let staged = snapshots
+            .stage(
+                repo,
+                RepositoryKind::Ostree,
+                Base::Published,
+                "ostree-deltas: static deltas",
+            )
+            .await?;
+        let refreshed = refresh_staged(snapshots, &staged, &older, settings, signer, now).await;
+        let (generated, listed) = match refreshed {
+            Ok(Refreshed::Changed { generated, listed }) => (generated, listed),
+            Ok(Refreshed::Unchanged(run)) => {
+                staged.discard().await?;
+                return Ok(run);
+            }
+            Err(e) => {
+                let _ = staged.discard().await;
+                return Err(e);
+            }
+        };
+        if staged.publish_replacing(Some(&published.id)).await? {
+            return Ok(DeltaRun {
+                outcome: DeltaOutcome::Published(staged.record().number),
+                generated,
+                listed,
+            });
+        }
+        staged.discard().await?;
+    }
+    Err(DeltaError::Contended(PUBLISH_ATTEMPTS))
+}
+
+/// What [`refresh_staged`] did to its snapshot.
+enum Refreshed {
+    /// It is to be published.
+    Changed {
+        generated: Vec<Generated>,
+        listed: usize,
+    },
+    /// It is to be discarded: nothing changed (the run's outcome says why).
+    Unchanged(DeltaRun),
+}
+
+/// The body of [`refresh_published`] on one staged snapshot.
+async fn refresh_staged(
+    snapshots: &Snapshots,
+    staged: &Staged,
+    older: &[SnapshotId],
+    settings: &DeltaSettings,
+    signer: &wharf_sign::SigningKeys,
+    now: i64,
+) -> Result<Refreshed, DeltaError> {
+    let with_older = Reader {
+        snapshots,
+        staged,
+        older,
+    };
+    let reader = with_older.current();
+    let nothing = |outcome| {
+        Refreshed::Unchanged(DeltaRun {
+            outcome,
+            generated: Vec::new(),
+            listed: 0,
+        })
+    };
+    let Some(summary_bytes) = reader.path("summary").await? else {
+        return Ok(nothing(DeltaOutcome::NothingPublished));
+    };
+    // Only a summary Wharf signed is Wharf's to rewrite.
+    let signature = reader.path("summary.sig").await?;
+    if crate::signature::verify(&signer.keyring(), &summary_bytes, signature.as_deref()).is_err() {
+        return Ok(nothing(DeltaOutcome::UpstreamSummary));
+    }
+    let mut summary = Summary::parse(&summary_bytes).map_err(DeltaError::Summary)?;
+    let old_listing = listed(&reader).await?;
+    let heads: BTreeMap<String, Checksum> = summary
+        .refs
+        .iter()
+        .map(|r| (r.name.clone(), r.checksum))
+        .collect();
+    let targets: BTreeSet<Checksum> = heads.values().copied().collect();
+    let (mut listing, mut keep) = still_valid(staged, old_listing.clone(), &targets).await?;
+    let mut generated = Vec::new();
+    for (ref_name, to) in &heads {
+        let mut wanted = Vec::new();
+        for from in earlier_commits(&with_older, older, ref_name, *to, settings.depth).await? {
+            wanted.push(DeltaName {
+                from: Some(from),
+                to: *to,
+            });
+        }
+        if settings.from_scratch {
+            wanted.push(DeltaName {
+                from: None,
+                to: *to,
+            });
+        }
+        for name in wanted {
+            if listing.contains_key(&name) {
+                continue;
+            }
+            if let Some(g) = generate(snapshots, staged, older, name, settings, now).await? {
+                keep.extend(g.paths.iter().cloned());
+                listing.insert(name, g.superblock);
+                generated.push(g);
+            }
+        }
+    }
+    let listed = listing.len();
+    if generated.is_empty() && listing == old_listing {
+        return Ok(Refreshed::Unchanged(DeltaRun {
+            outcome: DeltaOutcome::UpToDate,
+            generated,
+            listed,
+        }));
+    }
+    store_listing(staged, &listing, keep, now).await?;
+    list_in(&mut summary, &listing);
+    for (key, value) in &mut summary.metadata {
+        if key == "ostree.summary.last-modified" {
+            *value = crate::summary::be_u64_value(now.max(0) as u64);
+        }
+    }
+    let summary = summary.encode();
+    let signature = crate::signature::sign(signer, &summary)?;
+    crate::summary::put_own(staged, summary, Some(signature), now).await?;
+    Ok(Refreshed::Changed { generated, listed })
+}
+
+/// Up to `depth` commits a client of `ref_name` may hold before `head`,
+/// whose objects are still readable: first the commits the ref was at in
+/// `older` snapshots (newest first), then `head`'s parents.
+async fn earlier_commits(
+    reader: &Reader<'_>,
+    older: &[SnapshotId],
+    ref_name: &str,
+    head: Checksum,
+    depth: u32,
+) -> Result<Vec<Checksum>, DeltaError> {
+    let mut out: Vec<Checksum> = Vec::new();
+    if depth == 0 {
+        return Ok(out);
+    }
+    let ref_path = tree_path(&format!("refs/heads/{ref_name}"));
+    let stored = |c: Checksum| async move {
+        Ok::<_, DeltaError>(
+            reader
+                .entry(&ObjectName::new(c, ObjectType::Commit).path())
+                .await?
+                .is_some(),
+        )
+    };
+    for id in older {
+        if out.len() as u32 >= depth {
+            break;
+        }
+        let Some(entry) = reader
+            .snapshots
+            .meta()
+            .snapshot_entry(id, &ref_path)
+            .await
+            .map_err(SnapshotError::from)?
+        else {
+            continue;
+        };
+        let Some(bytes) = reader.snapshots.read_small(&entry).await? else {
+            continue;
+        };
+        let Ok(c) = crate::object::parse_ref_file(&bytes) else {
+            continue;
+        };
+        if c != head && !out.contains(&c) && stored(c).await? {
+            out.push(c);
+        }
+    }
+    let mut at = head;
+    while (out.len() as u32) < depth {
+        let Some(parent) = reader.commit(at).await?.1.parent else {
+            break;
+        };
+        if !stored(parent).await? {
+            break;
+        }
+        if !out.contains(&parent) {
+            out.push(parent);
+        }
+        at = parent;
+    }
+    Ok(out)
 }
 
 /// `ostree.static-deltas` as a summary lists it: `a{sv}`, name → `ay` checksum.

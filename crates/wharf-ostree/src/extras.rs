@@ -126,10 +126,7 @@ fn sha256(bytes: &[u8]) -> Checksum {
 }
 
 /// The `name → ay checksum` map inside an `a{sv}` metadata value.
-pub(crate) fn delta_map(
-    value: &Value,
-    what: &str,
-) -> Result<BTreeMap<DeltaName, Checksum>, MirrorError> {
+pub fn delta_map(value: &Value, what: &str) -> Result<BTreeMap<DeltaName, Checksum>, MirrorError> {
     let Value::Array(_, entries) = value else {
         return Err(refused(format!(
             "{what}: {STATIC_DELTAS_KEY} is not a{{sv}}"

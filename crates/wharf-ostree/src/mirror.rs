@@ -126,9 +126,6 @@ pub struct MirrorPlan {
     /// History kept per ref: the walk fetches no commit it would cut, and
     /// the staged snapshot loses the objects only cut commits reach.
     pub retention: Retention,
-    /// Wharf's own static deltas for a mirror of a subset of refs (a mirror
-    /// of every ref copies upstream's and generates none).
-    pub deltas: crate::delta::DeltaSettings,
 }
 
 /// Progress reports, in the style of `wharf sync`'s observer.
@@ -536,19 +533,7 @@ async fn mirror(
         let mut summary = own_summary(&selected, &commits, now);
         // Upstream's deltas and flatpak index name upstream's summary, not
         // this one: they go, and Wharf's own deltas to the refs' commits are listed.
-        let (listing, deltas) =
-            crate::delta::refresh(snapshots, &staged, &selected, &plan.deltas, now).await?;
-        for g in &deltas {
-            observer.line(&format!(
-                "{}: static delta {} generated: {} in {} part(s), {} fallback(s), instead of {}",
-                plan.remote,
-                g.name,
-                human_bytes(g.delta_bytes),
-                g.parts,
-                g.fallbacks,
-                human_bytes(g.object_bytes)
-            ));
-        }
+        let listing = crate::delta::carry(snapshots, &staged, &selected, now).await?;
         crate::delta::list_in(&mut summary, &listing);
         let summary = summary.encode();
         // An upstream signature does not sign this summary; Wharf's keys do.

@@ -41,7 +41,6 @@ use wharf_sign::SigningKeys;
 use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
 
 use crate::commit::{digest, read_entry, tree_path, write_summary, CommitError};
-use crate::delta::DeltaSettings;
 use crate::object::{
     parse_ref_file, validate_ref_name, verify_metadata, Checksum, Commit, DirTree, FilezVerifier,
     ObjectError, ObjectName, ObjectType,
@@ -152,14 +151,18 @@ pub struct Expired {
     pub sessions: u64,
 }
 
+/// The job (if any) to queue once a ref move of a repository is published.
+pub type QueueAfterMove = Box<dyn Fn(&RepoName) -> Option<wharf_meta::NewJob> + Send + Sync>;
+
 /// What a push may do, lowered by the binary from the configuration.
 pub struct PushSettings {
     /// Wharf's keys: they sign each pushed commit and the summary.
     pub signer: Option<Arc<SigningKeys>>,
     /// `[[ostree.retention]]` for a repository.
     pub retention: Box<dyn Fn(&RepoName) -> Retention + Send + Sync>,
-    /// Static deltas generated when a ref moves.
-    pub deltas: DeltaSettings,
+    /// The job queued after a ref move published a snapshot of a
+    /// repository (the binary's `ostree-deltas:REPO`), if any.
+    pub queue_after_move: QueueAfterMove,
     /// The largest object one upload may be (it is verified in memory).
     pub max_object_bytes: u64,
     /// Repositories `[[ostree.remotes]]` fill, which take no push.
@@ -172,7 +175,6 @@ impl std::fmt::Debug for PushSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PushSettings")
             .field("signer", &self.signer.is_some())
-            .field("deltas", &self.deltas)
             .field("max_object_bytes", &self.max_object_bytes)
             .field("mirrored", &self.mirrored)
             .field("keep_retired", &self.keep_retired)
@@ -751,6 +753,13 @@ impl Push {
             if let Err(e) = self.snapshots.prune(repo, self.settings.keep_retired).await {
                 tracing::warn!(repository = %repo, "pruning retired snapshots: {e}");
             }
+            // The move is published: a job that cannot be queued costs a
+            // delta, not the push.
+            if let Some(job) = (self.settings.queue_after_move)(repo) {
+                if let Err(e) = self.snapshots.meta().enqueue_job(&job).await {
+                    tracing::warn!(repository = %repo, job = %job.key, "queueing: {e}");
+                }
+            }
             return Ok(RefMoved {
                 branch: branch.to_owned(),
                 commit,
@@ -866,7 +875,6 @@ impl Push {
             staged,
             self.settings.signer.as_deref(),
             &retention,
-            &self.settings.deltas,
             now,
         )
         .await?;

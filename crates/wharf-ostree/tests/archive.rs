@@ -190,7 +190,6 @@ async fn a_local_repository_mirrors_incrementally_and_bad_objects_publish_nothin
         trust: None,
         signer: None,
         retention: Default::default(),
-        deltas: Default::default(),
     };
     let first = run_mirror(&s, &plan, &Quiet).await;
     assert_eq!(first.failure, None, "{}", first.line());
@@ -319,7 +318,7 @@ fn push_settings() -> wharf_ostree::push::PushSettings {
     wharf_ostree::push::PushSettings {
         signer: None,
         retention: Box::new(|_| Default::default()),
-        deltas: Default::default(),
+        queue_after_move: Box::new(|_| None),
         max_object_bytes: 1 << 30,
         mirrored: Vec::new(),
         keep_retired: 3,
@@ -566,4 +565,263 @@ async fn a_big_content_object_is_verified_as_it_streams_and_a_bad_one_is_kept_no
             .unwrap(),
         Stored::Held
     );
+}
+
+/// A commit of `files` (name → content) onto `branch` of `repo`.
+async fn commit_files(
+    s: &Snapshots,
+    dir: &Path,
+    repo: &RepoName,
+    branch: &str,
+    files: &[(&str, String)],
+    signer: Option<Arc<wharf_sign::SigningKeys>>,
+    retention: wharf_ostree::Retention,
+) -> Checksum {
+    let tree = tempfile::tempdir_in(dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(tree.path().join(name), content).unwrap();
+    }
+    let plan = wharf_ostree::commit::CommitPlan {
+        repository: repo.clone(),
+        branch: branch.into(),
+        tree: tree.path().to_owned(),
+        subject: String::new(),
+        body: String::new(),
+        metadata: Vec::new(),
+        owner_uid: None,
+        owner_gid: None,
+        mode_overrides: Default::default(),
+        timestamp: None,
+        signer,
+        retention,
+    };
+    wharf_ostree::commit::commit_tree(s, &plan)
+        .await
+        .unwrap()
+        .checksum
+}
+
+fn listed_deltas(summary: &Summary) -> Vec<String> {
+    let mut names: Vec<String> = summary
+        .metadata
+        .iter()
+        .filter(|(k, _)| k == wharf_ostree::extras::STATIC_DELTAS_KEY)
+        .flat_map(|(_, v)| {
+            wharf_ostree::extras::delta_map(v, "summary")
+                .unwrap()
+                .into_keys()
+                .map(|n| n.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The `ostree-deltas` job's generation: a delta from the commit a ref was
+/// at before, read from the snapshot it was published in once retention cut
+/// it from the new one, and from scratch; nothing published when nothing is
+/// wanted; a summary Wharf did not sign is left alone; and, raced against
+/// commits, a generation never undoes a ref move (it publishes only over the
+/// snapshot it started from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delta_job_reads_the_previous_commit_from_its_snapshot_and_never_undoes_a_move() {
+    use wharf_ostree::delta::{refresh_published, DeltaOutcome, DeltaSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let keys = Arc::new(wharf_sign::SigningKeys::generate().unwrap());
+    let repo = RepoName::parse("os/hosted").unwrap();
+    let keep_one = wharf_ostree::Retention {
+        rules: vec![wharf_ostree::RefRule {
+            refs: Vec::new(),
+            keep_last: 1,
+            keep_secs: 0,
+        }],
+    };
+    let big = |v: u32| {
+        (0..2000)
+            .map(|i| format!("line {i} of {v}\n"))
+            .collect::<String>()
+    };
+    let files = |v: u32| {
+        vec![
+            ("same", big(0)),
+            ("changed", format!("version {v}\n")),
+            ("large", big(v)),
+        ]
+    };
+    let settings = DeltaSettings {
+        depth: 1,
+        from_scratch: true,
+        min_saving_percent: 0,
+    };
+    let nothing = refresh_published(&s, &repo, &settings, &keys, 1)
+        .await
+        .unwrap();
+    assert_eq!(nothing.outcome, DeltaOutcome::NothingPublished);
+
+    let a = commit_files(
+        &s,
+        dir.path(),
+        &repo,
+        "main",
+        &files(1),
+        Some(keys.clone()),
+        keep_one.clone(),
+    )
+    .await;
+    let b = commit_files(
+        &s,
+        dir.path(),
+        &repo,
+        "main",
+        &files(2),
+        Some(keys.clone()),
+        keep_one.clone(),
+    )
+    .await;
+    // Retention cut A from the snapshot that publishes B.
+    let published = s.published(&repo).await.unwrap().unwrap();
+    let a_path = TreePath::new(&ObjectName::new(a, ObjectType::Commit).path()).unwrap();
+    assert!(s
+        .meta()
+        .snapshot_entry(&published.id, &a_path)
+        .await
+        .unwrap()
+        .is_none());
+    let run = refresh_published(&s, &repo, &settings, &keys, 2)
+        .await
+        .unwrap();
+    assert!(matches!(run.outcome, DeltaOutcome::Published(_)), "{run:?}");
+    let mut generated: Vec<String> = run.generated.iter().map(|g| g.name.to_string()).collect();
+    generated.sort();
+    let mut expected = vec![format!("{a}-{b}"), b.to_string()];
+    expected.sort();
+    assert_eq!(generated, expected);
+    let summary_bytes = served(&s, &repo, "summary").await.unwrap();
+    let summary = Summary::parse(&summary_bytes).unwrap();
+    assert_eq!(listed_deltas(&summary), expected);
+    assert_eq!(summary.refs[0].checksum, b, "the refs are unchanged");
+    // Signed again by Wharf, for exactly the new bytes.
+    let sig = served(&s, &repo, "summary.sig").await.unwrap();
+    wharf_ostree::signature::verify(&keys.keyring(), &summary_bytes, Some(&sig)).unwrap();
+    let from_a = run
+        .generated
+        .iter()
+        .find(|g| g.name.from == Some(a))
+        .unwrap();
+    let sb = served(&s, &repo, &format!("{}/superblock", from_a.name.dir()))
+        .await
+        .unwrap();
+    let info = wharf_ostree::delta::read_superblock(&sb).unwrap();
+    assert_eq!((info.from, info.to), (Some(a), b));
+    // The unchanged file is not sent again: A's closure was read from its snapshot.
+    assert!(
+        from_a.delta_bytes
+            < run
+                .generated
+                .iter()
+                .find(|g| g.name.from.is_none())
+                .unwrap()
+                .delta_bytes,
+        "{run:?}"
+    );
+    assert!(
+        served(&s, &repo, &wharf_ostree::extras::delta_index_path(&b))
+            .await
+            .is_some(),
+        "delta index of the target"
+    );
+    let again = refresh_published(&s, &repo, &settings, &keys, 3)
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, DeltaOutcome::UpToDate, "{again:?}");
+
+    // A summary Wharf did not sign (here: unsigned) is not Wharf's to rewrite.
+    let other = RepoName::parse("os/unsigned").unwrap();
+    commit_files(
+        &s,
+        dir.path(),
+        &other,
+        "main",
+        &files(1),
+        None,
+        Default::default(),
+    )
+    .await;
+    let left = refresh_published(&s, &other, &settings, &keys, 4)
+        .await
+        .unwrap();
+    assert_eq!(left.outcome, DeltaOutcome::UpstreamSummary);
+
+    // Commits racing generations: every move stays published.
+    let mut last = b;
+    for v in 3..9 {
+        let s2 = s.clone();
+        let keys2 = keys.clone();
+        let repo2 = repo.clone();
+        let job = tokio::spawn(async move {
+            refresh_published(&s2, &repo2, &settings, &keys2, 10 + i64::from(v)).await
+        });
+        last = commit_files(
+            &s,
+            dir.path(),
+            &repo,
+            "main",
+            &files(v),
+            Some(keys.clone()),
+            keep_one.clone(),
+        )
+        .await;
+        job.await.unwrap().unwrap();
+        let head = served(&s, &repo, "refs/heads/main").await.unwrap();
+        assert_eq!(
+            String::from_utf8(head).unwrap().trim(),
+            last.to_string(),
+            "round {v}: a generation undid the move"
+        );
+    }
+    // And a last generation catches up with the last move.
+    let run = refresh_published(&s, &repo, &settings, &keys, 100)
+        .await
+        .unwrap();
+    let summary = Summary::parse(&served(&s, &repo, "summary").await.unwrap()).unwrap();
+    assert_eq!(summary.refs[0].checksum, last);
+    assert!(
+        listed_deltas(&summary).contains(&last.to_string()),
+        "{run:?}: {:?}",
+        listed_deltas(&summary)
+    );
+}
+
+/// Two commits onto different branches at once: each publishes only over the
+/// snapshot it was staged from, so neither undoes the other's move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_onto_two_branches_both_stay_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/two").unwrap();
+    for round in 0..6 {
+        let (s1, s2) = (s.clone(), s.clone());
+        let (d1, d2) = (dir.path().to_owned(), dir.path().to_owned());
+        let (r1, r2) = (repo.clone(), repo.clone());
+        let one = tokio::spawn(async move {
+            let files = [("a", format!("one {round}\n"))];
+            commit_files(&s1, &d1, &r1, "one", &files, None, Default::default()).await
+        });
+        let two = tokio::spawn(async move {
+            let files = [("b", format!("two {round}\n"))];
+            commit_files(&s2, &d2, &r2, "two", &files, None, Default::default()).await
+        });
+        let (one, two) = (one.await.unwrap(), two.await.unwrap());
+        for (branch, commit) in [("one", one), ("two", two)] {
+            let head = served(&s, &repo, &format!("refs/heads/{branch}")).await;
+            assert_eq!(
+                head.map(|h| String::from_utf8(h).unwrap().trim().to_owned()),
+                Some(commit.to_string()),
+                "round {round}: the move of {branch} was undone"
+            );
+        }
+        let summary = Summary::parse(&served(&s, &repo, "summary").await.unwrap()).unwrap();
+        assert_eq!(summary.refs.len(), 2, "round {round}");
+    }
 }

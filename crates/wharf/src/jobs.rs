@@ -30,7 +30,7 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Queue a job now (gc, gc-full, check, sync:REMOTE, retention:oci); a running server picks it up.
+    /// Queue a job now (gc, gc-full, check, sync:REMOTE, retention:oci, ostree-deltas:REPO, …); a running server picks it up.
     Run {
         /// What to run: gc, gc-full, check, sync:REMOTE (a `[[mirror.remotes]]` with a
         /// `[[mirror.sync]]`), or retention:oci (with `[[retention.rules]]`).

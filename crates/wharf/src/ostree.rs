@@ -65,12 +65,20 @@ pub(crate) enum OstreeCommand {
         /// PATH (inside the tree) gets MODE (octal permission bits) in the commit (repeatable).
         #[arg(long = "mode-override", value_name = "PATH=MODE")]
         mode_overrides: Vec<String>,
-        /// Generate a static delta from the branch's previous commit to the new one.
+        /// After publishing, generate a static delta from the branch's previous commit to the
+        /// new one (and what `[[ostree.deltas]]` asks for REPO), in the foreground.
         #[arg(long = "generate-deltas")]
         generate_deltas: bool,
         /// Also a static delta from nothing to the new commit (for first pulls).
         #[arg(long = "delta-from-scratch")]
         delta_from_scratch: bool,
+    },
+    /// Generate the static deltas `[[ostree.deltas]]` asks for REPO now, in the foreground,
+    /// and publish them (what the `ostree-deltas:REPO` job does).
+    Deltas {
+        /// The repository (kind ostree).
+        #[arg(long = "repo", value_name = "REPO")]
+        repo: String,
     },
     /// Show (`--dry-run`) or publish what REPO's `[[ostree.retention]]` rules cut.
     Prune(crate::ostree_prune::PruneArgs),
@@ -110,12 +118,217 @@ pub(crate) fn push_surface(
             retention: Box::new(move |repo| {
                 crate::ostree_prune::retention_for(&rules, repo.as_str())
             }),
-            deltas: wharf_ostree::delta::DeltaSettings::default(),
+            queue_after_move: {
+                let config = config.clone();
+                Box::new(move |repo| deltas_job(&config, repo.as_str()))
+            },
             max_object_bytes: config.ostree.max_object_bytes,
             mirrored,
             keep_retired: config.publish.keep_retired,
         },
     ))
+}
+
+/// The job that generates a repository's static deltas (`ostree-deltas:REPO`).
+pub(crate) const DELTAS_JOB_KIND: &str = "ostree-deltas";
+
+/// The static deltas generated for `repository`: its `[[ostree.deltas]]`
+/// table, else `generate_deltas` on the remote filling it, else none.
+pub(crate) fn deltas_for(config: &Config, repository: &str) -> wharf_ostree::delta::DeltaSettings {
+    if let Some(d) = config
+        .ostree
+        .deltas
+        .iter()
+        .find(|d| d.repository == repository)
+    {
+        return wharf_ostree::delta::DeltaSettings {
+            depth: d.depth,
+            from_scratch: d.from_scratch,
+            min_saving_percent: d.min_saving_percent,
+        };
+    }
+    match config
+        .ostree
+        .remotes
+        .iter()
+        .find(|r| r.repository == repository && r.generate_deltas)
+    {
+        Some(r) => wharf_ostree::delta::DeltaSettings {
+            depth: 1,
+            from_scratch: r.delta_from_scratch,
+            min_saving_percent: r.delta_min_saving_percent,
+        },
+        None => wharf_ostree::delta::DeltaSettings::default(),
+    }
+}
+
+/// The repositories that get static deltas, for the job catalog.
+pub(crate) fn delta_repositories(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .ostree
+        .deltas
+        .iter()
+        .map(|d| d.repository.clone())
+        .chain(
+            config
+                .ostree
+                .remotes
+                .iter()
+                .filter(|r| r.generate_deltas)
+                .map(|r| r.repository.clone()),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The `ostree-deltas:REPO` job to queue after a publish of `repository`, if
+/// it gets deltas.
+pub(crate) fn deltas_job(config: &Config, repository: &str) -> Option<wharf_meta::NewJob> {
+    deltas_for(config, repository).enabled().then(|| {
+        wharf_jobs::JobKind::Handled {
+            kind: DELTAS_JOB_KIND.into(),
+            target: repository.to_owned(),
+        }
+        .to_job()
+    })
+}
+
+/// Queues `ostree-deltas:REPO` after a publish; a failure costs a delta, not the publish.
+async fn queue_deltas(config: &Config, snapshots: &Snapshots, repository: &RepoName) {
+    if let Some(job) = deltas_job(config, repository.as_str()) {
+        if let Err(e) = snapshots.meta().enqueue_job(&job).await {
+            tracing::warn!(repository = %repository, "queueing {}: {e}", job.key);
+        }
+    }
+}
+
+/// One generation of `repository`'s deltas with `settings`, in this process.
+async fn generate_deltas(
+    config: &Config,
+    snapshots: &Snapshots,
+    repository: &RepoName,
+    settings: &wharf_ostree::delta::DeltaSettings,
+) -> anyhow::Result<wharf_ostree::delta::DeltaRun> {
+    let signer = crate::signing::keys(config)?;
+    let run = wharf_ostree::delta::refresh_published(
+        snapshots,
+        repository,
+        settings,
+        &signer,
+        wharf_meta::unix_now(),
+    )
+    .await
+    .with_context(|| format!("static deltas of {repository}"))?;
+    if matches!(run.outcome, wharf_ostree::delta::DeltaOutcome::Published(_)) {
+        if let Err(e) = snapshots
+            .prune(repository, config.publish.keep_retired)
+            .await
+        {
+            tracing::warn!(repository = %repository, "pruning retired snapshots: {e}");
+        }
+    }
+    Ok(run)
+}
+
+/// The line printed (and logged) for each delta generated.
+fn generated_line(g: &wharf_ostree::delta::Generated) -> String {
+    format!(
+        "static delta {} generated: {} in {} part(s), {} fallback(s), instead of {} of objects",
+        g.name,
+        wharf_ostree::mirror::human_bytes(g.delta_bytes),
+        g.parts,
+        g.fallbacks,
+        wharf_ostree::mirror::human_bytes(g.object_bytes)
+    )
+}
+
+/// Generates `repository`'s deltas in the foreground, printing a line per
+/// delta and the run's line; `false` when it failed.
+async fn deltas_foreground(
+    config: &Config,
+    snapshots: &Snapshots,
+    repository: &RepoName,
+    settings: &wharf_ostree::delta::DeltaSettings,
+) -> bool {
+    match generate_deltas(config, snapshots, repository, settings).await {
+        Ok(run) => {
+            for g in &run.generated {
+                println!("{}", generated_line(g));
+            }
+            println!("{}", run.line(repository));
+            true
+        }
+        Err(e) => {
+            println!("{repository}: static deltas failed: {e:#}");
+            false
+        }
+    }
+}
+
+/// The `ostree-deltas` job kind: [`wharf_ostree::delta::refresh_published`]
+/// with the repository's settings, again while its refs moved during a run
+/// (a publish meanwhile found this job pending and queued nothing).
+pub(crate) struct OstreeDeltasJobHandler {
+    pub(crate) config: Arc<Config>,
+    pub(crate) snapshots: Snapshots,
+}
+
+/// Runs of one `ostree-deltas` job at most, when publishes keep coming.
+const DELTA_JOB_ROUNDS: u32 = 4;
+
+impl JobHandler for OstreeDeltasJobHandler {
+    fn run<'a>(&'a self, target: &'a str, progress: &'a dyn Progress) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let repository = RepoName::parse(target)
+                .map_err(|e| JobError::Failed(format!("{target:?}: {e}")))?;
+            let settings = deltas_for(&self.config, target);
+            if !settings.enabled() {
+                return Err(JobError::Failed(format!(
+                    "no [[ostree.deltas]] names {target:?} in this server's configuration"
+                )));
+            }
+            let mut lines = Vec::new();
+            let mut generated = 0;
+            for _ in 0..DELTA_JOB_ROUNDS {
+                let started_from = self.snapshots.published(&repository).await.ok().flatten();
+                let run = generate_deltas(&self.config, &self.snapshots, &repository, &settings)
+                    .await
+                    .map_err(|e| JobError::Failed(format!("{e:#}")))?;
+                for g in &run.generated {
+                    tracing::info!(repository = %repository, "{}", generated_line(g));
+                }
+                generated += run.generated.len();
+                progress.advance(run.generated.len() as u64, 0);
+                lines.push(run.line(&repository));
+                // Done unless a writer published between the start of the run
+                // and now other than this run itself.
+                let now_published = self.snapshots.published(&repository).await.ok().flatten();
+                let ours = match run.outcome {
+                    wharf_ostree::delta::DeltaOutcome::Published(n) => {
+                        now_published.as_ref().is_some_and(|p| p.number == n)
+                    }
+                    _ => {
+                        now_published.as_ref().map(|p| &p.id)
+                            == started_from.as_ref().map(|p| &p.id)
+                    }
+                };
+                if ours || progress.cancelled() {
+                    break;
+                }
+            }
+            let last = lines.pop().unwrap_or_default();
+            Ok(if generated > 0 && !lines.is_empty() {
+                format!(
+                    "{last} ({generated} generated over {} runs)",
+                    lines.len() + 1
+                )
+            } else {
+                last
+            })
+        })
+    }
 }
 
 /// The remotes' names, for the job catalog.
@@ -232,11 +445,6 @@ pub(crate) fn plan(config: &Config, remote: &OstreeRemoteConfig) -> anyhow::Resu
         )?,
         signer: Some(crate::signing::keys(config)?),
         retention: crate::ostree_prune::retention_for(config, &remote.repository),
-        deltas: wharf_ostree::delta::DeltaSettings {
-            from_previous: remote.generate_deltas,
-            from_scratch: remote.generate_deltas && remote.delta_from_scratch,
-            min_saving_percent: remote.delta_min_saving_percent,
-        },
     })
 }
 
@@ -259,6 +467,9 @@ impl JobHandler for OstreeSyncJobHandler {
             let observer = JobObserver { progress };
             let summary = run_mirror(&self.snapshots, &plan, &observer).await;
             prune(&self.config, &self.snapshots, &plan, &summary).await;
+            if summary.published.is_some() {
+                queue_deltas(&self.config, &self.snapshots, &plan.repository).await;
+            }
             let line = summary.line();
             if summary.cancelled {
                 Err(JobError::Cancelled)
@@ -355,7 +566,12 @@ async fn run_plain(
     };
     prune(config, snapshots, plan, &summary).await;
     println!("{}", summary.line());
-    summary.failure.is_none() && !summary.cancelled
+    let mut ok = summary.failure.is_none() && !summary.cancelled;
+    let deltas = deltas_for(config, plan.repository.as_str());
+    if summary.published.is_some() && deltas.enabled() {
+        ok &= deltas_foreground(config, snapshots, &plan.repository, &deltas).await;
+    }
+    ok
 }
 
 /// Runs `remotes` (by name; all when empty) in turn; `false` when any failed.
@@ -427,7 +643,6 @@ pub(crate) async fn ostree(
                 trust: None,
                 signer: Some(crate::signing::keys(config)?),
                 retention: crate::ostree_prune::retention_for(config, repository.as_str()),
-                deltas: wharf_ostree::delta::DeltaSettings::default(),
             };
             Ok(
                 if run_plain(config, snapshots, &plan, interrupt_flag()).await {
@@ -490,12 +705,12 @@ pub(crate) async fn ostree(
                 timestamp: None,
                 signer: Some(crate::signing::keys(config)?),
                 retention: crate::ostree_prune::retention_for(config, repository.as_str()),
-                deltas: wharf_ostree::delta::DeltaSettings {
-                    from_previous: generate_deltas,
-                    from_scratch: delta_from_scratch,
-                    min_saving_percent: 0,
-                },
             };
+            let mut deltas = deltas_for(config, repository.as_str());
+            if generate_deltas {
+                deltas.depth = deltas.depth.max(1);
+            }
+            deltas.from_scratch |= delta_from_scratch;
             let outcome = wharf_ostree::commit::commit_tree(snapshots, &plan)
                 .await
                 .with_context(|| format!("committing onto {}", plan.branch))?;
@@ -510,17 +725,25 @@ pub(crate) async fn ostree(
                     .unwrap_or_else(|| "none".into()),
                 outcome.snapshot
             );
-            for g in &outcome.deltas {
-                println!(
-                    "static delta {} generated: {} in {} part(s), {} fallback(s), instead of {} of objects",
-                    g.name,
-                    wharf_ostree::mirror::human_bytes(g.delta_bytes),
-                    g.parts,
-                    g.fallbacks,
-                    wharf_ostree::mirror::human_bytes(g.object_bytes)
-                );
+            if deltas.enabled() && !deltas_foreground(config, snapshots, &repository, &deltas).await
+            {
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        OstreeCommand::Deltas { repo } => {
+            let repository = RepoName::parse(&repo).with_context(|| format!("--repo {repo:?}"))?;
+            let deltas = deltas_for(config, repository.as_str());
+            if !deltas.enabled() {
+                bail!("no [[ostree.deltas]] names {repository} (nor a remote with generate_deltas = true)");
+            }
+            Ok(
+                if deltas_foreground(config, snapshots, &repository, &deltas).await {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
     }
 }

@@ -145,6 +145,13 @@ pub(crate) async fn serve(
             }),
         )
         .with(
+            crate::ostree::DELTAS_JOB_KIND,
+            Arc::new(crate::ostree::OstreeDeltasJobHandler {
+                config: Arc::new(config.clone()),
+                snapshots: snapshots.clone(),
+            }),
+        )
+        .with(
             crate::ostree::SESSIONS_JOB_KIND,
             Arc::new(crate::ostree::PushSessionsJobHandler {
                 push: ostree_push.clone(),

@@ -56,6 +56,10 @@ pub(crate) fn job_catalog(config: &Config) -> JobCatalog {
         .with(crate::rpm::JOB_KIND, crate::rpm::remote_names(config))
         .with("ostree-sync", crate::ostree::remote_names(config))
         .with(
+            crate::ostree::DELTAS_JOB_KIND,
+            crate::ostree::delta_repositories(config),
+        )
+        .with(
             crate::ostree::SESSIONS_JOB_KIND,
             vec![crate::ostree::SESSIONS_JOB_TARGET.to_owned()],
         )

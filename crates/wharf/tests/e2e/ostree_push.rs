@@ -440,3 +440,113 @@ fn a_push_sends_only_missing_objects_verified_and_moves_the_ref_atomically() -> 
     ensure!(pulled == third);
     Ok(())
 }
+
+/// The `ostree-deltas:REPO` job a push queues (the pushed repository has an `[[ostree.deltas]]`
+/// table): the push returns with the ref moved and no delta; the server's worker then
+/// generates the delta from the commit the branch was at and one from scratch, publishes them
+/// with a summary signed again, and a stock client at the first commit updates through the
+/// delta alone (`--require-static-deltas`), fsck clean. The job is in the history, succeeded.
+#[test]
+fn a_push_queues_the_delta_job_and_clients_update_through_its_delta() -> Result<()> {
+    let tmp = scratch()?;
+    let dir = tmp.path();
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        "[[auth.grants]]\nsubject = \"anonymous\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n\n\
+         [[auth.grants]]\nsubject = \"user:builder\"\nrepositories = \"os/**\"\nactions = [\"pull\", \"push\"]\n\n\
+         [[ostree.deltas]]\nrepository = \"os/pushed\"\nfrom_scratch = true\n",
+    )?;
+    let server =
+        WharfServer::start_with_config(Path::new(env!("CARGO_BIN_EXE_wharf")), Some(&config))?;
+    add_user(&server, "builder", "builder-pw")?;
+    let builder_pw = dir.join("builder.pw");
+    std::fs::write(&builder_pw, "builder-pw\n")?;
+    let local = dir.join("local");
+    run(ostree(&local).args(["init", "--mode=archive"]))?;
+    let tree = dir.join("tree");
+    make_tree(&tree, "v1", 200)?;
+    let first = commit(&local, &tree, "first")?;
+    run(&mut push(&server, &local, "builder", &builder_pw))?;
+    let summary_url = format!("{}/ostree/{REPO}/summary", server.url());
+    let listed = |wanted: &str| -> Result<bool> {
+        let summary = wharf_ostree::summary::Summary::parse(&curl_bytes(&summary_url)?)?;
+        Ok(format!("{:?}", summary.metadata).contains(wanted))
+    };
+    let wait_for = |wanted: String| -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !listed(&wanted)? {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no delta {wanted} listed after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    };
+    wait_for(format!("\"{first}\""))?;
+    // Static deltas are for repositories that check out (ostree refuses them into an archive).
+    let client = dir.join("client");
+    run(ostree(&client).args(["init", "--mode=bare-user"]))?;
+    let wharf_key = dir.join("wharf.asc");
+    std::fs::write(
+        &wharf_key,
+        curl_bytes(&format!("{}/keys/wharf.asc", server.url()))?,
+    )?;
+    run(ostree(&client)
+        .args([
+            "remote",
+            "add",
+            "--set=gpg-verify=true",
+            "--set=gpg-verify-summary=true",
+        ])
+        .arg(format!("--gpg-import={}", wharf_key.display()))
+        .args(["wharf", &format!("{}/ostree/{REPO}/", server.url())]))?;
+    run(ostree(&client).args(["pull", "--require-static-deltas", "wharf", BRANCH]))?;
+
+    for i in 0..20 {
+        std::fs::write(
+            tree.join(format!("usr/share/doc/file{i}.txt")),
+            format!("doc {i}, revised\n"),
+        )?;
+    }
+    let second = commit(&local, &tree, "second")?;
+    run(&mut push(&server, &local, "builder", &builder_pw))?;
+    ensure!(
+        served_ref(&server)? == second,
+        "the move is published at once"
+    );
+    wait_for(format!("{first}-{second}"))?;
+    ensure!(
+        !listed(&format!("\"{first}\""))?,
+        "the delta to a commit no ref is at is dropped"
+    );
+
+    let out = run(ostree(&client).args(["pull", "--require-static-deltas", "wharf", BRANCH]))?;
+    run(ostree(&client).arg("fsck"))?;
+    let at = std::fs::read_to_string(client.join(format!("refs/remotes/wharf/{BRANCH}")))?;
+    ensure!(at.trim() == second, "updated to {at}, not {second}: {out}");
+
+    let jobs = run(Command::new(server.bin())
+        .args(["jobs", "list", "--json", "--config"])
+        .arg(server.config_path())
+        .arg("--data-dir")
+        .arg(server.data_dir()))?
+    .stdout;
+    let delta_jobs: Vec<serde_json::Value> = jobs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|j| j["key"] == format!("ostree-deltas:{REPO}"))
+        .collect();
+    ensure!(
+        delta_jobs.len() >= 2 && delta_jobs.iter().all(|j| j["state"] == "succeeded"),
+        "{jobs}"
+    );
+    ensure!(
+        delta_jobs.iter().any(|j| j["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("static delta(s) generated") && s.contains("published"))),
+        "{jobs}"
+    );
+    Ok(())
+}
