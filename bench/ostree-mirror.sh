@@ -66,6 +66,9 @@ t() { local s=$(date +%s.%N); "$@" >/dev/null || { echo "failed: $*" >&2; exit 1
 pull() { # pull NAME URL: a fresh archive repository, then `ostree pull --mirror`
   rm -rf $D/$1; ostree --repo=$D/$1 init --mode=archive
   ostree --repo=$D/$1 remote add --no-gpg-verify src $2
+  # ostree ends each pull with syncfs(2), which also writes out whatever the steps before left
+  # dirty: flush first, so every timed pull starts from the same clean page cache.
+  sync
   t ostree --repo=$D/$1 pull --mirror src main
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -77,6 +80,7 @@ for r in $(seq $ROUNDS); do
   URL=
   for i in $(seq 100); do URL=$(sed -n 's#^wharf listening on \(http://.*\)$#\1#p' $D/out); [[ -n $URL ]] && break; sleep 0.1; done
   [[ -n $URL ]] || { echo "wharf serve did not start: $(cat $D/err)" >&2; exit 1; }
+  sync
   W=$(t $BIN sync up --config $D/wharf.toml --data-dir $D/data)
   O=$(pull o1 $UP)
   F=$(pull o2 $URL/ostree/bench/os/)

@@ -373,6 +373,43 @@ async fn next_staging(dir: &mut tokio::fs::ReadDir) -> io::Result<Option<ListedS
 }
 
 /// At most `max` bytes of the file at `path` from `offset`.
+/// A small file read on the calling thread, but only if its bytes are in the
+/// page cache (`preadv2` with `RWF_NOWAIT`); `None` when the read would wait
+/// for the disk, and the caller goes to a blocking thread instead. The hop is
+/// most of a cached small read's time when the machine is busy (the blocking
+/// thread waits for a core): an `ostree pull` from a server whose small-file
+/// cache is cold spent about 0.2 ms per object on it, against 0.02 ms once
+/// cached. The open and `fstat` stay on this thread, as a web server's do.
+#[cfg(target_os = "linux")]
+fn read_small_cached(path: &Path, max: u64) -> io::Result<Option<Option<Bytes>>> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::{Errno, ReadWriteFlags};
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let size = rustix::fs::fstat(&fd)?.st_size as u64;
+    if size > max {
+        return Ok(Some(None));
+    }
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        let mut slices = [io::IoSliceMut::new(&mut buf[done..])];
+        match rustix::io::preadv2(&fd, &mut slices, done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            // Not (all) cached, or a kernel or filesystem without RWF_NOWAIT.
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => return Ok(None),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(Some(Bytes::from(buf))))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_small_cached(_path: &Path, _max: u64) -> io::Result<Option<Option<Bytes>>> {
+    Ok(None)
+}
+
 fn read_file_at(path: &Path, offset: u64, max: u64) -> io::Result<Bytes> {
     use std::io::{Read, Seek};
     let mut file = std::fs::File::open(path)?;
@@ -554,6 +591,9 @@ impl Backend for FsBackend {
 
     async fn read_small(&self, digest: &Digest, max: u64) -> io::Result<Option<Bytes>> {
         let path = self.blob_path(digest);
+        if let Some(read) = read_small_cached(&path, max)? {
+            return Ok(read);
+        }
         // One hop to a blocking thread for open, size and read, instead of three.
         blocking(move || {
             let mut file = std::fs::File::open(path)?;

@@ -12,6 +12,7 @@ mod data_dir;
 mod files;
 mod interrupt;
 mod jobs;
+mod log_writer;
 mod ostree;
 mod ostree_progress;
 mod ostree_prune;
@@ -299,8 +300,8 @@ impl CommonArgs {
 /// Keeps the log writer's thread alive; dropping it flushes every line still
 /// queued. Also hands `wharf serve` the same writer for its access lines.
 pub(crate) struct LogGuard {
-    _flush: tracing_appender::non_blocking::WorkerGuard,
-    writer: tracing_appender::non_blocking::NonBlocking,
+    _flush: log_writer::LogFlushGuard,
+    writer: log_writer::LogWriter,
     format: wharf_http::LineFormat,
 }
 
@@ -316,21 +317,18 @@ impl LogGuard {
 }
 
 /// The log's writer thread as the HTTP layer's sink for whole lines.
-struct LogSink(tracing_appender::non_blocking::NonBlocking);
+struct LogSink(log_writer::LogWriter);
 
 impl wharf_http::LineSink for LogSink {
     fn write_line(&self, line: &[u8]) {
-        use std::io::Write;
-        // A clone is what tracing takes per event too: two reference counts.
-        let _ = self.0.clone().write_all(line);
+        self.0.append(line);
     }
 }
 
-/// Logs go to standard error through a writer thread, so a request never waits
-/// on a `write(2)` for its access line (measured: most of the line's cost). The
-/// queue blocks when full rather than dropping lines: an access log with gaps
-/// is worse than a slower request under a flood. The returned guard must live
-/// until the command ends; dropping it writes out what is queued.
+/// Logs go to standard error through a writer thread (`log_writer`), so a
+/// request never waits on a `write(2)` for its access line (measured: most of
+/// the line's cost). The returned guard must live until the command ends;
+/// dropping it writes out what is queued.
 fn init_logging(config: &Config) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // PostgreSQL's own notices ("relation already exists, skipping") are not ours to report.
@@ -340,15 +338,7 @@ fn init_logging(config: &Config) -> LogGuard {
                 config.log.level
             ))
         });
-    // Buffered: the writer thread drains every queued line into the buffer and
-    // flushes when the queue is empty, so under load one write(2) carries many
-    // lines, and an idle server's line still goes out at once.
-    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, flush) = log_writer::spawn(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer.clone());
