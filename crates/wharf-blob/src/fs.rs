@@ -411,13 +411,24 @@ fn read_small_cached(_path: &Path, _max: u64) -> io::Result<Option<Option<Bytes>
 }
 
 fn read_file_at(path: &Path, offset: u64, max: u64) -> io::Result<Bytes> {
-    use std::io::{Read, Seek};
-    let mut file = std::fs::File::open(path)?;
-    if offset > 0 {
-        file.seek(io::SeekFrom::Start(offset))?;
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    // Sized from the file's length, so the bytes come in one pread(2):
+    // `read_to_end` into an empty buffer probes and grows it, about ten
+    // reads per file (a rewrite of 1,000 packages' metadata made 11,000).
+    let len = file.metadata()?.len();
+    let want = len.saturating_sub(offset).min(max) as usize;
+    let mut buf = vec![0u8; want];
+    let mut done = 0;
+    while done < want {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    let mut buf = Vec::new();
-    file.take(max).read_to_end(&mut buf)?;
+    buf.truncate(done);
     Ok(Bytes::from(buf))
 }
 
