@@ -140,11 +140,11 @@ fn served_ref(server: &WharfServer) -> Result<String> {
     Ok(String::from_utf8(bytes)?.trim().to_owned())
 }
 
-/// Pulls BRANCH into `client` (verifying commits and summary with Wharf's key), fscks it and
-/// checks the checkout out; returns the pulled commit and the checkout's directory.
-fn pull_and_check_out(server: &WharfServer, dir: &Path, n: u32) -> Result<(String, PathBuf)> {
-    let client = dir.join(format!("client{n}"));
-    run(ostree(&client).args(["init", "--mode=archive"]))?;
+/// A new client repository `name` in `mode` with the remote `wharf` for REPO, commits and
+/// summary verified with Wharf's key.
+fn client_repo(server: &WharfServer, dir: &Path, name: &str, mode: &str) -> Result<PathBuf> {
+    let client = dir.join(name);
+    run(ostree(&client).args(["init", &format!("--mode={mode}")]))?;
     let wharf_key = dir.join("wharf.asc");
     std::fs::write(
         &wharf_key,
@@ -159,6 +159,13 @@ fn pull_and_check_out(server: &WharfServer, dir: &Path, n: u32) -> Result<(Strin
         ])
         .arg(format!("--gpg-import={}", wharf_key.display()))
         .args(["wharf", &format!("{}/ostree/{REPO}/", server.url())]))?;
+    Ok(client)
+}
+
+/// Pulls BRANCH into `client` (verifying commits and summary with Wharf's key), fscks it and
+/// checks the checkout out; returns the pulled commit and the checkout's directory.
+fn pull_and_check_out(server: &WharfServer, dir: &Path, n: u32) -> Result<(String, PathBuf)> {
+    let client = client_repo(server, dir, &format!("client{n}"), "archive")?;
     run(ostree(&client).args(["pull", "wharf", BRANCH]))?;
     run(ostree(&client).args(["fsck"]))?;
     let pulled = std::fs::read_to_string(client.join(format!("refs/remotes/wharf/{BRANCH}")))?;
@@ -486,22 +493,7 @@ fn a_push_queues_the_delta_job_and_clients_update_through_its_delta() -> Result<
     };
     wait_for(format!("\"{first}\""))?;
     // Static deltas are for repositories that check out (ostree refuses them into an archive).
-    let client = dir.join("client");
-    run(ostree(&client).args(["init", "--mode=bare-user"]))?;
-    let wharf_key = dir.join("wharf.asc");
-    std::fs::write(
-        &wharf_key,
-        curl_bytes(&format!("{}/keys/wharf.asc", server.url()))?,
-    )?;
-    run(ostree(&client)
-        .args([
-            "remote",
-            "add",
-            "--set=gpg-verify=true",
-            "--set=gpg-verify-summary=true",
-        ])
-        .arg(format!("--gpg-import={}", wharf_key.display()))
-        .args(["wharf", &format!("{}/ostree/{REPO}/", server.url())]))?;
+    let client = client_repo(&server, dir, "client", "bare-user")?;
     run(ostree(&client).args(["pull", "--require-static-deltas", "wharf", BRANCH]))?;
 
     for i in 0..20 {
