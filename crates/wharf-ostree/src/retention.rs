@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use wharf_core::TreePath;
+use wharf_core::{RepoName, RepositoryKind, TreePath};
 use wharf_meta::{SnapshotEntry, SnapshotId};
-use wharf_snapshot::{SnapshotError, Snapshots, Staged};
+use wharf_snapshot::{Base, SnapshotError, Snapshots, Staged};
 
 use crate::object::{
     parse_ref_file, Checksum, Commit, DirTree, ObjectError, ObjectName, ObjectType,
@@ -47,6 +47,8 @@ pub enum RetentionError {
     },
     #[error("{0:?} is not a valid path")]
     Path(String),
+    #[error("other writers published {0} times while the prune was prepared; try again")]
+    Contended(u32),
 }
 
 /// One rule, lowered from `[[ostree.retention]]` for one repository.
@@ -340,6 +342,59 @@ pub async fn prune_staged(
         staged.remove(chunk).await?;
     }
     Ok(plan)
+}
+
+/// What [`prune_published`] did.
+#[derive(Debug, Clone)]
+pub enum Pruned {
+    /// Nothing would go: nothing was published.
+    Nothing(PrunePlan),
+    /// The pruned snapshot, this number, was published.
+    Published(PrunePlan, i64),
+}
+
+/// How often [`prune_published`] stages again when another writer published first.
+const PUBLISH_ATTEMPTS: u32 = 8;
+
+/// `wharf ostree prune`: stages a snapshot from the one `repo` publishes,
+/// prunes it by `retention` and publishes it only over that snapshot, so a
+/// ref moved meanwhile (a push, a commit) is never undone: the prune is made
+/// again on top of it. `None` when nothing is published.
+pub async fn prune_published(
+    snapshots: &Snapshots,
+    repo: &RepoName,
+    retention: &Retention,
+    now: i64,
+) -> Result<Option<Pruned>, RetentionError> {
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let Some(base) = snapshots.published(repo).await? else {
+            return Ok(None);
+        };
+        let staged = snapshots
+            .stage(
+                repo,
+                RepositoryKind::Ostree,
+                Base::Published,
+                "ostree-prune",
+            )
+            .await?;
+        let plan = match prune_staged(snapshots, &staged, retention, now).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let _ = staged.discard().await;
+                return Err(e);
+            }
+        };
+        if plan.is_empty() {
+            staged.discard().await?;
+            return Ok(Some(Pruned::Nothing(plan)));
+        }
+        if staged.publish_replacing(Some(&base.id)).await? {
+            return Ok(Some(Pruned::Published(plan, staged.record().number)));
+        }
+        staged.discard().await?;
+    }
+    Err(RetentionError::Contended(PUBLISH_ATTEMPTS))
 }
 
 #[cfg(test)]

@@ -825,3 +825,89 @@ async fn concurrent_commits_onto_two_branches_both_stay_published() {
         assert_eq!(summary.refs.len(), 2, "round {round}");
     }
 }
+
+/// `wharf ostree prune` raced against commits onto another branch: while one
+/// task commits onto `main` and prunes it again and again, another commits
+/// onto `other`. A prune publishes only over the snapshot it started from, so
+/// no move of `other` is ever undone, and the prunes still cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_racing_commits_never_undoes_a_move() {
+    use wharf_ostree::retention::{prune_published, Pruned};
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/pruned").unwrap();
+    let keep_one = wharf_ostree::Retention {
+        rules: vec![wharf_ostree::RefRule {
+            refs: vec!["main".into()],
+            keep_last: 1,
+            keep_secs: 0,
+        }],
+    };
+    let head = |branch: &'static str| {
+        let s = s.clone();
+        let repo = repo.clone();
+        async move {
+            let bytes = served(&s, &repo, &format!("refs/heads/{branch}")).await;
+            bytes.map(|b| String::from_utf8(b).unwrap().trim().to_owned())
+        }
+    };
+    let main_file = |v: u32| vec![("m", format!("main {v}\n"))];
+    commit_files(
+        &s,
+        dir.path(),
+        &repo,
+        "main",
+        &main_file(0),
+        None,
+        Default::default(),
+    )
+    .await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = {
+        let (s, repo, rules, done) = (s.clone(), repo.clone(), keep_one.clone(), done.clone());
+        let dir = dir.path().to_owned();
+        tokio::spawn(async move {
+            let mut cuts = 0;
+            let mut v = 1;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let files = vec![("m", format!("main {v}\n"))];
+                commit_files(&s, &dir, &repo, "main", &files, None, Default::default()).await;
+                v += 1;
+                for _ in 0..3 {
+                    if let Some(Pruned::Published(plan, _)) =
+                        prune_published(&s, &repo, &rules, 1).await.unwrap()
+                    {
+                        cuts += plan.cut.len();
+                    }
+                }
+            }
+            cuts
+        })
+    };
+    let mut other = None;
+    for round in 0..12u32 {
+        let files = [("o", format!("other {round}\n"))];
+        let c = commit_files(
+            &s,
+            dir.path(),
+            &repo,
+            "other",
+            &files,
+            None,
+            Default::default(),
+        )
+        .await;
+        // Whatever was published since this commit was staged from it.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            head("other").await,
+            Some(c.to_string()),
+            "round {round}: a prune undid the move of other"
+        );
+        other = Some(c.to_string());
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cuts = pruner.await.unwrap();
+    assert!(cuts > 0, "the prunes cut nothing");
+    assert_eq!(head("other").await, other);
+}

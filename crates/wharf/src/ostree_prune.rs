@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use wharf_config::Config;
-use wharf_core::{RepoName, RepoPattern, RepositoryKind};
+use wharf_core::{RepoName, RepoPattern};
 use wharf_ostree::mirror::human_bytes;
-use wharf_ostree::retention::{self, PrunePlan, RefRule, Retention};
-use wharf_snapshot::{Base, Snapshots};
+use wharf_ostree::retention::{self, PrunePlan, Pruned, RefRule, Retention};
+use wharf_snapshot::Snapshots;
 
 /// `wharf ostree prune`
 #[derive(Args)]
@@ -93,32 +93,20 @@ pub(crate) async fn prune(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let staged = snapshots
-        .stage(
-            &repository,
-            RepositoryKind::Ostree,
-            Base::Published,
-            "ostree-prune",
-        )
-        .await?;
-    let plan = match retention::prune_staged(snapshots, &staged, &rules, now).await {
-        Ok(plan) => plan,
-        Err(e) => {
-            let _ = staged.discard().await;
-            return Err(e.into());
-        }
-    };
+    let (plan, number) =
+        match retention::prune_published(snapshots, &repository, &rules, now).await? {
+            None => bail!("{repository} has no published snapshot"),
+            Some(Pruned::Nothing(plan)) => {
+                print_plan(&plan);
+                println!(
+                    "{repository}: nothing to prune; snapshot {} stays",
+                    published.number
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(Pruned::Published(plan, number)) => (plan, number),
+        };
     print_plan(&plan);
-    if plan.is_empty() {
-        staged.discard().await?;
-        println!(
-            "{repository}: nothing to prune; snapshot {} stays",
-            published.number
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let number = staged.record().number;
-    staged.publish().await?;
     if let Err(e) = snapshots
         .prune(&repository, config.publish.keep_retired)
         .await
