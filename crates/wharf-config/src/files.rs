@@ -88,23 +88,7 @@ impl FilesConfig {
         let mut repositories: Vec<&str> = Vec::new();
         for (i, r) in self.remotes.iter().enumerate() {
             let at = format!("files.remotes[{i}]");
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                problems.push(format!(
-                    "{at}.name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
-                    r.name
-                ));
-            }
-            if names.contains(&r.name.as_str()) || taken.contains(&r.name.as_str()) {
-                problems.push(format!(
-                    "{at}.name: {:?} is used twice (remote names are unique across every kind)",
-                    r.name
-                ));
-            }
+            super::remote_name_problems(&at, &r.name, &names, taken, problems);
             names.push(&r.name);
             if r.url.starts_with("http://") {
                 if !r.insecure_http {

@@ -444,6 +444,32 @@ fn key_file_problem(key: &str, path: &std::path::Path) -> Option<String> {
 }
 
 /// `key_file_problem` for each file of a list, as `key[N]`.
+/// A remote's `name` (at `at`) checked: letters, digits, `-`, `_`, `.`, and
+/// unique among `seen` (this section's earlier remotes) and `taken` (other
+/// kinds' remotes), since `wharf sync NAME` and the job keys take any kind.
+fn remote_name_problems(
+    at: &str,
+    name: &str,
+    seen: &[&str],
+    taken: &[&str],
+    problems: &mut Vec<String>,
+) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        problems.push(format!(
+            "{at}.name: {name:?} must be non-empty letters, digits, '-', '_' or '.'"
+        ));
+    }
+    if seen.contains(&name) || taken.contains(&name) {
+        problems.push(format!(
+            "{at}.name: {name:?} is used twice (remote names are unique across every kind)"
+        ));
+    }
+}
+
 fn key_files_problems(key: &str, paths: &[PathBuf], problems: &mut Vec<String>) {
     for (i, p) in paths.iter().enumerate() {
         problems.extend(key_file_problem(&format!("{key}[{i}]"), p));

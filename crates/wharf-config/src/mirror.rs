@@ -150,20 +150,7 @@ impl MirrorConfig {
         let mut names = Vec::new();
         for (i, r) in self.remotes.iter().enumerate() {
             let at = format!("mirror.remotes[{i}]");
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                problems.push(format!(
-                    "{at}.name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
-                    r.name
-                ));
-            }
-            if names.contains(&r.name.as_str()) {
-                problems.push(format!("{at}.name: {:?} is used twice", r.name));
-            }
+            super::remote_name_problems(&at, &r.name, &names, &[], problems);
             names.push(&r.name);
             match remote_authority(&r.url) {
                 Some((scheme, _)) => {

@@ -183,23 +183,7 @@ impl OstreeConfig {
         let mut names: Vec<&str> = Vec::new();
         for (i, r) in self.remotes.iter().enumerate() {
             let at = format!("ostree.remotes[{i}]");
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                problems.push(format!(
-                    "{at}.name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
-                    r.name
-                ));
-            }
-            if names.contains(&r.name.as_str()) || taken.contains(&r.name.as_str()) {
-                problems.push(format!(
-                    "{at}.name: {:?} is already a remote's name (names are unique across every kind)",
-                    r.name
-                ));
-            }
+            super::remote_name_problems(&at, &r.name, &names, taken, problems);
             names.push(&r.name);
             if r.url.is_empty() {
                 problems.push(format!(
@@ -326,7 +310,7 @@ mod tests {
         .unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         for expected in [
-            "ostree.remotes[0].name: \"up\" is already a remote's name",
+            "ostree.remotes[0].name: \"up\" is used twice",
             "ostree.remotes[0].url: \"http://o.example/repo\" is plain HTTP",
             "ostree.remotes[0].repository",
             "ostree.remotes[0].depth",
