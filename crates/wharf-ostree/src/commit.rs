@@ -506,11 +506,8 @@ async fn summary_of(
 ) -> Result<Summary, CommitError> {
     let heads = tree_path("refs/heads")?;
     let mut refs = Vec::new();
-    let mut after: Option<TreePath> = None;
-    loop {
-        let page = staged.entries(Some(&heads), after.as_ref(), 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.path.clone());
+    let mut pages = std::pin::pin!(staged.entry_pages(Some(&heads), 1000));
+    while let Some(page) = pages.try_next().await? {
         for e in page {
             let name = e.path.as_str()["refs/heads/".len()..].to_owned();
             let bytes = read_entry(snapshots, staged, &e.path)

@@ -739,11 +739,8 @@ async fn still_valid(
             continue;
         }
         let under = tree_path(&dir);
-        let mut after: Option<TreePath> = None;
-        loop {
-            let page = staged.entries(Some(&under), after.as_ref(), 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.path.clone());
+        let mut pages = std::pin::pin!(staged.entry_pages(Some(&under), 1000));
+        while let Some(page) = pages.try_next().await? {
             keep.extend(page.into_iter().map(|e| e.path.as_str().to_owned()));
         }
         listing.insert(name, sum);

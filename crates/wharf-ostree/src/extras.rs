@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use sha2::{Digest as _, Sha256};
 use wharf_core::{Digest, TreePath};
 use wharf_snapshot::Staged;
@@ -493,11 +494,8 @@ async fn remove_stale(staged: &Staged, written: &BTreeSet<String>) -> Result<(),
     let mut stale = Vec::new();
     for prefix in OWNED_PREFIXES {
         let under = path(prefix)?;
-        let mut after: Option<TreePath> = None;
-        loop {
-            let page = staged.entries(Some(&under), after.as_ref(), 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.path.clone());
+        let mut pages = std::pin::pin!(staged.entry_pages(Some(&under), 1000));
+        while let Some(page) = pages.try_next().await? {
             stale.extend(
                 page.into_iter()
                     .filter(|e| !written.contains(e.path.as_str()))

@@ -620,15 +620,8 @@ async fn published_refs(
     let heads = tree_path("refs/heads")?;
     let mut names = Vec::new();
     let mut paths = Vec::new();
-    let mut after: Option<TreePath> = None;
-    loop {
-        let page = snapshots
-            .meta()
-            .snapshot_entries(id, Some(&heads), after.as_ref(), 1000)
-            .await
-            .map_err(SnapshotError::from)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.path.clone());
+    let mut pages = std::pin::pin!(snapshots.entry_pages(id, Some(&heads), 1000));
+    while let Some(page) = pages.try_next().await? {
         for e in page {
             names.push(e.path.as_str()["refs/heads/".len()..].to_owned());
             paths.push(e.path);
@@ -683,13 +676,8 @@ fn unix_now() -> i64 {
 async fn object_paths(staged: &Staged) -> Result<HashSet<String>, MirrorError> {
     let objects = tree_path("objects")?;
     let mut paths = HashSet::new();
-    let mut after: Option<TreePath> = None;
-    loop {
-        let page = staged
-            .entries(Some(&objects), after.as_ref(), 10_000)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.path.clone());
+    let mut pages = std::pin::pin!(staged.entry_pages(Some(&objects), 10_000));
+    while let Some(page) = pages.try_next().await? {
         paths.extend(page.into_iter().map(|e| e.path.as_str().to_owned()));
     }
     Ok(paths)

@@ -138,15 +138,8 @@ async fn all_entries(
 ) -> Result<Vec<SnapshotEntry>, RetentionError> {
     let under = tree_path(under)?;
     let mut out = Vec::new();
-    let mut after: Option<TreePath> = None;
-    loop {
-        let page = snapshots
-            .meta()
-            .snapshot_entries(id, Some(&under), after.as_ref(), 1000)
-            .await
-            .map_err(SnapshotError::from)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.path.clone());
+    let mut pages = std::pin::pin!(snapshots.entry_pages(id, Some(&under), 1000));
+    while let Some(page) = pages.try_next().await? {
         out.extend(page);
     }
     Ok(out)

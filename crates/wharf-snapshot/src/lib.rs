@@ -549,14 +549,8 @@ impl Snapshots {
         let Ok(under) = TreePath::new(prefix.trim_end_matches('/')) else {
             return Ok(index);
         };
-        let mut after: Option<TreePath> = None;
-        loop {
-            let page = self
-                .meta
-                .snapshot_entries(&published.id, Some(&under), after.as_ref(), 10_000)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.path.clone());
+        let mut pages = std::pin::pin!(self.entry_pages(&published.id, Some(&under), 10_000));
+        while let Some(page) = futures_util::TryStreamExt::try_next(&mut pages).await? {
             for e in page {
                 index.entries.insert(e.path.as_str().to_owned(), e);
             }
@@ -567,7 +561,7 @@ impl Snapshots {
                 return Ok(index);
             }
         }
-        index.snapshot = Some(published.id);
+        index.snapshot = Some(published.id.clone());
         Ok(index)
     }
 
@@ -588,6 +582,31 @@ impl Snapshots {
             .snapshot_children(&published.id, dir, limit)
             .await?;
         Ok((dir.is_none() || !children.is_empty()).then_some(children))
+    }
+
+    /// Every entry of snapshot `id` below `under` (everything when `None`),
+    /// in path order, `page` entries a query: for walks that must not hold a
+    /// large snapshot's entries at once.
+    pub fn entry_pages<'a>(
+        &'a self,
+        id: &'a SnapshotId,
+        under: Option<&'a TreePath>,
+        page: u32,
+    ) -> impl futures_util::Stream<Item = Result<Vec<SnapshotEntry>, SnapshotError>> + 'a {
+        // The state is the last path read; `None` once a page came back empty.
+        futures_util::stream::try_unfold(Some(None::<TreePath>), move |after| async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let entries = self
+                .meta
+                .snapshot_entries(id, under, after.as_ref(), page)
+                .await?;
+            Ok(entries
+                .last()
+                .map(|last| Some(last.path.clone()))
+                .map(|next| (entries, Some(next))))
+        })
     }
 
     /// The bytes of a served entry whole, if it is a small file (at most
@@ -964,6 +983,15 @@ impl Staged {
     /// The entry at `path`, if recorded.
     pub async fn entry(&self, path: &TreePath) -> Result<Option<SnapshotEntry>, SnapshotError> {
         Ok(self.snapshots.meta.snapshot_entry(self.id(), path).await?)
+    }
+
+    /// Every entry below `under`, `page` at a time (see [`Snapshots::entry_pages`]).
+    pub fn entry_pages<'a>(
+        &'a self,
+        under: Option<&'a TreePath>,
+        page: u32,
+    ) -> impl futures_util::Stream<Item = Result<Vec<SnapshotEntry>, SnapshotError>> + 'a {
+        self.snapshots.entry_pages(self.id(), under, page)
     }
 
     /// Up to `limit` entries in path order, below `under`, after `after`.

@@ -94,18 +94,10 @@ pub(crate) async fn snapshot(
         SnapshotCommand::Show { repo, number } => {
             let repo = repo_name(&repo)?;
             let record = snapshots.by_number(&repo, number).await?;
-            let mut after = None;
-            loop {
-                let page = snapshots
-                    .meta()
-                    .snapshot_entries(&record.id, None, after.as_ref(), 1000)
-                    .await?;
+            let mut pages = std::pin::pin!(snapshots.entry_pages(&record.id, None, 1000));
+            while let Some(page) = futures_util::TryStreamExt::try_next(&mut pages).await? {
                 for e in &page {
                     println!("{}  {:>12}  {}", e.blob, e.size, e.path);
-                }
-                match page.last() {
-                    Some(last) if page.len() == 1000 => after = Some(last.path.clone()),
-                    _ => break,
                 }
             }
             Ok(ExitCode::SUCCESS)
