@@ -426,3 +426,42 @@ async fn content_addressed_names_are_served_from_the_index_and_new_ones_at_once(
         .unwrap();
     assert_eq!(summary.entry.blob, Digest::sha256_of(b"s2"));
 }
+
+/// `entry_pages` gives every entry below a directory once, in path order,
+/// a page at a time, and ends after the last one.
+#[tokio::test]
+async fn entry_pages_walk_a_snapshot_in_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snapshots(dir.path()).await;
+    let repo = RepoName::parse("os/paged").unwrap();
+    let staged = s
+        .stage(&repo, RepositoryKind::Ostree, Base::Empty, "paged")
+        .await
+        .unwrap();
+    let names = ["a/1", "a/2", "a/3", "a/4", "a/5", "b/1"];
+    for (i, n) in names.iter().enumerate() {
+        staged
+            .put_bytes(&path(n), Bytes::from(format!("{i}")), None, 1)
+            .await
+            .unwrap();
+    }
+    let under = path("a");
+    let pages: Vec<Vec<String>> = staged
+        .entry_pages(Some(&under), 2)
+        .map_ok(|page| {
+            page.into_iter()
+                .map(|e| e.path.as_str().to_owned())
+                .collect()
+        })
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pages, [vec!["a/1", "a/2"], vec!["a/3", "a/4"], vec!["a/5"]]);
+    let all: Vec<usize> = s
+        .entry_pages(staged.id(), None, 4)
+        .map_ok(|page| page.len())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all, [4, 2]);
+}

@@ -287,6 +287,36 @@ fn ostree_clients_pull_a_verified_mirror_and_bad_upstreams_publish_nothing() -> 
     ensure!(std::fs::read_to_string(checkout.join("données/ünïcødé/fichier été.txt"))? == "é\n");
     ensure!(checkout.join("var/empty/deeper").is_dir());
 
+    // `wharf snapshot show` lists the published snapshot whole: every upstream object, at its path.
+    let shown = run(&mut wharf_cli(
+        &server,
+        &["snapshot", "show", "os/mirror", "1"],
+    ))?
+    .stdout;
+    let shown: std::collections::BTreeSet<String> = shown
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|p| p.starts_with("objects/"))
+        .map(str::to_owned)
+        .collect();
+    let mut upstream_objects = std::collections::BTreeSet::new();
+    for d in std::fs::read_dir(up.join("objects"))? {
+        let d = d?;
+        for f in std::fs::read_dir(d.path())? {
+            upstream_objects.insert(format!(
+                "objects/{}/{}",
+                d.file_name().to_string_lossy(),
+                f?.file_name().to_string_lossy()
+            ));
+        }
+    }
+    ensure!(
+        shown == upstream_objects && shown.len() > 200,
+        "snapshot show: {} objects, upstream {}",
+        shown.len(),
+        upstream_objects.len()
+    );
+
     // Nothing changed: nothing fetched.
     let again = summary_line(&run(&mut wharf_cli(&server, &["sync", "up"]))?.stdout)?;
     ensure!(
