@@ -332,32 +332,30 @@ fn superblock(
     .encode())
 }
 
-/// Reads objects of a staged snapshot and, for what it lacks, of `older`
+/// Reads objects of one snapshot (`current`: the staged one, or the
+/// published one it will be staged from) and, for what it lacks, of `older`
 /// ones: the `from` side of a delta may be a commit retention cut from the
 /// new snapshot, which a client at that commit still holds.
 struct Reader<'a> {
     snapshots: &'a Snapshots,
-    staged: &'a Staged,
+    current: &'a SnapshotId,
     /// Retired snapshots of the repository, newest first.
     older: &'a [SnapshotId],
 }
 
 impl Reader<'_> {
-    /// Only `staged`: what a delta *sends* must be in the snapshot that serves it.
+    /// Only `current`: what a delta *sends* must be in the snapshot that serves it.
     fn current(&self) -> Reader<'_> {
         Reader {
             snapshots: self.snapshots,
-            staged: self.staged,
+            current: self.current,
             older: &[],
         }
     }
 
     async fn entry(&self, p: &str) -> Result<Option<SnapshotEntry>, DeltaError> {
         let path = tree_path(p);
-        if let Some(entry) = self.staged.entry(&path).await? {
-            return Ok(Some(entry));
-        }
-        for id in self.older {
+        for id in std::iter::once(self.current).chain(self.older) {
             if let Some(entry) = self
                 .snapshots
                 .meta()
@@ -538,7 +536,7 @@ pub async fn generate(
 ) -> Result<Option<Generated>, DeltaError> {
     let with_older = Reader {
         snapshots,
-        staged,
+        current: staged.id(),
         older,
     };
     let reader = with_older.current();
@@ -709,11 +707,11 @@ pub async fn carry(
 ) -> Result<Listing, DeltaError> {
     let reader = Reader {
         snapshots,
-        staged,
+        current: staged.id(),
         older: &[],
     };
     let targets: BTreeSet<Checksum> = heads.values().copied().collect();
-    let (listing, keep) = still_valid(staged, listed(&reader).await?, &targets).await?;
+    let (listing, keep) = still_valid(&reader, listed(&reader).await?, &targets).await?;
     store_listing(staged, &listing, keep, now).await?;
     Ok(listing)
 }
@@ -721,7 +719,7 @@ pub async fn carry(
 /// Of `listed`, the deltas to one of `targets` whose superblock is stored as
 /// listed, and every path they hold.
 async fn still_valid(
-    staged: &Staged,
+    reader: &Reader<'_>,
     listed: Listing,
     targets: &BTreeSet<Checksum>,
 ) -> Result<(Listing, BTreeSet<String>), DeltaError> {
@@ -732,14 +730,15 @@ async fn still_valid(
             continue;
         }
         let dir = name.dir();
-        let sb = staged
-            .entry(&tree_path(&format!("{dir}/superblock")))
-            .await?;
+        let sb = reader.current().entry(&format!("{dir}/superblock")).await?;
         if sb.is_none_or(|e| e.blob != digest_of(&sum)) {
             continue;
         }
         let under = tree_path(&dir);
-        let mut pages = std::pin::pin!(staged.entry_pages(Some(&under), 1000));
+        let mut pages =
+            std::pin::pin!(reader
+                .snapshots
+                .entry_pages(reader.current, Some(&under), 1000));
         while let Some(page) = pages.try_next().await? {
             keep.extend(page.into_iter().map(|e| e.path.as_str().to_owned()));
         }
@@ -862,6 +861,35 @@ pub async fn refresh_published(
             .take(OLDER_SNAPSHOTS_READ)
             .map(|s| s.id)
             .collect();
+        // Decided on the published snapshot first: a run with nothing to do
+        // stages (and numbers) no snapshot.
+        let published_reader = Reader {
+            snapshots,
+            current: &published.id,
+            older: &older,
+        };
+        match wanted(&published_reader, settings, signer).await? {
+            Wanted::Nothing(outcome) => {
+                return Ok(DeltaRun {
+                    outcome,
+                    generated: Vec::new(),
+                    listed: 0,
+                })
+            }
+            Wanted::Deltas {
+                missing,
+                listing,
+                old_listing,
+                ..
+            } if missing.is_empty() && listing == old_listing => {
+                return Ok(DeltaRun {
+                    outcome: DeltaOutcome::UpToDate,
+                    generated: Vec::new(),
+                    listed: listing.len(),
+                })
+            }
+            Wanted::Deltas { .. } => {}
+        }
         let staged = snapshots
             .stage(
                 repo,
@@ -914,60 +942,34 @@ async fn refresh_staged(
     signer: &wharf_sign::SigningKeys,
     now: i64,
 ) -> Result<Refreshed, DeltaError> {
-    let with_older = Reader {
+    let reader = Reader {
         snapshots,
-        staged,
+        current: staged.id(),
         older,
     };
-    let reader = with_older.current();
-    let nothing = |outcome| {
-        Refreshed::Unchanged(DeltaRun {
-            outcome,
-            generated: Vec::new(),
-            listed: 0,
-        })
-    };
-    let Some(summary_bytes) = reader.path("summary").await? else {
-        return Ok(nothing(DeltaOutcome::NothingPublished));
-    };
-    // Only a summary Wharf signed is Wharf's to rewrite.
-    let signature = reader.path("summary.sig").await?;
-    if crate::signature::verify(&signer.keyring(), &summary_bytes, signature.as_deref()).is_err() {
-        return Ok(nothing(DeltaOutcome::UpstreamSummary));
-    }
-    let mut summary = Summary::parse(&summary_bytes).map_err(DeltaError::Summary)?;
-    let old_listing = listed(&reader).await?;
-    let heads: BTreeMap<String, Checksum> = summary
-        .refs
-        .iter()
-        .map(|r| (r.name.clone(), r.checksum))
-        .collect();
-    let targets: BTreeSet<Checksum> = heads.values().copied().collect();
-    let (mut listing, mut keep) = still_valid(staged, old_listing.clone(), &targets).await?;
+    let (mut summary, old_listing, mut listing, mut keep, missing) =
+        match wanted(&reader, settings, signer).await? {
+            Wanted::Nothing(outcome) => {
+                return Ok(Refreshed::Unchanged(DeltaRun {
+                    outcome,
+                    generated: Vec::new(),
+                    listed: 0,
+                }))
+            }
+            Wanted::Deltas {
+                summary,
+                old_listing,
+                listing,
+                keep,
+                missing,
+            } => (summary, old_listing, listing, keep, missing),
+        };
     let mut generated = Vec::new();
-    for (ref_name, to) in &heads {
-        let mut wanted = Vec::new();
-        for from in earlier_commits(&with_older, older, ref_name, *to, settings.depth).await? {
-            wanted.push(DeltaName {
-                from: Some(from),
-                to: *to,
-            });
-        }
-        if settings.from_scratch {
-            wanted.push(DeltaName {
-                from: None,
-                to: *to,
-            });
-        }
-        for name in wanted {
-            if listing.contains_key(&name) {
-                continue;
-            }
-            if let Some(g) = generate(snapshots, staged, older, name, settings, now).await? {
-                keep.extend(g.paths.iter().cloned());
-                listing.insert(name, g.superblock);
-                generated.push(g);
-            }
+    for name in missing {
+        if let Some(g) = generate(snapshots, staged, older, name, settings, now).await? {
+            keep.extend(g.paths.iter().cloned());
+            listing.insert(name, g.superblock);
+            generated.push(g);
         }
     }
     let listed = listing.len();
@@ -989,6 +991,72 @@ async fn refresh_staged(
     let signature = crate::signature::sign(signer, &summary)?;
     crate::summary::put_own(staged, summary, Some(signature), now).await?;
     Ok(Refreshed::Changed { generated, listed })
+}
+
+/// What a snapshot's refs want of the delta job.
+enum Wanted {
+    /// Nothing is Wharf's to do here (the outcome says why).
+    Nothing(DeltaOutcome),
+    Deltas {
+        /// The summary the snapshot serves.
+        summary: Summary,
+        /// What it lists.
+        old_listing: Listing,
+        /// Of that, the deltas still valid (to a ref's commit, stored as listed)...
+        listing: Listing,
+        /// ...and every path they hold.
+        keep: BTreeSet<String>,
+        /// The deltas `settings` asks for that are not listed, in ref order.
+        missing: Vec<DeltaName>,
+    },
+}
+
+/// What the refs of `reader`'s snapshot want: the deltas from their earlier
+/// commits (and from scratch) that its summary does not list yet.
+async fn wanted(
+    reader: &Reader<'_>,
+    settings: &DeltaSettings,
+    signer: &wharf_sign::SigningKeys,
+) -> Result<Wanted, DeltaError> {
+    let current = reader.current();
+    let Some(summary_bytes) = current.path("summary").await? else {
+        return Ok(Wanted::Nothing(DeltaOutcome::NothingPublished));
+    };
+    // Only a summary Wharf signed is Wharf's to rewrite.
+    let signature = current.path("summary.sig").await?;
+    if crate::signature::verify(&signer.keyring(), &summary_bytes, signature.as_deref()).is_err() {
+        return Ok(Wanted::Nothing(DeltaOutcome::UpstreamSummary));
+    }
+    let summary = Summary::parse(&summary_bytes).map_err(DeltaError::Summary)?;
+    let old_listing = listed(&current).await?;
+    let heads: BTreeMap<String, Checksum> = summary
+        .refs
+        .iter()
+        .map(|r| (r.name.clone(), r.checksum))
+        .collect();
+    let targets: BTreeSet<Checksum> = heads.values().copied().collect();
+    let (listing, keep) = still_valid(reader, old_listing.clone(), &targets).await?;
+    let mut missing = Vec::new();
+    for (ref_name, to) in &heads {
+        let earlier = earlier_commits(reader, reader.older, ref_name, *to, settings.depth).await?;
+        let names = earlier
+            .into_iter()
+            .map(Some)
+            .chain(settings.from_scratch.then_some(None))
+            .map(|from| DeltaName { from, to: *to });
+        for name in names {
+            if !listing.contains_key(&name) && !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    Ok(Wanted::Deltas {
+        summary,
+        old_listing,
+        listing,
+        keep,
+        missing,
+    })
 }
 
 /// Up to `depth` commits a client of `ref_name` may hold before `head`,

@@ -731,10 +731,17 @@ async fn the_delta_job_reads_the_previous_commit_from_its_snapshot_and_never_und
             .is_some(),
         "delta index of the target"
     );
+    let snapshots_before = s.list(&repo).await.unwrap().len();
     let again = refresh_published(&s, &repo, &settings, &keys, 3)
         .await
         .unwrap();
     assert_eq!(again.outcome, DeltaOutcome::UpToDate, "{again:?}");
+    assert_eq!(again.listed, 2);
+    assert_eq!(
+        s.list(&repo).await.unwrap().len(),
+        snapshots_before,
+        "a run with nothing to do stages no snapshot"
+    );
 
     // A summary Wharf did not sign (here: unsigned) is not Wharf's to rewrite.
     let other = RepoName::parse("os/unsigned").unwrap();
