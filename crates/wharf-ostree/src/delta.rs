@@ -942,6 +942,8 @@ async fn refresh_staged(
     signer: &wharf_sign::SigningKeys,
     now: i64,
 ) -> Result<Refreshed, DeltaError> {
+    // Asked again of the staged snapshot: another writer may have published
+    // between the check on the published one and the staging.
     let reader = Reader {
         snapshots,
         current: staged.id(),
@@ -1038,7 +1040,7 @@ async fn wanted(
     let (listing, keep) = still_valid(reader, old_listing.clone(), &targets).await?;
     let mut missing = Vec::new();
     for (ref_name, to) in &heads {
-        let earlier = earlier_commits(reader, reader.older, ref_name, *to, settings.depth).await?;
+        let earlier = earlier_commits(reader, ref_name, *to, settings.depth).await?;
         let names = earlier
             .into_iter()
             .map(Some)
@@ -1061,10 +1063,9 @@ async fn wanted(
 
 /// Up to `depth` commits a client of `ref_name` may hold before `head`,
 /// whose objects are still readable: first the commits the ref was at in
-/// `older` snapshots (newest first), then `head`'s parents.
+/// the reader's older snapshots (newest first), then `head`'s parents.
 async fn earlier_commits(
     reader: &Reader<'_>,
-    older: &[SnapshotId],
     ref_name: &str,
     head: Checksum,
     depth: u32,
@@ -1082,7 +1083,7 @@ async fn earlier_commits(
                 .is_some(),
         )
     };
-    for id in older {
+    for id in reader.older {
         if out.len() as u32 >= depth {
             break;
         }

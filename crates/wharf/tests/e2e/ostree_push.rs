@@ -41,6 +41,26 @@ fn add_user(server: &WharfServer, name: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
+/// A server whose configuration lets anyone pull `os/**` and the user `builder` (password in
+/// the returned file) push there, with `extra` appended; returns it and the password file.
+fn server_with_builder(dir: &Path, extra: &str) -> Result<(WharfServer, PathBuf)> {
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.grants]]\nsubject = \"anonymous\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n\n\
+             [[auth.grants]]\nsubject = \"user:builder\"\nrepositories = \"os/**\"\nactions = [\"pull\", \"push\"]\n\n\
+             {extra}"
+        ),
+    )?;
+    let server =
+        WharfServer::start_with_config(Path::new(env!("CARGO_BIN_EXE_wharf")), Some(&config))?;
+    add_user(&server, "builder", "builder-pw")?;
+    let builder_pw = dir.join("builder.pw");
+    std::fs::write(&builder_pw, "builder-pw\n")?;
+    Ok((server, builder_pw))
+}
+
 /// `wharf ostree push` of the local BRANCH to BRANCH as `user`.
 fn push(server: &WharfServer, local: &Path, user: &str, password_file: &Path) -> Command {
     let mut cmd = Command::new(server.bin());
@@ -194,19 +214,11 @@ fn same_tree(a: &Path, b: &Path) -> Result<()> {
 fn a_push_sends_only_missing_objects_verified_and_moves_the_ref_atomically() -> Result<()> {
     let tmp = scratch()?;
     let dir = tmp.path();
-    let config = dir.join("wharf.toml");
-    std::fs::write(
-        &config,
-        "[[auth.grants]]\nsubject = \"anonymous\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n\n\
-         [[auth.grants]]\nsubject = \"user:builder\"\nrepositories = \"os/**\"\nactions = [\"pull\", \"push\"]\n\n\
-         [[auth.grants]]\nsubject = \"user:reader\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n",
+    let (server, builder_pw) = server_with_builder(
+        dir,
+        "[[auth.grants]]\nsubject = \"user:reader\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n",
     )?;
-    let server =
-        WharfServer::start_with_config(Path::new(env!("CARGO_BIN_EXE_wharf")), Some(&config))?;
-    add_user(&server, "builder", "builder-pw")?;
     add_user(&server, "reader", "reader-pw")?;
-    let builder_pw = dir.join("builder.pw");
-    std::fs::write(&builder_pw, "builder-pw\n")?;
     let reader_pw = dir.join("reader.pw");
     std::fs::write(&reader_pw, "reader-pw\n")?;
     let api = format!("{}/api/v1/ostree/{REPO}", server.url());
@@ -457,18 +469,10 @@ fn a_push_sends_only_missing_objects_verified_and_moves_the_ref_atomically() -> 
 fn a_push_queues_the_delta_job_and_clients_update_through_its_delta() -> Result<()> {
     let tmp = scratch()?;
     let dir = tmp.path();
-    let config = dir.join("wharf.toml");
-    std::fs::write(
-        &config,
-        "[[auth.grants]]\nsubject = \"anonymous\"\nrepositories = \"os/**\"\nactions = [\"pull\"]\n\n\
-         [[auth.grants]]\nsubject = \"user:builder\"\nrepositories = \"os/**\"\nactions = [\"pull\", \"push\"]\n\n\
-         [[ostree.deltas]]\nrepository = \"os/pushed\"\nfrom_scratch = true\n",
+    let (server, builder_pw) = server_with_builder(
+        dir,
+        "[[ostree.deltas]]\nrepository = \"os/pushed\"\nfrom_scratch = true\n",
     )?;
-    let server =
-        WharfServer::start_with_config(Path::new(env!("CARGO_BIN_EXE_wharf")), Some(&config))?;
-    add_user(&server, "builder", "builder-pw")?;
-    let builder_pw = dir.join("builder.pw");
-    std::fs::write(&builder_pw, "builder-pw\n")?;
     let local = dir.join("local");
     run(ostree(&local).args(["init", "--mode=archive"]))?;
     let tree = dir.join("tree");
